@@ -1,0 +1,62 @@
+"""The typer application: global options, command registration, error mapping."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+
+from ..errors import DithubError
+from .commands import base, branch, checkout, commit, diff, export, fsck, gc, init, log, reflog, show, status, tag
+from .output import error_line
+from .state import State
+
+INTERNAL_ERROR = 70
+INTERRUPTED = 130
+
+app = typer.Typer(
+    name="dithub", help="Git for adapter modules: history, branches and merges of LoRA adapters and task vectors.",
+    no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Option("-C", help="Run as if started in this directory.")] = Path("."),
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks of unexpected errors.")] = False,
+) -> None:
+    ctx.obj = State(directory, debug)
+
+
+for fn in (init.init, status.status, commit.commit, log.log, show.show, diff.diff, branch.branch,
+           checkout.checkout, tag.tag, export.export, fsck.fsck, gc.gc, reflog.reflog):
+    app.command(fn.__name__)(fn)
+app.add_typer(base.app, name="base")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; DithubError becomes one red line and its class's exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    try:
+        app(args=args, prog_name="dithub", standalone_mode=False)
+        return 0
+    except DithubError as exc:
+        error_line(f"{exc.message}" + (f" — {exc.hint}" if exc.hint else ""))
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        error_line("interrupted")
+        return INTERRUPTED
+    except Exception as exc:  # never a traceback unless asked for
+        if debug:
+            raise
+        error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and report it)")
+        return INTERNAL_ERROR

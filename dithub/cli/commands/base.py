@@ -1,0 +1,42 @@
+"""dithub base add|list"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..options import Json
+from ..output import emit, human_bytes, out, progress_bars, short
+from ..state import repo as open_repo
+
+app = typer.Typer(help="Named base checkpoints the adapters belong to.", no_args_is_help=True)
+
+
+@app.command("add")
+def add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Name of the base, e.g. vit-v2.")],
+    path: Annotated[Path, typer.Argument(help="A Hugging Face model directory (config.json + safetensors).")],
+) -> None:
+    """Register a model checkpoint as a named base."""
+    repo = open_repo(ctx)
+    with progress_bars() as progress:
+        res = repo.base_add(name, path, progress=progress)
+    out.print(f"Base {name} at {short(res.id)}: {human_bytes(res.total_bytes)}, {res.new_objects} new objects")
+
+
+@app.command("list")
+def list_(ctx: typer.Context, as_json: Json = False) -> None:
+    """List the named bases."""
+    repo = open_repo(ctx)
+    rows = {}
+    for name, oid in repo.bases().items():
+        commit = repo.store.read_commit(oid)
+        tree = repo.store.read_tree(commit.tree)
+        rows[name] = {"commit": oid, "tree": commit.tree, "tensors": len(tree.tensors), "bytes": tree.nbytes,
+                      "model_type": tree.config.get("model_type")}
+    emit(as_json, rows, lambda: [
+        out.print(f"{n}  [yellow]{short(r['commit'])}[/]  {r['model_type'] or ''} {r['tensors']} tensors, {human_bytes(r['bytes'])}")
+        for n, r in rows.items()
+    ] or out.print("No bases yet (add one with `dithub base add NAME MODEL_DIR`)"))

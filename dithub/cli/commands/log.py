@@ -1,0 +1,56 @@
+"""dithub log"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ..graph import graph_prefixes
+from ..options import Json
+from ..output import emit, out
+from ..state import repo as open_repo
+
+
+def _when(t: float) -> str:
+    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def log(
+    ctx: typer.Context,
+    revs: Annotated[list[str] | None, typer.Argument(help="Where to start (default: HEAD).")] = None,
+    graph: Annotated[bool, typer.Option("--graph", help="Draw the commit graph.")] = False,
+    all_refs: Annotated[bool, typer.Option("--all", help="Start from every branch, tag and base.")] = False,
+    max_count: Annotated[int | None, typer.Option("--max-count", "-n", help="Show at most N commits.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Show the history of commits."""
+    repo = open_repo(ctx)
+    if all_refs:
+        revs = sorted(set(repo.refs.as_dict("refs/").values())) or None
+        if revs is None:
+            emit(as_json, [], lambda: out.print("No commits yet"))
+            return
+    entries = repo.log(revs, max_count)
+    names = repo.ref_names_by_commit()
+    payload = [
+        {"id": e.id, "parents": e.commit.parents, "tree": e.commit.tree, "base": e.commit.base,
+         "author": e.commit.author, "time": e.commit.time, "message": e.commit.message,
+         "op": e.commit.op.to_json(), "refs": names.get(e.id, [])}
+        for e in entries
+    ]
+
+    def human() -> None:
+        prefixes = graph_prefixes([(e.id, e.commit.parents) for e in entries]) if graph else [[""]] * len(entries)
+        for e, lines in zip(entries, prefixes):
+            for extra in lines[:-1]:
+                out.print(f"[red]{extra}[/]")
+            deco = f" [cyan]({', '.join(names[e.id])})[/]" if e.id in names else ""
+            op = e.commit.op
+            what = f" [magenta]\\[{op.name}{': ' + op.method if op.method else ''}][/]" if op.name != "commit" else ""
+            title = escape(e.commit.message.splitlines()[0] if e.commit.message else "")
+            lead = f"[red]{lines[-1]}[/] " if graph else ""
+            out.print(f"{lead}[yellow]{e.id[:12]}[/]{deco}{what} {title} [dim]— {escape(e.commit.author)}, {_when(e.commit.time)}[/]")
+
+    emit(as_json, payload, human)

@@ -1,0 +1,41 @@
+"""dithub show"""
+from __future__ import annotations
+
+import datetime as dt
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..options import Json, Rev
+from ..output import emit, human_bytes, out, short
+from ..state import repo as open_repo
+
+
+def show(ctx: typer.Context, rev: Rev = "HEAD", as_json: Json = False) -> None:
+    """Show a commit: metadata, how it was made, and its tensors."""
+    info = open_repo(ctx).show(rev)
+    c, tree = info.commit, info.tree
+    payload = {
+        "id": info.id, "refs": info.refs, "tree": c.tree, "parents": c.parents, "base": c.base,
+        "base_name": info.base, "author": c.author, "time": c.time, "message": c.message, "op": c.op.to_json(),
+        "kind": tree.kind, "config": tree.config, "bytes": tree.nbytes,
+        "tensors": {n: e.to_json() for n, e in tree.tensors.items()},
+    }
+
+    def human() -> None:
+        deco = f" ({', '.join(info.refs)})" if info.refs else ""
+        out.print(f"[yellow]commit {info.id}[/]{deco}")
+        if c.parents:
+            out.print("Parents: " + " ".join(short(p) for p in c.parents))
+        out.print(f"Author:  {escape(c.author)}\nDate:    {dt.datetime.fromtimestamp(c.time):%Y-%m-%d %H:%M:%S}")
+        out.print(f"Kind:    {tree.kind}, {len(tree.tensors)} tensors, {human_bytes(tree.nbytes)}; base: {info.base or 'none'}")
+        if c.op.name != "commit":
+            out.print(f"Op:      {c.op.name} {c.op.method or ''} {c.op.params or ''} inputs={[short(i) for i in c.op.inputs]}")
+        out.print(f"\n    {escape(c.message)}\n")
+        table = Table("tensor", "dtype", "shape", "id", box=None)
+        for name, e in tree.tensors.items():
+            table.add_row(escape(name), e.dtype, "x".join(map(str, e.shape)) or "scalar", short(e.id))
+        out.print(table)
+
+    emit(as_json, payload, human)

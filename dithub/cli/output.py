@@ -1,0 +1,90 @@
+"""Rendering for people (rich) and machines (--json); errors; progress bars."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
+from ..progress import Advance, ProgressFactory
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+SHOW_AFTER_SECONDS = 0.5
+
+
+def to_jsonable(value: Any) -> Any:
+    """Dataclasses, tuples and sets as plain JSON values."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return to_jsonable(asdict(value))
+    if isinstance(value, dict):
+        return {str(k): to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [to_jsonable(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(to_jsonable(value), indent=2, sort_keys=True) + "\n")
+
+
+def emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
+    """Print ``payload`` as JSON, or call ``human`` to render it for people."""
+    if as_json:
+        print_json(payload)
+    else:
+        human()
+
+
+def error_line(message: str) -> None:
+    err.print(f"[bold red]error:[/] [red]{escape(message)}[/]")
+
+
+def short(oid: str | None) -> str:
+    return oid[:12] if oid else "-"
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n} B"
+
+
+@contextmanager
+def progress_bars() -> Iterator[ProgressFactory]:
+    """A ``ProgressFactory`` drawing rich bars on stderr once a task runs past half a second."""
+    progress = Progress(
+        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
+        TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
+        disable=not err.is_terminal,
+    )
+    started = [False]
+    t0 = time.monotonic()
+
+    def factory(description: str, total: int) -> Advance:
+        task = progress.add_task(description, total=total or None)
+
+        def advance(n: int) -> None:
+            progress.advance(task, n)
+            if not started[0] and time.monotonic() - t0 > SHOW_AFTER_SECONDS:
+                started[0] = True
+                progress.start()
+
+        return advance
+
+    try:
+        yield factory
+    finally:
+        if started[0]:
+            progress.stop()

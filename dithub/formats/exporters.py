@@ -1,0 +1,88 @@
+"""Write stored trees back to disk: peft directories, safetensors files, model directories.
+
+Tensors stream one at a time from the store to an atomic temp file; an output
+directory that did not exist appears whole or not at all.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+from ..store import TensorData, TensorEntry, Tree, atomic_write
+from .importers import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CONFIG
+from .safetensors_io import write_safetensors
+
+Loader = Callable[[str], TensorData]
+OnBytes = Callable[[int], None] | None
+
+
+@contextmanager
+def output_dir(out: Path) -> Iterator[Path]:
+    """A directory to fill; a new ``out`` appears only once it is complete."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"{out}: exists and is not a directory", "choose another output path")
+    if out.is_dir():
+        yield out  # each file inside is still replaced atomically
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o755)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _json_bytes(value: dict[str, Any]) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _raw(load: Loader) -> Callable[[str], memoryview]:
+    return lambda name: load(name).data
+
+
+def write_peft_dir(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
+    """A directory ``PeftModel.from_pretrained`` loads, tensors bit-identical."""
+    with output_dir(out) as d:
+        write_safetensors(d / ADAPTER_WEIGHTS, tree.tensors, _raw(load), {"format": "pt"}, on_bytes)
+        atomic_write(d / ADAPTER_CONFIG, _json_bytes(tree.config))
+    return Path(out)
+
+
+def write_task_vector(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
+    """A safetensors file (``out`` itself if it ends in .safetensors, else inside ``out``)."""
+    out = Path(out)
+    path = out if out.suffix == ".safetensors" else out / "task_vector.safetensors"
+    write_safetensors(path, tree.tensors, _raw(load), tree.config.get("metadata") or None, on_bytes)
+    return path
+
+
+def write_model_dir(
+    out: Path, config: dict[str, Any], specs: dict[str, TensorEntry], load_raw: Callable[[str], memoryview],
+    on_bytes: OnBytes = None,
+) -> Path:
+    """A Hugging Face model directory (config.json + model.safetensors)."""
+    with output_dir(out) as d:
+        write_safetensors(d / "model.safetensors", specs, load_raw, {"format": "pt"}, on_bytes)
+        atomic_write(d / MODEL_CONFIG, _json_bytes(config))
+    return Path(out)
+
+
+def _write_full(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
+    return write_model_dir(out, tree.config, tree.tensors, _raw(load), on_bytes)
+
+
+def write_tree(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
+    """Write any tree in its own format."""
+    writer = {"lora": write_peft_dir, "task_vector": write_task_vector, "full": _write_full}[tree.kind]
+    return writer(out, tree, load, on_bytes)

@@ -1,0 +1,104 @@
+"""Import adapters and checkpoints from disk into a ``Staged`` tree (nothing stored yet).
+
+* a peft adapter directory (adapter_config.json + adapter_model.safetensors) -> ``lora``
+* a plain ``.safetensors`` file -> ``task_vector``
+* a Hugging Face model directory (config.json + *.safetensors) -> ``full``
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+from ..store import TensorData
+from .lora import check_lora
+from .safetensors_io import read_safetensors
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+MODEL_CONFIG = "config.json"
+
+
+@dataclass
+class Staged:
+    """An adapter or checkpoint read and validated, ready to be stored."""
+
+    kind: str
+    config: dict[str, Any]
+    tensors: dict[str, TensorData]
+    source: Path
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors.values())
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid JSON ({exc})", "fix or re-save the file") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{path}: expected a JSON object")
+    return value
+
+
+def import_peft_dir(path: Path) -> Staged:
+    """A peft LoRA adapter directory, checked against its config."""
+    config_path = path / ADAPTER_CONFIG
+    if not config_path.is_file():
+        raise BadInput(f"{path}: no {ADAPTER_CONFIG} here, so it is not a peft adapter directory",
+                       "give the directory PeftModel.save_pretrained wrote, or a .safetensors task vector")
+    config = _read_json(config_path)
+    if config.get("peft_type", "LORA") != "LORA":
+        raise BadInput(f"{config_path}: peft_type {config.get('peft_type')!r} is not supported", "dithub stores LoRA adapters")
+    weights = path / ADAPTER_WEIGHTS
+    if not weights.is_file():
+        hint = "re-save with save_pretrained(safe_serialization=True)" if (path / "adapter_model.bin").exists() else "copy the adapter weights next to the config"
+        raise BadInput(f"{path}: no {ADAPTER_WEIGHTS}", hint)
+    st = read_safetensors(weights)
+    check_lora(config, {k: v.shape for k, v in st.tensors.items()}, str(weights))
+    return Staged("lora", config, st.tensors, path)
+
+
+def import_task_vector(path: Path) -> Staged:
+    """A safetensors file of per-tensor updates (θ_ft − θ_0)."""
+    st = read_safetensors(path)
+    if not st.tensors:
+        raise BadInput(f"{path}: holds no tensors")
+    return Staged("task_vector", {"metadata": st.metadata} if st.metadata else {}, st.tensors, path)
+
+
+def import_model_dir(path: Path) -> Staged:
+    """A Hugging Face model directory (one or several safetensors shards)."""
+    config_path = path / MODEL_CONFIG
+    if not config_path.is_file():
+        raise BadInput(f"{path}: no {MODEL_CONFIG} here, so it is not a Hugging Face model directory",
+                       "give the directory save_pretrained wrote")
+    config = _read_json(config_path)
+    shards = sorted(p for p in path.glob("*.safetensors") if p.name != ADAPTER_WEIGHTS)
+    if not shards:
+        raise BadInput(f"{path}: no .safetensors weights", "save the model with safe_serialization=True")
+    tensors: dict[str, TensorData] = {}
+    for shard in shards:
+        for name, t in read_safetensors(shard).tensors.items():
+            if name in tensors:
+                raise BadInput(f"{shard}: tensor {name!r} also appears in another shard")
+            tensors[name] = t
+    return Staged("full", config, tensors, path)
+
+
+def import_adapter(path: Path) -> Staged:
+    """Import what ``dithub commit PATH`` accepts: a peft directory or a safetensors file."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"{path}: no such file or directory", "check the path")
+    if path.is_file():
+        if path.suffix != ".safetensors":
+            raise BadInput(f"{path}: not a .safetensors file", "commit a peft adapter directory or a .safetensors task vector")
+        return import_task_vector(path)
+    if not (path / ADAPTER_CONFIG).exists() and (path / MODEL_CONFIG).exists():
+        raise BadInput(f"{path}: is a model checkpoint, not an adapter", f"register it with `dithub base add NAME {path}`")
+    return import_peft_dir(path)

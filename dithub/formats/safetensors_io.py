@@ -1,0 +1,139 @@
+"""Read and write safetensors files without copying tensor bytes.
+
+The reader validates the header against the file (sizes, offsets, overlaps,
+truncation) before any byte is trusted; the writer streams raw buffers into an
+atomic temp file. Neither needs torch.
+"""
+from __future__ import annotations
+
+import json
+import mmap
+import os
+import struct
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import BadInput
+from ..store import DTYPE_SIZES, TensorData, atomic_write_parts, nbytes_of
+
+MAX_HEADER_BYTES = 100 << 20
+
+
+@dataclass
+class SafetensorsFile:
+    """A validated, memory-mapped safetensors file."""
+
+    path: Path
+    metadata: dict[str, str]
+    tensors: dict[str, TensorData]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.tensors)
+
+
+def _bad(path: Path, what: str, hint: str = "re-export the file, or check that it was fully copied") -> BadInput:
+    return BadInput(f"{path}: {what}", hint)
+
+
+def read_safetensors(path: Path) -> SafetensorsFile:
+    """Open and validate ``path``; tensor bytes stay in the page cache (mmap)."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInput(f"{path}: no such file", "check the path")
+    if not path.is_file():
+        raise BadInput(f"{path}: not a file", "give a .safetensors file")
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size < 8:
+            raise _bad(path, f"not a safetensors file (only {size} bytes)")
+        mm = mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ)
+    (header_len,) = struct.unpack("<Q", mm[:8])
+    if header_len > MAX_HEADER_BYTES or 8 + header_len > size:
+        raise _bad(path, f"header claims {header_len} bytes but the file has {size}: truncated or not safetensors")
+    try:
+        header = json.loads(bytes(mm[8 : 8 + header_len]))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _bad(path, f"header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise _bad(path, "header is not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    if not isinstance(metadata, dict):
+        raise _bad(path, "__metadata__ is not an object")
+    data = memoryview(mm)[8 + header_len :]
+    return SafetensorsFile(path, {str(k): str(v) for k, v in metadata.items()}, _entries(path, header, data))
+
+
+def _entries(path: Path, header: dict, data: memoryview) -> dict[str, TensorData]:
+    spans = []
+    tensors: dict[str, TensorData] = {}
+    for name, info in header.items():
+        try:
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
+            shape = tuple(int(d) for d in shape)
+            begin, end = int(begin), int(end)
+        except (KeyError, TypeError, ValueError):
+            raise _bad(path, f"tensor {name!r} has a malformed header entry: {info!r}") from None
+        if dtype not in DTYPE_SIZES:
+            raise _bad(path, f"tensor {name!r} has unsupported dtype {dtype!r}",
+                       f"supported: {', '.join(sorted(DTYPE_SIZES))}")
+        if any(d < 0 for d in shape) or begin < 0 or end < begin:
+            raise _bad(path, f"tensor {name!r} has a negative size or offset")
+        expected = nbytes_of(dtype, shape)
+        if end - begin != expected:
+            raise _bad(path, f"tensor {name!r}: header says {end - begin} bytes but {dtype}{list(shape)} needs {expected}")
+        if end > len(data):
+            raise _bad(path, f"truncated: tensor {name!r} ends at byte {end} of data but the file holds {len(data)}")
+        spans.append((begin, end, name))
+        tensors[name] = TensorData(dtype, shape, data[begin:end])
+    spans.sort()
+    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+        if b1 < e0:
+            raise _bad(path, f"tensors {n0!r} and {n1!r} overlap in the file")
+    return tensors
+
+
+class _Spec(Protocol):
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def write_safetensors(
+    path: Path,
+    specs: Mapping[str, _Spec],
+    load: Callable[[str], bytes | memoryview] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
+    """Write tensors atomically to ``path``, in sorted name order.
+
+    ``specs`` gives each tensor's dtype and shape; ``load(name)`` its bytes,
+    called once per tensor while writing (so tensors stream one at a time).
+    Without ``load`` the specs must be ``TensorData``.
+    """
+    path = Path(path)
+    names = sorted(specs)
+    header: dict[str, object] = {}
+    if metadata:
+        header["__metadata__"] = dict(metadata)
+    offset = 0
+    for name in names:
+        size = nbytes_of(specs[name].dtype, specs[name].shape)
+        header[name] = {"dtype": specs[name].dtype, "shape": list(specs[name].shape), "data_offsets": [offset, offset + size]}
+        offset += size
+    head = json.dumps(header, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+
+    def parts() -> Iterator[bytes | memoryview]:
+        yield struct.pack("<Q", len(head)) + head
+        for name in names:
+            data = load(name) if load else specs[name].data  # type: ignore[attr-defined]
+            expected = header[name]["data_offsets"]  # type: ignore[index]
+            if len(data) != expected[1] - expected[0]:
+                raise BadInput(f"tensor {name!r}: {len(data)} bytes where {expected[1] - expected[0]} were declared")
+            yield data
+            if on_bytes:
+                on_bytes(len(data))
+
+    atomic_write_parts(path, parts())

@@ -1,0 +1,368 @@
+"""``Repo``: the Python API. Orchestrates the store, refs, formats and history."""
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import formats, maintenance
+from .diff import DiffResult, diff_trees
+from .maintenance import FsckReport, GcReport
+from .errors import BadInput, NotARepository, RefNotFound
+from .history import LogEntry, expand_ref, resolve_rev, walk
+from .progress import ProgressFactory, no_progress
+from .store import (
+    BaseObjectStore, BaseRefStore, Commit, DiskObjectStore, DiskRefStore, MemoryObjectStore,
+    MemoryRefStore, ObjectId, Op, TensorData, TensorEntry, Tree, atomic_write, check_ref_name,
+)
+from .store.objects import tensor_header
+
+DIRNAME = ".dithub"
+DEFAULT_BRANCH = "main"
+HEADS, TAGS, BASES = "refs/heads/", "refs/tags/", "refs/bases/"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What ``commit`` wrote."""
+
+    id: ObjectId
+    branch: str | None
+    tree: ObjectId
+    new_objects: int
+    new_bytes: int
+    total_bytes: int
+
+
+@dataclass(frozen=True)
+class Status:
+    branch: str | None
+    head: ObjectId | None
+    commit: Commit | None
+    kind: str | None
+    base: str | None
+    branches: int
+
+
+@dataclass(frozen=True)
+class ShowInfo:
+    id: ObjectId
+    commit: Commit
+    tree: Tree
+    base: str | None
+    refs: list[str]
+
+
+@dataclass
+class _WriteStats:
+    objects: int = 0
+    bytes: int = 0
+    seen: set[ObjectId] = field(default_factory=set)
+
+
+def default_author() -> str:
+    """``DITHUB_AUTHOR``, else the login name."""
+    env = os.environ.get("DITHUB_AUTHOR")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in some containers
+        return "unknown"
+
+
+class Repo:
+    """A dithub repository: an object store plus refs (on disk or in memory)."""
+
+    def __init__(self, store: BaseObjectStore, refs: BaseRefStore, path: Path | None = None) -> None:
+        self.store = store
+        self.refs = refs
+        self.path = path
+
+    # -- opening ----------------------------------------------------------
+    @classmethod
+    def init(cls, path: str | os.PathLike[str] = ".", branch: str = DEFAULT_BRANCH) -> Repo:
+        """Create ``PATH/.dithub`` (an error if one exists)."""
+        check_ref_name(branch, "branch")
+        root = Path(path).resolve()
+        meta = root / DIRNAME
+        if meta.exists():
+            raise BadInput(f"{meta} already exists", "open it with Repo(path), or choose another directory")
+        for sub in ("objects", "refs/heads", "refs/tags", "refs/bases", "logs", "tmp"):
+            (meta / sub).mkdir(parents=True, exist_ok=True)
+        atomic_write(meta / "config.json", json.dumps({"format": 1}).encode())
+        atomic_write(meta / "HEAD", f"ref: {HEADS}{branch}\n".encode())
+        return cls.open(root)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] = ".") -> Repo:
+        """Open the repository at ``path`` or the nearest parent that has one."""
+        start = Path(path).resolve()
+        for d in (start, *start.parents):
+            meta = d / DIRNAME
+            if (meta / "HEAD").is_file():
+                return cls(DiskObjectStore(meta / "objects", meta / "tmp"), DiskRefStore(meta), d)
+        raise NotARepository(f"not a dithub repository: {start} (or any parent)", "run `dithub init` first")
+
+    @classmethod
+    def memory(cls, branch: str = DEFAULT_BRANCH) -> Repo:
+        """A repository held in memory (tests, scratch work)."""
+        refs = MemoryRefStore()
+        refs.set_symbolic("HEAD", HEADS + branch)
+        return cls(MemoryObjectStore(), refs)
+
+    # -- names ------------------------------------------------------------
+    def resolve(self, rev: str) -> ObjectId:
+        """The commit id a revision names (branch, tag, base, id, ``~N``)."""
+        return resolve_rev(self.store, self.refs, rev)
+
+    def current_branch(self) -> str | None:
+        """The branch HEAD is on (short name), or None when detached."""
+        target = self.refs.follow("HEAD")
+        return target[len(HEADS) :] if target.startswith(HEADS) else None
+
+    def head(self) -> ObjectId | None:
+        return self.refs.resolve("HEAD")
+
+    def branches(self) -> dict[str, ObjectId]:
+        return {n[len(HEADS) :]: o for n, o in self.refs.as_dict(HEADS).items()}
+
+    def tags(self) -> dict[str, ObjectId]:
+        return {n[len(TAGS) :]: o for n, o in self.refs.as_dict(TAGS).items()}
+
+    def bases(self) -> dict[str, ObjectId]:
+        """Named base checkpoints: name -> commit id (its tree is ``full``)."""
+        return {n[len(BASES) :]: o for n, o in self.refs.as_dict(BASES).items()}
+
+    # -- objects ----------------------------------------------------------
+    def commit_object(self, rev: str) -> Commit:
+        return self.store.read_commit(self.resolve(rev))
+
+    def tree_of(self, rev: str) -> Tree:
+        return self.store.read_tree(self.commit_object(rev).tree)
+
+    def loader(self, tree: Tree) -> Callable[[str], TensorData]:
+        """Read a tree's tensors by name (zero-copy, verified)."""
+        return lambda name: self.store.read_tensor(tree.tensors[name].id)
+
+    def base_tree(self, base: ObjectId | None) -> Tree | None:
+        return self.store.read_tree(base) if base else None
+
+    def base_name(self, base_tree_id: ObjectId | None) -> str | None:
+        """The name a base tree is registered under, if any."""
+        if base_tree_id is None:
+            return None
+        for name, oid in self.bases().items():
+            if self.store.read_commit(oid).tree == base_tree_id:
+                return name
+        return base_tree_id[:12]
+
+    # -- writing ----------------------------------------------------------
+    def _store_staged(self, staged: formats.Staged, progress: ProgressFactory) -> tuple[ObjectId, _WriteStats]:
+        stats = _WriteStats()
+        advance = progress(f"storing {staged.source.name}", staged.nbytes)
+        entries = {}
+        for name, t in staged.tensors.items():
+            oid, new = self.store.put([tensor_header(t.dtype, t.shape), t.data])
+            if new and oid not in stats.seen:
+                stats.objects += 1
+                stats.bytes += self.store.size(oid)
+            stats.seen.add(oid)
+            entries[name] = TensorEntry(oid, t.dtype, t.shape)
+            advance(t.nbytes)
+        tree_oid, new = self.store.put([Tree(staged.kind, staged.config, entries).encode()])
+        if new:
+            stats.objects += 1
+            stats.bytes += self.store.size(tree_oid)
+        return tree_oid, stats
+
+    def commit_tree(
+        self, tree: ObjectId, message: str, *, branch: str | None = None, parents: list[ObjectId] | None = None,
+        base: ObjectId | None = None, op: Op | None = None, author: str | None = None,
+    ) -> ObjectId:
+        """Write a commit of an already stored tree and advance ``branch`` (or HEAD) to it."""
+        ref = HEADS + branch if branch else "HEAD"
+        if branch:
+            check_ref_name(branch, "branch")
+        old = self.refs.resolve(ref)
+        if parents is None:
+            parents = [old] if old else ([self.head()] if branch and self.head() else [])
+        who = author or default_author()
+        commit = Commit(tree, parents, base, who, time.time(), message, op or Op())
+        oid = self.store.write_commit(commit)
+        self.store.sync()
+        self.refs.set_if_equals(ref, old, oid, f"{(op or Op()).name}: {message.splitlines()[0] if message else ''}", who)
+        return oid
+
+    def commit(
+        self, path: str | os.PathLike[str], message: str, *, branch: str | None = None, base: str | None = None,
+        author: str | None = None, allow_empty: bool = False, progress: ProgressFactory = no_progress,
+    ) -> CommitResult:
+        """Import an adapter (peft dir or safetensors file) as a new commit."""
+        if not message.strip():
+            raise BadInput("empty commit message", "pass -m MESSAGE")
+        if branch:
+            check_ref_name(branch, "branch")
+        elif self.current_branch() is None:
+            raise BadInput("HEAD is detached", "pass -b BRANCH to say which branch to commit on")
+        staged = formats.import_adapter(Path(path))
+        ref = HEADS + (branch or self.current_branch() or DEFAULT_BRANCH)
+        parent = self.refs.resolve(ref) or (self.head() if branch else None)
+        base_tree = self._base_for(base, parent)
+        if base_tree is not None:
+            formats.check_fits(self.store.read_tree(base_tree), staged)
+        tree_oid, stats = self._store_staged(staged, progress)
+        if parent and not allow_empty and self.store.read_commit(parent).tree == tree_oid:
+            raise BadInput(f"nothing to commit: {path} is identical to {ref[len(HEADS):]}'s head", "use --allow-empty to commit anyway")
+        oid = self.commit_tree(tree_oid, message, branch=ref[len(HEADS) :], parents=[parent] if parent else [],
+                               base=base_tree, author=author)
+        stats.objects += 1
+        stats.bytes += self.store.size(oid)
+        return CommitResult(oid, ref[len(HEADS) :], tree_oid, stats.objects, stats.bytes, staged.nbytes)
+
+    def _base_for(self, base: str | None, parent: ObjectId | None) -> ObjectId | None:
+        if base is None:
+            return self.store.read_commit(parent).base if parent else None
+        bases = self.bases()
+        if base not in bases:
+            known = ", ".join(sorted(bases)) or "none yet"
+            raise RefNotFound(f"base {base!r} does not exist (known: {known})", f"add it with `dithub base add {base} MODEL_DIR`")
+        return self.store.read_commit(bases[base]).tree
+
+    def base_add(self, name: str, path: str | os.PathLike[str], *, message: str | None = None,
+                 progress: ProgressFactory = no_progress) -> CommitResult:
+        """Register a Hugging Face model directory as base checkpoint ``name``."""
+        check_ref_name(name, "base")
+        ref = BASES + name
+        old = self.refs.resolve(ref)
+        staged = formats.import_model_dir(Path(path))
+        tree_oid, stats = self._store_staged(staged, progress)
+        commit = Commit(tree_oid, [old] if old else [], None, default_author(), time.time(),
+                        message or f"base {name} from {Path(path).name}", Op("base"))
+        oid = self.store.write_commit(commit)
+        self.store.sync()
+        self.refs.set_if_equals(ref, old, oid, f"base add: {name}", commit.author)
+        return CommitResult(oid, None, tree_oid, stats.objects + 1, stats.bytes, staged.nbytes)
+
+    # -- refs -------------------------------------------------------------
+    def _create_ref(self, ref: str, what: str, name: str, rev: str, force: bool) -> ObjectId:
+        check_ref_name(name, what)
+        oid = self.resolve(rev)
+        old = self.refs.resolve(ref)
+        if old is not None and not force:
+            raise BadInput(f"{what} {name!r} already exists", "use -f to move it, or choose another name")
+        self.refs.set_if_equals(ref, old, oid, f"{what}: created from {rev}")
+        return oid
+
+    def create_branch(self, name: str, start: str = "HEAD", force: bool = False) -> ObjectId:
+        if force and name == self.current_branch():
+            raise BadInput(f"cannot force-move {name!r}: it is the current branch")
+        return self._create_ref(HEADS + name, "branch", name, start, force)
+
+    def delete_branch(self, name: str) -> ObjectId:
+        oid = self._existing(HEADS, name, "branch")
+        if name == self.current_branch():
+            raise BadInput(f"cannot delete branch {name!r}: HEAD is on it", "checkout another branch first")
+        self.refs.delete(HEADS + name, oid)
+        return oid
+
+    def rename_branch(self, old: str, new: str) -> None:
+        oid = self._existing(HEADS, old, "branch")
+        self._create_ref(HEADS + new, "branch", new, oid, force=False)
+        if self.current_branch() == old:
+            self.refs.set_symbolic("HEAD", HEADS + new)
+        self.refs.delete(HEADS + old, oid)
+
+    def tag(self, name: str, rev: str = "HEAD", force: bool = False) -> ObjectId:
+        return self._create_ref(TAGS + name, "tag", name, rev, force)
+
+    def delete_tag(self, name: str) -> ObjectId:
+        oid = self._existing(TAGS, name, "tag")
+        self.refs.delete(TAGS + name, oid)
+        return oid
+
+    def _existing(self, prefix: str, name: str, what: str) -> ObjectId:
+        oid = self.refs.resolve(prefix + name)
+        if oid is None:
+            raise RefNotFound(f"{what} {name!r} does not exist", f"list them with `dithub {what}`")
+        return oid
+
+    def checkout(self, rev: str) -> ObjectId:
+        """Move HEAD: onto a branch (symbolic) or to a commit (detached)."""
+        if rev in self.branches():
+            self.refs.set_symbolic("HEAD", HEADS + rev)
+            return self.branches()[rev]
+        oid = self.resolve(rev)
+        self.refs.set_detached("HEAD", oid, f"checkout: moving to {rev}")
+        return oid
+
+    # -- reading ----------------------------------------------------------
+    def log(self, revs: list[str] | None = None, limit: int | None = None) -> list[LogEntry]:
+        starts = [self.resolve(r) for r in (revs or ["HEAD"])]
+        return list(walk(self.store, starts, limit))
+
+    def ref_names_by_commit(self) -> dict[ObjectId, list[str]]:
+        """Short ref names pointing at each commit (for decorations)."""
+        out: dict[ObjectId, list[str]] = {}
+        for full, oid in self.refs.as_dict("refs/").items():
+            out.setdefault(oid, []).append(full.split("/", 2)[2] if full.count("/") >= 2 else full)
+        return out
+
+    def status(self) -> Status:
+        head = self.head()
+        commit = self.store.read_commit(head) if head else None
+        kind = self.store.read_tree(commit.tree).kind if commit else None
+        return Status(self.current_branch(), head, commit, kind, self.base_name(commit.base) if commit else None,
+                      len(self.branches()))
+
+    # -- writing files ----------------------------------------------------
+    def export(self, rev: str, out: str | os.PathLike[str], *, progress: ProgressFactory = no_progress) -> Path:
+        """Write the adapter (or checkpoint) at ``rev`` in its own format."""
+        tree = self.tree_of(rev)
+        return formats.write_tree(Path(out), tree, self.loader(tree), progress(f"writing {out}", tree.nbytes))
+
+    def export_merged(self, rev: str, base: str | None, out: str | os.PathLike[str], *,
+                      progress: ProgressFactory = no_progress) -> Path:
+        """Full weights of ``rev``'s base with the adapter folded in."""
+        commit = self.commit_object(rev)
+        base_oid = self._base_for(base, None) if base else commit.base
+        if base_oid is None:
+            raise BadInput(f"{rev} records no base checkpoint", "pass --merge-into BASE (see `dithub base list`)")
+        base_tree = self.store.read_tree(base_oid)
+        adapter = self.store.read_tree(commit.tree)
+        if adapter.kind == "full":
+            raise BadInput(f"{rev} is a full checkpoint, not an adapter", "export it without --merge-into")
+        return formats.write_merged_model(Path(out), base_tree, self.loader(base_tree), adapter,
+                                          self.loader(adapter), progress(f"writing {out}", base_tree.nbytes))
+
+    def reflog(self, ref: str = "HEAD") -> list:
+        full = expand_ref(self.refs, ref)
+        if full is None:
+            raise RefNotFound(f"unknown ref {ref!r}")
+        return self.refs.reflog(full)
+
+    def show(self, rev: str) -> ShowInfo:
+        oid = self.resolve(rev)
+        commit = self.store.read_commit(oid)
+        return ShowInfo(oid, commit, self.store.read_tree(commit.tree), self.base_name(commit.base),
+                        self.ref_names_by_commit().get(oid, []))
+
+    def diff(self, a: str, b: str) -> DiffResult:
+        """Per-tensor (and per-LoRA-module) differences from ``a`` to ``b``."""
+        ca, cb = self.commit_object(a), self.commit_object(b)
+        ta, tb = self.store.read_tree(ca.tree), self.store.read_tree(cb.tree)
+        return diff_trees(self.resolve(a), ta, self.loader(ta), self.resolve(b), tb, self.loader(tb))
+
+    # -- maintenance ------------------------------------------------------
+    def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:
+        return maintenance.fsck(self.store, self.refs, progress)
+
+    def gc(self, *, grace_seconds: float = 3600.0) -> GcReport:
+        return maintenance.gc(self.store, self.refs, grace_seconds)
+
+
+__all__ = ["Repo", "CommitResult", "Status", "ShowInfo", "DiffResult", "FsckReport", "GcReport"]

@@ -1,0 +1,232 @@
+"""Content-addressed object stores: on disk (loose objects) and in memory.
+
+Both verify every read: bytes that no longer hash to their id raise
+``CorruptObject`` naming the object. Tensor objects are read zero-copy
+(a private mmap) from disk.
+"""
+from __future__ import annotations
+
+import mmap
+import os
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CorruptObject, ObjectNotFound
+from .atomic import atomic_write_parts, fsync_dir
+from .ids import ObjectId, is_object_id, object_id, object_id_of_parts
+from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_header
+
+Buffer = bytes | bytearray | memoryview
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """A stored tensor: dtype, shape and a (zero-copy) view of its bytes."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    data: memoryview
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.data)
+
+
+class BaseObjectStore(ABC):
+    """What every object store offers; subclasses provide the five primitives."""
+
+    # -- primitives -------------------------------------------------------
+    @abstractmethod
+    def contains(self, oid: ObjectId) -> bool:
+        """True if ``oid`` is stored (its bytes are not checked)."""
+
+    @abstractmethod
+    def _store(self, oid: ObjectId, parts: Sequence[Buffer]) -> None:
+        """Store the concatenated parts under ``oid`` (already computed)."""
+
+    @abstractmethod
+    def _load(self, oid: ObjectId) -> memoryview:
+        """The raw bytes of ``oid``, unverified; raise ObjectNotFound."""
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[ObjectId]:
+        """Every stored object id."""
+
+    @abstractmethod
+    def delete(self, oid: ObjectId) -> None:
+        """Remove an object (used by gc only)."""
+
+    def sync(self) -> None:
+        """Make every write so far durable (before a ref points at it)."""
+
+    def _freshen(self, oid: ObjectId) -> None:
+        """Mark an existing object as just written (gc's grace period counts from here)."""
+
+    # -- writing -----------------------------------------------------------
+    def put(self, parts: Sequence[Buffer]) -> tuple[ObjectId, bool]:
+        """Store the concatenation of ``parts``; (id, whether it was new)."""
+        oid = object_id_of_parts(parts)
+        if self.contains(oid):
+            self._freshen(oid)
+            return oid, False
+        self._store(oid, parts)
+        return oid, True
+
+    def write_parts(self, parts: Sequence[Buffer]) -> ObjectId:
+        """Store the concatenation of ``parts``; a no-op if present."""
+        return self.put(parts)[0]
+
+    def write(self, data: Buffer) -> ObjectId:
+        """Store bytes under their digest; a no-op if present."""
+        return self.write_parts([data])
+
+    def write_tensor(self, dtype: str, shape: Sequence[int], data: Buffer) -> ObjectId:
+        """Store one tensor's raw little-endian bytes with its header."""
+        return self.write_parts([tensor_header(dtype, shape), data])
+
+    def write_tree(self, tree: Tree) -> ObjectId:
+        return self.write(tree.encode())
+
+    def write_commit(self, commit: Commit) -> ObjectId:
+        return self.write(commit.encode())
+
+    def add_verified(self, oid: ObjectId, data: Buffer) -> None:
+        """Store bytes received for ``oid`` after checking they hash to it."""
+        actual = object_id(data)
+        if actual != oid:
+            raise CorruptObject(f"object {oid} received with wrong content (hashes to {actual})")
+        if not self.contains(oid):
+            self._store(oid, [data])
+
+    # -- reading -----------------------------------------------------------
+    def read_buffer(self, oid: ObjectId) -> memoryview:
+        """The bytes of ``oid``, checked against the id."""
+        buf = self._load(oid)
+        if object_id(buf) != oid:
+            raise CorruptObject(
+                f"object {oid} is corrupt: its bytes no longer hash to its id",
+                "restore it from a remote (dithub fetch) or re-commit the adapter; run `dithub fsck`",
+            )
+        return buf
+
+    def read(self, oid: ObjectId) -> bytes:
+        return bytes(self.read_buffer(oid))
+
+    def read_tensor(self, oid: ObjectId) -> TensorData:
+        buf = self.read_buffer(oid)
+        dtype, shape, offset = parse_tensor_header(oid, buf)
+        return TensorData(dtype, shape, buf[offset:])
+
+    def read_tree(self, oid: ObjectId) -> Tree:
+        return decode_tree(oid, self.read(oid))
+
+    def read_commit(self, oid: ObjectId) -> Commit:
+        return decode_commit(oid, self.read(oid))
+
+    def size(self, oid: ObjectId) -> int:
+        return len(self._load(oid))
+
+
+class MemoryObjectStore(BaseObjectStore):
+    """Objects in a dict; for tests and scratch work."""
+
+    def __init__(self) -> None:
+        self._objects: dict[ObjectId, bytes] = {}
+
+    def contains(self, oid: ObjectId) -> bool:
+        return oid in self._objects
+
+    def _store(self, oid: ObjectId, parts: Sequence[Buffer]) -> None:
+        self._objects[oid] = b"".join(bytes(p) for p in parts)
+
+    def _load(self, oid: ObjectId) -> memoryview:
+        try:
+            # a private, writable copy: callers may wrap it in a tensor
+            return memoryview(bytearray(self._objects[oid]))
+        except KeyError:
+            raise ObjectNotFound(f"object {oid} is not in the store") from None
+
+    def __iter__(self) -> Iterator[ObjectId]:
+        return iter(list(self._objects))
+
+    def delete(self, oid: ObjectId) -> None:
+        self._objects.pop(oid, None)
+
+
+class DiskObjectStore(BaseObjectStore):
+    """Loose objects at ``objects/ab/cdef…``; temp files under ``tmp/``."""
+
+    def __init__(self, objects_dir: Path, tmp_dir: Path) -> None:
+        self.root = Path(objects_dir)
+        self.tmp_dir = Path(tmp_dir)
+        self._dirty: set[Path] = set()
+
+    def path(self, oid: ObjectId) -> Path:
+        return self.root / oid[:2] / oid[2:]
+
+    def contains(self, oid: ObjectId) -> bool:
+        return self.path(oid).is_file()
+
+    def _store(self, oid: ObjectId, parts: Sequence[Buffer]) -> None:
+        final = self.path(oid)
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_parts(final, parts, tmp_dir=self.tmp_dir, durable_dir=False, mode=0o444)
+        self._dirty.add(final.parent)
+
+    def sync(self) -> None:
+        for directory in sorted(self._dirty):
+            fsync_dir(directory)
+        if self._dirty:
+            fsync_dir(self.root)
+        self._dirty.clear()
+
+    def _load(self, oid: ObjectId) -> memoryview:
+        path = self.path(oid)
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size == 0:
+                    return memoryview(b"")
+                # ACCESS_COPY: writable for torch.frombuffer, never written back
+                return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY))
+        except FileNotFoundError:
+            raise ObjectNotFound(
+                f"object {oid} is not in the store",
+                "fetch it from a remote, or run `dithub fsck` to see what is missing",
+            ) from None
+
+    def __iter__(self) -> Iterator[ObjectId]:
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if len(sub.name) != 2 or not sub.is_dir():
+                continue
+            for f in sorted(sub.iterdir()):
+                oid = sub.name + f.name
+                if is_object_id(oid):
+                    yield oid
+
+    def delete(self, oid: ObjectId) -> None:
+        try:
+            self.path(oid).unlink()
+        except FileNotFoundError:
+            pass
+
+    def _freshen(self, oid: ObjectId) -> None:
+        try:
+            os.utime(self.path(oid))
+        except OSError:
+            pass
+
+    def mtime(self, oid: ObjectId) -> float:
+        return self.path(oid).stat().st_mtime
+
+    def temp_files(self, older_than: float = 0.0) -> list[Path]:
+        """Leftover temp files (from an interrupted write) older than ``older_than`` s."""
+        if not self.tmp_dir.is_dir():
+            return []
+        now = time.time()
+        return [p for p in self.tmp_dir.iterdir() if now - p.stat().st_mtime >= older_than]

@@ -1,0 +1,314 @@
+"""Refs: named pointers to commits, moved only by compare-and-swap.
+
+``HEAD`` is symbolic (``ref: refs/heads/main``) or a commit id. Branches live
+under ``refs/heads/`` (names may contain ``/``), tags under ``refs/tags/``,
+named base checkpoints under ``refs/bases/``. Every update appends to the
+ref's reflog inside the same locked section (after dulwich's
+``set_if_equals``).
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import BadInput, CorruptObject, RefConflict
+from .atomic import fsync_dir, write_all
+from .ids import ObjectId, is_object_id
+
+SYMREF_PREFIX = "ref: "
+STALE_LOCK_SECONDS = 2.0
+_BAD_CHARS = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]")
+
+
+@dataclass(frozen=True)
+class ReflogEntry:
+    """One move of a ref."""
+
+    old: ObjectId | None
+    new: ObjectId | None
+    author: str
+    time: float
+    message: str
+
+    def to_json(self) -> dict[str, object]:
+        return {"old": self.old, "new": self.new, "author": self.author, "time": self.time, "message": self.message}
+
+
+def check_ref_name(name: str, what: str = "ref") -> None:
+    """Reject names git would reject (``..``, spaces, ``~^:?*[\\``, ``.lock``…)."""
+    problem = None
+    if not name:
+        problem = "it is empty"
+    elif _BAD_CHARS.search(name):
+        problem = "it contains a space, a control character or one of ~^:?*[\\"
+    elif ".." in name:
+        problem = "it contains '..'"
+    elif "@{" in name or name == "@":
+        problem = "it contains '@{'"
+    elif name.startswith("/") or name.endswith("/") or "//" in name:
+        problem = "it starts or ends with '/' or contains '//'"
+    elif name.endswith("."):
+        problem = "it ends with '.'"
+    elif any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
+        problem = "a component starts with '.' or ends with '.lock'"
+    if problem:
+        raise BadInput(f"invalid {what} name {name!r}: {problem}", "use letters, digits, '-', '_', '.' and '/' (e.g. class/dog)")
+
+
+class BaseRefStore(ABC):
+    """Ref storage; subclasses provide raw reads, locked CAS writes and reflogs."""
+
+    @abstractmethod
+    def read_raw(self, name: str) -> str | None:
+        """The stored value of ``name`` (an id or ``ref: …``), or None."""
+
+    @abstractmethod
+    def _cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
+        """Atomically replace ``old`` by ``new`` (None: absent); log ``entry``."""
+
+    @abstractmethod
+    def names(self, prefix: str = "refs/") -> list[str]:
+        """Every ref name under ``prefix`` (HEAD excluded), sorted."""
+
+    @abstractmethod
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        """Moves of ``name``, oldest first."""
+
+    # -- derived ----------------------------------------------------------
+    def follow(self, name: str) -> str:
+        """The ref ``name`` finally stands for, following symbolic refs."""
+        for _ in range(5):
+            raw = self.read_raw(name)
+            if raw is None or not raw.startswith(SYMREF_PREFIX):
+                return name
+            name = raw[len(SYMREF_PREFIX) :]
+        raise CorruptObject(f"symbolic ref loop at {name}")
+
+    def resolve(self, name: str) -> ObjectId | None:
+        """The commit id ``name`` points to (through symbolic refs), or None."""
+        raw = self.read_raw(self.follow(name))
+        return raw if raw and is_object_id(raw) else None
+
+    def set_if_equals(
+        self, name: str, old: ObjectId | None, new: ObjectId, message: str, author: str = "dithub"
+    ) -> None:
+        """Point ``name`` (through HEAD's symbolic ref) at ``new`` if it is still at ``old``.
+
+        Raises RefConflict when the ref moved or another writer holds its lock.
+        """
+        target = self.follow(name)
+        self._cas(target, old, new, ReflogEntry(old, new, author, time.time(), message))
+
+    def delete(self, name: str, old: ObjectId | None, message: str = "delete", author: str = "dithub") -> None:
+        """Remove ``name`` if it still points to ``old``."""
+        self._cas(name, old, None, None)
+
+    def set_symbolic(self, name: str, target: str, message: str = "", author: str = "dithub") -> None:
+        """Make ``name`` (HEAD) a symbolic ref to ``target``."""
+        self._cas(name, "*", SYMREF_PREFIX + target, None)
+
+    def set_detached(self, name: str, oid: ObjectId, message: str = "", author: str = "dithub") -> None:
+        """Point ``name`` (HEAD) directly at a commit."""
+        self._cas(name, "*", oid, ReflogEntry(None, oid, author, time.time(), message))
+
+    def as_dict(self, prefix: str = "refs/") -> dict[str, ObjectId]:
+        out = {}
+        for n in self.names(prefix):
+            oid = self.resolve(n)
+            if oid:
+                out[n] = oid
+        return out
+
+
+class MemoryRefStore(BaseRefStore):
+    """Refs in a dict, guarded by a thread lock."""
+
+    def __init__(self) -> None:
+        self._refs: dict[str, str] = {}
+        self._logs: dict[str, list[ReflogEntry]] = {}
+        self._lock = threading.Lock()
+
+    def read_raw(self, name: str) -> str | None:
+        return self._refs.get(name)
+
+    def _cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
+        with self._lock:
+            current = self._refs.get(name)
+            if old != "*" and current != old:
+                raise RefConflict(f"{name} moved: expected {old or 'nothing'}, found {current or 'nothing'}",
+                                  "re-read the ref and retry")
+            if new is None:
+                self._refs.pop(name, None)
+                self._logs.pop(name, None)
+                return
+            self._refs[name] = new
+            if entry is not None:
+                self._logs.setdefault(name, []).append(entry)
+
+    def names(self, prefix: str = "refs/") -> list[str]:
+        return sorted(n for n in self._refs if n.startswith(prefix))
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        return list(self._logs.get(self.follow(name), []))
+
+
+class DiskRefStore(BaseRefStore):
+    """Refs as files under the repository directory, reflogs under ``logs/``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def _path(self, name: str) -> Path:
+        return self.root / name
+
+    def _log_path(self, name: str) -> Path:
+        return self.root / "logs" / name
+
+    def read_raw(self, name: str) -> str | None:
+        try:
+            value = self._path(name).read_text().strip()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        return value or None
+
+    def names(self, prefix: str = "refs/") -> list[str]:
+        base = self.root / "refs"
+        out = []
+        if base.is_dir():
+            for dirpath, _dirs, files in os.walk(base):
+                for f in files:
+                    if f.endswith(".lock") or f.startswith("."):
+                        continue
+                    name = os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/")
+                    if name.startswith(prefix):
+                        out.append(name)
+        return sorted(out)
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        path = self._log_path(self.follow(name))
+        entries = []
+        try:
+            lines = path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        for line in lines:
+            try:
+                d = json.loads(line)
+                entries.append(ReflogEntry(d["old"], d["new"], d["author"], d["time"], d["message"]))
+            except (ValueError, KeyError):
+                continue  # a torn last line after a crash: skip it
+        return entries
+
+    # -- locking ----------------------------------------------------------
+    def _acquire(self, name: str) -> tuple[int, Path]:
+        path = self._path(name)
+        lock = path.with_name(path.name + ".lock")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise BadInput(f"cannot create {name}: a ref named like one of its folders exists",
+                           "pick a name that is not a prefix of an existing branch") from None
+        if path.is_dir():
+            raise BadInput(f"cannot create {name}: refs exist below it ({name}/…)", "pick another name")
+        for _attempt in range(2):
+            try:
+                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                if self._break_stale(lock):
+                    continue
+                raise RefConflict(
+                    f"{name} is locked by another dithub process ({lock})",
+                    "retry; if no dithub process is running, delete the .lock file",
+                ) from None
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            return fd, lock
+        raise RefConflict(f"{name} is locked by another dithub process ({lock})", "retry")
+
+    @staticmethod
+    def _break_stale(lock: Path) -> bool:
+        """Remove a lock left by a killed process (no flock holder, not fresh)."""
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    return False
+                raise
+            st = os.fstat(fd)
+            try:
+                same = os.stat(lock).st_ino == st.st_ino
+            except FileNotFoundError:
+                return True
+            if same and time.time() - st.st_mtime >= STALE_LOCK_SECONDS:
+                os.unlink(lock)
+                return True
+            return False
+        finally:
+            os.close(fd)
+
+    def _cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
+        fd, lock = self._acquire(name)
+        renamed = False
+        try:
+            current = self.read_raw(name)
+            if old != "*" and current != old:
+                raise RefConflict(
+                    f"{name} moved: expected {old or 'nothing'}, found {current or 'nothing'}",
+                    "another process updated it; re-read and retry",
+                )
+            if new is None:
+                self._path(name).unlink(missing_ok=True)
+                self._log_path(name).unlink(missing_ok=True)
+                self._prune_empty(self._path(name).parent, self.root / "refs")
+                self._prune_empty(self._log_path(name).parent, self.root / "logs")
+                return
+            write_all(fd, (new + "\n").encode())
+            os.fsync(fd)
+            if entry is not None:
+                self._append_log(name, entry)
+            os.replace(lock, self._path(name))
+            renamed = True
+            fsync_dir(self._path(name).parent)
+        finally:
+            os.close(fd)
+            if not renamed:
+                lock.unlink(missing_ok=True)
+
+    def _append_log(self, name: str, entry: ReflogEntry) -> None:
+        path = self._log_path(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(entry.to_json(), sort_keys=True) + "\n").encode()
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                line = b"\n" + line  # end a line torn by a crash
+            write_all(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _prune_empty(directory: Path, stop: Path) -> None:
+        while directory != stop and stop in directory.parents:
+            try:
+                directory.rmdir()
+            except OSError:
+                return
+            directory = directory.parent
+
+    def locks(self) -> list[Path]:
+        """Lock files present now (held or stale)."""
+        return sorted(self.root.glob("refs/**/*.lock")) + sorted(self.root.glob("*.lock"))
