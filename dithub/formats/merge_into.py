@@ -17,6 +17,7 @@ import torch
 from ..errors import IncompatibleAdapters
 from ..store import TensorData, Tree
 from .exporters import Loader, OnBytes, write_model_dir
+from .hf_names import model_names
 from .lora import LoraModule, lora_modules, match_base_key, scaling
 from .torch_io import from_torch, to_torch
 
@@ -47,29 +48,33 @@ def lora_delta(config: dict, module: LoraModule, a: torch.Tensor, b: torch.Tenso
 
 
 def plan_edits(base: Tree, adapter: AdapterLike) -> dict[str, _Edit]:
-    """Map each base tensor to the adapter tensor(s) that change it; refuse strays."""
-    names = set(base.tensors)
+    """Map each base tensor to the adapter tensor(s) that change it; refuse strays.
+
+    Adapter keys name the loaded model's parameters, which may differ from
+    the checkpoint's names (see ``hf_names``); edits are keyed by checkpoint name.
+    """
+    to_checkpoint = {m: c for c, m in model_names(base.config, base.tensors).items()}
     edits: dict[str, _Edit] = {}
 
-    def claim(base_key: str | None, edit: _Edit) -> None:
-        if base_key is None:
+    def claim(model_key: str | None, edit: _Edit) -> None:
+        if model_key is None:
             raise IncompatibleAdapters(
                 f"adapter tensor {edit.key!r} has no matching tensor in the base checkpoint",
                 "is the adapter built on this base? check --base / --merge-into",
             )
-        edits[base_key] = edit
+        edits[to_checkpoint[model_key]] = edit
 
     if adapter.kind == "lora":
         modules = lora_modules(adapter.tensors)
         factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
         for m in modules.values():
-            claim(match_base_key(m.name + ".weight", names), _Edit("lora", m.a_key, m))
+            claim(match_base_key(m.name + ".weight", to_checkpoint), _Edit("lora", m.a_key, m))
         for key in adapter.tensors:
             if key not in factor_keys:
-                claim(match_base_key(key, names), _Edit("replace", key))
+                claim(match_base_key(key, to_checkpoint), _Edit("replace", key))
     else:
         for key in adapter.tensors:
-            claim(match_base_key(key, names), _Edit("add", key))
+            claim(match_base_key(key, to_checkpoint), _Edit("add", key))
     return edits
 
 

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny real transformers, peft adapters made from them, a CLI runner."""
+from __future__ import annotations
+
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("DITHUB_AUTHOR", "tester")
+
+
+def tiny_vit(seed: int = 0):
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    cfg = ViTConfig(image_size=8, patch_size=2, num_channels=1, hidden_size=32, num_hidden_layers=2,
+                    num_attention_heads=4, intermediate_size=64, num_labels=10)
+    return ViTForImageClassification(cfg).eval()
+
+
+def lora_adapter(model, out: Path, seed: int, targets=("q_proj", "v_proj"), r: int = 4, alpha: int = 8, **kw):
+    """A peft LoRA with random (non-zero) A and B, saved to ``out``."""
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    cfg = LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), init_lora_weights=False, **kw)
+    peft_model = get_peft_model(model, cfg)
+    peft_model.save_pretrained(out)
+    return peft_model
+
+
+@dataclass
+class VitFixture:
+    base_dir: Path
+    adapter_dir: Path
+    adapter2_dir: Path
+    pixels: torch.Tensor
+
+
+@pytest.fixture(scope="session")
+def vit(tmp_path_factory) -> VitFixture:
+    root = tmp_path_factory.mktemp("vit")
+    tiny_vit().save_pretrained(root / "base")
+    lora_adapter(tiny_vit(), root / "adapter", seed=1, modules_to_save=["classifier"])
+    lora_adapter(tiny_vit(), root / "adapter2", seed=2, modules_to_save=["classifier"])
+    torch.manual_seed(3)
+    return VitFixture(root / "base", root / "adapter", root / "adapter2", torch.randn(4, 1, 8, 8))
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def cli(capsys, tmp_path):
+    """Run ``dithub ARGS`` in-process (in ``tmp_path`` unless -C is given)."""
+    from dithub.cli import main
+
+    def run(args: str | list[str], cwd: Path | None = None) -> CliResult:
+        argv = shlex.split(args) if isinstance(args, str) else list(args)
+        capsys.readouterr()
+        code = main(["-C", str(cwd or tmp_path), *argv])
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run

@@ -1,0 +1,102 @@
+"""Object stores, written once and run against the disk and memory stores."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+
+import pytest
+import xxhash
+
+from dithub.errors import CorruptObject, ObjectNotFound
+from dithub.store import Commit, DiskObjectStore, MemoryObjectStore, Op, TensorEntry, Tree
+
+
+class ObjectStoreTests:
+    """Each concrete subclass provides ``make(tmp_path)``."""
+
+    def test_id_is_xxh3_128_of_the_bytes(self, tmp_path):
+        store = self.make(tmp_path)
+        data = b"tree\n{}"
+        assert store.write(data) == xxhash.xxh3_128(data).hexdigest()
+        assert store.read(store.write(data)) == data
+
+    def test_tensor_object_layout(self, tmp_path):
+        store = self.make(tmp_path)
+        raw = struct.pack("<6f", *range(6))
+        oid = store.write_tensor("F32", (2, 3), raw)
+        blob = store.read(oid)
+        head, _, data = blob.partition(b"\n")
+        assert head.startswith(b'tensor {"dtype":"F32","shape":[2,3]}')
+        assert len(head) + 1 == 64  # data starts on a 64-byte boundary
+        assert data == raw
+        assert oid == xxhash.xxh3_128(blob).hexdigest()
+        t = store.read_tensor(oid)
+        assert (t.dtype, t.shape, bytes(t.data)) == ("F32", (2, 3), raw)
+
+    def test_same_bytes_stored_once(self, tmp_path):
+        store = self.make(tmp_path)
+        a, new_a = store.put([b"commit\n", b"{}"])
+        b, new_b = store.put([b"commit\n{}"])
+        assert a == b and new_a and not new_b
+        assert list(store) == [a]
+
+    def test_missing_object(self, tmp_path):
+        with pytest.raises(ObjectNotFound, match="0" * 32):
+            self.make(tmp_path).read("0" * 32)
+
+    def test_tree_and_commit_round_trip_as_canonical_json(self, tmp_path):
+        store = self.make(tmp_path)
+        tid = store.write_tensor("F16", (2,), b"\x00\x3c\x00\x40")
+        tree = Tree("lora", {"r": 4, "b": [1, 2]}, {"x": TensorEntry(tid, "F16", (2,))})
+        t_oid = store.write_tree(tree)
+        assert store.read(t_oid) == b"tree\n" + json.dumps(
+            {"config": {"b": [1, 2], "r": 4}, "kind": "lora", "tensors": {"x": {"dtype": "F16", "id": tid, "shape": [2]}}},
+            sort_keys=True, separators=(",", ":")).encode()
+        assert store.read_tree(t_oid) == tree
+        commit = Commit(t_oid, [], None, "me", 1.5, "msg", Op("merge", "ties", {"density": 0.2}, [tid]))
+        assert store.read_commit(store.write_commit(commit)) == commit
+
+    def test_reading_a_tree_as_commit_fails(self, tmp_path):
+        store = self.make(tmp_path)
+        oid = store.write_tree(Tree("full", {}, {}))
+        with pytest.raises(CorruptObject, match="not a commit"):
+            store.read_commit(oid)
+
+
+class TestMemoryObjectStore(ObjectStoreTests):
+    def make(self, tmp_path):
+        return MemoryObjectStore()
+
+
+class TestDiskObjectStore(ObjectStoreTests):
+    def make(self, tmp_path):
+        return DiskObjectStore(tmp_path / "objects", tmp_path / "tmp")
+
+    def test_loose_object_path_and_no_temp_left(self, tmp_path):
+        store = self.make(tmp_path)
+        oid = store.write(b"tree\n{}")
+        assert (tmp_path / "objects" / oid[:2] / oid[2:]).is_file()
+        assert list((tmp_path / "tmp").iterdir()) == []
+
+    def test_flipped_byte_names_the_object(self, tmp_path):
+        store = self.make(tmp_path)
+        oid = store.write_tensor("F32", (4,), bytes(16))
+        path = store.path(oid)
+        os.chmod(path, 0o644)
+        blob = bytearray(path.read_bytes())
+        blob[-3] ^= 0x01
+        path.write_bytes(bytes(blob))
+        with pytest.raises(CorruptObject, match=oid):
+            store.read_tensor(oid)
+
+    def test_tensor_read_is_zero_copy_mmap(self, tmp_path):
+        import mmap
+
+        store = self.make(tmp_path)
+        oid = store.write_tensor("U8", (1000,), bytes(range(250)) * 4)
+        t = store.read_tensor(oid)
+        assert isinstance(t.data.obj, mmap.mmap)
+        assert not t.data.readonly  # private copy-on-write mapping: torch.frombuffer needs no copy
+        t.data[0] = 99  # writes never reach the file
+        assert store.read_tensor(oid).data[0] == 0
