@@ -8,9 +8,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import formats, maintenance
-from .diff import DiffResult, diff_trees
 from .maintenance import FsckReport, GcReport
 from .errors import BadInput, NotARepository, RefNotFound
 from .history import LogEntry, expand_ref, resolve_rev, walk
@@ -20,6 +20,9 @@ from .store import (
     MemoryRefStore, ObjectId, Op, TensorData, TensorEntry, Tree, atomic_write, check_ref_name,
 )
 from .store.objects import tensor_header
+
+if TYPE_CHECKING:
+    from .diff import DiffResult
 
 DIRNAME = ".dithub"
 DEFAULT_BRANCH = "main"
@@ -183,19 +186,25 @@ class Repo:
     def commit_tree(
         self, tree: ObjectId, message: str, *, branch: str | None = None, parents: list[ObjectId] | None = None,
         base: ObjectId | None = None, op: Op | None = None, author: str | None = None,
+        expected: ObjectId | None | str = "read",
     ) -> ObjectId:
-        """Write a commit of an already stored tree and advance ``branch`` (or HEAD) to it."""
+        """Write a commit of a stored tree and advance ``branch`` (or HEAD) to it.
+
+        The ref moves only if it still holds ``expected`` (by default, its value
+        when this call starts); ``parents`` default to that value.
+        """
         ref = HEADS + branch if branch else "HEAD"
         if branch:
             check_ref_name(branch, "branch")
-        old = self.refs.resolve(ref)
+        old = self.refs.resolve(ref) if expected == "read" else expected
         if parents is None:
-            parents = [old] if old else ([self.head()] if branch and self.head() else [])
+            parents = [old] if old else []
         who = author or default_author()
-        commit = Commit(tree, parents, base, who, time.time(), message, op or Op())
+        op = op or Op()
+        commit = Commit(tree, parents, base, who, time.time(), message, op)
         oid = self.store.write_commit(commit)
         self.store.sync()
-        self.refs.set_if_equals(ref, old, oid, f"{(op or Op()).name}: {message.splitlines()[0] if message else ''}", who)
+        self.refs.set_if_equals(ref, old, oid, f"{op.name}: {message.splitlines()[0] if message else ''}", who)
         return oid
 
     def commit(
@@ -211,7 +220,8 @@ class Repo:
             raise BadInput("HEAD is detached", "pass -b BRANCH to say which branch to commit on")
         staged = formats.import_adapter(Path(path))
         ref = HEADS + (branch or self.current_branch() or DEFAULT_BRANCH)
-        parent = self.refs.resolve(ref) or (self.head() if branch else None)
+        ref_old = self.refs.resolve(ref)
+        parent = ref_old or (self.head() if branch else None)
         base_tree = self._base_for(base, parent)
         if base_tree is not None:
             formats.check_fits(self.store.read_tree(base_tree), staged)
@@ -219,7 +229,7 @@ class Repo:
         if parent and not allow_empty and self.store.read_commit(parent).tree == tree_oid:
             raise BadInput(f"nothing to commit: {path} is identical to {ref[len(HEADS):]}'s head", "use --allow-empty to commit anyway")
         oid = self.commit_tree(tree_oid, message, branch=ref[len(HEADS) :], parents=[parent] if parent else [],
-                               base=base_tree, author=author)
+                               base=base_tree, author=author, expected=ref_old)
         stats.objects += 1
         stats.bytes += self.store.size(oid)
         return CommitResult(oid, ref[len(HEADS) :], tree_oid, stats.objects, stats.bytes, staged.nbytes)
@@ -353,6 +363,8 @@ class Repo:
 
     def diff(self, a: str, b: str) -> DiffResult:
         """Per-tensor (and per-LoRA-module) differences from ``a`` to ``b``."""
+        from .diff import diff_trees  # torch: imported only when needed
+
         ca, cb = self.commit_object(a), self.commit_object(b)
         ta, tb = self.store.read_tree(ca.tree), self.store.read_tree(cb.tree)
         return diff_trees(self.resolve(a), ta, self.loader(ta), self.resolve(b), tb, self.loader(tb))

@@ -5,7 +5,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 
 from ..errors import DithubError
@@ -15,6 +14,25 @@ from .state import State
 
 INTERNAL_ERROR = 70
 INTERRUPTED = 130
+
+
+def _click_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """(exit, abort, usage-error) exception classes of typer and, where installed, click."""
+    exits: list[type] = [typer.Exit]
+    aborts: list[type] = [typer.Abort]
+    usage: list[type] = [typer.TyperException]
+    try:
+        import click
+
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+        usage.append(click.ClickException)
+    except ImportError:  # recent typer vendors click
+        pass
+    return tuple(exits), tuple(aborts), tuple(usage)
+
+
+_EXIT, _ABORT, _USAGE = _click_classes()
 
 app = typer.Typer(
     name="dithub", help="Git for adapter modules: history, branches and merges of LoRA adapters and task vectors.",
@@ -47,12 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     except DithubError as exc:
         error_line(f"{exc.message}" + (f" — {exc.hint}" if exc.hint else ""))
         return exc.exit_code
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except _EXIT as exc:
+        return exc.exit_code  # type: ignore[attr-defined]
+    except _USAGE as exc:  # usage errors: click's own message, exit 2
+        exc.show()  # type: ignore[attr-defined]
+        return exc.exit_code  # type: ignore[attr-defined]
+    except (*_ABORT, KeyboardInterrupt):
         error_line("interrupted")
         return INTERRUPTED
     except Exception as exc:  # never a traceback unless asked for

@@ -62,9 +62,13 @@ def write_peft_dir(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None
 def write_task_vector(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
     """A safetensors file (``out`` itself if it ends in .safetensors, else inside ``out``)."""
     out = Path(out)
-    path = out if out.suffix == ".safetensors" else out / "task_vector.safetensors"
-    write_safetensors(path, tree.tensors, _raw(load), tree.config.get("metadata") or None, on_bytes)
-    return path
+    metadata = tree.config.get("metadata") or None
+    if out.suffix == ".safetensors":
+        write_safetensors(out, tree.tensors, _raw(load), metadata, on_bytes)
+        return out
+    with output_dir(out) as d:
+        write_safetensors(d / "task_vector.safetensors", tree.tensors, _raw(load), metadata, on_bytes)
+    return out / "task_vector.safetensors"
 
 
 def write_model_dir(

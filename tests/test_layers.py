@@ -1,0 +1,51 @@
+"""The layering rules of DESIGN.md, checked on the source."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "dithub"
+
+
+def _imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _calls_print(path: Path) -> bool:
+    return any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "print"
+               for n in ast.walk(ast.parse(path.read_text())))
+
+
+def test_store_knows_nothing_of_ml():
+    for f in (PKG / "store").rglob("*.py"):
+        assert not _imports(f) & {"torch", "numpy", "transformers", "peft", "safetensors"}, f
+
+
+def test_nothing_below_cli_renders_or_prints():
+    for f in PKG.rglob("*.py"):
+        if "cli" in f.relative_to(PKG).parts or f.name == "__main__.py":
+            continue
+        assert not _imports(f) & {"typer", "rich", "click"}, f
+        assert not _calls_print(f), f
+
+
+def test_every_package_declares_all():
+    for init in PKG.rglob("__init__.py"):
+        if init.parent.name == "commands":
+            continue
+        assert "__all__" in init.read_text(), init
+
+
+def test_cli_starts_without_torch():
+    code = "import sys, dithub.cli; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
