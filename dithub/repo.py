@@ -176,6 +176,7 @@ class Repo:
                 stats.bytes += self.store.size(oid)
             stats.seen.add(oid)
             entries[name] = TensorEntry(oid, t.dtype, t.shape)
+            staged.release(name)
             advance(t.nbytes)
         tree_oid, new = self.store.put([Tree(staged.kind, staged.config, entries).encode()])
         if new:
@@ -333,7 +334,8 @@ class Repo:
     def export(self, rev: str, out: str | os.PathLike[str], *, progress: ProgressFactory = no_progress) -> Path:
         """Write the adapter (or checkpoint) at ``rev`` in its own format."""
         tree = self.tree_of(rev)
-        return formats.write_tree(Path(out), tree, self.loader(tree), progress(f"writing {out}", tree.nbytes))
+        chunks = lambda name: self.store.iter_tensor_bytes(tree.tensors[name].id)  # noqa: E731
+        return formats.write_tree(Path(out), tree, chunks, progress(f"writing {out}", tree.nbytes))
 
     def export_merged(self, rev: str, base: str | None, out: str | os.PathLike[str], *,
                       progress: ProgressFactory = no_progress) -> Path:

@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,9 +17,11 @@ from typing import Any
 from ..errors import BadInput
 from ..store import TensorData, TensorEntry, Tree, atomic_write
 from .importers import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CONFIG
-from .safetensors_io import write_safetensors
+from .safetensors_io import Buffer, write_safetensors
 
 Loader = Callable[[str], TensorData]
+RawLoader = Callable[[str], Buffer | Iterable[Buffer]]
+"""A tensor's raw bytes by name, whole or in chunks (see ``write_safetensors``)."""
 OnBytes = Callable[[int], None] | None
 
 
@@ -47,32 +49,28 @@ def _json_bytes(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
-def _raw(load: Loader) -> Callable[[str], memoryview]:
-    return lambda name: load(name).data
-
-
-def write_peft_dir(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
+def write_peft_dir(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
     """A directory ``PeftModel.from_pretrained`` loads, tensors bit-identical."""
     with output_dir(out) as d:
-        write_safetensors(d / ADAPTER_WEIGHTS, tree.tensors, _raw(load), {"format": "pt"}, on_bytes)
+        write_safetensors(d / ADAPTER_WEIGHTS, tree.tensors, load, {"format": "pt"}, on_bytes)
         atomic_write(d / ADAPTER_CONFIG, _json_bytes(tree.config))
     return Path(out)
 
 
-def write_task_vector(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
+def write_task_vector(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
     """A safetensors file (``out`` itself if it ends in .safetensors, else inside ``out``)."""
     out = Path(out)
     metadata = tree.config.get("metadata") or None
     if out.suffix == ".safetensors":
-        write_safetensors(out, tree.tensors, _raw(load), metadata, on_bytes)
+        write_safetensors(out, tree.tensors, load, metadata, on_bytes)
         return out
     with output_dir(out) as d:
-        write_safetensors(d / "task_vector.safetensors", tree.tensors, _raw(load), metadata, on_bytes)
+        write_safetensors(d / "task_vector.safetensors", tree.tensors, load, metadata, on_bytes)
     return out / "task_vector.safetensors"
 
 
 def write_model_dir(
-    out: Path, config: dict[str, Any], specs: dict[str, TensorEntry], load_raw: Callable[[str], memoryview],
+    out: Path, config: dict[str, Any], specs: dict[str, TensorEntry], load_raw: RawLoader,
     on_bytes: OnBytes = None,
 ) -> Path:
     """A Hugging Face model directory (config.json + model.safetensors)."""
@@ -82,11 +80,11 @@ def write_model_dir(
     return Path(out)
 
 
-def _write_full(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
-    return write_model_dir(out, tree.config, tree.tensors, _raw(load), on_bytes)
+def _write_full(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
+    return write_model_dir(out, tree.config, tree.tensors, load, on_bytes)
 
 
-def write_tree(out: Path, tree: Tree, load: Loader, on_bytes: OnBytes = None) -> Path:
+def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
     """Write any tree in its own format."""
     writer = {"lora": write_peft_dir, "task_vector": write_task_vector, "full": _write_full}[tree.kind]
     return writer(out, tree, load, on_bytes)

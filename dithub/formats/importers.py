@@ -7,14 +7,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
 from ..store import TensorData
 from .lora import check_lora
-from .safetensors_io import read_safetensors
+from .safetensors_io import SafetensorsFile, read_safetensors
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -29,6 +29,13 @@ class Staged:
     config: dict[str, Any]
     tensors: dict[str, TensorData]
     source: Path
+    files: list[SafetensorsFile] = field(default_factory=list)
+
+    def release(self, name: str) -> None:
+        """Drop tensor ``name``'s pages from memory once it is stored."""
+        for f in self.files:
+            if name in f.tensors:
+                f.release(name)
 
     @property
     def nbytes(self) -> int:
@@ -60,7 +67,7 @@ def import_peft_dir(path: Path) -> Staged:
         raise BadInput(f"{path}: no {ADAPTER_WEIGHTS}", hint)
     st = read_safetensors(weights)
     check_lora(config, {k: v.shape for k, v in st.tensors.items()}, str(weights))
-    return Staged("lora", config, st.tensors, path)
+    return Staged("lora", config, st.tensors, path, [st])
 
 
 def import_task_vector(path: Path) -> Staged:
@@ -68,7 +75,7 @@ def import_task_vector(path: Path) -> Staged:
     st = read_safetensors(path)
     if not st.tensors:
         raise BadInput(f"{path}: holds no tensors")
-    return Staged("task_vector", {"metadata": st.metadata} if st.metadata else {}, st.tensors, path)
+    return Staged("task_vector", {"metadata": st.metadata} if st.metadata else {}, st.tensors, path, [st])
 
 
 def import_model_dir(path: Path) -> Staged:
@@ -82,12 +89,13 @@ def import_model_dir(path: Path) -> Staged:
     if not shards:
         raise BadInput(f"{path}: no .safetensors weights", "save the model with safe_serialization=True")
     tensors: dict[str, TensorData] = {}
-    for shard in shards:
-        for name, t in read_safetensors(shard).tensors.items():
+    files = [read_safetensors(shard) for shard in shards]
+    for shard, f in zip(shards, files):
+        for name, t in f.tensors.items():
             if name in tensors:
                 raise BadInput(f"{shard}: tensor {name!r} also appears in another shard")
             tensors[name] = t
-    return Staged("full", config, tensors, path)
+    return Staged("full", config, tensors, path, files)
 
 
 def import_adapter(path: Path) -> Staged:

@@ -10,7 +10,7 @@ import json
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -19,6 +19,7 @@ from ..errors import BadInput
 from ..store import DTYPE_SIZES, TensorData, atomic_write_parts, nbytes_of
 
 MAX_HEADER_BYTES = 100 << 20
+Buffer = bytes | bytearray | memoryview
 
 
 @dataclass
@@ -28,9 +29,23 @@ class SafetensorsFile:
     path: Path
     metadata: dict[str, str]
     tensors: dict[str, TensorData]
+    _mm: mmap.mmap | None = None
+    _spans: dict[str, tuple[int, int]] | None = None
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.tensors)
+
+    def release(self, name: str) -> None:
+        """Drop a tensor's pages from this process (they stay in the page cache).
+
+        Keeps the resident memory of a streaming pass at about one tensor.
+        """
+        if self._mm is None or not self._spans or name not in self._spans:
+            return
+        begin, end = self._spans[name]
+        start = begin - begin % mmap.PAGESIZE
+        if end > start:
+            self._mm.madvise(mmap.MADV_DONTNEED, start, end - start)
 
 
 def _bad(path: Path, what: str, hint: str = "re-export the file, or check that it was fully copied") -> BadInput:
@@ -62,7 +77,10 @@ def read_safetensors(path: Path) -> SafetensorsFile:
     if not isinstance(metadata, dict):
         raise _bad(path, "__metadata__ is not an object")
     data = memoryview(mm)[8 + header_len :]
-    return SafetensorsFile(path, {str(k): str(v) for k, v in metadata.items()}, _entries(path, header, data))
+    tensors = _entries(path, header, data)
+    spans = {n: (8 + header_len + int(header[n]["data_offsets"][0]), 8 + header_len + int(header[n]["data_offsets"][1]))
+             for n in tensors}
+    return SafetensorsFile(path, {str(k): str(v) for k, v in metadata.items()}, tensors, mm, spans)
 
 
 def _entries(path: Path, header: dict, data: memoryview) -> dict[str, TensorData]:
@@ -102,14 +120,15 @@ class _Spec(Protocol):
 def write_safetensors(
     path: Path,
     specs: Mapping[str, _Spec],
-    load: Callable[[str], bytes | memoryview] | None = None,
+    load: Callable[[str], Buffer | Iterable[Buffer]] | None = None,
     metadata: Mapping[str, str] | None = None,
     on_bytes: Callable[[int], None] | None = None,
 ) -> None:
     """Write tensors atomically to ``path``, in sorted name order.
 
-    ``specs`` gives each tensor's dtype and shape; ``load(name)`` its bytes,
-    called once per tensor while writing (so tensors stream one at a time).
+    ``specs`` gives each tensor's dtype and shape; ``load(name)`` its bytes (or
+    an iterable of chunks), called once per tensor while writing, so tensors
+    stream one at a time.
     Without ``load`` the specs must be ``TensorData``.
     """
     path = Path(path)
@@ -129,11 +148,14 @@ def write_safetensors(
         yield struct.pack("<Q", len(head)) + head
         for name in names:
             data = load(name) if load else specs[name].data  # type: ignore[attr-defined]
-            expected = header[name]["data_offsets"]  # type: ignore[index]
-            if len(data) != expected[1] - expected[0]:
-                raise BadInput(f"tensor {name!r}: {len(data)} bytes where {expected[1] - expected[0]} were declared")
-            yield data
-            if on_bytes:
-                on_bytes(len(data))
+            begin, end = header[name]["data_offsets"]  # type: ignore[index]
+            written = 0
+            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
+                written += len(chunk)
+                yield chunk
+                if on_bytes:
+                    on_bytes(len(chunk))
+            if written != end - begin:
+                raise BadInput(f"tensor {name!r}: {written} bytes where {end - begin} were declared")
 
     atomic_write_parts(path, parts())

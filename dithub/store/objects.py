@@ -49,8 +49,14 @@ def tensor_header(dtype: str, shape: tuple[int, ...] | list[int]) -> bytes:
     return body + b" " * (padded - len(body) - 1) + b"\n"
 
 
-def parse_tensor_header(oid: ObjectId, buf: memoryview) -> tuple[str, tuple[int, ...], int]:
-    """(dtype, shape, data offset) of a tensor object; checks the size."""
+def parse_tensor_header(
+    oid: ObjectId, buf: bytes | memoryview, total: int | None = None
+) -> tuple[str, tuple[int, ...], int]:
+    """(dtype, shape, data offset) of a tensor object; checks the size.
+
+    ``buf`` may be a prefix holding the header when ``total`` gives the object's size.
+    """
+    total = len(buf) if total is None else total
     if bytes(buf[: len(_TENSOR_TAG)]) != _TENSOR_TAG:
         raise CorruptObject(f"object {oid} is not a tensor")
     end = bytes(buf[: min(len(buf), MAX_HEADER)]).find(b"\n")
@@ -62,10 +68,8 @@ def parse_tensor_header(oid: ObjectId, buf: memoryview) -> tuple[str, tuple[int,
         expected = nbytes_of(dtype, shape)
     except (ValueError, KeyError, TypeError) as exc:
         raise CorruptObject(f"tensor object {oid} has a malformed header: {exc}") from None
-    if len(buf) - (end + 1) != expected:
-        raise CorruptObject(
-            f"tensor object {oid} holds {len(buf) - end - 1} data bytes, header says {expected}"
-        )
+    if total - (end + 1) != expected:
+        raise CorruptObject(f"tensor object {oid} holds {total - end - 1} data bytes, header says {expected}")
     return dtype, shape, end + 1
 
 

@@ -14,12 +14,21 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import xxhash
+
 from ..errors import CorruptObject, ObjectNotFound
 from .atomic import atomic_write_parts, fsync_dir
 from .ids import ObjectId, is_object_id, object_id, object_id_of_parts
 from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_header
 
 Buffer = bytes | bytearray | memoryview
+
+
+def _corrupt(oid: ObjectId) -> CorruptObject:
+    return CorruptObject(
+        f"object {oid} is corrupt: its bytes no longer hash to its id",
+        "restore it from a remote (dithub fetch) or re-commit the adapter; run `dithub fsck`",
+    )
 
 
 @dataclass(frozen=True)
@@ -106,10 +115,7 @@ class BaseObjectStore(ABC):
         """The bytes of ``oid``, checked against the id."""
         buf = self._load(oid)
         if object_id(buf) != oid:
-            raise CorruptObject(
-                f"object {oid} is corrupt: its bytes no longer hash to its id",
-                "restore it from a remote (dithub fetch) or re-commit the adapter; run `dithub fsck`",
-            )
+            raise _corrupt(oid)
         return buf
 
     def read(self, oid: ObjectId) -> bytes:
@@ -119,6 +125,14 @@ class BaseObjectStore(ABC):
         buf = self.read_buffer(oid)
         dtype, shape, offset = parse_tensor_header(oid, buf)
         return TensorData(dtype, shape, buf[offset:])
+
+    def iter_tensor_bytes(self, oid: ObjectId) -> Iterator[memoryview]:
+        """A tensor's data bytes in chunks, for copying out; verified by the end.
+
+        A mismatch raises CorruptObject after the last chunk, so a writer that
+        streams into an atomic temp file never publishes corrupt bytes.
+        """
+        yield self.read_tensor(oid).data
 
     def read_tree(self, oid: ObjectId) -> Tree:
         return decode_tree(oid, self.read(oid))
@@ -214,6 +228,27 @@ class DiskObjectStore(BaseObjectStore):
             self.path(oid).unlink()
         except FileNotFoundError:
             pass
+
+    def iter_tensor_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
+        try:
+            f = open(self.path(oid), "rb")
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
+        with f:
+            total = os.fstat(f.fileno()).st_size
+            buf = bytearray(chunk)
+            view = memoryview(buf)
+            n = f.readinto(buf)
+            _dtype, _shape, offset = parse_tensor_header(oid, view[:n], total)
+            hasher = xxhash.xxh3_128()
+            hasher.update(view[:n])
+            if n > offset:
+                yield view[offset:n]
+            while n := f.readinto(buf):
+                hasher.update(view[:n])
+                yield view[:n]
+        if hasher.hexdigest() != oid:
+            raise _corrupt(oid)
 
     def _freshen(self, oid: ObjectId) -> None:
         try:
