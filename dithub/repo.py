@@ -6,7 +6,7 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -64,7 +64,6 @@ class ShowInfo:
 class _WriteStats:
     objects: int = 0
     bytes: int = 0
-    seen: set[ObjectId] = field(default_factory=set)
 
 
 def default_author() -> str:
@@ -169,15 +168,17 @@ class Repo:
         stats = _WriteStats()
         advance = progress(f"storing {staged.source.name}", staged.nbytes)
         entries = {}
-        for name, t in staged.tensors.items():
-            oid, new = self.store.put([tensor_header(t.dtype, t.shape), t.data])
-            if new and oid not in stats.seen:
+
+        def done(name: str, oid: ObjectId, new: bool) -> None:
+            t = staged.tensors[name]
+            if new:
                 stats.objects += 1
                 stats.bytes += self.store.size(oid)
-            stats.seen.add(oid)
             entries[name] = TensorEntry(oid, t.dtype, t.shape)
             staged.release(name)
             advance(t.nbytes)
+
+        self.store.put_many(((n, [tensor_header(t.dtype, t.shape), t.data]) for n, t in staged.tensors.items()), done)
         tree_oid, new = self.store.put([Tree(staged.kind, staged.config, entries).encode()])
         if new:
             stats.objects += 1

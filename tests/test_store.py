@@ -100,3 +100,62 @@ class TestDiskObjectStore(ObjectStoreTests):
         assert not t.data.readonly  # private copy-on-write mapping: torch.frombuffer needs no copy
         t.data[0] = 99  # writes never reach the file
         assert store.read_tensor(oid).data[0] == 0
+
+
+def test_put_many_reports_in_order_and_dedups_within_the_batch():
+    store = MemoryObjectStore()
+    done = []
+    items = [(i, [b"tensor ", bytes([i % 3])]) for i in range(10)]
+    store.put_many(items, lambda k, oid, new: done.append((k, new)))
+    assert [k for k, _ in done] == list(range(10))
+    assert [new for _, new in done] == [True] * 3 + [False] * 7
+    assert len(list(store)) == 3
+
+
+def test_put_many_propagates_a_failed_write():
+    class Failing(MemoryObjectStore):
+        def _store(self, oid, parts):
+            if len(self._objects) == 2:
+                raise OSError("disk full")
+            super()._store(oid, parts)
+
+    store = Failing()
+    with pytest.raises(OSError, match="disk full"):
+        store.put_many([(i, [bytes([i])]) for i in range(5)], lambda *a: None)
+
+
+def test_prefetched_keeps_order_and_raises_producer_errors():
+    from dithub.store.prefetch import prefetched
+
+    assert list(prefetched(iter(range(50)))) == list(range(50))
+
+    def broken():
+        yield 1
+        raise CorruptObject("bad chunk")
+
+    got = []
+    with pytest.raises(CorruptObject, match="bad chunk"):
+        for x in prefetched(broken()):
+            got.append(x)
+    assert got == [1]
+
+
+def test_prefetched_stops_its_producer_when_the_consumer_stops():
+    import threading
+
+    from dithub.store.prefetch import prefetched
+
+    produced = []
+
+    def endless():
+        i = 0
+        while True:
+            produced.append(i)
+            yield i
+            i += 1
+
+    gen = prefetched(endless())
+    assert next(gen) == 0
+    gen.close()
+    assert not any(t.name == "dithub-prefetch" and t.is_alive() for t in threading.enumerate())
+    assert len(produced) <= 4

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from ..errors import BadInput
 from ..store import DTYPE_SIZES, TensorData, atomic_write_parts, nbytes_of
+from ..store.prefetch import prefetched
 
 MAX_HEADER_BYTES = 100 << 20
 Buffer = bytes | bytearray | memoryview
@@ -158,4 +159,4 @@ def write_safetensors(
             if written != end - begin:
                 raise BadInput(f"tensor {name!r}: {written} bytes where {end - begin} were declared")
 
-    atomic_write_parts(path, parts())
+    atomic_write_parts(path, prefetched(parts()))

@@ -10,9 +10,12 @@ import mmap
 import os
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import xxhash
 
@@ -22,6 +25,7 @@ from .ids import ObjectId, is_object_id, object_id, object_id_of_parts
 from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_header
 
 Buffer = bytes | bytearray | memoryview
+K = TypeVar("K")
 
 
 def _corrupt(oid: ObjectId) -> CorruptObject:
@@ -83,6 +87,48 @@ class BaseObjectStore(ABC):
             return oid, False
         self._store(oid, parts)
         return oid, True
+
+    def put_many(
+        self,
+        items: Iterable[tuple[K, Sequence[Buffer]]],
+        on_done: Callable[[K, ObjectId, bool], None],
+        workers: int = 3,
+        window: int = 6,
+    ) -> None:
+        """Store many objects, hashing here and writing on ``workers`` threads.
+
+        Overlaps one object's fsync with the next one's hashing and writing.
+        ``on_done(key, id, new)`` is called in order, on this thread, once each
+        object is stored; at most ``window`` objects are in flight.
+        """
+        pending: deque[tuple[K, ObjectId, Future[None] | None]] = deque()
+        claimed: set[ObjectId] = set()
+
+        def finish_one() -> None:
+            key, oid, fut = pending.popleft()
+            if fut is not None:
+                fut.result()
+            on_done(key, oid, fut is not None)
+
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dithub-write") as pool:
+            try:
+                for key, parts in items:
+                    oid = object_id_of_parts(parts)
+                    fut = None
+                    if oid not in claimed and not self.contains(oid):
+                        fut = pool.submit(self._store, oid, parts)
+                    elif oid not in claimed:
+                        self._freshen(oid)
+                    claimed.add(oid)
+                    pending.append((key, oid, fut))
+                    while len(pending) > window:
+                        finish_one()
+                while pending:
+                    finish_one()
+            finally:
+                for _key, _oid, fut in pending:
+                    if fut is not None:
+                        fut.cancel()
 
     def write_parts(self, parts: Sequence[Buffer]) -> ObjectId:
         """Store the concatenation of ``parts``; a no-op if present."""
@@ -230,23 +276,26 @@ class DiskObjectStore(BaseObjectStore):
             pass
 
     def iter_tensor_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
+        """Chunks read with plain reads into three rotating buffers (safe for ``prefetched``)."""
         try:
             f = open(self.path(oid), "rb")
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
         with f:
             total = os.fstat(f.fileno()).st_size
-            buf = bytearray(chunk)
-            view = memoryview(buf)
-            n = f.readinto(buf)
-            _dtype, _shape, offset = parse_tensor_header(oid, view[:n], total)
+            views = [memoryview(bytearray(min(chunk, total) or 1)) for _ in range(3)]
             hasher = xxhash.xxh3_128()
-            hasher.update(view[:n])
-            if n > offset:
-                yield view[offset:n]
-            while n := f.readinto(buf):
-                hasher.update(view[:n])
-                yield view[:n]
+            offset = None
+            k = 0
+            while n := f.readinto(views[k % 3]):
+                view = views[k % 3][:n]
+                hasher.update(view)
+                if offset is None:
+                    _dtype, _shape, offset = parse_tensor_header(oid, view, total)
+                    view = view[offset:]
+                if len(view):
+                    yield view
+                k += 1
         if hasher.hexdigest() != oid:
             raise _corrupt(oid)
 
