@@ -11,15 +11,17 @@ import mmap
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from ..errors import BadInput
-from ..store import DTYPE_SIZES, TensorData, atomic_write_parts, nbytes_of
-from ..store.prefetch import prefetched
+from ..store import DTYPE_SIZES, TensorData, nbytes_of
+from ..store.atomic import atomic_file, pwrite_chunks
 
 MAX_HEADER_BYTES = 100 << 20
+WRITERS = 3
 Buffer = bytes | bytearray | memoryview
 
 
@@ -145,18 +147,29 @@ def write_safetensors(
     head = json.dumps(header, separators=(",", ":")).encode()
     head += b" " * (-len(head) % 8)
 
-    def parts() -> Iterator[bytes | memoryview]:
-        yield struct.pack("<Q", len(head)) + head
-        for name in names:
-            data = load(name) if load else specs[name].data  # type: ignore[attr-defined]
-            begin, end = header[name]["data_offsets"]  # type: ignore[index]
-            written = 0
-            for chunk in [data] if isinstance(data, (bytes, bytearray, memoryview)) else data:
-                written += len(chunk)
-                yield chunk
-                if on_bytes:
-                    on_bytes(len(chunk))
-            if written != end - begin:
-                raise BadInput(f"tensor {name!r}: {written} bytes where {end - begin} were declared")
+    base = 8 + len(head)
 
-    atomic_write_parts(path, prefetched(parts()))
+    def write_tensor(fd: int, name: str) -> int:
+        data = load(name) if load else specs[name].data  # type: ignore[attr-defined]
+        begin, end = header[name]["data_offsets"]  # type: ignore[index]
+        chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
+        written = pwrite_chunks(fd, chunks, base + begin)
+        if written != end - begin:
+            raise BadInput(f"tensor {name!r}: {written} bytes where {end - begin} were declared")
+        return written
+
+    with atomic_file(path) as fd:
+        pwrite_chunks(fd, [struct.pack("<Q", len(head)) + head], 0)
+        # tensors go to their own offsets from a few threads: reading, hashing and
+        # computing one overlaps writing another
+        with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="dithub-export") as pool:
+            futures = [pool.submit(write_tensor, fd, name) for name in names]
+            try:
+                for fut in futures:
+                    n = fut.result()
+                    if on_bytes:
+                        on_bytes(n)
+            except BaseException:
+                for f in futures:
+                    f.cancel()
+                raise

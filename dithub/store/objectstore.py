@@ -276,26 +276,24 @@ class DiskObjectStore(BaseObjectStore):
             pass
 
     def iter_tensor_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
-        """Chunks read with plain reads into three rotating buffers (safe for ``prefetched``)."""
+        """Chunks read into one reused buffer: each is valid until the next is asked for."""
         try:
             f = open(self.path(oid), "rb")
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
         with f:
             total = os.fstat(f.fileno()).st_size
-            views = [memoryview(bytearray(min(chunk, total) or 1)) for _ in range(3)]
+            buf = memoryview(bytearray(min(chunk, total) or 1))
             hasher = xxhash.xxh3_128()
             offset = None
-            k = 0
-            while n := f.readinto(views[k % 3]):
-                view = views[k % 3][:n]
+            while n := f.readinto(buf):
+                view = buf[:n]
                 hasher.update(view)
                 if offset is None:
                     _dtype, _shape, offset = parse_tensor_header(oid, view, total)
                     view = view[offset:]
                 if len(view):
                     yield view
-                k += 1
         if hasher.hexdigest() != oid:
             raise _corrupt(oid)
 
