@@ -72,7 +72,7 @@ def atomic_file(
 
 
 def pwrite_chunks(fd: int, chunks: Iterable[bytes | memoryview], offset: int) -> int:
-    """Write ``chunks`` at ``offset`` on, starting writeback as it goes; bytes written."""
+    """Write ``chunks`` at ``offset`` on, starting writeback as it goes and at the end; bytes written."""
     pos = flushed = offset
     for chunk in chunks:
         view = memoryview(chunk).cast("B")
@@ -83,6 +83,8 @@ def pwrite_chunks(fd: int, chunks: Iterable[bytes | memoryview], offset: int) ->
         if pos - flushed >= _WRITEBACK_WINDOW:
             _start_writeback(fd, flushed, pos - flushed)
             flushed = pos
+    if pos > flushed:
+        _start_writeback(fd, flushed, pos - flushed)
     return pos - offset
 
 
