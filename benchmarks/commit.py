@@ -78,9 +78,11 @@ def change_one_tensor(path: Path) -> None:
 
 
 def warm(path: Path) -> None:
+    """Source in the page cache, and no writeback of an earlier step still running."""
     with open(path, "rb") as f:
         while f.read(64 << 20):
             pass
+    os.sync()
 
 
 def raw_write(src: Path, dst: Path) -> float:
@@ -202,6 +204,7 @@ def run(work: Path, size: int, n: int, dvc: str | None, repeat: int) -> dict:
         change_one_tensor(src)
         warm(src)
         changed.append(child("commit", repo, src))
+        os.sync()
         checkouts.append(child("checkout", repo, work / "out"))
         shutil.rmtree(work / "out", ignore_errors=True)
         shutil.rmtree(repo, ignore_errors=True)

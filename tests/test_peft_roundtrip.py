@@ -109,3 +109,27 @@ def test_minilm_round_trip_and_merge(minilm_dir, tmp_path):
         assert torch.equal(expected, got)
         merged = AutoModel.from_pretrained(repo.export_merged("domain/text", None, tmp_path / "merged")).eval()
         torch.testing.assert_close(merged(input_ids=ids).last_hidden_state, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_task_vector_merge_into_and_base_checkout(vit, tmp_path):
+    from safetensors.torch import save_file
+    from transformers import ViTForImageClassification
+
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("vit-v1", vit.base_dir)
+    base = load_file(str(vit.base_dir / "model.safetensors"))
+    g = torch.Generator().manual_seed(7)
+    tau = {k: 0.01 * torch.randn(v.shape, generator=g) for k, v in base.items() if k.endswith("query.weight")}
+    save_file(tau, str(tmp_path / "tv.safetensors"))
+    repo.commit(tmp_path / "tv.safetensors", "task vector", branch="domain/x", base="vit-v1")
+    merged = load_file(str(repo.export_merged("domain/x", None, tmp_path / "merged") / "model.safetensors"))
+    assert set(merged) == set(base)
+    for k in base:
+        expected = base[k] + tau[k] if k in tau else base[k]
+        assert torch.equal(merged[k], expected), k
+    # the base itself checks out as a model directory from_pretrained loads
+    out = repo.export("vit-v1", tmp_path / "base-out")
+    with torch.no_grad():
+        a = ViTForImageClassification.from_pretrained(out).eval()(pixel_values=vit.pixels).logits
+        b = ViTForImageClassification.from_pretrained(vit.base_dir).eval()(pixel_values=vit.pixels).logits
+    assert torch.equal(a, b)

@@ -36,5 +36,5 @@ def graph_prefixes(order: Sequence[tuple[str, Sequence[str]]]) -> list[list[str]
                 lines.append(" ".join("\\" if i == free else ("|" if lane else " ") for i, lane in enumerate(lanes)))
         while lanes and lanes[-1] is None:
             lanes.pop()
-        out.append(lines)
+        out.append([line.rstrip() for line in lines])
     return out

@@ -40,7 +40,9 @@ def plan_edits(base: Tree, adapter: AdapterLike) -> dict[str, _Edit]:
     Adapter keys name the loaded model's parameters, which may differ from
     the checkpoint's names (see ``hf_names``); edits are keyed by checkpoint name.
     """
+    # adapter keys may use the loaded names (peft) or the checkpoint's own (task vectors)
     to_checkpoint = {m: c for c, m in model_names(base.config, base.tensors).items()}
+    to_checkpoint.update({c: c for c in base.tensors})
     edits: dict[str, _Edit] = {}
 
     def claim(model_key: str | None, edit: _Edit) -> None:
