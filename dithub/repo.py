@@ -151,9 +151,6 @@ class Repo:
         """Read a tree's tensors by name (zero-copy, verified)."""
         return lambda name: self.store.read_tensor(tree.tensors[name].id)
 
-    def base_tree(self, base: ObjectId | None) -> Tree | None:
-        return self.store.read_tree(base) if base else None
-
     def base_name(self, base_tree_id: ObjectId | None) -> str | None:
         """The name a base tree is registered under, if any."""
         if base_tree_id is None:

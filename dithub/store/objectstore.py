@@ -148,14 +148,6 @@ class BaseObjectStore(ABC):
     def write_commit(self, commit: Commit) -> ObjectId:
         return self.write(commit.encode())
 
-    def add_verified(self, oid: ObjectId, data: Buffer) -> None:
-        """Store bytes received for ``oid`` after checking they hash to it."""
-        actual = object_id(data)
-        if actual != oid:
-            raise CorruptObject(f"object {oid} received with wrong content (hashes to {actual})")
-        if not self.contains(oid):
-            self._store(oid, [data])
-
     # -- reading -----------------------------------------------------------
     def read_buffer(self, oid: ObjectId) -> memoryview:
         """The bytes of ``oid``, checked against the id."""
