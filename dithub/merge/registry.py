@@ -1,0 +1,93 @@
+"""The registry of merge methods: pure functions on tensors, named, with paper and defaults.
+
+A full-space method takes the T task-vector tensors of one weight (same
+shape) and returns the merged update for that weight; it never sees files,
+refs or other tensors, so the executor can stream a model tensor by tensor.
+Methods that draw random numbers take ``seed`` and ``key`` (the tensor's
+name), so each tensor's randomness is fixed by the recorded seed alone.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+from ..errors import BadInput
+
+MergeFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A registered method: its function, paper, defaults and what it needs."""
+
+    name: str
+    fn: MergeFn
+    paper: str
+    defaults: dict[str, Any] = field(default_factory=dict)
+    random: bool = False
+
+    def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overridden by ``given``; unknown names and wrong types are BadInput."""
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            valid = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items()) or "none"
+            raise BadInput(f"method {self.name!r} has no parameter {unknown[0]!r}", f"valid parameters: {valid}")
+        out = dict(self.defaults)
+        for k, v in given.items():
+            out[k] = _coerce(self.name, k, v, self.defaults[k])
+        return out
+
+    def __call__(self, vectors: Sequence[Tensor], *, key: str = "", **params: Any) -> Tensor:
+        full = self.params(params)
+        if self.random:
+            full["key"] = key
+        return self.fn(vectors, **full)
+
+
+def _coerce(method: str, name: str, value: Any, default: Any) -> Any:
+    """Parse ``value`` (often a CLI string) to the type of the default."""
+    kind = type(default)
+    try:
+        if kind is bool and isinstance(value, str):
+            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1", "yes")
+        if kind in (int, float, str, bool):
+            return kind(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"parameter {name!r} of {method!r} must be {kind.__name__}, got {value!r}") from None
+    return value
+
+
+REGISTRY: dict[str, MergeMethod] = {}
+
+
+def register(name: str, *, paper: str, defaults: dict[str, Any] | None = None) -> Callable[[MergeFn], MergeFn]:
+    """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key)."""
+
+    def wrap(fn: MergeFn) -> MergeFn:
+        sig = inspect.signature(fn)
+        kw = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        random = "key" in kw
+        declared = set(defaults or {}) | ({"key"} if random else set())
+        if kw != declared:
+            raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
+        if random and "seed" not in (defaults or {}):
+            raise TypeError(f"{name}: a method taking key must declare a seed default")
+        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), random)
+        return fn
+
+    return wrap
+
+
+def get_method(name: str) -> MergeMethod:
+    """The registered method ``name``, or BadInput listing the valid names."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise BadInput(f"unknown merge method {name!r}", f"valid methods: {', '.join(sorted(REGISTRY))}") from None

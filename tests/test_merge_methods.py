@@ -1,0 +1,120 @@
+"""Full-space merge methods against their papers' definitions, written out independently here."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dithub.errors import BadInput
+from dithub.merge import REGISTRY, get_method, kth_largest_abs
+
+
+def _vectors(t=3, shape=(40, 30), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g) for _ in range(t)]
+
+
+def _topk_mask(v, density):
+    """Top-k by magnitude via a full sort (the definition)."""
+    k = max(1, round(density * v.numel()))
+    flat = v.abs().flatten()
+    order = torch.argsort(flat, descending=True)
+    mask = torch.zeros_like(flat, dtype=torch.bool)
+    mask[order[:k]] = True
+    return mask.reshape(v.shape)
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 600, 1199, 1200])
+def test_kth_largest_abs_matches_sort(k):
+    x = torch.randn(1200) * torch.logspace(-3, 3, 1200)
+    assert kth_largest_abs(x, k) == torch.sort(x.abs(), descending=True).values[k - 1]
+
+
+def test_kth_largest_abs_with_ties_and_zeros():
+    x = torch.tensor([0.0, -2.0, 2.0, 1.0, 0.0, -1.0])
+    assert [float(kth_largest_abs(x, k)) for k in range(1, 7)] == [2, 2, 1, 1, 0, 0]
+
+
+def test_every_method_cites_a_paper_and_states_defaults():
+    assert {"task_arithmetic", "ties", "dare", "breadcrumbs", "magmax"} <= set(REGISTRY)
+    for m in REGISTRY.values():
+        assert m.paper.count(".") == 1 and m.fn.__module__.startswith("dithub.merge")
+        doc = __import__(m.fn.__module__, fromlist=["x"]).__doc__
+        assert m.paper in doc and m.name in doc
+
+
+def test_task_arithmetic_is_scaled_sum_and_linear():
+    vs = _vectors()
+    ta = get_method("task_arithmetic")
+    torch.testing.assert_close(ta(vs, alpha=0.5), 0.5 * (vs[0] + vs[1] + vs[2]))
+    ws = _vectors(seed=1)
+    torch.testing.assert_close(ta([a + 2 * b for a, b in zip(vs, ws)]), ta(vs) + 2 * ta(ws))
+    torch.testing.assert_close(ta(vs[:1], alpha=1.0), vs[0])
+
+
+def test_ties_matches_its_definition():
+    vs = _vectors(t=4)
+    trimmed = [torch.where(_topk_mask(v, 0.2), v, torch.zeros_like(v)) for v in vs]
+    total = sum(trimmed)
+    sign = torch.where(total >= 0, 1.0, -1.0)
+    num = sum(torch.where((torch.sign(t) == sign) & (t != 0), t, torch.zeros_like(t)) for t in trimmed)
+    cnt = sum(((torch.sign(t) == sign) & (t != 0)).float() for t in trimmed)
+    expected = 0.7 * num / cnt.clamp(min=1)
+    torch.testing.assert_close(get_method("ties")(vs, lam=0.7), expected)
+
+
+def test_ties_single_input_returns_its_trimmed_self():
+    (v,) = _vectors(t=1)
+    out = get_method("ties")([v], density=0.5)
+    torch.testing.assert_close(out, torch.where(_topk_mask(v, 0.5), v, torch.zeros_like(v)))
+    torch.testing.assert_close(get_method("ties")([v], density=1.0), v)
+
+
+def test_dare_is_seeded_per_tensor_and_unbiased():
+    vs = _vectors(t=2, shape=(200, 100))
+    dare = get_method("dare")
+    a = dare(vs, seed=3, key="layer.0.weight")
+    assert torch.equal(a, dare(vs, seed=3, key="layer.0.weight"))
+    assert not torch.equal(a, dare(vs, seed=4, key="layer.0.weight"))
+    assert not torch.equal(a, dare(vs, seed=3, key="layer.1.weight"))
+    kept = (dare([vs[0]], seed=0, p=0.9) != 0).float().mean()
+    assert abs(float(kept) - 0.1) < 0.01  # Bernoulli(1 - p) survivors
+    survivors = dare([vs[0]], seed=0, p=0.9)
+    nz = survivors != 0
+    torch.testing.assert_close(survivors[nz], vs[0][nz] / 0.1)  # rescaled by 1/(1-p)
+    mean = sum(dare([torch.ones(10_000)], seed=s, p=0.5) for s in range(200)) / 200
+    assert abs(float(mean.mean()) - 1.0) < 0.01  # E[drop-and-rescale(x)] = x
+
+
+def test_dare_ties_combines_with_sign_election():
+    vs = _vectors(t=3)
+    out = get_method("dare")(vs, p=0.0, combine="ties")
+    sign = torch.where(sum(vs) >= 0, 1.0, -1.0)
+    agree = [(torch.sign(v) == sign) for v in vs]
+    expected = sum(v * m for v, m in zip(vs, agree)) / sum(m.float() for m in agree).clamp(min=1)
+    torch.testing.assert_close(out, expected)
+
+
+def test_breadcrumbs_keeps_the_band_below_the_outliers():
+    v = torch.arange(1, 1001, dtype=torch.float32) * torch.tensor([1.0, -1.0]).repeat(500)
+    out = get_method("breadcrumbs")([v], beta=0.1, gamma=0.01, alpha=1.0)
+    mags = v.abs()
+    expected = torch.where((mags <= 990) & (mags > 890), v, torch.zeros_like(v))  # ranks 11..110
+    torch.testing.assert_close(out, expected)
+
+
+def test_magmax_picks_the_largest_magnitude():
+    a = torch.tensor([1.0, -5.0, 0.5])
+    b = torch.tensor([-2.0, 3.0, 0.25])
+    torch.testing.assert_close(get_method("magmax")([a, b]), torch.tensor([-2.0, -5.0, 0.5]))
+
+
+def test_parameters_are_validated():
+    with pytest.raises(BadInput, match="no parameter 'k'.*valid parameters: density=0.2, lam=1.0"):
+        get_method("ties").params({"k": 3})
+    with pytest.raises(BadInput, match="must be float"):
+        get_method("ties").params({"density": "lots"})
+    assert get_method("ties").params({"density": "0.5"}) == {"density": 0.5, "lam": 1.0}
+    with pytest.raises(BadInput, match="valid methods: .*ties"):
+        get_method("tie")
+    with pytest.raises(BadInput, match="combine"):
+        get_method("dare")(_vectors(), combine="mean")
