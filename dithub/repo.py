@@ -23,6 +23,7 @@ from .store.objects import tensor_header
 
 if TYPE_CHECKING:
     from .diff import DiffResult
+    from .merging import MergePlan
 
 DIRNAME = ".dithub"
 DEFAULT_BRANCH = "main"
@@ -368,6 +369,32 @@ class Repo:
         ca, cb = self.commit_object(a), self.commit_object(b)
         ta, tb = self.store.read_tree(ca.tree), self.store.read_tree(cb.tree)
         return diff_trees(self.resolve(a), ta, self.loader(ta), self.resolve(b), tb, self.loader(tb))
+
+    # -- merging ----------------------------------------------------------
+    def plan_merge(self, revs: list[str], method: str, params: dict | None = None) -> MergePlan:
+        """Check and plan a merge (what ``merge --dry-run`` prints); writes nothing."""
+        from .merging import plan_merge
+
+        return plan_merge(self, revs, method, params)
+
+    def merge(
+        self, revs: list[str], method: str, params: dict | None = None, *, into: str | None = None,
+        message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
+    ) -> ObjectId:
+        """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch)."""
+        from .merging import run_merge
+
+        branch = into or self.current_branch()
+        if branch is None:
+            raise BadInput("HEAD is detached", "pass --into BRANCH")
+        check_ref_name(branch, "branch")
+        plan = self.plan_merge(revs, method, params)
+        previous = self.refs.resolve(HEADS + branch)
+        tree = run_merge(self, plan, progress)
+        parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs
+        text = message or f"merge {', '.join(revs)} with {method}"
+        return self.commit_tree(tree, text, branch=branch, parents=parents, base=plan.base, op=plan.op,
+                                author=author, expected=previous)
 
     # -- maintenance ------------------------------------------------------
     def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:

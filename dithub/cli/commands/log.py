@@ -44,13 +44,16 @@ def log(
     def human() -> None:
         prefixes = graph_prefixes([(e.id, e.commit.parents) for e in entries]) if graph else [[""]] * len(entries)
         for e, lines in zip(entries, prefixes):
-            for extra in lines[:-1]:
-                out.print(f"[red]{extra}[/]")
+            star = next((i for i, line in enumerate(lines) if "*" in line), len(lines) - 1)
+            for extra in lines[:star]:
+                out.print(f"[red]{escape(extra)}[/]")
             deco = f" [cyan]({', '.join(names[e.id])})[/]" if e.id in names else ""
             op = e.commit.op
             what = f" [magenta]\\[{op.name}{': ' + op.method if op.method else ''}][/]" if op.name != "commit" else ""
             title = escape(e.commit.message.splitlines()[0] if e.commit.message else "")
-            lead = f"[red]{lines[-1]}[/] " if graph else ""
+            lead = f"[red]{escape(lines[star])}[/] " if graph else ""
             out.print(f"{lead}[yellow]{e.id[:12]}[/]{deco}{what} {title} [dim]— {escape(e.commit.author)}, {_when(e.commit.time)}[/]")
+            for extra in lines[star + 1 :]:
+                out.print(f"[red]{escape(extra)}[/]")
 
     emit(as_json, payload, human)

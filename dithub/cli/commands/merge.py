@@ -1,0 +1,47 @@
+"""dithub merge"""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ...errors import BadInput
+from ..options import Json
+from ..output import emit, human_bytes, out, progress_bars, short
+from ..state import repo as open_repo
+
+
+def _params(pairs: list[str]) -> dict[str, str]:
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise BadInput(f"--param {pair!r} is not KEY=VALUE", "e.g. --param density=0.2")
+        params[key.strip()] = value.strip()
+    return params
+
+
+def merge(
+    ctx: typer.Context,
+    revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more).")],
+    method: Annotated[str, typer.Option("--method", help="Merge method (task_arithmetic, ties, dare, breadcrumbs, magmax).")],
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
+    into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Merge adapters into one new commit whose parents are the merged heads."""
+    repo = open_repo(ctx)
+    params = _params(param or [])
+    if dry_run:
+        plan = repo.plan_merge(revs, method, params)
+        emit(as_json, plan, lambda: out.print(
+            f"would merge {', '.join(plan.names)} with {plan.method} (arXiv {plan.paper}) {plan.params}: "
+            f"{len(plan.tensors)} {plan.kind} tensors, peak memory about {human_bytes(plan.peak_bytes)}"))
+        return
+    with progress_bars() as progress:
+        oid = repo.merge(revs, method, params, into=into, message=message, progress=progress)
+    commit = repo.store.read_commit(oid)
+    emit(as_json, {"id": oid, "branch": into or repo.current_branch(), "op": commit.op.to_json(), "parents": commit.parents},
+         lambda: out.print(f"Merged {', '.join(revs)} with {method} as {short(oid)} on {into or repo.current_branch()}"))

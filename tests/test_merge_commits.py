@@ -1,0 +1,121 @@
+"""Merge commits: parents, op record, exact replay, input checks (task vectors)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dithub import Repo
+from dithub.errors import BadInput, IncompatibleAdapters
+from dithub.merging import replay_merge
+from dithub.store import DiskObjectStore
+
+
+def _tv(path, seed, shape=(16, 8), dtype=torch.float32, names=("a.weight", "b.bias")):
+    g = torch.Generator().manual_seed(seed)
+    tensors = {n: torch.randn(shape if n.endswith("weight") else shape[:1], generator=g).to(dtype) for n in names}
+    save_file(tensors, str(path))
+    return tensors
+
+
+@pytest.fixture
+def three(tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    tvs = []
+    for i in range(3):
+        tvs.append(_tv(tmp_path / f"t{i}.safetensors", i))
+        repo.commit(tmp_path / f"t{i}.safetensors", f"task {i}", branch=f"task/{i}")
+    return repo, tvs
+
+
+def test_merge_commit_records_parents_op_and_result(three):
+    repo, tvs = three
+    oid = repo.merge(["task/0", "task/1", "task/2"], "task_arithmetic", {"alpha": "0.5"})
+    commit = repo.store.read_commit(oid)
+    heads = [repo.resolve(f"task/{i}") for i in range(3)]
+    assert commit.parents == heads and repo.resolve("main") == oid
+    assert commit.op.to_json() == {"name": "merge", "method": "task_arithmetic", "params": {"alpha": 0.5}, "inputs": heads}
+    tree = repo.tree_of("main")
+    for name in ("a.weight", "b.bias"):
+        got = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32)
+        torch.testing.assert_close(got.reshape(tvs[0][name].shape), 0.5 * sum(t[name] for t in tvs))
+
+
+def test_replay_reproduces_the_tree_bit_for_bit(three):
+    repo, _ = three
+    oid = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "7", "combine": "ties"})
+    commit = repo.store.read_commit(oid)
+    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7}
+    assert replay_merge(repo, commit) == commit.tree
+    other = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "8", "combine": "ties"}, into="x")
+    assert repo.store.read_commit(other).tree != commit.tree  # the seed matters
+
+
+def test_previous_head_is_history_not_an_input(three):
+    repo, _ = three
+    first = repo.merge(["task/0", "task/1"], "task_arithmetic")
+    second = repo.merge(["task/1", "task/2"], "task_arithmetic")
+    c = repo.store.read_commit(second)
+    assert c.parents == [first, repo.resolve("task/1"), repo.resolve("task/2")]
+    assert c.op.inputs == c.parents[1:]
+    direct = repo.merge(["task/1", "task/2"], "task_arithmetic", into="direct")
+    assert repo.store.read_commit(direct).tree == c.tree
+
+
+def test_half_precision_inputs_stay_half(tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    for i in range(2):
+        _tv(tmp_path / f"h{i}.safetensors", i, dtype=torch.bfloat16)
+        repo.commit(tmp_path / f"h{i}.safetensors", "h", branch=f"h/{i}")
+    repo.merge(["h/0", "h/1"], "magmax")
+    assert {e.dtype for e in repo.tree_of("main").tensors.values()} == {"BF16"}
+
+
+def test_dry_run_writes_nothing(three, cli):
+    repo, _ = three
+    before = set(repo.store)
+    res = cli("merge task/0 task/1 --method ties --dry-run --json", cwd=repo.path)
+    plan = json.loads(res.out)
+    assert plan["params"] == {"density": 0.2, "lam": 1.0} and plan["paper"] == "2306.01708"
+    assert set(repo.store) == before and "main" not in repo.branches()
+
+
+def test_bad_merges_are_one_line_errors_that_write_nothing(three, cli, tmp_path, vit):
+    repo, _ = three
+    _tv(tmp_path / "wide.safetensors", 9, shape=(16, 9))
+    repo.commit(tmp_path / "wide.safetensors", "wide", branch="wide")
+    _tv(tmp_path / "less.safetensors", 9, names=("a.weight",))
+    repo.commit(tmp_path / "less.safetensors", "less", branch="less")
+    repo.commit(vit.adapter_dir, "lora", branch="lora")
+    repo.base_add("b1", vit.base_dir)
+    repo.commit_tree(repo.commit_object("task/1").tree, "task 1 recorded on a base", branch="based",
+                     base=repo.commit_object("b1").tree)
+    store = repo.store
+    assert isinstance(store, DiskObjectStore)
+    before = set(store)
+    cases = [
+        ("merge task/0 wide --method ties", IncompatibleAdapters, "F32[16, 8] in task/0 but F32[16, 9] in wide"),
+        ("merge task/0 less --method ties", IncompatibleAdapters, "'b.bias' is in task/0 but not in less"),
+        ("merge task/0 lora --method ties", BadInput, "task vectors so far"),
+        ("merge task/0 based --method ties", IncompatibleAdapters, "different base checkpoints"),
+        ("merge task/0 --method ties", BadInput, "at least two inputs"),
+        ("merge task/0 task/0 --method ties", BadInput, "named twice"),
+        ("merge task/0 task/1 --method nope", BadInput, "valid methods"),
+        ("merge task/0 task/1 --method ties -p k=1", BadInput, "valid parameters"),
+        ("merge task/0 task/1 --method ties -p density", BadInput, "KEY=VALUE"),
+    ]
+    for args, error, text in cases:
+        res = cli(args, cwd=repo.path)
+        lines = res.err.strip().splitlines()
+        assert res.code == error.exit_code and len(lines) == 1 and text in lines[0], (args, res.err)
+    assert set(store) == before and "main" not in repo.branches()
+
+
+def test_log_graph_shows_the_merge(three, cli):
+    repo, _ = three
+    repo.merge(["task/0", "task/1", "task/2"], "ties")
+    out = cli("log --graph", cwd=repo.path).out.splitlines()
+    assert out[0].startswith("* ") and "[merge: ties]" in out[0]
+    assert out[1] == "| \\" and out[2] == "| | \\"
