@@ -9,11 +9,15 @@ input commits, so ``replay_merge`` recomputes the same tree bit for bit.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import torch
+
 from .errors import BadInput, IncompatibleAdapters
-from .merge import get_method
+from .formats import lora_modules, scaling
+from .merge import REGISTRY, get_method
 from .progress import ProgressFactory, no_progress
 from .store import Commit, ObjectId, Op, TensorEntry, Tree, nbytes_of
 from .store.objects import tensor_header
@@ -53,7 +57,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
         raise BadInput(f"{dup!r} is named twice (or points at the same commit as another input)")
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
-    _check_compatible(list(revs), commits, trees)
+    _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     specs = {n: (e.dtype, e.shape) for n, e in first.tensors.items()}
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
@@ -61,50 +65,106 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
                      peak_bytes=(len(ids) + 2) * largest)
 
 
-def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree]) -> None:
+def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree], space: str) -> None:
     bases = {c.base for c in commits}
     if len(bases) > 1:
         detail = ", ".join(f"{r}: {c.base[:12] if c.base else 'none'}" for r, c in zip(revs, commits))
         raise IncompatibleAdapters(f"inputs have different base checkpoints ({detail})",
                                    "rebase them onto one base first (dithub rebase --onto)")
     kinds = {t.kind for t in trees}
-    if kinds != {"task_vector"}:
+    want = "task_vector" if space == "full" else "lora"
+    if kinds != {want}:
         which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
-        raise BadInput(f"merge supports task vectors so far ({which})",
-                       "LoRA merging (expansion to ΔW, Core Space, concat) is not implemented yet")
-    ref = trees[0]
-    for r, t in zip(revs[1:], trees[1:]):
-        missing = sorted(set(ref.tensors) ^ set(t.tensors))
+        hint = ("LoRA-native methods: " + ", ".join(n for n, m in REGISTRY.items() if m.space == "lora")
+                if want == "task_vector" else "full-space methods on LoRA (expansion to ΔW) are not implemented yet")
+        raise BadInput(f"this method merges {want} inputs ({which})", hint)
+    shapes = [_merge_shapes(t) for t in trees]
+    for r, sh in zip(revs[1:], shapes[1:]):
+        missing = sorted(set(shapes[0]) ^ set(sh))
         if missing:
-            owner = revs[0] if missing[0] in ref.tensors else r
+            owner = revs[0] if missing[0] in shapes[0] else r
             other = r if owner == revs[0] else revs[0]
             raise IncompatibleAdapters(f"tensor {missing[0]!r} is in {owner} but not in {other}",
                                        "merge adapters that adapt the same tensors")
-        for name, e in t.tensors.items():
-            e0 = ref.tensors[name]
-            if (e.shape, e.dtype) != (e0.shape, e0.dtype):
-                raise IncompatibleAdapters(
-                    f"tensor {name!r} is {e0.dtype}{list(e0.shape)} in {revs[0]} but {e.dtype}{list(e.shape)} in {r}")
+        for name, got in sh.items():
+            if got != shapes[0][name]:
+                raise IncompatibleAdapters(f"tensor {name!r} is {_fmt(shapes[0][name])} in {revs[0]} but {_fmt(got)} in {r}")
+
+
+def _fmt(spec: tuple[str, tuple[int, ...]]) -> str:
+    return f"{spec[0]}{list(spec[1])}"
+
+
+def _merge_shapes(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """What must agree between inputs: every tensor's dtype and shape, except a LoRA's rank."""
+    out = {n: (e.dtype, e.shape) for n, e in tree.tensors.items()}
+    if tree.kind == "lora":
+        for m in lora_modules(tree.tensors).values():
+            a, b = tree.tensors[m.a_key], tree.tensors[m.b_key]
+            out[m.a_key] = (a.dtype, (-1, *a.shape[1:]))  # rank may differ
+            out[m.b_key] = (b.dtype, (*b.shape[:-1], -1))
+    return out
 
 
 def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progress) -> ObjectId:
-    """Stream the planned merge tensor by tensor; store and return the merged tree."""
-    from .formats import from_torch, to_torch
+    """Stream the planned merge (tensor by tensor, or module by module); store and return the tree."""
+    trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
+    if plan.kind == "lora":
+        return _run_lora(repo, plan, trees, progress)
+    from .formats import to_torch
 
     method = get_method(plan.method)
-    trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     advance = progress(f"merging with {plan.method}", len(plan.tensors))
     entries: dict[str, TensorEntry] = {}
-    for name, (dtype, shape) in plan.tensors.items():
+    for name in plan.tensors:
         vectors = [to_torch(repo.store.read_tensor(t.tensors[name].id)) for t in trees]
-        merged = method(vectors, key=name, **plan.params).to(vectors[0].dtype)
-        raw = from_torch(merged)
-        oid = repo.store.write_parts([tensor_header(raw.dtype, raw.shape), raw.data])
-        entries[name] = TensorEntry(oid, raw.dtype, raw.shape)
+        entries[name] = _put(repo, method(vectors, key=name, **plan.params).to(vectors[0].dtype))
         advance(1)
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) else {}
     return repo.store.write_tree(Tree(plan.kind, config, entries))
+
+
+def _put(repo: Repo, tensor: Any) -> TensorEntry:
+    from .formats import from_torch
+
+    raw = from_torch(tensor)
+    return TensorEntry(repo.store.write_parts([tensor_header(raw.dtype, raw.shape), raw.data]), raw.dtype, raw.shape)
+
+
+def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: ProgressFactory) -> ObjectId:
+    """LoRA-native methods per module; tensors peft saves whole (heads, biases) are averaged."""
+    from .formats import to_torch
+
+    method = get_method(plan.method)
+    modules = lora_modules(trees[0].tensors)
+    load = lambda t, key: to_torch(repo.store.read_tensor(t.tensors[key].id))  # noqa: E731
+    advance = progress(f"merging with {plan.method}", len(trees[0].tensors))
+    entries: dict[str, TensorEntry] = {}
+    ranks: dict[str, int] = {}
+    for name, m in modules.items():
+        factors = [(load(t, m.a_key), load(t, m.b_key), scaling(t.config, name)) for t in trees]
+        a, b = method(factors, **plan.params)
+        entries[m.a_key] = _put(repo, a.to(factors[0][0].dtype))
+        entries[m.b_key] = _put(repo, b.to(factors[0][1].dtype))
+        ranks[name] = a.shape[0]
+        advance(2)
+    factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
+    for key in trees[0].tensors:
+        if key not in factor_keys:
+            whole = [load(t, key) for t in trees]
+            entries[key] = _put(repo, torch.stack([w.float() for w in whole]).mean(0).to(whole[0].dtype))
+            advance(1)
+    return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), entries))
+
+
+def _merged_lora_config(trees: list[Tree], ranks: dict[str, int]) -> dict[str, Any]:
+    """The first input's config with rank = alpha = the merged rank (scale 1) per module."""
+    config = dict(trees[0].config)
+    r = max(set(ranks.values()), key=list(ranks.values()).count)
+    pattern = {re.escape(name): rank for name, rank in ranks.items() if rank != r}
+    config.update(r=r, lora_alpha=r, rank_pattern=pattern, alpha_pattern=dict(pattern), use_rslora=False)
+    return config
 
 
 def replay_merge(repo: Repo, commit: Commit) -> ObjectId:

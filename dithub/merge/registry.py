@@ -29,6 +29,8 @@ class MergeMethod:
     paper: str
     defaults: dict[str, Any] = field(default_factory=dict)
     random: bool = False
+    space: str = "full"
+    """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1."""
 
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``; unknown names and wrong types are BadInput."""
@@ -42,7 +44,7 @@ class MergeMethod:
             out[k] = _coerce(self.name, k, v, self.defaults[k])
         return out
 
-    def __call__(self, vectors: Sequence[Tensor], *, key: str = "", **params: Any) -> Tensor:
+    def __call__(self, vectors: Sequence[Any], *, key: str = "", **params: Any) -> Any:
         full = self.params(params)
         if self.random:
             full["key"] = key
@@ -67,7 +69,9 @@ def _coerce(method: str, name: str, value: Any, default: Any) -> Any:
 REGISTRY: dict[str, MergeMethod] = {}
 
 
-def register(name: str, *, paper: str, defaults: dict[str, Any] | None = None) -> Callable[[MergeFn], MergeFn]:
+def register(
+    name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full"
+) -> Callable[[MergeFn], MergeFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key)."""
 
     def wrap(fn: MergeFn) -> MergeFn:
@@ -79,7 +83,7 @@ def register(name: str, *, paper: str, defaults: dict[str, Any] | None = None) -
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
         if random and "seed" not in (defaults or {}):
             raise TypeError(f"{name}: a method taking key must declare a seed default")
-        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), random)
+        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), random, space)
         return fn
 
     return wrap
