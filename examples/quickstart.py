@@ -1,7 +1,7 @@
 """The embedded demo: a real (tiny) ViT base, two peft LoRA adapters, and dithub's verbs.
 
 Runs offline on a CPU in seconds: `make demo` (or `python examples/quickstart.py [--dir DIR]`).
-Later verbs (merge, rebase, revert, verify, fetch) add their steps here as they land.
+Later verbs (more merge methods, rebase, revert, verify, fetch) add their steps here as they land.
 """
 from __future__ import annotations
 
@@ -62,8 +62,9 @@ def main() -> None:
     run(f"base add vit-v1 {work / 'vit-v1'}", repo)
     run(f"commit {work / 'adapters/dog'} -m 'dog adapter' -b class/dog --base vit-v1", repo)
     run(f"commit {work / 'adapters/cat'} -m 'cat adapter' -b class/cat --base vit-v1", repo)
-    run("log --all --graph", repo)
     run("diff class/dog class/cat", repo)
+    run("merge class/dog class/cat --method mean_ba --into main -m 'dog+cat (DitHub mean of B·A)'", repo)
+    run("log --all --graph", repo)
     run(f"checkout class/dog -o {work / 'out/dog'}", repo)
     run(f"export class/cat --merged -o {work / 'out/cat-full'}", repo)
     run("fsck", repo)
