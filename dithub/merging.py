@@ -8,15 +8,18 @@ input commits, so ``replay_merge`` recomputes the same tree bit for bit.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from .errors import BadInput, IncompatibleAdapters
-from .formats import lora_modules, scaling
+from .formats import base_key_lookup, lora_modules, scaling
+from .formats.lora import strip_prefix
+from .formats.merge_into import lora_delta
+from .formats.torch_io import TORCH_DTYPES, from_torch, to_torch
 from .merge import REGISTRY, get_method
 from .progress import ProgressFactory, no_progress
 from .store import Commit, ObjectId, Op, TensorEntry, Tree, nbytes_of
@@ -59,10 +62,34 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     trees = [repo.store.read_tree(c.tree) for c in commits]
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
-    specs = {n: (e.dtype, e.shape) for n, e in first.tensors.items()}
+    expand = m.space == "full" and first.kind == "lora"
+    specs = _expanded_specs(first) if expand else {n: (e.dtype, e.shape) for n, e in first.tensors.items()}
+    if expand and commits[0].base is None and any(n not in _module_outputs(first) for n in specs):
+        raise IncompatibleAdapters(
+            f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
+            "commit the adapters with --base NAME to merge them in full space")
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
-    return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base, first.kind, specs,
-                     peak_bytes=(len(ids) + 2) * largest)
+    return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
+                     "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest)
+
+
+def _module_outputs(tree: Tree) -> set[str]:
+    return {name + ".weight" for name in lora_modules(tree.tensors)}
+
+
+def _expanded_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Output tensors of a LoRA expanded to ΔW: one per module, plus the whole tensors."""
+    modules = lora_modules(tree.tensors)
+    specs: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name, m in modules.items():
+        a, b = tree.tensors[m.a_key], tree.tensors[m.b_key]
+        transposed = m.embedding or tree.config.get("fan_in_fan_out")
+        specs[name + ".weight"] = (b.dtype, (a.shape[1], b.shape[0]) if transposed else (b.shape[0], a.shape[1]))
+    factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
+    for key, e in tree.tensors.items():
+        if key not in factor_keys:
+            specs[strip_prefix(key)] = (e.dtype, e.shape)
+    return specs
 
 
 def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree], space: str) -> None:
@@ -72,12 +99,15 @@ def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree],
         raise IncompatibleAdapters(f"inputs have different base checkpoints ({detail})",
                                    "rebase them onto one base first (dithub rebase --onto)")
     kinds = {t.kind for t in trees}
-    want = "task_vector" if space == "full" else "lora"
-    if kinds != {want}:
+    if len(kinds) > 1:
         which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
-        hint = ("LoRA-native methods: " + ", ".join(n for n, m in REGISTRY.items() if m.space == "lora")
-                if want == "task_vector" else "full-space methods on LoRA (expansion to ΔW) are not implemented yet")
-        raise BadInput(f"this method merges {want} inputs ({which})", hint)
+        raise BadInput(f"inputs mix adapter kinds ({which})", "merge LoRA adapters and task vectors separately")
+    want = "lora" if space == "lora" else next(iter(kinds))
+    if kinds != {want} or want == "full":
+        which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
+        raise BadInput(f"method cannot merge these inputs ({which})",
+                       "LoRA-native methods (" + ", ".join(n for n, m in REGISTRY.items() if m.space == "lora")
+                       + ") take LoRA adapters; the others take task vectors or LoRA adapters (expanded to ΔW)")
     shapes = [_merge_shapes(t) for t in trees]
     for r, sh in zip(revs[1:], shapes[1:]):
         missing = sorted(set(shapes[0]) ^ set(sh))
@@ -111,31 +141,55 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
         return _run_lora(repo, plan, trees, progress)
-    from .formats import to_torch
-
     method = get_method(plan.method)
     advance = progress(f"merging with {plan.method}", len(plan.tensors))
+    loaders = [_delta_loader(repo, t, plan.base) for t in trees]
     entries: dict[str, TensorEntry] = {}
-    for name in plan.tensors:
-        vectors = [to_torch(repo.store.read_tensor(t.tensors[name].id)) for t in trees]
-        entries[name] = _put(repo, method(vectors, key=name, **plan.params).to(vectors[0].dtype))
+    for name, (dtype, _shape) in plan.tensors.items():
+        vectors = [load(name) for load in loaders]
+        if vectors[0].dim() < 2:  # biases, norms: averaged whatever the method (documented rule)
+            merged = torch.stack([v.float() for v in vectors]).mean(0)
+        else:
+            merged = method(vectors, key=name, **plan.params)
+        entries[name] = _put(repo, merged.to(TORCH_DTYPES[dtype]))
         advance(1)
     configs = [t.config for t in trees]
-    config = configs[0] if all(c == configs[0] for c in configs) else {}
+    config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
     return repo.store.write_tree(Tree(plan.kind, config, entries))
 
 
-def _put(repo: Repo, tensor: Any) -> TensorEntry:
-    from .formats import from_torch
+def _delta_loader(repo: Repo, tree: Tree, base: ObjectId | None) -> Callable[[str], torch.Tensor]:
+    """Each output tensor of an input as a delta: as stored, ΔW of a LoRA module, or whole − base."""
+    def stored(key: str) -> torch.Tensor:
+        return to_torch(repo.store.read_tensor(tree.tensors[key].id))
 
+    if tree.kind != "lora":
+        return stored
+    modules = {name + ".weight": m for name, m in lora_modules(tree.tensors).items()}
+    whole = {strip_prefix(k): k for k in tree.tensors}
+    base_tree = repo.store.read_tree(base) if base else None
+    lookup = base_key_lookup(base_tree) if base_tree else None
+
+    def load(name: str) -> torch.Tensor:
+        if name in modules:
+            m = modules[name]
+            return lora_delta(tree.config, m, stored(m.a_key), stored(m.b_key))
+        assert base_tree is not None and lookup is not None
+        base_key = lookup(name)
+        if base_key is None:
+            raise IncompatibleAdapters(f"adapter tensor {name!r} has no matching tensor in the base checkpoint")
+        return stored(whole[name]).float() - to_torch(repo.store.read_tensor(base_tree.tensors[base_key].id)).float()
+
+    return load
+
+
+def _put(repo: Repo, tensor: Any) -> TensorEntry:
     raw = from_torch(tensor)
     return TensorEntry(repo.store.write_parts([tensor_header(raw.dtype, raw.shape), raw.data]), raw.dtype, raw.shape)
 
 
 def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: ProgressFactory) -> ObjectId:
     """LoRA-native methods per module; tensors peft saves whole (heads, biases) are averaged."""
-    from .formats import to_torch
-
     method = get_method(plan.method)
     modules = lora_modules(trees[0].tensors)
     load = lambda t, key: to_torch(repo.store.read_tensor(t.tensors[key].id))  # noqa: E731

@@ -38,9 +38,10 @@ def test_merge_commit_records_parents_op_and_result(three):
     assert commit.parents == heads and repo.resolve("main") == oid
     assert commit.op.to_json() == {"name": "merge", "method": "task_arithmetic", "params": {"alpha": 0.5}, "inputs": heads}
     tree = repo.tree_of("main")
-    for name in ("a.weight", "b.bias"):
+    expected = {"a.weight": 0.5 * sum(t["a.weight"] for t in tvs), "b.bias": sum(t["b.bias"] for t in tvs) / 3}
+    for name in ("a.weight", "b.bias"):  # 1-D tensors are averaged, whatever the method
         got = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32)
-        torch.testing.assert_close(got.reshape(tvs[0][name].shape), 0.5 * sum(t[name] for t in tvs))
+        torch.testing.assert_close(got.reshape(tvs[0][name].shape), expected[name])
 
 
 def test_replay_reproduces_the_tree_bit_for_bit(three):
@@ -98,7 +99,7 @@ def test_bad_merges_are_one_line_errors_that_write_nothing(three, cli, tmp_path,
     cases = [
         ("merge task/0 wide --method ties", IncompatibleAdapters, "F32[16, 8] in task/0 but F32[16, 9] in wide"),
         ("merge task/0 less --method ties", IncompatibleAdapters, "'b.bias' is in task/0 but not in less"),
-        ("merge task/0 lora --method ties", BadInput, "merges task_vector inputs"),
+        ("merge task/0 lora --method ties", BadInput, "inputs mix adapter kinds"),
         ("merge task/0 based --method ties", IncompatibleAdapters, "different base checkpoints"),
         ("merge task/0 --method ties", BadInput, "at least two inputs"),
         ("merge task/0 task/0 --method ties", BadInput, "named twice"),

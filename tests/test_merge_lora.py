@@ -7,7 +7,7 @@ from peft import PeftModel
 
 from conftest import lora_adapter, tiny_vit
 from dithub import Repo
-from dithub.errors import BadInput
+from dithub.errors import BadInput, IncompatibleAdapters
 from dithub.formats import lora_modules, scaling, to_torch
 
 
@@ -56,9 +56,47 @@ def test_concat_equals_peft_cat(adapters, tmp_path):
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_lora_and_task_vector_methods_are_not_mixed(adapters, tmp_path):
+def test_lora_native_methods_refuse_task_vectors(tmp_path):
+    from safetensors.torch import save_file
+
     repo = Repo.init(tmp_path / "r")
-    repo.commit(adapters / "a", "a", branch="class/a")
-    repo.commit(adapters / "b", "b", branch="class/b")
-    with pytest.raises(BadInput, match="merges task_vector inputs.*LoRA-native methods: concat, mean_ba"):
+    for i in range(2):
+        save_file({"w": torch.ones(2, 2) * i}, str(tmp_path / f"t{i}.safetensors"))
+        repo.commit(tmp_path / f"t{i}.safetensors", "t", branch=f"t/{i}")
+    with pytest.raises(BadInput, match="LoRA-native methods \\(concat, mean_ba\\) take LoRA adapters"):
+        repo.merge(["t/0", "t/1"], "mean_ba")
+
+
+def test_full_space_merge_of_loras_expands_to_delta_w(vit, tmp_path):
+    from safetensors.torch import load_file
+
+    repo = Repo.init(tmp_path / "r")
+    repo.base_add("vit-v1", vit.base_dir)
+    repo.commit(vit.adapter_dir, "a", branch="class/a", base="vit-v1")
+    repo.commit(vit.adapter2_dir, "b", branch="class/b", base="vit-v1")
+    repo.merge(["class/a", "class/b"], "task_arithmetic", {"alpha": "0.5"})
+    tree = repo.tree_of("main")
+    assert tree.kind == "task_vector" and repo.commit_object("main").base == repo.commit_object("vit-v1").tree
+    base = load_file(str(vit.base_dir / "model.safetensors"))
+    saved = [load_file(str(d / "adapter_model.safetensors")) for d in (vit.adapter_dir, vit.adapter2_dir)]
+    cfg = {"r": 4, "lora_alpha": 8}
+    for module in lora_modules(repo.tree_of("class/a").tensors):
+        key = f"base_model.model.{module}"
+        expected = 0.5 * sum(2.0 * s[f"{key}.lora_B.weight"] @ s[f"{key}.lora_A.weight"] for s in saved)
+        assert scaling(cfg, module) == 2.0
+        got = to_torch(repo.store.read_tensor(tree.tensors[module + ".weight"].id))
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    head_w = to_torch(repo.store.read_tensor(tree.tensors["classifier.weight"].id))
+    torch.testing.assert_close(head_w, 0.5 * sum(s["base_model.model.classifier.weight"] - base["classifier.weight"] for s in saved))
+    head_b = to_torch(repo.store.read_tensor(tree.tensors["classifier.bias"].id))
+    torch.testing.assert_close(head_b, sum(s["base_model.model.classifier.bias"] - base["classifier.bias"] for s in saved) / 2)
+    merged = load_file(str(repo.export_merged("main", None, tmp_path / "full") / "model.safetensors"))
+    torch.testing.assert_close(merged["classifier.bias"], base["classifier.bias"] + head_b)
+
+
+def test_full_space_lora_merge_with_saved_modules_needs_a_base(vit, tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(vit.adapter_dir, "a", branch="class/a")
+    repo.commit(vit.adapter2_dir, "b", branch="class/b")
+    with pytest.raises(IncompatibleAdapters, match="--base"):
         repo.merge(["class/a", "class/b"], "ties")

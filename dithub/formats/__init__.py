@@ -9,7 +9,7 @@ import importlib
 from typing import Any
 
 from .exporters import output_dir, write_model_dir, write_peft_dir, write_task_vector, write_tree
-from .fit import check_fits, plan_edits
+from .fit import base_key_lookup, check_fits, plan_edits
 from .importers import Staged, import_adapter, import_model_dir, import_peft_dir, import_task_vector
 from .lora import LoraModule, check_lora, lora_modules, match_base_key, scaling
 from .safetensors_io import SafetensorsFile, read_safetensors, write_safetensors
@@ -28,7 +28,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "output_dir", "write_model_dir", "write_peft_dir", "write_task_vector", "write_tree",
-    "check_fits", "plan_edits",
+    "base_key_lookup", "check_fits", "plan_edits",
     "Staged", "import_adapter", "import_model_dir", "import_peft_dir", "import_task_vector",
     "LoraModule", "check_lora", "lora_modules", "match_base_key", "scaling",
     "SafetensorsFile", "read_safetensors", "write_safetensors",

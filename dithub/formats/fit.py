@@ -5,7 +5,7 @@ checkpoint before anything is written.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -34,36 +34,50 @@ class _Edit:
     module: LoraModule | None = None
 
 
+def base_key_lookup(base: Tree) -> Callable[[str], str | None]:
+    """The checkpoint tensor of ``base`` an adapter key belongs to, or None.
+
+    Adapter keys may use the loaded model's names (peft) or the checkpoint's
+    own (task vectors); see ``hf_names``.
+    """
+    to_checkpoint = {m: c for c, m in model_names(base.config, base.tensors).items()}
+    to_checkpoint.update({c: c for c in base.tensors})
+
+    def lookup(key: str) -> str | None:
+        hit = match_base_key(key, to_checkpoint)
+        return to_checkpoint[hit] if hit is not None else None
+
+    return lookup
+
+
 def plan_edits(base: Tree, adapter: AdapterLike) -> dict[str, _Edit]:
     """Map each base tensor to the adapter tensor(s) that change it; refuse strays.
 
     Adapter keys name the loaded model's parameters, which may differ from
     the checkpoint's names (see ``hf_names``); edits are keyed by checkpoint name.
     """
-    # adapter keys may use the loaded names (peft) or the checkpoint's own (task vectors)
-    to_checkpoint = {m: c for c, m in model_names(base.config, base.tensors).items()}
-    to_checkpoint.update({c: c for c in base.tensors})
+    lookup = base_key_lookup(base)
     edits: dict[str, _Edit] = {}
 
-    def claim(model_key: str | None, edit: _Edit) -> None:
-        if model_key is None:
+    def claim(base_key: str | None, edit: _Edit) -> None:
+        if base_key is None:
             raise IncompatibleAdapters(
                 f"adapter tensor {edit.key!r} has no matching tensor in the base checkpoint",
                 "is the adapter built on this base? check --base / --merge-into",
             )
-        edits[to_checkpoint[model_key]] = edit
+        edits[base_key] = edit
 
     if adapter.kind == "lora":
         modules = lora_modules(adapter.tensors)
         factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
         for m in modules.values():
-            claim(match_base_key(m.name + ".weight", to_checkpoint), _Edit("lora", m.a_key, m))
+            claim(lookup(m.name + ".weight"), _Edit("lora", m.a_key, m))
         for key in adapter.tensors:
             if key not in factor_keys:
-                claim(match_base_key(key, to_checkpoint), _Edit("replace", key))
+                claim(lookup(key), _Edit("replace", key))
     else:
         for key in adapter.tensors:
-            claim(match_base_key(key, to_checkpoint), _Edit("add", key))
+            claim(lookup(key), _Edit("add", key))
     return edits
 
 
