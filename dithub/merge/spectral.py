@@ -1,0 +1,88 @@
+"""Spectral merges of 2-D task-vector tensors (SVD per weight matrix).
+
+* ``tsv`` — TSV-M, Gargiulo et al., "Task Singular Vectors", arXiv 2412.00081: per task keep the top
+  ⌊r/T⌋ singular triplets (r = min(m, n)), concatenate them, replace the stacked U and V by their
+  nearest orthogonal matrices (polar factor, from an SVD), recombine, scale by α = 1.
+* ``iso_c`` — Marczak et al., "No Task Left Behind: Isotropic Model Merging", arXiv 2502.04959:
+  the sum Σ τ_t with its spectrum flattened to the mean singular value, scaled by α = 1.
+* ``iso_cts`` — same paper: the top singular directions of Σ τ_t (a common space of fraction 0.8 of
+  r, adjusted so the rest divides evenly among the T tasks) plus, per task, the top directions of
+  τ_t with the common space projected out; the stacked bases are orthogonalized (polar factor) and
+  the spectrum flattened to the mean; scaled by α = 1.
+
+The papers tune α on validation data (``--alpha auto`` will sweep it); defaults follow the
+reference code (fusion_bench). Decompositions run in fp32 (fp64 inputs stay fp64).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from ..errors import BadInput
+from .registry import register
+
+
+def _matrices(vectors: Sequence[Tensor], method: str) -> list[Tensor]:
+    if not vectors:
+        raise BadInput("a merge needs at least one input")
+    if vectors[0].dim() != 2:
+        raise BadInput(f"{method} merges 2-D weight matrices, got shape {list(vectors[0].shape)}")
+    dtype = torch.float64 if vectors[0].dtype == torch.float64 else torch.float32
+    return [v.to(dtype) for v in vectors]
+
+
+def polar(x: Tensor) -> Tensor:
+    """The nearest matrix with orthonormal columns (rows, if wider): U Vᵀ of x's SVD."""
+    u, _s, vh = torch.linalg.svd(x, full_matrices=False)
+    return u @ vh
+
+
+def _flat(u: Tensor, s: Tensor, vh: Tensor) -> Tensor:
+    return (u * s.mean()) @ vh
+
+
+@register("tsv", paper="2412.00081", defaults={"alpha": 1.0})
+def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
+    mats = _matrices(vectors, "tsv")
+    k = max(1, min(mats[0].shape) // len(mats))
+    us, ss, vhs = [], [], []
+    for m in mats:
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        us.append(u[:, :k])
+        ss.append(s[:k])
+        vhs.append(vh[:k])
+    u, s, vh = torch.cat(us, 1), torch.cat(ss), torch.cat(vhs, 0)
+    return alpha * (polar(u) * s) @ polar(vh)
+
+
+@register("iso_c", paper="2502.04959", defaults={"alpha": 1.0})
+def iso_c(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
+    total = torch.stack(_matrices(vectors, "iso_c")).sum(0)
+    return alpha * _flat(*torch.linalg.svd(total, full_matrices=False))
+
+
+@register("iso_cts", paper="2502.04959", defaults={"common": 0.8, "alpha": 1.0})
+def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor:
+    if not 0.0 <= common <= 1.0:
+        raise BadInput(f"iso_cts: common must be in [0, 1], got {common}")
+    mats = _matrices(vectors, "iso_cts")
+    t, r = len(mats), min(mats[0].shape)
+    k = int(r * common)
+    per_task = round((r - k) / t)
+    k = r - per_task * t
+    u, s, vh = torch.linalg.svd(torch.stack(mats).sum(0), full_matrices=False)
+    us, ss, vhs = [], [], []
+    if per_task > 0:
+        uc = u[:, :k]
+        for m in mats:
+            ut, st, vht = torch.linalg.svd(m - uc @ (uc.T @ m), full_matrices=False)
+            us.append(ut[:, :per_task])
+            ss.append(st[:per_task])
+            vhs.append(vht[:per_task])
+    us.append(u[:, :k])
+    ss.append(s[:k])
+    vhs.append(vh[:k])
+    uu, sv, vv = torch.cat(us, 1), torch.cat(ss), torch.cat(vhs, 0)
+    return alpha * (polar(uu) * sv.mean()) @ polar(vv)
