@@ -118,3 +118,9 @@ def test_parameters_are_validated():
         get_method("tie")
     with pytest.raises(BadInput, match="combine"):
         get_method("dare")(_vectors(), combine="mean")
+
+
+def test_cli_help_lists_every_registered_method():
+    from dithub.cli.commands.merge import METHODS
+
+    assert sorted(METHODS) == sorted(REGISTRY)

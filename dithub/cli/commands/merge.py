@@ -10,6 +10,9 @@ from ..options import Json
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
+# kept in step with dithub.merge.REGISTRY by a test (importing it here would load torch at start-up)
+METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba")
+
 
 def _params(pairs: list[str]) -> dict[str, str]:
     params = {}
@@ -24,7 +27,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
 def merge(
     ctx: typer.Context,
     revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more).")],
-    method: Annotated[str, typer.Option("--method", help="Merge method (task_arithmetic, ties, dare, breadcrumbs, magmax).")],
+    method: Annotated[str, typer.Option("--method", help=f"Merge method: {', '.join(METHODS)}.")],
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
