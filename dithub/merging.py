@@ -198,7 +198,7 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
     ranks: dict[str, int] = {}
     for name, m in modules.items():
         factors = [(load(t, m.a_key), load(t, m.b_key), scaling(t.config, name)) for t in trees]
-        a, b = method(factors, **plan.params)
+        a, b = method(factors, key=name, **plan.params)
         entries[m.a_key] = _put(repo, a.to(factors[0][0].dtype))
         entries[m.b_key] = _put(repo, b.to(factors[0][1].dtype))
         ranks[name] = a.shape[0]

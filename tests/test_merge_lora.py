@@ -63,7 +63,7 @@ def test_lora_native_methods_refuse_task_vectors(tmp_path):
     for i in range(2):
         save_file({"w": torch.ones(2, 2) * i}, str(tmp_path / f"t{i}.safetensors"))
         repo.commit(tmp_path / f"t{i}.safetensors", "t", branch=f"t/{i}")
-    with pytest.raises(BadInput, match="LoRA-native methods \\(concat, mean_ba\\) take LoRA adapters"):
+    with pytest.raises(BadInput, match="LoRA-native methods \\(concat, mean_ba, core_space\\) take LoRA adapters"):
         repo.merge(["t/0", "t/1"], "mean_ba")
 
 
@@ -100,3 +100,61 @@ def test_full_space_lora_merge_with_saved_modules_needs_a_base(vit, tmp_path):
     repo.commit(vit.adapter2_dir, "b", branch="class/b")
     with pytest.raises(IncompatibleAdapters, match="--base"):
         repo.merge(["class/a", "class/b"], "ties")
+
+
+def _factors(seed, shapes=((4, 30, 20), (2, 30, 20), (3, 30, 20))):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(r, n, generator=g, dtype=torch.float64), torch.randn(m, r, generator=g, dtype=torch.float64),
+             0.5 + i) for i, (r, m, n) in enumerate(shapes)]
+
+
+def test_core_space_task_arithmetic_equals_full_space():
+    from dithub.merge import get_method
+
+    factors = _factors(0)
+    a, b = get_method("core_space")(factors, key="m")
+    full = get_method("task_arithmetic")([s * fb @ fa for fa, fb, s in factors])
+    assert a.shape == (9, 20) and b.shape == (30, 9)  # rank Σ r_t
+    rel = (b.double() @ a.double() - full).norm() / full.norm()
+    assert rel < 1e-5
+
+
+def test_core_space_never_forms_an_m_by_n_matrix(monkeypatch):
+    from dithub.merge import get_method
+
+    m, n = 3000, 2000  # an m x n float matrix would be 24 MB; every allowed tensor here is far smaller
+    factors = [(torch.randn(4, n), torch.randn(m, 4), 1.0) for _ in range(3)]
+    limit = 12 * max(m, n) * 8  # a few (dim x Σr) factors
+    real_matmul = torch.Tensor.__matmul__
+
+    def guarded(x, y):
+        out = real_matmul(x, y)
+        assert out.numel() * out.element_size() <= limit, f"allocated {tuple(out.shape)}"
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "__matmul__", guarded)
+    a, b = get_method("core_space")(factors, key="m", rule="ties")
+    assert a.shape == (12, n) and b.shape == (m, 12)
+
+
+def test_core_space_rank_truncation_is_the_best_low_rank_core():
+    from dithub.merge import get_method
+
+    factors = _factors(1)
+    a, b = get_method("core_space")(factors, key="m", rank=3)
+    full = sum(s * fb @ fa for fa, fb, s in factors) * 0.3
+    u, s, vh = torch.linalg.svd(full, full_matrices=False)
+    best = (u[:, :3] * s[:3]) @ vh[:3]
+    torch.testing.assert_close((b @ a).double(), best, rtol=1e-4, atol=1e-5)
+
+
+def test_core_space_merge_commit_on_real_adapters(adapters, tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(adapters / "a", "a", branch="class/a")
+    repo.commit(adapters / "b", "b", branch="class/b")
+    repo.merge(["class/a", "class/b"], "core_space", {"rule": "task_arithmetic"})
+    tree = repo.tree_of("main")
+    assert tree.kind == "lora" and tree.config["r"] == 6
+    for module in lora_modules(tree.tensors):
+        expected = 0.3 * (_delta(repo, "class/a", module) + _delta(repo, "class/b", module))
+        torch.testing.assert_close(_delta(repo, "main", module), expected, rtol=1e-4, atol=1e-6)

@@ -7,6 +7,9 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
   B @ A = α Σ s_t B_t A_t (peft's ``add_weighted_adapter(combination_type="cat")``). Default α = 1.
 * ``mean_ba`` — DitHub (Cazzato et al., arXiv 2503.09271): the mean of the selected class modules'
   products B_c A_c, i.e. ``concat`` with α = 1/T; exact, no parameters.
+* ``core_space`` — LoRA Core Space, Panariello et al., arXiv 2509.17786: merge in the R x R core of
+  the joint bases of the inputs (defaults: rule task_arithmetic with its own defaults, rank 0 = keep
+  R = Σ r_t, seed 0 for random rules); see ``core_space``.
 """
 from __future__ import annotations
 
@@ -37,3 +40,39 @@ def concat(factors: Sequence[Factors], *, alpha: float) -> tuple[Tensor, Tensor]
 @register("mean_ba", paper="2503.09271", defaults={}, space="lora")
 def mean_ba(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
     return _concat(factors, 1.0 / len(factors))
+
+
+def core_bases(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
+    """Orthonormal bases of the stacked B's columns (m x R) and A's rows (n x R), R ≤ Σ r_t."""
+    b_stack = torch.cat([s * fb.float() for fa, fb, s in factors], dim=1)
+    a_stack = torch.cat([fa.float() for fa, _fb, _s in factors], dim=0)
+    u_ref, _ = torch.linalg.qr(b_stack)
+    v_ref, _ = torch.linalg.qr(a_stack.T)
+    return u_ref, v_ref
+
+
+@register("core_space", paper="2509.17786", defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0}, space="lora")
+def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, key: str) -> tuple[Tensor, Tensor]:
+    """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
+
+    Project every ΔW_t = s_t B_t A_t onto the joint bases U_ref (from the stacked B's) and V_ref (from
+    the stacked A's): M_t = (U_refᵀ s_t B_t)(A_t V_ref), an R x R core with R ≤ Σ r_t. Merge the cores
+    with any full-space ``rule`` (run with its own defaults; default task_arithmetic), and map back:
+    B = U_ref M, A = V_refᵀ (rank R), or with ``rank`` k > 0 the top-k SVD of M. No m x n matrix is
+    ever formed; the projection is lossless (each ΔW_t lies in the span of the bases), so core-space
+    task arithmetic equals full-space task arithmetic.
+    """
+    from .registry import get_method
+
+    inner = get_method(rule)
+    if inner.space != "full":
+        raise BadInput(f"core_space: rule {rule!r} is not a full-space method")
+    if not factors:
+        raise BadInput("a merge needs at least one input")
+    u_ref, v_ref = core_bases(factors)
+    cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
+    merged = inner(cores, key=key, seed=seed) if inner.random else inner(cores)
+    if rank and rank < merged.shape[0]:
+        p, sv, qh = torch.linalg.svd(merged, full_matrices=False)
+        return qh[:rank] @ v_ref.T, u_ref @ (p[:, :rank] * sv[:rank])
+    return v_ref.T, u_ref @ merged
