@@ -396,6 +396,19 @@ class Repo:
         return self.commit_tree(tree, text, branch=branch, parents=parents, base=plan.base, op=plan.op,
                                 author=author, expected=previous)
 
+    def compose(self, revs: list[str], out: str | os.PathLike[str], method: str = "mean_ba",
+                params: dict | None = None, *, progress: ProgressFactory = no_progress) -> Path:
+        """Write the merge of ``revs`` to ``out`` without a commit (DitHub's per-query composition).
+
+        The merged objects are stored but no ref points at them; ``gc`` removes them later.
+        """
+        from .merging import run_merge
+
+        tree_id = run_merge(self, self.plan_merge(revs, method, params), progress)
+        tree = self.store.read_tree(tree_id)
+        chunks = lambda name: self.store.iter_tensor_bytes(tree.tensors[name].id)  # noqa: E731
+        return formats.write_tree(Path(out), tree, chunks, progress(f"writing {out}", tree.nbytes))
+
     # -- maintenance ------------------------------------------------------
     def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:
         return maintenance.fsck(self.store, self.refs, progress)

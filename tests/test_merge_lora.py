@@ -63,7 +63,7 @@ def test_lora_native_methods_refuse_task_vectors(tmp_path):
     for i in range(2):
         save_file({"w": torch.ones(2, 2) * i}, str(tmp_path / f"t{i}.safetensors"))
         repo.commit(tmp_path / f"t{i}.safetensors", "t", branch=f"t/{i}")
-    with pytest.raises(BadInput, match="LoRA-native methods \\(concat, mean_ba, core_space\\) take LoRA adapters"):
+    with pytest.raises(BadInput, match="LoRA-native methods \\(concat, mean_ba, core_space, ema\\) take LoRA adapters"):
         repo.merge(["t/0", "t/1"], "mean_ba")
 
 
@@ -158,3 +158,34 @@ def test_core_space_merge_commit_on_real_adapters(adapters, tmp_path):
     for module in lora_modules(tree.tensors):
         expected = 0.3 * (_delta(repo, "class/a", module) + _delta(repo, "class/b", module))
         torch.testing.assert_close(_delta(repo, "main", module), expected, rtol=1e-4, atol=1e-6)
+
+
+def test_ema_blends_each_factor():
+    from dithub.merge import get_method
+
+    g = torch.Generator().manual_seed(3)
+    old = (torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 2.0)
+    new = (torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 2.0)
+    a, b = get_method("ema")([old, new])
+    torch.testing.assert_close(a, 0.7 * new[0] + 0.3 * old[0])
+    torch.testing.assert_close(b, 2.0 * (0.7 * new[1] + 0.3 * old[1]))  # the scale moves into B (output scale 1)
+    with pytest.raises(BadInput, match="exactly two"):
+        get_method("ema")([old, new, new])
+    with pytest.raises(BadInput, match="equal LoRA scales"):
+        get_method("ema")([old, (new[0], new[1], 3.0)])
+
+
+def test_checkout_of_several_classes_composes_without_a_commit(adapters, tmp_path, cli):
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(adapters / "a", "a", branch="class/a")
+    repo.commit(adapters / "b", "b", branch="class/b")
+    refs_before = repo.refs.as_dict()
+    res = cli(f"checkout class/a class/b -o {tmp_path}/ab", cwd=repo.path)
+    assert res.code == 0 and repo.refs.as_dict() == refs_before
+    composed = PeftModel.from_pretrained(tiny_vit(), tmp_path / "ab").eval()
+    repo.merge(["class/a", "class/b"], "mean_ba", into="ref")
+    committed = PeftModel.from_pretrained(tiny_vit(), repo.export("ref", tmp_path / "ref")).eval()
+    pixels = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        assert torch.equal(composed(pixel_values=pixels).logits, committed(pixel_values=pixels).logits)
+    assert cli("checkout class/a class/b", cwd=repo.path).code == BadInput.exit_code

@@ -1,7 +1,7 @@
 """Merge algorithms: pure functions on tensors, registered by name with paper and defaults.
 
 Registered so far: task_arithmetic, ties, dare, breadcrumbs, magmax (full space, per tensor);
-tsv, iso_c, iso_cts (spectral, per 2-D tensor); concat, mean_ba, core_space (LoRA-native).
+tsv, iso_c, iso_cts (spectral, per 2-D tensor); concat, mean_ba, core_space, ema (LoRA-native).
 The merge executor, merge commits and the remaining methods are issue 3's open work.
 """
 from . import full_space, lora_space, spectral  # noqa: F401  register the methods

@@ -7,6 +7,8 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
   B @ A = α Σ s_t B_t A_t (peft's ``add_weighted_adapter(combination_type="cat")``). Default α = 1.
 * ``mean_ba`` — DitHub (Cazzato et al., arXiv 2503.09271): the mean of the selected class modules'
   products B_c A_c, i.e. ``concat`` with α = 1/T; exact, no parameters.
+* ``ema`` — DitHub's blend of an old and a new module of the same class: per factor,
+  0.7·new + 0.3·old (default β = 0.7); see ``ema``.
 * ``core_space`` — LoRA Core Space, Panariello et al., arXiv 2509.17786: merge in the R x R core of
   the joint bases of the inputs (defaults: rule task_arithmetic with its own defaults, rank 0 = keep
   R = Σ r_t, seed 0 for random rules); see ``core_space``.
@@ -76,3 +78,22 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, k
         p, sv, qh = torch.linalg.svd(merged, full_matrices=False)
         return qh[:rank] @ v_ref.T, u_ref @ (p[:, :rank] * sv[:rank])
     return v_ref.T, u_ref @ merged
+
+
+@register("ema", paper="2503.09271", defaults={"beta": 0.7}, space="lora")
+def ema(factors: Sequence[Factors], *, beta: float) -> tuple[Tensor, Tensor]:
+    """DitHub's update of a class module that reappears: per factor, β·new + (1−β)·old.
+
+    Inputs are [old, new] (in that order), with equal ranks and scales; the blend is of A and of B
+    separately, as in DitHub (arXiv 2503.09271, β = 0.7), so it is not a blend of the products.
+    """
+    if len(factors) != 2:
+        raise BadInput(f"ema blends exactly two inputs (old, new), got {len(factors)}")
+    (a_old, b_old, s_old), (a_new, b_new, s_new) = factors
+    if a_old.shape != a_new.shape or b_old.shape != b_new.shape:
+        raise BadInput(f"ema needs equal ranks: {a_old.shape[0]} (old) vs {a_new.shape[0]} (new)")
+    if abs(s_old - s_new) > 1e-12 * max(abs(s_old), abs(s_new)):
+        raise BadInput(f"ema needs equal LoRA scales (alpha/r): {s_old} (old) vs {s_new} (new)")
+    a = beta * a_new.float() + (1 - beta) * a_old.float()
+    b = beta * b_new.float() + (1 - beta) * b_old.float()
+    return a, s_new * b

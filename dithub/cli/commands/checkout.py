@@ -6,18 +6,27 @@ from typing import Annotated
 
 import typer
 
-from ..options import Rev
+from ...errors import BadInput
 from ..output import out, progress_bars, short
 from ..state import repo as open_repo
 
 
 def checkout(
     ctx: typer.Context,
-    rev: Rev,
+    revs: Annotated[list[str], typer.Argument(help="A revision; with -o, several compose one adapter.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the adapter here instead of moving HEAD.")] = None,
+    method: Annotated[str, typer.Option("--method", help="How several revisions compose (a merge method).")] = "mean_ba",
 ) -> None:
-    """Move HEAD to a branch or commit, or write an adapter out with -o DIR."""
+    """Move HEAD to a branch or commit, or write an adapter out with -o DIR (composed from several, uncommitted)."""
     repo = open_repo(ctx)
+    if len(revs) > 1:
+        if output is None:
+            raise BadInput("checkout of several revisions composes an adapter and needs -o DIR")
+        with progress_bars() as progress:
+            path = repo.compose(revs, output, method, progress=progress)
+        out.print(f"Wrote {', '.join(revs)} composed with {method} to {path} (no commit)")
+        return
+    rev = revs[0]
     if output is not None:
         with progress_bars() as progress:
             path = repo.export(rev, output, progress=progress)

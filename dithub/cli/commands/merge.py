@@ -11,7 +11,7 @@ from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
 # kept in step with dithub.merge.REGISTRY by a test (importing it here would load torch at start-up)
-METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space")
+METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space", "ema")
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
