@@ -189,3 +189,27 @@ def test_checkout_of_several_classes_composes_without_a_commit(adapters, tmp_pat
     with torch.no_grad():
         assert torch.equal(composed(pixel_values=pixels).logits, committed(pixel_values=pixels).logits)
     assert cli("checkout class/a class/b", cwd=repo.path).code == BadInput.exit_code
+
+
+def _peft_delta(model, adapter, module):
+    layer = model.get_submodule("base_model.model." + module)
+    return layer.scaling[adapter] * layer.lora_B[adapter].weight.double() @ layer.lora_A[adapter].weight.double()
+
+
+def test_core_space_truncation_equals_peft_svd_and_documents_peft_linear(adapters, tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(adapters / "a", "a", branch="class/a")
+    repo.commit(adapters / "b", "b", branch="class/b")
+    repo.merge(["class/a", "class/b"], "core_space", {"rank": "4"})  # task arithmetic (α = 0.3), best rank 4
+    model = PeftModel.from_pretrained(tiny_vit(), adapters / "a", adapter_name="a")
+    model.load_adapter(adapters / "b", adapter_name="b")
+    model.add_weighted_adapter(["a", "b"], [0.3, 0.3], "svd", combination_type="svd", svd_rank=4)
+    for module in lora_modules(repo.tree_of("main").tensors):
+        torch.testing.assert_close(_delta(repo, "main", module), _peft_delta(model, "svd", module), rtol=1e-4, atol=1e-6)
+    # peft's "linear" is not Σ w B A: it needs equal ranks and scales A and B by √w separately
+    lora_adapter(tiny_vit(), tmp_path / "c", seed=13, r=4, alpha=8)
+    model.load_adapter(tmp_path / "c", adapter_name="c")
+    model.add_weighted_adapter(["a", "c"], [0.3, 0.3], "linear", combination_type="linear")
+    module = next(iter(lora_modules(repo.tree_of("main").tensors)))
+    ta = 0.3 * (_peft_delta(model, "a", module) + _peft_delta(model, "c", module))
+    assert not torch.allclose(_peft_delta(model, "linear", module), ta, rtol=1e-3)
