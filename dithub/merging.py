@@ -50,6 +50,8 @@ class MergePlan:
 
 def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None) -> MergePlan:
     """Check that the inputs can be merged with ``method`` and plan it; writes nothing."""
+    if method == "opcm":
+        raise BadInput("opcm merges sequentially and has no plan", "run: dithub merge --method opcm --into BRANCH REV…")
     m = get_method(method)
     full_params = m.params(params)
     if len(revs) < 2:
@@ -63,7 +65,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
-    specs = _expanded_specs(first) if expand else {n: (e.dtype, e.shape) for n, e in first.tensors.items()}
+    specs = expanded_specs(first) if expand else {n: (e.dtype, e.shape) for n, e in first.tensors.items()}
     if expand and commits[0].base is None and any(n not in _module_outputs(first) for n in specs):
         raise IncompatibleAdapters(
             f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
@@ -77,7 +79,7 @@ def _module_outputs(tree: Tree) -> set[str]:
     return {name + ".weight" for name in lora_modules(tree.tensors)}
 
 
-def _expanded_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
+def expanded_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Output tensors of a LoRA expanded to ΔW: one per module, plus the whole tensors."""
     modules = lora_modules(tree.tensors)
     specs: dict[str, tuple[str, tuple[int, ...]]] = {}
@@ -143,7 +145,7 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
         return _run_lora(repo, plan, trees, progress)
     method = get_method(plan.method)
     advance = progress(f"merging with {plan.method}", len(plan.tensors))
-    loaders = [_delta_loader(repo, t, plan.base) for t in trees]
+    loaders = [delta_loader(repo, t, plan.base) for t in trees]
     entries: dict[str, TensorEntry] = {}
     for name, (dtype, _shape) in plan.tensors.items():
         vectors = [load(name) for load in loaders]
@@ -151,14 +153,14 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
             merged = torch.stack([v.float() for v in vectors]).mean(0)
         else:
             merged = method(vectors, key=name, **plan.params)
-        entries[name] = _put(repo, merged.to(TORCH_DTYPES[dtype]))
+        entries[name] = put_tensor(repo, merged.to(TORCH_DTYPES[dtype]))
         advance(1)
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
     return repo.store.write_tree(Tree(plan.kind, config, entries))
 
 
-def _delta_loader(repo: Repo, tree: Tree, base: ObjectId | None) -> Callable[[str], torch.Tensor]:
+def delta_loader(repo: Repo, tree: Tree, base: ObjectId | None) -> Callable[[str], torch.Tensor]:
     """Each output tensor of an input as a delta: as stored, ΔW of a LoRA module, or whole − base."""
     def stored(key: str) -> torch.Tensor:
         return to_torch(repo.store.read_tensor(tree.tensors[key].id))
@@ -183,7 +185,7 @@ def _delta_loader(repo: Repo, tree: Tree, base: ObjectId | None) -> Callable[[st
     return load
 
 
-def _put(repo: Repo, tensor: Any) -> TensorEntry:
+def put_tensor(repo: Repo, tensor: Any) -> TensorEntry:
     raw = from_torch(tensor)
     return TensorEntry(repo.store.write_parts([tensor_header(raw.dtype, raw.shape), raw.data]), raw.dtype, raw.shape)
 
@@ -199,15 +201,15 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
     for name, m in modules.items():
         factors = [(load(t, m.a_key), load(t, m.b_key), scaling(t.config, name)) for t in trees]
         a, b = method(factors, key=name, **plan.params)
-        entries[m.a_key] = _put(repo, a.to(factors[0][0].dtype))
-        entries[m.b_key] = _put(repo, b.to(factors[0][1].dtype))
+        entries[m.a_key] = put_tensor(repo, a.to(factors[0][0].dtype))
+        entries[m.b_key] = put_tensor(repo, b.to(factors[0][1].dtype))
         ranks[name] = a.shape[0]
         advance(2)
     factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
     for key in trees[0].tensors:
         if key not in factor_keys:
             whole = [load(t, key) for t in trees]
-            entries[key] = _put(repo, torch.stack([w.float() for w in whole]).mean(0).to(whole[0].dtype))
+            entries[key] = put_tensor(repo, torch.stack([w.float() for w in whole]).mean(0).to(whole[0].dtype))
             advance(1)
     return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), entries))
 

@@ -388,6 +388,13 @@ class Repo:
         if branch is None:
             raise BadInput("HEAD is detached", "pass --into BRANCH")
         check_ref_name(branch, "branch")
+        if method == "opcm":  # sequential: each input joins the running merge in its own commit
+            from .sequential import opcm_merge
+
+            oid = ""
+            for rev in revs:
+                oid = opcm_merge(self, rev, branch, params, message=message, author=author, progress=progress)
+            return oid
         plan = self.plan_merge(revs, method, params)
         previous = self.refs.resolve(HEADS + branch)
         tree = run_merge(self, plan, progress)

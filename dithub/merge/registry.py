@@ -94,4 +94,5 @@ def get_method(name: str) -> MergeMethod:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise BadInput(f"unknown merge method {name!r}", f"valid methods: {', '.join(sorted(REGISTRY))}") from None
+        valid = ", ".join(sorted([*REGISTRY, "opcm"]))
+        raise BadInput(f"unknown merge method {name!r}", f"valid methods: {valid}") from None

@@ -11,7 +11,7 @@ from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
 # kept in step with dithub.merge.REGISTRY by a test (importing it here would load torch at start-up)
-METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space", "ema")
+METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space", "ema", "opcm")
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -26,7 +26,7 @@ def _params(pairs: list[str]) -> dict[str, str]:
 
 def merge(
     ctx: typer.Context,
-    revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more).")],
+    revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more; opcm: added one by one).")],
     method: Annotated[str, typer.Option("--method", help=f"Merge method: {', '.join(METHODS)}.")],
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,

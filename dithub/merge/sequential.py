@@ -1,0 +1,39 @@
+"""Sequential merging: OPCM — Tang et al., "Merging Models on the Fly Without Retraining:
+A Sequential Approach to Scalable Continual Model Merging", arXiv 2501.09522.
+
+One task vector τ at a time joins a running merge τ̄ (state kept with the merge commit: the scale λ
+and the norms of every task vector merged so far):
+
+* 2-D weights: with τ̄ = U S Vᵀ (full SVD) and k the first index where cumsum(S)/ΣS > α (α = 0.5),
+  P = Uᵀ τ V with its diagonal and its top-left k x k block zeroed, τ' = U P Vᵀ — the part of τ
+  that does not interfere with τ̄'s dominant directions; other tensors: τ' = τ.
+* every tensor: u = λ τ̄ + τ'; then the whole model is rescaled so that its norm is the mean norm
+  of the task vectors seen: λ_new = ‖u‖ / mean‖τ_i‖ and τ̄_new = u / λ_new.
+
+The first model starts the merge as itself (λ = 1). Memory does not grow with the number merged.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+DEFAULTS = {"alpha": 0.5}
+PAPER = "2501.09522"
+
+
+def opcm_project(previous: Tensor, task: Tensor, alpha: float) -> Tensor:
+    """τ' for one tensor: the task update with τ̄'s dominant subspace (and diagonal) removed."""
+    if previous.dim() != 2:
+        return task
+    u, s, vh = torch.linalg.svd(previous.double(), full_matrices=True)
+    total = s.sum()
+    k = int((s.cumsum(0) / total > alpha).float().argmax()) if total > 0 else 0
+    p = u.T @ task.double() @ vh.T
+    p.diagonal().zero_()
+    p[:k, :k] = 0
+    return (u @ p @ vh).to(task.dtype)
+
+
+def opcm_accumulate(previous: Tensor, task: Tensor, lam: float, alpha: float) -> Tensor:
+    """u = λ τ̄ + τ' (before the model-wide rescaling)."""
+    return lam * previous + opcm_project(previous, task, alpha)

@@ -1,0 +1,87 @@
+"""Sequential merges (OPCM): one input joins the running merge on a branch per commit.
+
+The running state (λ, the norms seen, α) is stored in the merge tree's config under ``opcm``; the
+commit's parents are the previous running merge and the new input, its ``op`` names the input.
+The running merge is held in memory while the new one is computed (one model, never N).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+
+from .errors import BadInput, IncompatibleAdapters
+from .formats.torch_io import TORCH_DTYPES, to_torch
+from .merge.sequential import DEFAULTS, opcm_accumulate
+from .merging import delta_loader, expanded_specs, put_tensor
+from .progress import ProgressFactory, no_progress
+from .store import ObjectId, Op, Tree
+
+if TYPE_CHECKING:
+    from .repo import Repo
+
+
+def opcm_params(given: dict[str, Any] | None) -> dict[str, float]:
+    unknown = sorted(set(given or {}) - set(DEFAULTS))
+    if unknown:
+        raise BadInput(f"method 'opcm' has no parameter {unknown[0]!r}", "valid parameters: alpha=0.5")
+    try:
+        return {"alpha": float((given or {}).get("alpha", DEFAULTS["alpha"]))}
+    except ValueError:
+        raise BadInput(f"parameter 'alpha' of 'opcm' must be float, got {given['alpha']!r}") from None  # type: ignore[index]
+
+
+def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None = None, *,
+               message: str | None = None, author: str | None = None,
+               progress: ProgressFactory = no_progress) -> ObjectId:
+    """Add ``rev`` to the OPCM merge running on ``branch`` (starting it if the branch is new)."""
+    alpha = opcm_params(params)["alpha"]
+    ref = "refs/heads/" + branch
+    previous = repo.refs.resolve(ref)
+    new_id = repo.resolve(rev)
+    new_commit = repo.store.read_commit(new_id)
+    new_tree = repo.store.read_tree(new_commit.tree)
+    if new_tree.kind == "full":
+        raise BadInput(f"{rev} is a full checkpoint, not an adapter")
+    specs = expanded_specs(new_tree) if new_tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in new_tree.tensors.items()}
+    load_new = delta_loader(repo, new_tree, new_commit.base)
+    state: dict[str, Any]
+    if previous is None:
+        tensors = {n: load_new(n).double() for n in specs}
+        state = {"lambda": 1.0, "norms": [_norm(tensors.values())], "alpha": alpha}
+    else:
+        prev_commit = repo.store.read_commit(previous)
+        prev_tree = repo.store.read_tree(prev_commit.tree)
+        if "opcm" not in prev_tree.config:
+            raise BadInput(f"branch {branch!r} does not hold an OPCM merge", "start one on a new branch: --into NEW")
+        if prev_commit.base != new_commit.base:
+            raise IncompatibleAdapters(f"{rev} has another base checkpoint than the merge on {branch}")
+        if set(prev_tree.tensors) != set(specs) or any(tuple(prev_tree.tensors[n].shape) != s for n, (_d, s) in specs.items()):
+            raise IncompatibleAdapters(f"{rev} does not adapt the same tensors (names, shapes) as the merge on {branch}")
+        state = dict(prev_tree.config["opcm"])
+        advance = progress(f"opcm: adding {rev}", len(specs))
+        tensors, task_sq = {}, 0.0
+        for name in specs:
+            task = load_new(name).double()
+            task_sq += float(task.pow(2).sum())
+            prev = to_torch(repo.store.read_tensor(prev_tree.tensors[name].id)).double()
+            tensors[name] = opcm_accumulate(prev, task, state["lambda"], alpha)
+            advance(1)
+        state["norms"] = [*state["norms"], math.sqrt(task_sq)]
+        mean = sum(state["norms"]) / len(state["norms"])
+        state["lambda"] = _norm(tensors.values()) / mean
+        tensors = {n: t / state["lambda"] for n, t in tensors.items()}
+        state["alpha"] = alpha
+    entries = {n: put_tensor(repo, t.to(TORCH_DTYPES[specs[n][0]])) for n, t in tensors.items()}
+    tree = repo.store.write_tree(Tree("task_vector", {"opcm": state}, entries))
+    parents = ([previous] if previous else []) + [new_id]
+    return repo.commit_tree(tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
+                            base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha}, [new_id]),
+                            author=author, expected=previous)
+
+
+def _norm(tensors: Any) -> float:
+    return math.sqrt(sum(float(t.pow(2).sum()) for t in tensors))
+
+
+__all__ = ["opcm_merge", "opcm_params"]

@@ -1,0 +1,76 @@
+"""OPCM: the projection as defined, and the running merge across commits."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dithub import Repo
+from dithub.errors import BadInput
+from dithub.formats import to_torch
+from dithub.merge.sequential import opcm_project
+
+
+def test_projection_removes_the_diagonal_and_the_dominant_block():
+    g = torch.Generator().manual_seed(0)
+    prev = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    task = torch.randn(8, 6, generator=g, dtype=torch.float64)
+    out = opcm_project(prev, task, alpha=0.5)
+    u, s, vh = torch.linalg.svd(prev, full_matrices=True)
+    k = int(torch.nonzero(s.cumsum(0) / s.sum() > 0.5)[0])
+    p_out, p_task = u.T @ out @ vh.T, u.T @ task @ vh.T
+    assert k >= 1
+    assert torch.allclose(p_out.diagonal(), torch.zeros(6, dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(p_out[:k, :k], torch.zeros(k, k, dtype=torch.float64), atol=1e-12)
+    keep = torch.ones_like(p_task, dtype=torch.bool)
+    keep[:k, :k] = False
+    keep.diagonal().fill_(False)
+    torch.testing.assert_close(p_out[keep], p_task[keep])  # everything else passes unchanged
+    bias = torch.randn(6, generator=g)
+    assert torch.equal(opcm_project(torch.randn(6, generator=g), bias, 0.5), bias)
+
+
+def _tv(path, seed):
+    g = torch.Generator().manual_seed(seed)
+    t = {"w": torch.randn(8, 6, generator=g, dtype=torch.float64), "b": torch.randn(6, generator=g, dtype=torch.float64)}
+    save_file(t, str(path))
+    return t
+
+
+def test_running_merge_over_commits(tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    tvs = []
+    for i in range(3):
+        tvs.append(_tv(tmp_path / f"t{i}.safetensors", i))
+        repo.commit(tmp_path / f"t{i}.safetensors", f"t{i}", branch=f"task/{i}")
+    first = repo.merge(["task/0"], "opcm", into="cl")
+    load = lambda rev, n: to_torch(repo.store.read_tensor(repo.tree_of(rev).tensors[n].id))  # noqa: E731
+    assert torch.equal(load("cl", "w"), tvs[0]["w"])
+    second = repo.merge(["task/1"], "opcm", into="cl")
+    c = repo.store.read_commit(second)
+    assert c.parents == [first, repo.resolve("task/1")] and c.op.method == "opcm" and c.op.params == {"alpha": 0.5}
+    norm = lambda t: math.sqrt(sum(float(v.pow(2).sum()) for v in t.values()))  # noqa: E731
+    u = {"w": tvs[0]["w"] + opcm_project(tvs[0]["w"], tvs[1]["w"], 0.5), "b": tvs[0]["b"] + tvs[1]["b"]}
+    mean = (norm(tvs[0]) + norm(tvs[1])) / 2
+    lam = norm(u) / mean
+    for n in ("w", "b"):
+        torch.testing.assert_close(load("cl", n), u[n] / lam)
+    state = repo.tree_of("cl").config["opcm"]
+    assert state["lambda"] == pytest.approx(lam) and len(state["norms"]) == 2
+    repo.merge(["task/2"], "opcm", into="cl")
+    merged = {n: load("cl", n) for n in ("w", "b")}
+    assert norm(merged) == pytest.approx(sum(norm(t) for t in tvs) / 3)  # rescaled to the mean norm
+
+
+def test_opcm_errors(tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    _tv(tmp_path / "t.safetensors", 0)
+    repo.commit(tmp_path / "t.safetensors", "t", branch="task/0")
+    with pytest.raises(BadInput, match="does not hold an OPCM merge"):
+        repo.merge(["task/0"], "opcm", into="task/0")
+    with pytest.raises(BadInput, match="no parameter 'beta'"):
+        repo.merge(["task/0"], "opcm", {"beta": 1}, into="x")
+    with pytest.raises(BadInput, match="sequentially"):
+        repo.plan_merge(["task/0"], "opcm")
