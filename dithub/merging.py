@@ -28,6 +28,8 @@ from .store.objects import tensor_header
 if TYPE_CHECKING:
     from .repo import Repo
 
+OUT_DTYPES = ("F32", "F16", "BF16", "F64")
+
 
 @dataclass(frozen=True)
 class MergePlan:
@@ -42,10 +44,16 @@ class MergePlan:
     kind: str
     tensors: dict[str, tuple[str, tuple[int, ...]]]
     peak_bytes: int
+    dtype: str | None = None
+    """Output dtype (``--dtype``); None keeps each input tensor's dtype."""
 
     @property
     def op(self) -> Op:
-        return Op("merge", self.method, self.params, self.inputs)
+        params = {**self.params, "dtype": self.dtype} if self.dtype else self.params
+        return Op("merge", self.method, params, self.inputs)
+
+    def out_dtype(self, like: torch.dtype) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype] if self.dtype else like
 
 
 def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None) -> MergePlan:
@@ -53,6 +61,10 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     if method == "opcm":
         raise BadInput("opcm merges sequentially and has no plan", "run: dithub merge --method opcm --into BRANCH REV…")
     m = get_method(method)
+    params = dict(params or {})
+    dtype = params.pop("dtype", None)
+    if dtype is not None and dtype not in OUT_DTYPES:
+        raise BadInput(f"--dtype {dtype!r} is not supported", f"choose one of {', '.join(OUT_DTYPES)}")
     full_params = m.params(params)
     if len(revs) < 2:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
@@ -72,7 +84,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
             "commit the adapters with --base NAME to merge them in full space")
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
-                     "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest)
+                     "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype)
 
 
 def _module_outputs(tree: Tree) -> set[str]:
@@ -153,7 +165,7 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
             merged = torch.stack([v.float() for v in vectors]).mean(0)
         else:
             merged = method(vectors, key=name, **plan.params)
-        entries[name] = put_tensor(repo, merged.to(TORCH_DTYPES[dtype]))
+        entries[name] = put_tensor(repo, merged.to(plan.out_dtype(TORCH_DTYPES[dtype])))
         advance(1)
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
@@ -201,15 +213,16 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
     for name, m in modules.items():
         factors = [(load(t, m.a_key), load(t, m.b_key), scaling(t.config, name)) for t in trees]
         a, b = method(factors, key=name, **plan.params)
-        entries[m.a_key] = put_tensor(repo, a.to(factors[0][0].dtype))
-        entries[m.b_key] = put_tensor(repo, b.to(factors[0][1].dtype))
+        entries[m.a_key] = put_tensor(repo, a.to(plan.out_dtype(factors[0][0].dtype)))
+        entries[m.b_key] = put_tensor(repo, b.to(plan.out_dtype(factors[0][1].dtype)))
         ranks[name] = a.shape[0]
         advance(2)
     factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
     for key in trees[0].tensors:
         if key not in factor_keys:
             whole = [load(t, key) for t in trees]
-            entries[key] = put_tensor(repo, torch.stack([w.float() for w in whole]).mean(0).to(whole[0].dtype))
+            mean = torch.stack([w.float() for w in whole]).mean(0)
+            entries[key] = put_tensor(repo, mean.to(plan.out_dtype(whole[0].dtype)))
             advance(1)
     return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), entries))
 

@@ -74,6 +74,17 @@ def test_half_precision_inputs_stay_half(tmp_path):
     assert {e.dtype for e in repo.tree_of("main").tensors.values()} == {"BF16"}
 
 
+def test_dtype_option_is_recorded_and_replayed(three):
+    repo, _ = three
+    oid = repo.merge(["task/0", "task/1"], "ties", {"dtype": "BF16"})
+    commit = repo.store.read_commit(oid)
+    assert {e.dtype for e in repo.tree_of("main").tensors.values()} == {"BF16"}
+    assert commit.op.params == {"density": 0.2, "lam": 1.0, "dtype": "BF16"}
+    assert replay_merge(repo, commit) == commit.tree
+    with pytest.raises(BadInput, match="--dtype 'F8'"):
+        repo.merge(["task/0", "task/1"], "ties", {"dtype": "F8"})
+
+
 def test_dry_run_writes_nothing(three, cli):
     repo, _ = three
     before = set(repo.store)

@@ -31,12 +31,15 @@ def merge(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     as_json: Json = False,
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
     repo = open_repo(ctx)
     params = _params(param or [])
+    if dtype:
+        params["dtype"] = dtype.upper()
     if dry_run:
         plan = repo.plan_merge(revs, method, params)
         emit(as_json, plan, lambda: out.print(
