@@ -124,3 +124,23 @@ def test_cli_help_lists_every_registered_method():
     from dithub.cli.commands.merge import METHODS
 
     assert sorted(METHODS) == sorted([*REGISTRY, "opcm"])  # opcm is sequential, outside the registry
+
+
+def test_alpha_sets_each_methods_final_scale(tmp_path, cli):
+    from safetensors.torch import save_file
+
+    from dithub import Repo
+
+    repo = Repo.init(tmp_path / "r")
+    for i in range(2):
+        save_file({"w": torch.randn(4, 4)}, str(tmp_path / f"t{i}.safetensors"))
+        repo.commit(tmp_path / f"t{i}.safetensors", "t", branch=f"t/{i}")
+    expected = {"task_arithmetic": "alpha", "ties": "lam", "dare": "lam", "tsv": "alpha", "iso_cts": "alpha"}
+    for method, param in expected.items():
+        assert get_method(method).scale_param == param
+        res = cli(f"merge t/0 t/1 --method {method} --alpha 0.25 --into m/{method}", cwd=repo.path)
+        assert res.code == 0, res.err
+        assert repo.commit_object(f"m/{method}").op.params[param] == 0.25
+    assert get_method("mean_ba").scale_param is None
+    res = cli("merge t/0 t/1 --method mean_ba --alpha 2", cwd=repo.path)
+    assert res.code == BadInput.exit_code and "no final scale" in res.err

@@ -32,6 +32,11 @@ class MergeMethod:
     space: str = "full"
     """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1."""
 
+    @property
+    def scale_param(self) -> str | None:
+        """The parameter that scales the merged update last (what ``--alpha`` sets), if any."""
+        return next((p for p in ("alpha", "lam") if p in self.defaults), None)
+
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``; unknown names and wrong types are BadInput."""
         given = dict(given or {})

@@ -24,6 +24,16 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+def scale_param(method: str) -> str:
+    """The parameter ``--alpha`` sets for ``method``."""
+    from ...merge import get_method  # loads torch; only when --alpha is given
+
+    name = get_method(method).scale_param if method != "opcm" else None
+    if name is None:
+        raise BadInput(f"method {method!r} has no final scale for --alpha", "pass its parameters with --param")
+    return name
+
+
 def merge(
     ctx: typer.Context,
     revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more; opcm: added one by one).")],
@@ -31,6 +41,7 @@ def merge(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
+    alpha: Annotated[float | None, typer.Option("--alpha", help="The final scale of the merged update (the method's alpha or lam).")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     as_json: Json = False,
@@ -40,6 +51,8 @@ def merge(
     params = _params(param or [])
     if dtype:
         params["dtype"] = dtype.upper()
+    if alpha is not None:
+        params[scale_param(method)] = str(alpha)
     if dry_run:
         plan = repo.plan_merge(revs, method, params)
         emit(as_json, plan, lambda: out.print(
