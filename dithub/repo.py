@@ -380,9 +380,16 @@ class Repo:
     def merge(
         self, revs: list[str], method: str, params: dict | None = None, *, into: str | None = None,
         message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
+        probe: str | None = None,
     ) -> ObjectId:
-        """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch)."""
-        from .merging import run_merge
+        """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
+
+        With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set.
+        """
+        from dataclasses import replace
+
+        from .merge import get_method
+        from .merging import run_merge, sweep_alpha
 
         branch = into or self.current_branch()
         if branch is None:
@@ -396,10 +403,16 @@ class Repo:
                 oid = opcm_merge(self, rev, branch, params, message=message, author=author, progress=progress)
             return oid
         plan = self.plan_merge(revs, method, params)
+        note = ""
+        if probe is not None:
+            best, accuracies = sweep_alpha(self, plan, probe)
+            scale = get_method(method).scale_param
+            plan = replace(plan, params={**plan.params, scale: best})
+            note = f"\n\n{scale} = {best} chosen on {probe}: " + ", ".join(f"{a}: {acc:.3f}" for a, acc in accuracies.items())
         previous = self.refs.resolve(HEADS + branch)
         tree = run_merge(self, plan, progress)
         parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs
-        text = message or f"merge {', '.join(revs)} with {method}"
+        text = (message or f"merge {', '.join(revs)} with {method}") + note
         return self.commit_tree(tree, text, branch=branch, parents=parents, base=plan.base, op=plan.op,
                                 author=author, expected=previous)
 

@@ -41,7 +41,8 @@ def merge(
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
-    alpha: Annotated[float | None, typer.Option("--alpha", help="The final scale of the merged update (the method's alpha or lam).")] = None,
+    alpha: Annotated[str | None, typer.Option("--alpha", help="The final scale of the merged update (the method's alpha or lam), or 'auto' with --probe.")] = None,
+    probe: Annotated[str | None, typer.Option("--probe", help="Probe set for --alpha auto: a .safetensors file (inputs, labels) or module:function.")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     as_json: Json = False,
@@ -51,8 +52,14 @@ def merge(
     params = _params(param or [])
     if dtype:
         params["dtype"] = dtype.upper()
-    if alpha is not None:
-        params[scale_param(method)] = str(alpha)
+    if alpha == "auto":
+        if probe is None:
+            raise BadInput("--alpha auto needs --probe FILE", "a .safetensors file with inputs and labels")
+        scale_param(method)
+    elif alpha is not None:
+        params[scale_param(method)] = alpha
+    elif probe is not None:
+        raise BadInput("--probe is used with --alpha auto")
     if dry_run:
         plan = repo.plan_merge(revs, method, params)
         emit(as_json, plan, lambda: out.print(
@@ -60,7 +67,8 @@ def merge(
             f"{len(plan.tensors)} {plan.kind} tensors, peak memory about {human_bytes(plan.peak_bytes)}"))
         return
     with progress_bars() as progress:
-        oid = repo.merge(revs, method, params, into=into, message=message, progress=progress)
+        oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
+                         probe=probe if alpha == "auto" else None)
     commit = repo.store.read_commit(oid)
     emit(as_json, {"id": oid, "branch": into or repo.current_branch(), "op": commit.op.to_json(), "parents": commit.parents},
          lambda: out.print(f"Merged {', '.join(revs)} with {method} as {short(oid)} on {into or repo.current_branch()}"))

@@ -1,0 +1,6 @@
+"""Probe sets and model evaluation, shared by merge --alpha auto, rebase, revert and verify."""
+from .metrics import accuracy
+from .model import ScaledAdapter, load_base_model
+from .probe import Probe, load_probe
+
+__all__ = ["accuracy", "ScaledAdapter", "load_base_model", "Probe", "load_probe"]

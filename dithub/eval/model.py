@@ -1,0 +1,69 @@
+"""A base checkpoint as a transformers model, with an adapter's update applied at any scale.
+
+The expensive part (loading the base, expanding the adapter to ΔW per weight) is done once;
+``set_scale(a)`` then writes W + a·ΔW into the model's parameters, so a sweep of the final scale
+costs one parameter update and one evaluation per point.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..errors import IncompatibleAdapters
+from ..formats import plan_edits, write_model_dir
+from ..formats.hf_names import model_names
+from ..formats.merge_into import lora_delta
+from ..formats.torch_io import to_torch
+from ..store import Tree
+
+if TYPE_CHECKING:
+    from ..repo import Repo
+
+
+def load_base_model(repo: Repo, base: Tree) -> torch.nn.Module:
+    """The base's transformers class (from its stored config), weights from the store."""
+    import transformers
+
+    arch = (base.config.get("architectures") or [None])[0]
+    cls = getattr(transformers, arch, None) if arch else None
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "base"
+        write_model_dir(out, base.config, base.tensors, lambda n: repo.store.iter_tensor_bytes(base.tensors[n].id))
+        model = (cls or transformers.AutoModel).from_pretrained(out)
+    return model.eval()
+
+
+class ScaledAdapter:
+    """A base model with ``scale · ΔW`` of an adapter applied (prepare once, apply per scale)."""
+
+    def __init__(self, repo: Repo, base: Tree, adapter: Tree) -> None:
+        self.model = load_base_model(repo, base)
+        params = dict(self.model.named_parameters())
+        names = model_names(base.config, base.tensors)
+        load = lambda tree, key: to_torch(repo.store.read_tensor(tree.tensors[key].id))  # noqa: E731
+        self._base: dict[str, torch.Tensor] = {}
+        self._delta: dict[str, torch.Tensor] = {}
+        for ckpt_key, edit in plan_edits(base, adapter).items():
+            name = names.get(ckpt_key, ckpt_key)
+            if name not in params:
+                raise IncompatibleAdapters(f"base tensor {ckpt_key!r} is not a parameter of the loaded model ({name!r})")
+            w = params[name].detach().clone().float()
+            if edit.kind == "lora":
+                assert edit.module is not None
+                delta = lora_delta(adapter.config, edit.module, load(adapter, edit.module.a_key), load(adapter, edit.module.b_key))
+            elif edit.kind == "replace":
+                delta = load(adapter, edit.key).float() - w
+            else:
+                delta = load(adapter, edit.key).float()
+            self._base[name], self._delta[name] = w, delta.reshape(w.shape)
+        self._params = params
+
+    @torch.no_grad()
+    def set_scale(self, scale: float) -> torch.nn.Module:
+        for name, w in self._base.items():
+            p = self._params[name]
+            p.copy_((w + scale * self._delta[name]).to(p.dtype))
+        return self.model

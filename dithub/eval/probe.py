@@ -1,0 +1,48 @@
+"""Probe sets: small labelled batches that score a model (merge --alpha auto, rebase, verify).
+
+A probe is a safetensors file with ``inputs`` and ``labels`` tensors, or a Python entry point
+``module:function`` returning an iterable of (inputs, labels) batches.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import BadInput
+
+
+@dataclass(frozen=True)
+class Probe:
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    source: str
+
+    @property
+    def size(self) -> int:
+        return sum(len(labels) for _, labels in self.batches)
+
+
+def load_probe(spec: str, batch_size: int = 256) -> Probe:
+    """Read a probe from a safetensors file or a ``module:function`` entry point."""
+    path = Path(spec)
+    if not path.exists() and ":" in spec:
+        module, _, fn = spec.partition(":")
+        try:
+            batches = list(getattr(importlib.import_module(module), fn)())
+        except (ImportError, AttributeError) as exc:
+            raise BadInput(f"probe entry point {spec!r} cannot be loaded: {exc}", "give module:function on PYTHONPATH") from None
+        return Probe([(x, y) for x, y in batches], spec)
+    if not path.is_file():
+        raise BadInput(f"{spec}: no such probe file", "give a .safetensors file with inputs and labels, or module:function")
+    from ..formats import read_safetensors, to_torch
+
+    tensors = read_safetensors(path).tensors
+    missing = [k for k in ("inputs", "labels") if k not in tensors]
+    if missing:
+        raise BadInput(f"{spec}: probe lacks tensor {missing[0]!r}", "a probe holds 'inputs' and 'labels'")
+    x, y = to_torch(tensors["inputs"]), to_torch(tensors["labels"])
+    if len(x) != len(y):
+        raise BadInput(f"{spec}: {len(x)} inputs but {len(y)} labels")
+    return Probe([(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, len(x), batch_size)], spec)
