@@ -150,22 +150,38 @@ def _merge_shapes(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
     return out
 
 
-def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progress) -> ObjectId:
-    """Stream the planned merge (tensor by tensor, or module by module); store and return the tree."""
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec not in ("cpu", "cuda") and not spec.startswith("cuda:"):
+        raise BadInput(f"--device {spec!r} is not one of auto, cpu, cuda")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise BadInput(f"--device {spec} but no CUDA device is visible", "use --device cpu (or auto)")
+    return torch.device(spec)
+
+
+def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progress, device: str = "cpu") -> ObjectId:
+    """Stream the planned merge (tensor by tensor, or module by module) on ``device``; store the tree.
+
+    Inputs move to the device one tensor at a time and results come back to the host before they
+    are stored, so device memory holds about N inputs of one tensor.
+    """
+    dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
-        return _run_lora(repo, plan, trees, progress)
+        return _run_lora(repo, plan, trees, progress, dev)
     method = get_method(plan.method)
     advance = progress(f"merging with {plan.method}", len(plan.tensors))
     loaders = [delta_loader(repo, t, plan.base) for t in trees]
     entries: dict[str, TensorEntry] = {}
     for name, (dtype, _shape) in plan.tensors.items():
-        vectors = [load(name) for load in loaders]
+        vectors = [load(name).to(dev) for load in loaders]
         if vectors[0].dim() < 2:  # biases, norms: averaged whatever the method (documented rule)
             merged = torch.stack([v.float() for v in vectors]).mean(0)
         else:
             merged = method(vectors, key=name, **plan.params)
-        entries[name] = put_tensor(repo, merged.to(plan.out_dtype(TORCH_DTYPES[dtype])))
+        entries[name] = put_tensor(repo, merged.to(plan.out_dtype(TORCH_DTYPES[dtype])).cpu())
         advance(1)
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
@@ -202,19 +218,19 @@ def put_tensor(repo: Repo, tensor: Any) -> TensorEntry:
     return TensorEntry(repo.store.write_parts([tensor_header(raw.dtype, raw.shape), raw.data]), raw.dtype, raw.shape)
 
 
-def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: ProgressFactory) -> ObjectId:
+def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: ProgressFactory, dev: torch.device) -> ObjectId:
     """LoRA-native methods per module; tensors peft saves whole (heads, biases) are averaged."""
     method = get_method(plan.method)
     modules = lora_modules(trees[0].tensors)
-    load = lambda t, key: to_torch(repo.store.read_tensor(t.tensors[key].id))  # noqa: E731
+    load = lambda t, key: to_torch(repo.store.read_tensor(t.tensors[key].id)).to(dev)  # noqa: E731
     advance = progress(f"merging with {plan.method}", len(trees[0].tensors))
     entries: dict[str, TensorEntry] = {}
     ranks: dict[str, int] = {}
     for name, m in modules.items():
         factors = [(load(t, m.a_key), load(t, m.b_key), scaling(t.config, name)) for t in trees]
         a, b = method(factors, key=name, **plan.params)
-        entries[m.a_key] = put_tensor(repo, a.to(plan.out_dtype(factors[0][0].dtype)))
-        entries[m.b_key] = put_tensor(repo, b.to(plan.out_dtype(factors[0][1].dtype)))
+        entries[m.a_key] = put_tensor(repo, a.to(plan.out_dtype(factors[0][0].dtype)).cpu())
+        entries[m.b_key] = put_tensor(repo, b.to(plan.out_dtype(factors[0][1].dtype)).cpu())
         ranks[name] = a.shape[0]
         advance(2)
     factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
@@ -222,7 +238,7 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
         if key not in factor_keys:
             whole = [load(t, key) for t in trees]
             mean = torch.stack([w.float() for w in whole]).mean(0)
-            entries[key] = put_tensor(repo, mean.to(plan.out_dtype(whole[0].dtype)))
+            entries[key] = put_tensor(repo, mean.to(plan.out_dtype(whole[0].dtype)).cpu())
             advance(1)
     return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), entries))
 

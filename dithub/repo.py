@@ -380,7 +380,7 @@ class Repo:
     def merge(
         self, revs: list[str], method: str, params: dict | None = None, *, into: str | None = None,
         message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
-        probe: str | None = None,
+        probe: str | None = None, device: str = "auto",
     ) -> ObjectId:
         """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
 
@@ -410,7 +410,7 @@ class Repo:
             plan = replace(plan, params={**plan.params, scale: best})
             note = f"\n\n{scale} = {best} chosen on {probe}: " + ", ".join(f"{a}: {acc:.3f}" for a, acc in accuracies.items())
         previous = self.refs.resolve(HEADS + branch)
-        tree = run_merge(self, plan, progress)
+        tree = run_merge(self, plan, progress, device)
         parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs
         text = (message or f"merge {', '.join(revs)} with {method}") + note
         return self.commit_tree(tree, text, branch=branch, parents=parents, base=plan.base, op=plan.op,

@@ -131,3 +131,31 @@ def test_log_graph_shows_the_merge(three, cli):
     out = cli("log --graph", cwd=repo.path).out.splitlines()
     assert out[0].startswith("* ") and "[merge: ties]" in out[0]
     assert out[1] == "| \\" and out[2] == "| | \\"
+
+
+def test_device_choice(three):
+    from dithub.merging import resolve_device
+
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(BadInput, match="not one of auto, cpu, cuda"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        repo, _ = three
+        with pytest.raises(BadInput, match="no CUDA device"):
+            repo.merge(["task/0", "task/1"], "ties", device="cuda")
+        assert "main" not in repo.branches()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run on a GPU machine)")
+def test_cuda_merge_matches_cpu(three):
+    repo, _ = three
+    for method, params in [("ties", {}), ("dare", {"seed": "3"}), ("iso_c", {}), ("task_arithmetic", {})]:
+        cpu = repo.merge(["task/0", "task/1", "task/2"], method, params, into=f"cpu/{method}", device="cpu")
+        gpu = repo.merge(["task/0", "task/1", "task/2"], method, params, into=f"gpu/{method}", device="cuda")
+        for name, e in repo.store.read_tree(repo.store.read_commit(cpu).tree).tensors.items():
+            other = repo.store.read_tree(repo.store.read_commit(gpu).tree).tensors[name]
+            a = torch.frombuffer(bytearray(repo.store.read_tensor(e.id).data), dtype=torch.float32)
+            b = torch.frombuffer(bytearray(repo.store.read_tensor(other.id).data), dtype=torch.float32)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

@@ -54,8 +54,8 @@ def dare_drop(x: Tensor, p: float, seed: int) -> Tensor:
         return x
     if p >= 1.0:
         return torch.zeros_like(x)
-    g = torch.Generator(device=x.device).manual_seed(seed)
-    keep = torch.rand(x.shape, generator=g, device=x.device) >= p
+    g = torch.Generator().manual_seed(seed)  # drawn on the CPU: the same mask on every device
+    keep = (torch.rand(x.shape, generator=g) >= p).to(x.device)
     return torch.where(keep, x / (1.0 - p), torch.zeros_like(x))
 
 
