@@ -45,6 +45,8 @@ class MergePlan:
     tensors: dict[str, tuple[str, tuple[int, ...]]]
     peak_bytes: int
     dtype: str | None = None
+    sources: list[dict[str, str]] | None = None
+    """Per input, output tensor name -> the input's own name (mixed LoRA and task vectors)."""
     """Output dtype (``--dtype``); None keeps each input tensor's dtype."""
 
     @property
@@ -74,6 +76,8 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
         raise BadInput(f"{dup!r} is named twice (or points at the same commit as another input)")
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
+    if m.space == "full" and {t.kind for t in trees} == {"lora", "task_vector"}:
+        return _plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype)
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
@@ -85,6 +89,38 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
                      "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype)
+
+
+def _plan_mixed(repo: Repo, revs: list[str], ids: list[ObjectId], commits: list[Commit], trees: list[Tree],
+                m: Any, params: dict[str, Any], dtype: str | None) -> MergePlan:
+    """LoRA adapters and task vectors together: both become deltas on the base's checkpoint names."""
+    bases = {c.base for c in commits}
+    if len(bases) > 1 or None in bases:
+        raise IncompatibleAdapters("a LoRA adapter and a task vector merge only through their shared base checkpoint",
+                                   "commit both with --base NAME (the same base)")
+    lookup = base_key_lookup(repo.store.read_tree(commits[0].base))
+    sources, specs = [], []
+    for rev, tree in zip(revs, trees):
+        own = expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in tree.tensors.items()}
+        mapping = {}
+        for name in own:
+            key = lookup(name)
+            if key is None:
+                raise IncompatibleAdapters(f"tensor {name!r} of {rev} has no matching tensor in the base checkpoint")
+            mapping[key] = name
+        sources.append(mapping)
+        specs.append({k: own[v] for k, v in mapping.items()})
+    for rev, spec in zip(revs[1:], specs[1:]):
+        odd = sorted(set(specs[0]) ^ set(spec))
+        if odd:
+            raise IncompatibleAdapters(f"base tensor {odd[0]!r} is changed by only one of {revs[0]} and {rev}",
+                                       "merge adapters that change the same weights")
+        for name, (_d, shape) in spec.items():
+            if shape != specs[0][name][1]:
+                raise IncompatibleAdapters(f"base tensor {name!r}: {list(specs[0][name][1])} in {revs[0]} but {list(shape)} in {rev}")
+    largest = max((nbytes_of("F32", sh) for _, sh in specs[0].values()), default=0)
+    return MergePlan(m.name, m.paper, params, ids, revs, commits[0].base, "task_vector", specs[0],
+                     peak_bytes=(len(ids) + 2) * largest, dtype=dtype, sources=sources)
 
 
 def _module_outputs(tree: Tree) -> set[str]:
@@ -115,7 +151,8 @@ def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree],
     kinds = {t.kind for t in trees}
     if len(kinds) > 1:
         which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
-        raise BadInput(f"inputs mix adapter kinds ({which})", "merge LoRA adapters and task vectors separately")
+        raise BadInput(f"inputs mix adapter kinds ({which})",
+                       "LoRA-native methods take LoRA adapters only; full-space methods merge both through their base")
     want = "lora" if space == "lora" else next(iter(kinds))
     if kinds != {want} or want == "full":
         which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
@@ -174,9 +211,10 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     method = get_method(plan.method)
     advance = progress(f"merging with {plan.method}", len(plan.tensors))
     loaders = [delta_loader(repo, t, plan.base) for t in trees]
+    sources = plan.sources or [{} for _ in trees]
     entries: dict[str, TensorEntry] = {}
-    for name, (dtype, _shape) in plan.tensors.items():
-        vectors = [load(name).to(dev) for load in loaders]
+    for name, (dtype, shape) in plan.tensors.items():
+        vectors = [load(src.get(name, name)).to(dev).reshape(shape) for load, src in zip(loaders, sources)]
         if vectors[0].dim() < 2:  # biases, norms: averaged whatever the method (documented rule)
             merged = torch.stack([v.float() for v in vectors]).mean(0)
         else:

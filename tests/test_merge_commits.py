@@ -110,7 +110,7 @@ def test_bad_merges_are_one_line_errors_that_write_nothing(three, cli, tmp_path,
     cases = [
         ("merge task/0 wide --method ties", IncompatibleAdapters, "F32[16, 8] in task/0 but F32[16, 9] in wide"),
         ("merge task/0 less --method ties", IncompatibleAdapters, "'b.bias' is in task/0 but not in less"),
-        ("merge task/0 lora --method ties", BadInput, "inputs mix adapter kinds"),
+        ("merge task/0 lora --method ties", IncompatibleAdapters, "shared base checkpoint"),
         ("merge task/0 based --method ties", IncompatibleAdapters, "different base checkpoints"),
         ("merge task/0 --method ties", BadInput, "at least two inputs"),
         ("merge task/0 task/0 --method ties", BadInput, "named twice"),

@@ -213,3 +213,30 @@ def test_core_space_truncation_equals_peft_svd_and_documents_peft_linear(adapter
     module = next(iter(lora_modules(repo.tree_of("main").tensors)))
     ta = 0.3 * (_peft_delta(model, "a", module) + _peft_delta(model, "c", module))
     assert not torch.allclose(_peft_delta(model, "linear", module), ta, rtol=1e-3)
+
+
+def test_lora_and_task_vector_merge_through_their_base(vit, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    repo = Repo.init(tmp_path / "r")
+    repo.base_add("vit-v1", vit.base_dir)
+    repo.commit(vit.adapter_dir, "lora", branch="class/a", base="vit-v1")
+    base = load_file(str(vit.base_dir / "model.safetensors"))
+    saved = load_file(str(vit.adapter_dir / "adapter_model.safetensors"))
+    g = torch.Generator().manual_seed(5)
+    # a task vector on the checkpoint's own names, changing the same weights as the LoRA
+    names = {k: k.replace("attention.attention.query", "attention.q_proj").replace("attention.attention.value", "attention.v_proj")
+             .replace("vit.encoder.layer.", "vit.layers.") for k in base}
+    changed = {k for k, v in names.items() if f"base_model.model.{v[:-len('.weight')]}.lora_A.weight" in saved
+               or k.startswith("classifier.")}
+    tau = {k: 0.01 * torch.randn(base[k].shape, generator=g) for k in changed}
+    save_file(tau, str(tmp_path / "tv.safetensors"))
+    repo.commit(tmp_path / "tv.safetensors", "tv", branch="domain/tv", base="vit-v1")
+    repo.merge(["class/a", "domain/tv"], "task_arithmetic", {"alpha": "1.0"})
+    tree = repo.tree_of("main")
+    assert set(tree.tensors) == changed  # keyed by checkpoint names
+    key = next(k for k in changed if k.endswith("query.weight"))
+    module = names[key][: -len(".weight")]
+    lora = 2.0 * saved[f"base_model.model.{module}.lora_B.weight"] @ saved[f"base_model.model.{module}.lora_A.weight"]
+    got = to_torch(repo.store.read_tensor(tree.tensors[key].id))
+    torch.testing.assert_close(got, lora + tau[key], rtol=1e-5, atol=1e-6)
