@@ -240,3 +240,32 @@ def test_lora_and_task_vector_merge_through_their_base(vit, tmp_path):
     lora = 2.0 * saved[f"base_model.model.{module}.lora_B.weight"] @ saved[f"base_model.model.{module}.lora_A.weight"]
     got = to_torch(repo.store.read_tensor(tree.tensors[key].id))
     torch.testing.assert_close(got, lora + tau[key], rtol=1e-5, atol=1e-6)
+
+
+def test_full_space_ties_equals_peft_ties_svd_before_truncation(adapters, tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(adapters / "a", "a", branch="class/a")
+    repo.commit(adapters / "b", "b", branch="class/b")
+    repo.merge(["class/a", "class/b"], "ties", {"density": "0.25"})  # 0.25·1024 entries: no rounding question
+    tree = repo.tree_of("main")
+    model = PeftModel.from_pretrained(tiny_vit(), adapters / "a", adapter_name="a")
+    model.load_adapter(adapters / "b", adapter_name="b")
+    model.add_weighted_adapter(["a", "b"], [1.0, 1.0], "ties_svd", combination_type="ties_svd", svd_rank=32, density=0.25)
+    for module in lora_modules(repo.tree_of("class/a").tensors):
+        ours = to_torch(repo.store.read_tensor(tree.tensors[module + ".weight"].id)).double()
+        torch.testing.assert_close(ours, _peft_delta(model, "ties_svd", module), rtol=1e-4, atol=1e-5)
+
+
+def test_breadcrumbs_without_outliers_equals_peft_magnitude_prune_svd(adapters, tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(adapters / "a", "a", branch="class/a")
+    repo.commit(adapters / "b", "b", branch="class/b")
+    repo.merge(["class/a", "class/b"], "breadcrumbs", {"beta": "0.25", "gamma": "0", "alpha": "1"})
+    tree = repo.tree_of("main")
+    model = PeftModel.from_pretrained(tiny_vit(), adapters / "a", adapter_name="a")
+    model.load_adapter(adapters / "b", adapter_name="b")
+    model.add_weighted_adapter(["a", "b"], [1.0, 1.0], "mp", combination_type="magnitude_prune_svd", svd_rank=32,
+                               density=0.25)
+    for module in lora_modules(repo.tree_of("class/a").tensors):
+        ours = to_torch(repo.store.read_tensor(tree.tensors[module + ".weight"].id)).double()
+        torch.testing.assert_close(ours, _peft_delta(model, "mp", module), rtol=1e-4, atol=1e-5)
