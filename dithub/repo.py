@@ -332,7 +332,10 @@ class Repo:
     # -- writing files ----------------------------------------------------
     def export(self, rev: str, out: str | os.PathLike[str], *, progress: ProgressFactory = no_progress) -> Path:
         """Write the adapter (or checkpoint) at ``rev`` in its own format."""
-        tree = self.tree_of(rev)
+        return self._write_out(self.tree_of(rev), out, progress)
+
+    def _write_out(self, tree: Tree, out: str | os.PathLike[str], progress: ProgressFactory) -> Path:
+        """Stream a stored tree to disk in its own format (verified chunk by chunk)."""
         chunks = lambda name: self.store.iter_tensor_bytes(tree.tensors[name].id)  # noqa: E731
         return formats.write_tree(Path(out), tree, chunks, progress(f"writing {out}", tree.nbytes))
 
@@ -384,7 +387,8 @@ class Repo:
     ) -> ObjectId:
         """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
 
-        With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set.
+        With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set; the
+        merge then runs once more at that scale, so the commit equals a replay of its ``op`` bit for bit.
         """
         from dataclasses import replace
 
@@ -425,9 +429,7 @@ class Repo:
         from .merging import run_merge
 
         tree_id = run_merge(self, self.plan_merge(revs, method, params), progress)
-        tree = self.store.read_tree(tree_id)
-        chunks = lambda name: self.store.iter_tensor_bytes(tree.tensors[name].id)  # noqa: E731
-        return formats.write_tree(Path(out), tree, chunks, progress(f"writing {out}", tree.nbytes))
+        return self._write_out(self.store.read_tree(tree_id), out, progress)
 
     # -- maintenance ------------------------------------------------------
     def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:
