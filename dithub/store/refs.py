@@ -107,12 +107,12 @@ class BaseRefStore(ABC):
         target = self.follow(name)
         self._cas(target, old, new, ReflogEntry(old, new, author, time.time(), message))
 
-    def delete(self, name: str, old: ObjectId | None, message: str = "delete", author: str = "dithub") -> None:
-        """Remove ``name`` if it still points to ``old``."""
+    def delete(self, name: str, old: ObjectId | None) -> None:
+        """Remove ``name`` (and its reflog) if it still points to ``old``."""
         self._cas(name, old, None, None)
 
-    def set_symbolic(self, name: str, target: str, message: str = "", author: str = "dithub") -> None:
-        """Make ``name`` (HEAD) a symbolic ref to ``target``."""
+    def set_symbolic(self, name: str, target: str) -> None:
+        """Make ``name`` (HEAD) a symbolic ref to ``target`` (not logged: the target's log records its moves)."""
         self._cas(name, "*", SYMREF_PREFIX + target, None)
 
     def set_detached(self, name: str, oid: ObjectId, message: str = "", author: str = "dithub") -> None:
