@@ -2,13 +2,13 @@
 
 Registered so far: task_arithmetic, ties, dare, breadcrumbs, magmax (full space, per tensor);
 tsv, iso_c, iso_cts (spectral, per 2-D tensor); concat, mean_ba, core_space, ema (LoRA-native).
-The merge executor, merge commits and the remaining methods are issue 3's open work.
+Sequential OPCM lives in ``merge.sequential``; the fused kernels in ``dithub.kernels``.
 """
 from . import full_space, lora_space, spectral  # noqa: F401  register the methods
-from .primitives import dare_drop, disjoint_mean, elect_sign, kth_largest_abs, trim
+from .primitives import dare_keep, kth_largest_abs, magnitude_threshold
 from .registry import REGISTRY, MergeMethod, get_method, register
 
 __all__ = [
     "REGISTRY", "MergeMethod", "get_method", "register",
-    "dare_drop", "disjoint_mean", "elect_sign", "kth_largest_abs", "trim",
+    "dare_keep", "kth_largest_abs", "magnitude_threshold",
 ]

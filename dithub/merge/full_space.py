@@ -17,7 +17,11 @@ The executor applies these to tensors of two or more dimensions; 1-D tensors
   top γ = 1% magnitudes (outliers) and keep the next β = 10% (so the mask keeps ranks γ..γ+β),
   then α · Σ (default α = 0.3).
 * ``magmax`` — Marczak et al., "MagMax", arXiv 2407.06322: per entry, the input value of largest
-  magnitude, scaled by α = 1.
+  magnitude (the first input's on a tie), scaled by α = 1.
+
+Each method finds its per-input statistics first (magnitude thresholds, random
+masks), then combines the inputs entry by entry in one fused pass
+(``dithub.kernels.fused``); computation is in fp32.
 """
 from __future__ import annotations
 
@@ -27,25 +31,92 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
-from .primitives import dare_drop, disjoint_mean, elect_sign, kth_largest_abs, tensor_seed, trim
+from ..kernels import fused, kth_largest_abs
+from .primitives import dare_keep, magnitude_threshold, tensor_seed
 from .registry import register
 
 
-def _stack(vectors: Sequence[Tensor]) -> Tensor:
+def _flat(vectors: Sequence[Tensor]) -> list[Tensor]:
     if not vectors:
         raise BadInput("a merge needs at least one input")
-    return torch.stack([v.float() for v in vectors])
+    return [v.reshape(-1) for v in vectors]
+
+
+def _scalar(value: float, like: Tensor) -> Tensor:
+    """A float32 0-d tensor: kernels take scalars as tensors so new values do not recompile them."""
+    return torch.tensor(value, dtype=torch.float32, device=like.device)
+
+
+def _sign_mean(values: list[Tensor], lam: Tensor) -> Tensor:
+    """TIES' sign election (sign of the summed mass, + on 0) and disjoint mean, times λ."""
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    positive = total >= 0
+    num = torch.zeros_like(total)
+    count = torch.zeros_like(total)
+    for v in values:
+        agree = torch.where(positive, v > 0, v < 0)
+        num = num + torch.where(agree, v, 0.0)
+        count = count + agree.float()
+    return num / count.clamp(min=1.0) * lam
+
+
+@fused
+def _sum_kernel(xs: list[Tensor], alpha: Tensor) -> Tensor:
+    total = xs[0].float()
+    for x in xs[1:]:
+        total = total + x.float()
+    return total * alpha
+
+
+@fused
+def _ties_kernel(xs: list[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
+    kept = [torch.where(x.float().abs() >= thresholds[i], x.float(), 0.0) for i, x in enumerate(xs)]
+    return _sign_mean(kept, lam)
+
+
+@fused
+def _dare_ta_kernel(xs: list[Tensor], keeps: list[Tensor], keep_prob: Tensor, lam: Tensor) -> Tensor:
+    total = torch.where(keeps[0], xs[0].float() / keep_prob, 0.0)
+    for x, keep in zip(xs[1:], keeps[1:]):
+        total = total + torch.where(keep, x.float() / keep_prob, 0.0)
+    return total * lam
+
+
+@fused
+def _dare_ties_kernel(xs: list[Tensor], keeps: list[Tensor], keep_prob: Tensor, lam: Tensor) -> Tensor:
+    return _sign_mean([torch.where(k, x.float() / keep_prob, 0.0) for x, k in zip(xs, keeps)], lam)
+
+
+@fused
+def _band_kernel(xs: list[Tensor], lows: Tensor, highs: Tensor, alpha: Tensor) -> Tensor:
+    total = torch.zeros_like(xs[0], dtype=torch.float32)
+    for i, x in enumerate(xs):
+        a = x.float().abs()
+        total = total + torch.where((a >= lows[i]) & (a < highs[i]), x.float(), 0.0)
+    return total * alpha
+
+
+@fused
+def _magmax_kernel(xs: list[Tensor], alpha: Tensor) -> Tensor:
+    best = xs[0].float()
+    for x in xs[1:]:
+        best = torch.where(x.float().abs() > best.abs(), x.float(), best)
+    return best * alpha
 
 
 @register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3})
 def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
-    return alpha * _stack(vectors).sum(0)
+    xs = _flat(vectors)
+    return _sum_kernel(xs, _scalar(alpha, xs[0])).reshape(vectors[0].shape)
 
 
 @register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0})
 def ties(vectors: Sequence[Tensor], *, density: float, lam: float) -> Tensor:
-    trimmed = [trim(v, density) for v in _stack(vectors)]
-    return lam * disjoint_mean(trimmed, elect_sign(trimmed))
+    xs = _flat(vectors)
+    thresholds = torch.stack([magnitude_threshold(x, density) for x in xs]).to(xs[0].device)
+    return _ties_kernel(xs, thresholds, _scalar(lam, xs[0])).reshape(vectors[0].shape)
 
 
 @register("dare", paper="2311.03099", defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0})
@@ -54,30 +125,29 @@ def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed:
         raise BadInput(f"dare: combine must be 'ta' or 'ties', got {combine!r}")
     if not 0.0 <= p < 1.0:
         raise BadInput(f"dare: p must be in [0, 1), got {p}")
-    dropped = [dare_drop(v, p, tensor_seed(seed, key, i)) for i, v in enumerate(_stack(vectors))]
-    if combine == "ta":
-        return lam * torch.stack(dropped).sum(0)
-    return lam * disjoint_mean(dropped, elect_sign(dropped))
+    xs = _flat(vectors)
+    keeps = [dare_keep(x, p, tensor_seed(seed, key, i)) for i, x in enumerate(xs)]
+    kernel = _dare_ta_kernel if combine == "ta" else _dare_ties_kernel
+    return kernel(xs, keeps, _scalar(1.0 - p, xs[0]), _scalar(lam, xs[0])).reshape(vectors[0].shape)
 
 
 @register("breadcrumbs", paper="2312.06795", defaults={"beta": 0.1, "gamma": 0.01, "alpha": 0.3})
 def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: float) -> Tensor:
     if not (0 <= gamma < 1 and 0 < beta <= 1 - gamma):
         raise BadInput(f"breadcrumbs: need 0 <= gamma < 1 and 0 < beta <= 1 - gamma (got beta={beta}, gamma={gamma})")
-    out = []
-    for v in _stack(vectors):
-        a, n = v.abs(), v.numel()
+    xs = _flat(vectors)
+    lows, highs = [], []
+    for x in xs:
+        n = x.numel()
         top = round(gamma * n)
-        keep_to = min(n, max(top + 1, round((gamma + beta) * n)))
-        low = kth_largest_abs(v, keep_to)
-        high = kth_largest_abs(v, top) if top > 0 else torch.tensor(float("inf"))
-        mask = (a >= low) & (a < high) if top > 0 else a >= low
-        out.append(torch.where(mask, v, torch.zeros_like(v)))
-    return alpha * torch.stack(out).sum(0)
+        lows.append(kth_largest_abs(x, min(n, max(top + 1, round((gamma + beta) * n)))))
+        highs.append(kth_largest_abs(x, top) if top > 0 else torch.tensor(float("inf")))
+    dev = xs[0].device
+    out = _band_kernel(xs, torch.stack(lows).to(dev), torch.stack(highs).to(dev), _scalar(alpha, xs[0]))
+    return out.reshape(vectors[0].shape)
 
 
 @register("magmax", paper="2407.06322", defaults={"alpha": 1.0})
 def magmax(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
-    stacked = _stack(vectors)
-    idx = stacked.abs().argmax(0, keepdim=True)
-    return alpha * stacked.gather(0, idx).squeeze(0)
+    xs = _flat(vectors)
+    return _magmax_kernel(xs, _scalar(alpha, xs[0])).reshape(vectors[0].shape)

@@ -1,0 +1,78 @@
+"""Merge kernels: exact selection on large tensors, and compiled passes equal to the plain ones bit for bit."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs
+from dithub.kernels.select import by_histogram
+from dithub.merge import full_space, get_method
+
+N = 1 << 21  # above the sampling and the compile thresholds
+
+
+def _by_sort(x: torch.Tensor, k: int) -> float:
+    return float(torch.kthvalue(x.abs().reshape(-1).float(), x.numel() - k + 1).values)
+
+
+@pytest.mark.parametrize("k", [1, 5, 1000, N // 5, N // 2, N - 3, N])
+def test_sampled_select_is_exact_on_heavy_tails(k):
+    g = torch.Generator().manual_seed(k)
+    x = torch.randn(N, generator=g) * torch.rand(N, generator=g).pow(8) * 1e3
+    assert float(kth_largest_abs(x, k)) == _by_sort(x, k)
+
+
+def test_sampled_select_is_exact_with_many_ties_and_zeros():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(-3, 4, (N,), generator=g).float()  # 7 distinct values, 1/7 zeros
+    for k in (1, N // 7, N // 3, N - N // 7, N - N // 7 + 1, N):
+        assert float(kth_largest_abs(x, k)) == _by_sort(x, k), k
+
+
+def test_histogram_fallback_is_exact():
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(5000, generator=g).half()
+    for k in (1, 17, 2500, 5000):
+        assert float(by_histogram(x, k)) == _by_sort(x, k)
+
+
+def test_select_rejects_k_out_of_range():
+    with pytest.raises(ValueError):
+        kth_largest_abs(torch.ones(4), 5)
+
+
+def _compiles() -> bool:
+    probe = full_space._sum_kernel
+    try:
+        torch.compile(probe.plain, dynamic=True)([torch.ones(8)], torch.tensor(1.0))
+        return True
+    except Exception:  # noqa: BLE001
+        return False
+
+
+KERNEL_CASES = [
+    ("task_arithmetic", {"alpha": 0.3}),
+    ("ties", {"density": 0.2, "lam": 0.7}),
+    ("dare", {"p": 0.5, "combine": "ta", "lam": 1.0, "seed": 3}),
+    ("dare", {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 3}),
+    ("breadcrumbs", {"beta": 0.1, "gamma": 0.01, "alpha": 0.3}),
+    ("magmax", {"alpha": 1.0}),
+]
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_plain_ones_bit_for_bit(monkeypatch):
+    if not _compiles():
+        pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler); the plain path is the one in use")
+    g = torch.Generator().manual_seed(4)
+    vs = [torch.randn(COMPILE_MIN_NUMEL + 4097, generator=g) * (i + 1) for i in range(3)]
+    vs[1] = vs[1].half()  # a mixed-precision input is cast inside the kernel
+    for name, params in KERNEL_CASES:
+        compiled = get_method(name)(vs, key="w", **params)
+        monkeypatch.setenv("DITHUB_COMPILE", "0")
+        plain = get_method(name)(vs, key="w", **params)
+        monkeypatch.delenv("DITHUB_COMPILE")
+        assert torch.equal(compiled, plain), name
+    for kernel in ("_sum_kernel", "_ties_kernel", "_dare_ta_kernel", "_dare_ties_kernel", "_band_kernel", "_magmax_kernel"):
+        state = getattr(full_space, kernel).state
+        assert state["compiled"] is not None and not state["failed"], kernel  # the compiled path really ran
