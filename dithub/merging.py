@@ -215,7 +215,7 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     entries: dict[str, TensorEntry] = {}
     for name, (dtype, shape) in plan.tensors.items():
         vectors = [load(src.get(name, name)).to(dev).reshape(shape) for load, src in zip(loaders, sources)]
-        if vectors[0].dim() < 2:  # biases, norms: averaged whatever the method (documented rule)
+        if not method.applies_to(shape):  # biases, norms (and non-matrices for SVD methods): averaged
             merged = torch.stack([v.float() for v in vectors]).mean(0)
         else:
             merged = method(vectors, key=name, **plan.params)

@@ -42,9 +42,9 @@ def test_select_rejects_k_out_of_range():
 
 
 def _compiles() -> bool:
-    probe = full_space._sum_kernel
+    probe = full_space._ties_kernel
     try:
-        torch.compile(probe.plain, dynamic=True)([torch.ones(8)], torch.tensor(1.0))
+        torch.compile(probe.plain, dynamic=True)([torch.ones(8)], torch.zeros(1), torch.tensor(1.0))
         return True
     except Exception:  # noqa: BLE001
         return False
@@ -73,6 +73,6 @@ def test_compiled_kernels_equal_plain_ones_bit_for_bit(monkeypatch):
         plain = get_method(name)(vs, key="w", **params)
         monkeypatch.delenv("DITHUB_COMPILE")
         assert torch.equal(compiled, plain), name
-    for kernel in ("_sum_kernel", "_ties_kernel", "_dare_ta_kernel", "_dare_ties_kernel", "_band_kernel", "_magmax_kernel"):
+    for kernel in ("_ties_kernel", "_dare_ta_kernel", "_dare_ties_kernel", "_band_kernel", "_magmax_kernel"):
         state = getattr(full_space, kernel).state
         assert state["compiled"] is not None and not state["failed"], kernel  # the compiled path really ran

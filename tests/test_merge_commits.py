@@ -44,6 +44,22 @@ def test_merge_commit_records_parents_op_and_result(three):
         torch.testing.assert_close(got.reshape(tvs[0][name].shape), expected[name])
 
 
+def test_svd_merges_average_tensors_that_are_not_matrices(tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    tvs = []
+    for i in range(2):
+        g = torch.Generator().manual_seed(i)
+        tvs.append({"w.weight": torch.randn(6, 4, generator=g), "cls": torch.randn(1, 1, 4, generator=g)})
+        save_file(tvs[-1], str(tmp_path / f"t{i}.safetensors"))
+        repo.commit(tmp_path / f"t{i}.safetensors", f"task {i}", branch=f"task/{i}")
+    repo.merge(["task/0", "task/1"], "tsv", into="m")
+    tree = repo.tree_of("m")
+    got = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors["cls"].id).data), dtype=torch.float32)
+    torch.testing.assert_close(got.reshape(1, 1, 4), (tvs[0]["cls"] + tvs[1]["cls"]) / 2)
+    w = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors["w.weight"].id).data), dtype=torch.float32)
+    assert not torch.allclose(w.reshape(6, 4), (tvs[0]["w.weight"] + tvs[1]["w.weight"]) / 2)  # the matrix is TSV-merged
+
+
 def test_replay_reproduces_the_tree_bit_for_bit(three):
     repo, _ = three
     oid = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "7", "combine": "ties"})

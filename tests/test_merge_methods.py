@@ -144,3 +144,12 @@ def test_alpha_sets_each_methods_final_scale(tmp_path, cli):
     assert get_method("mean_ba").scale_param is None
     res = cli("merge t/0 t/1 --method mean_ba --alpha 2", cwd=repo.path)
     assert res.code == BadInput.exit_code and "no final scale" in res.err
+
+
+def test_svd_methods_merge_matrices_only_and_others_are_averaged():
+    from dithub.merge import REGISTRY
+
+    for name in ("tsv", "iso_c", "iso_cts"):
+        m = REGISTRY[name]
+        assert m.applies_to((4, 3)) and not m.applies_to((1, 1, 64)) and not m.applies_to((8, 1, 2, 2))
+    assert REGISTRY["ties"].applies_to((8, 1, 2, 2)) and not REGISTRY["ties"].applies_to((5,))

@@ -31,6 +31,12 @@ class MergeMethod:
     random: bool = False
     space: str = "full"
     """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1."""
+    matrices_only: bool = False
+    """Defined on 2-D weights only (SVD methods); the executor averages every other tensor."""
+
+    def applies_to(self, shape: Sequence[int]) -> bool:
+        """Whether this method merges a tensor of ``shape`` (others are averaged: the documented rule)."""
+        return len(shape) == 2 if self.matrices_only else len(shape) >= 2
 
     @property
     def scale_param(self) -> str | None:
@@ -75,7 +81,8 @@ REGISTRY: dict[str, MergeMethod] = {}
 
 
 def register(
-    name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full"
+    name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
+    matrices_only: bool = False,
 ) -> Callable[[MergeFn], MergeFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key)."""
 
@@ -88,7 +95,7 @@ def register(
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
         if random and "seed" not in (defaults or {}):
             raise TypeError(f"{name}: a method taking key must declare a seed default")
-        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), random, space)
+        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), random, space, matrices_only)
         return fn
 
     return wrap

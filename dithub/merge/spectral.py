@@ -10,7 +10,8 @@
   τ_t with the common space projected out; the stacked bases are orthogonalized (polar factor) and
   the spectrum flattened to the mean; scaled by α = 1.
 
-The papers tune α on validation data (``--alpha auto`` will sweep it); defaults follow the
+Only 2-D weights are decomposed; the executor averages every other tensor (biases, norms,
+embeddings of other ranks, convolution kernels), as the reference code does. The papers tune α on validation data (``--alpha auto`` will sweep it); defaults follow the
 reference code (fusion_bench). Decompositions run in fp32 (fp64 inputs stay fp64).
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ def _flat(u: Tensor, s: Tensor, vh: Tensor) -> Tensor:
     return (u * s.mean()) @ vh
 
 
-@register("tsv", paper="2412.00081", defaults={"alpha": 1.0})
+@register("tsv", paper="2412.00081", defaults={"alpha": 1.0}, matrices_only=True)
 def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     mats = _matrices(vectors, "tsv")
     k = max(1, min(mats[0].shape) // len(mats))
@@ -57,13 +58,13 @@ def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     return alpha * (polar(u) * s) @ polar(vh)
 
 
-@register("iso_c", paper="2502.04959", defaults={"alpha": 1.0})
+@register("iso_c", paper="2502.04959", defaults={"alpha": 1.0}, matrices_only=True)
 def iso_c(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     total = torch.stack(_matrices(vectors, "iso_c")).sum(0)
     return alpha * _flat(*torch.linalg.svd(total, full_matrices=False))
 
 
-@register("iso_cts", paper="2502.04959", defaults={"common": 0.8, "alpha": 1.0})
+@register("iso_cts", paper="2502.04959", defaults={"common": 0.8, "alpha": 1.0}, matrices_only=True)
 def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor:
     if not 0.0 <= common <= 1.0:
         raise BadInput(f"iso_cts: common must be in [0, 1], got {common}")

@@ -1,0 +1,148 @@
+"""Accuracy of every registered merge method on the embedded eight-domain digits benchmark.
+
+For each method (defaults as registered): the mean absolute accuracy over the eight domains and the
+normalized accuracy (per domain, merged / that domain's own adapter, averaged), on full fine-tune
+task vectors and on rank-8 LoRA adapters; LoRA-native methods on LoRA only. Sequential merging
+(OPCM) in three task orders. The suite is examples/digits (shipped; --suite DIR builds another).
+Writes docs/accuracy.json and, with matplotlib, docs/accuracy.png; prints a table.
+
+    python benchmarks/accuracy.py [--suite DIR] [--out docs]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+warnings.filterwarnings("ignore")
+
+SKIPPED = {"ema": "blends two versions of one class module (old, new); not a merge of eight tasks"}
+
+
+def orders(domains: list[str]) -> dict[str, list[str]]:
+    shuffled = list(domains)
+    random.Random(0).shuffle(shuffled)
+    return {"benchmark order": list(domains), "reversed": list(reversed(domains)), "shuffled (seed 0)": shuffled}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--suite", type=Path, default=ROOT / "examples" / "digits")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = ap.parse_args()
+    from rich.console import Console
+    from rich.table import Table
+
+    from dithub import Repo
+    from dithub.demo import DOMAINS, Row, build_suite, score
+    from dithub.merge import REGISTRY
+
+    console = Console()
+    suite = build_suite(args.suite, log=console.print)
+    domains = list(DOMAINS)
+    repo = Repo.init(Path(tempfile.mkdtemp(prefix="dithub-accuracy-")))
+    repo.base_add("vit-v1", suite.base("vit-v1"))
+    for d in domains:
+        repo.commit(suite.lora(d), d, branch=f"lora/{d}", base="vit-v1")
+        repo.commit(suite.task_vector(d), d, branch=f"tv/{d}", base="vit-v1")
+    results: list[dict] = []
+
+    def record(kind: str, method: str, rev: str, seconds: float, reference: dict[str, float], note: str = "") -> None:
+        row = Row(method, score(repo, rev, domains))
+        results.append({"kind": kind, "method": method, "note": note, "per_domain": row.accuracy,
+                        "mean": row.mean(), "normalized": row.normalized(reference), "merge_seconds": seconds})
+
+    zero = Row("zero-shot", score(repo, "lora/original", domains, scale=0.0))
+    for kind, prefix, ref in (("full", "tv", suite.accuracy["full"]), ("lora", "lora", suite.accuracy["lora"])):
+        results.append({"kind": kind, "method": "individual", "note": "each adapter on its own domain",
+                        "per_domain": ref, "mean": sum(ref.values()) / len(ref), "normalized": 1.0, "merge_seconds": 0})
+        results.append({"kind": kind, "method": "zero-shot", "note": "vit-v1 without adapters", "per_domain": zero.accuracy,
+                        "mean": zero.mean(), "normalized": zero.normalized(ref), "merge_seconds": 0})
+        inputs = [f"{prefix}/{d}" for d in domains]
+        for name, m in sorted(REGISTRY.items()):
+            if name in SKIPPED or (kind == "full" and m.space == "lora"):
+                continue
+            with console.status(f"{kind}: {name}"):
+                t0 = time.perf_counter()
+                repo.merge(inputs, name, into=f"merged/{kind}-{name}")
+                record(kind, name, f"merged/{kind}-{name}", time.perf_counter() - t0, ref)
+        for label, order in orders(domains).items():
+            with console.status(f"{kind}: opcm, {label}"):
+                t0 = time.perf_counter()
+                branch = f"merged/{kind}-opcm-{label.split()[0]}"
+                repo.merge([f"{prefix}/{d}" for d in order], "opcm", into=branch)
+                record(kind, "opcm", branch, time.perf_counter() - t0, ref, note=label)
+    table = Table(title="eight digit domains: mean accuracy % (normalized %) per method")
+    table.add_column("method")
+    table.add_column("task vectors (full fine-tune)", justify="right")
+    table.add_column("LoRA rank 8", justify="right")
+    keys = []
+    for r in results:
+        key = (r["method"], r["note"] if r["method"] == "opcm" else "")
+        if key not in keys:
+            keys.append(key)
+    for method, note in keys:
+        cells = []
+        for kind in ("full", "lora"):
+            r = next((x for x in results if x["kind"] == kind and x["method"] == method
+                      and (method != "opcm" or x["note"] == note)), None)
+            cells.append(f"{100 * r['mean']:.1f} ({100 * r['normalized']:.1f})" if r else "—")
+        table.add_row(method + (f" [{note}]" if note else ""), *cells)
+    console.print(table)
+    console.print("not run: " + "; ".join(f"{k}: {v}" for k, v in SKIPPED.items()))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "accuracy.json").write_text(json.dumps({
+        "date": time.strftime("%Y-%m-%d"), "suite": str(args.suite), "domains": domains,
+        "recipe": json.loads((suite.root / "suite.json").read_text())["recipe"], "results": results}, indent=1))
+    console.print(f"wrote {args.out / 'accuracy.json'}")
+    try:
+        chart(results, args.out / "accuracy.png")
+        console.print(f"wrote {args.out / 'accuracy.png'}")
+    except ImportError:
+        console.print("matplotlib is not installed (pip install 'dithub[bench]'): no chart")
+
+
+def chart(results: list[dict], path: Path) -> None:
+    """Grouped bars: normalized accuracy per method, task vectors and LoRA side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = []
+    for r in results:
+        label = r["method"] + (f"\n{r['note'].split()[0]}" if r["method"] == "opcm" else "")
+        if label not in labels:
+            labels.append(label)
+    fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(labels)), 4))
+    for i, (kind, color) in enumerate((("full", "#4c72b0"), ("lora", "#dd8452"))):
+        values = []
+        for label in labels:
+            method, _, note = label.partition("\n")
+            r = next((x for x in results if x["kind"] == kind and x["method"] == method
+                      and (not note or x["note"].startswith(note))), None)
+            values.append(100 * r["normalized"] if r else 0)
+        ax.bar([j + (i - 0.5) * 0.4 for j in range(len(labels))], values, 0.4, color=color,
+               label="task vectors" if kind == "full" else "LoRA rank 8")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
+    ax.set_ylabel("normalized accuracy %")
+    ax.set_title("Merging eight digit-domain adapters (tiny ViT)")
+    ax.axhline(100, color="grey", lw=0.5)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+if __name__ == "__main__":
+    main()

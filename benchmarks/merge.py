@@ -1,0 +1,346 @@
+"""Merge time and peak memory: dithub's methods against peft, mergekit and a streaming bound.
+
+Inputs: N task vectors (N = 2, 4, 8) of a ~110M-parameter Llama-shaped state dict (hidden 768,
+MLP 2048, 12 layers, vocabulary 16,000, untied head; fp32, 438 MB each), made once in --work.
+
+Rows, each in a fresh process (time: best of --repeat runs in that process; peak RSS above the
+process's own baseline after importing torch):
+  bound        read the N inputs once (mmap'd safetensors) and write the output once: an
+               in-place sum per tensor. No merge can move less memory.
+  dithub       the registered method per tensor, over the same reader and writer as the bound.
+  dithub repo  `Repo.merge` end to end: inputs committed in a repository, read back verified,
+               the merged tensors stored as fsync'd objects and a merge commit written.
+  peft         peft.utils.merge_utils (what `add_weighted_adapter` runs) per tensor, same I/O.
+  mergekit     `mergekit-yaml` on N full fine-tuned models and their base (--mergekit PYTHON:
+               an interpreter with mergekit installed; skipped without it).
+Methods: task_arithmetic, ties (density 0.2), dare (p 0.9, combine ta), tsv, iso_cts; peft and
+mergekit have no TSV or Iso-CTS.
+
+Core Space: rank-16 LoRAs on ViT-B-shaped (768x768, 3072x768) and Llama-7B-shaped (4096x4096,
+11008x4096) layers, N = 2, 4, 8: `core_space` (rules task_arithmetic and ties) against the same
+full-space method on the expanded ΔW = B@A (expansion included), compute only.
+
+    python benchmarks/merge.py [--work DIR] [--n 2 4 8] [--mergekit /path/to/python] [--repeat 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+METHODS = {  # dithub name -> (dithub params, peft call, mergekit method + per-model parameters)
+    "task_arithmetic": ({"alpha": 1.0}, "task_arithmetic", ("task_arithmetic", {"weight": 1.0})),
+    "ties": ({"density": 0.2, "lam": 1.0}, "ties", ("ties", {"weight": 1.0, "density": 0.2})),
+    "dare": ({"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0}, "dare_linear",
+             ("dare_linear", {"weight": 1.0, "density": 0.1})),
+    "tsv": ({"alpha": 1.0}, None, None),
+    "iso_cts": ({"common": 0.8, "alpha": 1.0}, None, None),
+}
+SHAPE = {"hidden": int(os.environ.get("BENCH_HIDDEN", 768)), "mlp": 2048, "layers": 12, "vocab": 16000}
+
+
+def layout() -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of the Llama-shaped model."""
+    h, m, v = SHAPE["hidden"], SHAPE["mlp"], SHAPE["vocab"]
+    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
+    for i in range(SHAPE["layers"]):
+        p = f"model.layers.{i}."
+        for n in "qkvo":
+            out[p + f"self_attn.{n}_proj.weight"] = (h, h)
+        out[p + "mlp.gate_proj.weight"] = (m, h)
+        out[p + "mlp.up_proj.weight"] = (m, h)
+        out[p + "mlp.down_proj.weight"] = (h, m)
+        out[p + "input_layernorm.weight"] = (h,)
+        out[p + "post_attention_layernorm.weight"] = (h,)
+    out["model.norm.weight"] = (h,)
+    out["lm_head.weight"] = (v, h)
+    return out
+
+
+def config_json() -> dict:
+    h = SHAPE["hidden"]
+    return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": h,
+            "intermediate_size": SHAPE["mlp"], "num_hidden_layers": SHAPE["layers"], "num_attention_heads": h // 64,
+            "num_key_value_heads": h // 64, "vocab_size": SHAPE["vocab"], "max_position_embeddings": 512,
+            "rms_norm_eps": 1e-6, "tie_word_embeddings": False, "torch_dtype": "float32"}
+
+
+def make_inputs(work: Path, n_max: int) -> None:
+    """Base model, n_max task vectors and the fine-tuned models (base + τ) for mergekit; once."""
+    import torch
+    from safetensors.torch import save_file
+
+    done = work / "inputs.done"
+    if done.exists() and json.loads(done.read_text()) == {"n": n_max, **SHAPE}:
+        return
+    shapes = layout()
+    g = torch.Generator().manual_seed(0)
+    base = {k: (torch.randn(s, generator=g) * 0.02 if len(s) > 1 else torch.ones(s)) for k, s in shapes.items()}
+    (work / "base").mkdir(parents=True, exist_ok=True)
+    save_file(base, str(work / "base" / "model.safetensors"))
+    (work / "base" / "config.json").write_text(json.dumps(config_json()))
+    for t in range(n_max):
+        tau = {k: torch.randn(s, generator=g) * 1e-3 for k, s in shapes.items()}
+        save_file(tau, str(work / f"tau{t}.safetensors"))
+        model = work / f"ft{t}"
+        model.mkdir(exist_ok=True)
+        save_file({k: base[k] + tau[k] for k in shapes}, str(model / "model.safetensors"))
+        (model / "config.json").write_text(json.dumps(config_json()))
+    done.write_text(json.dumps({"n": n_max, **SHAPE}))
+
+
+CHILD = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, sys.argv[1])
+    sys.path.insert(0, sys.argv[1] + "/benchmarks")
+    import torch
+    import merge as bench
+    spec = json.loads(sys.argv[2])
+    rss = lambda key: next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
+    baseline = rss("VmRSS")
+    times = [bench.run_row(spec, i) for i in range(spec["repeat"])]
+    print(json.dumps({"first": times[0], "best": min(times), "peak_above_baseline": rss("VmHWM") - baseline}))
+""")
+
+
+def child(spec: dict) -> dict:
+    proc = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), json.dumps(spec)], capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"row {spec} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _stream(spec: dict, run: int, merge_one) -> float:
+    """Read each tensor of the N inputs (mmap), merge it, append the result to one output file."""
+    import torch
+
+    from dithub.formats.safetensors_io import read_safetensors
+    from dithub.formats.torch_io import to_torch
+
+    work = Path(spec["work"])
+    files = [read_safetensors(work / f"tau{t}.safetensors") for t in range(spec["n"])]
+    out = work / f"out-{spec['impl']}.bin"
+    t0 = time.perf_counter()
+    with open(out, "wb") as f:
+        for name in files[0]:
+            vectors = [to_torch(fh.tensors[name]) for fh in files]
+            merged = merge_one(name, vectors, run)
+            f.write(merged.contiguous().view(torch.uint8).numpy().data)
+            for fh in files:
+                fh.release(name)
+    seconds = time.perf_counter() - t0
+    out.unlink()
+    return seconds
+
+
+def run_row(spec: dict, run: int) -> float:
+    """One timed run of one row (in the child process)."""
+    import torch
+
+    method, impl = spec["method"], spec["impl"]
+    params, peft_name, _mk = METHODS[method]
+    if impl == "bound":
+        def merge_one(name, vectors, run):
+            out = vectors[0].clone()
+            for v in vectors[1:]:
+                out.add_(v)
+            return out
+        return _stream(spec, run, merge_one)
+    if impl == "dithub":
+        from dithub.merge import get_method
+
+        m = get_method(method)
+
+        def merge_one(name, vectors, run):
+            if vectors[0].dim() < 2:
+                return torch.stack(vectors).mean(0)
+            return m(vectors, key=name, **params)
+        return _stream(spec, run, merge_one)
+    if impl == "peft":
+        from peft.utils import merge_utils
+
+        fn = getattr(merge_utils, peft_name)
+        extra = {"ties": {"density": 0.2}, "dare_linear": {"density": 0.1}}.get(peft_name, {})
+
+        def merge_one(name, vectors, run):
+            if vectors[0].dim() < 2:
+                return torch.stack(vectors).mean(0)
+            return fn(list(vectors), torch.ones(len(vectors)), **extra)
+        return _stream(spec, run, merge_one)
+    if impl == "repo":
+        from dithub import Repo
+
+        repo = Repo.open(Path(spec["work"]) / "repo")
+        scale = next(k for k in ("alpha", "lam") if k in params)
+        p = {**params, scale: params[scale] + 1e-6 * (run + 1)}  # a new result each run: nothing deduplicates
+        branch = f"bench/{method}-{spec['n']}-{run}-{time.time_ns()}"
+        repo.create_branch(branch, "tv0")
+        t0 = time.perf_counter()
+        repo.merge([f"tv{t}" for t in range(spec["n"])], method=method, params=p, into=branch)
+        return time.perf_counter() - t0
+    raise ValueError(impl)
+
+
+def mergekit_row(work: Path, python: str, method: str, n: int) -> dict | None:
+    """Run mergekit-yaml in its own interpreter; time and its peak RSS (from the kernel)."""
+    mk = METHODS[method][2]
+    if mk is None:
+        return None
+    name, per_model = mk
+    models = "".join(f"  - model: {work / f'ft{t}'}\n    parameters: {json.dumps(per_model)}\n" for t in range(n))
+    cfg = work / "mergekit.yml"
+    cfg.write_text(f"merge_method: {name}\nbase_model: {work / 'base'}\nmodels:\n{models}"
+                   "parameters: {normalize: true}\ndtype: float32\n")
+    out = work / "mergekit-out"
+    shutil.rmtree(out, ignore_errors=True)
+    script = ("import resource, subprocess, sys, time, json; t=time.perf_counter(); "
+              "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
+              "print(json.dumps({'seconds': time.perf_counter()-t, "
+              "'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss*1024}))")
+    mk_bin = str(Path(python).parent / "mergekit-yaml")
+    proc = subprocess.run([python, "-c", script, mk_bin, str(cfg), str(out), "--quiet", "--random-seed", "0"],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    shutil.rmtree(out, ignore_errors=True)
+    if proc.returncode:
+        raise RuntimeError(f"mergekit failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"first": res["seconds"], "best": res["seconds"], "peak_total": res["rss"]}
+
+
+def commit_inputs(work: Path, n: int) -> None:
+    """A repository with the task vectors committed on branches tv0…, for the end-to-end rows."""
+    from dithub import Repo
+
+    path = work / "repo"
+    if (path / ".dithub").exists() and all((path / ".dithub/refs/heads" / f"tv{t}").exists() for t in range(n)):
+        return
+    shutil.rmtree(path, ignore_errors=True)
+    repo = Repo.init(path)
+    repo.base_add("llama-110m", work / "base")
+    for t in range(n):
+        repo.commit(work / f"tau{t}.safetensors", f"task vector {t}", branch=f"tv{t}", base="llama-110m")
+
+
+def core_space_rows(ns: list[int], repeat: int) -> list[dict]:
+    """Core Space against the same rule in full space on B@A, rank-16 LoRAs, compute only."""
+    import torch
+
+    from dithub.merge import get_method
+
+    shapes = {"ViT-B": [(768, 768), (3072, 768)], "Llama-7B": [(4096, 4096), (11008, 4096)]}
+    rows = []
+    for family, layers in shapes.items():
+        for n in ns:
+            g = torch.Generator().manual_seed(n)
+            mods = [[(torch.randn(16, cols, generator=g) * 0.01, torch.randn(rows_, 16, generator=g) * 0.01, 2.0)
+                     for _ in range(n)] for rows_, cols in layers]
+            for rule in ("task_arithmetic", "ties"):
+                def core():
+                    for factors in mods:
+                        get_method("core_space")(factors, key="w", rule=rule)
+
+                def full():
+                    for factors in mods:
+                        get_method(rule)([s * b @ a for a, b, s in factors], key="w")
+                tc = min(_timed(core) for _ in range(repeat))
+                tf = min(_timed(full) for _ in range(repeat))
+                rows.append({"family": family, "n": n, "rule": rule, "core_space_s": tc, "full_space_s": tf,
+                             "speedup": tf / tc})
+    return rows
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/dithub-bench-merge"))
+    ap.add_argument("--n", type=int, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--methods", nargs="+", default=list(METHODS))
+    ap.add_argument("--mergekit", help="python interpreter with mergekit installed")
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--skip-repo", action="store_true", help="leave out the end-to-end Repo.merge rows")
+    ap.add_argument("--json", type=Path, default=HERE / "results" / "merge.json")
+    args = ap.parse_args()
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    work = args.work.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    with console.status("making inputs (once)"):
+        make_inputs(work, max(args.n))
+        if not args.skip_repo:
+            commit_inputs(work, max(args.n))
+    largest = max(4 * _numel(s) for s in layout().values())
+    results: list[dict] = []
+    impls = ["bound", "dithub", *([] if args.skip_repo else ["repo"]), "peft"]
+    for n in args.n:
+        bound = child({"work": str(work), "n": n, "method": "task_arithmetic", "impl": "bound", "repeat": args.repeat})
+        results.append({"method": "-", "n": n, "impl": "bound", **bound})
+        for method in args.methods:
+            for impl in impls[1:]:
+                if impl == "peft" and METHODS[method][1] is None:
+                    continue
+                with console.status(f"{method} N={n} {impl}"):
+                    res = child({"work": str(work), "n": n, "method": method, "impl": impl, "repeat": args.repeat})
+                results.append({"method": method, "n": n, "impl": impl, **res})
+            if args.mergekit:
+                with console.status(f"{method} N={n} mergekit"):
+                    res = mergekit_row(work, args.mergekit, method, n)
+                if res:
+                    results.append({"method": method, "n": n, "impl": "mergekit", **res})
+    for r in results:
+        b = next(x["best"] for x in results if x["n"] == r["n"] and x["impl"] == "bound")
+        r["x_bound"] = r["best"] / b
+        r["mem_budget"] = (r["n"] + 1) * largest
+    table = Table(title=f"merge: N task vectors of {sum(map(_numel, layout().values())) / 1e6:.0f}M fp32 params")
+    for col in ("N", "method", "impl", "first s", "best s", "x bound", "vs peft", "vs mergekit", "peak MB",
+                "peak / (N+1)·largest"):
+        table.add_column(col, justify="right")
+    for r in results:
+        peers = {x["impl"]: x["best"] for x in results if x["n"] == r["n"] and x["method"] == r["method"]}
+        vs = lambda p: f"{peers[p] / r['best']:.1f}x" if p in peers and r["impl"] in ("dithub", "repo") else ""  # noqa: E731
+        peak = r.get("peak_above_baseline", r.get("peak_total", 0))
+        table.add_row(str(r["n"]), r["method"], r["impl"], f"{r['first']:.2f}", f"{r['best']:.2f}",
+                      f"{r['x_bound']:.1f}", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
+                      f"{peak / r['mem_budget']:.2f}" + ("" if "peak_above_baseline" in r else " (whole process)"))
+    console.print(table)
+    core = core_space_rows(args.n, args.repeat)
+    ctable = Table(title="Core Space vs full space, rank-16 LoRAs (compute only)")
+    for col in ("layers", "N", "rule", "core_space s", "full space s", "speedup"):
+        ctable.add_column(col, justify="right")
+    for r in core:
+        ctable.add_row(r["family"], str(r["n"]), r["rule"], f"{r['core_space_s']:.4f}", f"{r['full_space_s']:.3f}",
+                       f"{r['speedup']:.0f}x")
+    console.print(ctable)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                                     "cpus": os.cpu_count(), "shape": SHAPE, "largest_tensor_bytes": largest,
+                                     "merge": results, "core_space": core}, indent=1))
+    console.print(f"wrote {args.json}")
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    out = 1
+    for s in shape:
+        out *= s
+    return out
+
+
+if __name__ == "__main__":
+    main()

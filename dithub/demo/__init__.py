@@ -1,0 +1,15 @@
+"""The embedded benchmark: a tiny ViT pre-trained on scikit-learn's digits, eight digit domains,
+one LoRA adapter and one full fine-tune per domain. Everything is made offline, on a CPU, in
+seconds, deterministically from seeds; the quickstart, the accuracy benchmark and tests share it.
+
+Needs scikit-learn (the ``demo`` extra) for the digits.
+"""
+from .digits import DOMAINS, Split, class_split, domain_split
+from .scoreboard import Row, score, table
+from .suite import Suite, build_suite
+from .train import LORA_TARGETS, evaluate, make_vit, train_base, train_full, train_lora
+
+__all__ = [
+    "DOMAINS", "LORA_TARGETS", "Row", "Split", "Suite", "build_suite", "class_split", "domain_split",
+    "evaluate", "make_vit", "score", "table", "train_base", "train_full", "train_lora",
+]

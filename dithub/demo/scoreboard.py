@@ -1,0 +1,61 @@
+"""Per-domain accuracy of the base, of each adapter and of each merge, as one table.
+
+Normalized accuracy is the papers' measure: a merge's accuracy on a domain divided by that
+domain's own fine-tuned adapter's, averaged over the domains.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .digits import domain_split
+from .train import evaluate
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from ..repo import Repo
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    accuracy: dict[str, float]
+    """Per domain; a domain left out was not evaluated (an adapter is scored on its own domain)."""
+
+    def mean(self) -> float:
+        return sum(self.accuracy.values()) / max(1, len(self.accuracy))
+
+    def normalized(self, reference: Mapping[str, float]) -> float:
+        return sum(a / reference[d] for d, a in self.accuracy.items()) / max(1, len(self.accuracy))
+
+
+def score(repo: Repo, rev: str, domains: Sequence[str], scale: float = 1.0) -> dict[str, float]:
+    """Accuracy on each domain's test split of ``rev``'s adapter applied to its base."""
+    from ..errors import BadInput
+    from ..eval import ScaledAdapter, load_base_model
+
+    commit = repo.commit_object(rev)
+    if commit.base is None:
+        raise BadInput(f"{rev} records no base checkpoint to evaluate it on", "commit it with --base NAME")
+    base = repo.store.read_tree(commit.base)
+    tree = repo.store.read_tree(commit.tree)
+    model = load_base_model(repo, base) if tree.kind == "full" else ScaledAdapter(repo, base, tree).set_scale(scale)
+    return {d: evaluate(model, domain_split(d).x_test, domain_split(d).y_test) for d in domains}
+
+
+def table(rows: Sequence[Row], domains: Sequence[str], reference: Mapping[str, float], title: str) -> Table:
+    """A rich table: one row per model, accuracy per domain (%), mean and normalized mean."""
+    from rich.table import Table
+
+    out = Table(title=title)
+    out.add_column("model")
+    for d in domains:
+        out.add_column(d, justify="right")
+    out.add_column("mean", justify="right")
+    out.add_column("normalized", justify="right")
+    for row in rows:
+        cells = [f"{100 * row.accuracy[d]:.1f}" if d in row.accuracy else "" for d in domains]
+        out.add_row(row.name, *cells, f"{100 * row.mean():.1f}", f"{100 * row.normalized(reference):.1f}")
+    return out

@@ -1,0 +1,105 @@
+"""Training and evaluation of the demo's tiny ViT, its LoRA adapters and full fine-tunes.
+
+Deterministic on one machine: every run seeds torch, uses one thread-independent data order
+and plain AdamW. A base is trained on the original digits; an adapter on one domain's split
+with the base (and its 10-way head) frozen, so all adapters share the head and can be merged.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .digits import Split
+
+VIT = {"image_size": 8, "patch_size": 2, "num_channels": 1, "hidden_size": 64, "num_hidden_layers": 4,
+       "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 10}
+LORA_TARGETS = ["q_proj", "v_proj", "o_proj", "fc1", "fc2"]
+"""Query, value and the dense layers (attention output, MLP) of every block."""
+
+
+def make_vit(seed: int = 0) -> torch.nn.Module:
+    """A freshly initialized ViTForImageClassification of the demo's shape (136K parameters)."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    return ViTForImageClassification(ViTConfig(**VIT)).eval()
+
+
+def _fit(model: torch.nn.Module, split: Split, *, epochs: int, lr: float, seed: int, batch: int = 64) -> None:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    g = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(split.y_train), generator=g)
+        for i in range(0, len(order), batch):
+            idx = order[i : i + batch]
+            loss = torch.nn.functional.cross_entropy(model(pixel_values=split.x_train[idx]).logits, split.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    model.eval()
+
+
+def train_base(split: Split, *, seed: int = 0, epochs: int = 40) -> torch.nn.Module:
+    """Pre-train the base on ``split`` (the original digits): a release of the foundation model."""
+    model = make_vit(seed)
+    _fit(model, split, epochs=epochs, lr=3e-3, seed=seed)
+    return model
+
+
+def train_lora(base_dir: Path, split: Split, out: Path, *, seed: int = 0, rank: int = 8, epochs: int = 25,
+               lr: float = 1e-2) -> float:
+    """Fit a peft LoRA adapter (rank ``rank``, alpha 2·rank) on ``split``; save it to ``out``.
+
+    Returns its test accuracy.
+    """
+    from peft import LoraConfig, get_peft_model
+    from transformers import ViTForImageClassification
+
+    torch.manual_seed(seed)
+    model = get_peft_model(ViTForImageClassification.from_pretrained(base_dir),
+                           LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS, lora_dropout=0.0))
+    _fit(model, split, epochs=epochs, lr=lr, seed=seed)
+    model.save_pretrained(out)
+    return evaluate(model, split.x_test, split.y_test)
+
+
+def train_full(base_dir: Path, split: Split, *, seed: int = 0, epochs: int = 15, lr: float = 1e-3) -> tuple[dict[str, Tensor], float]:
+    """Fully fine-tune the base on ``split`` (head frozen); return the task vector θ_t − θ_0
+    keyed by the checkpoint's tensor names, and the fine-tuned model's test accuracy."""
+    from safetensors.torch import load_file
+    from transformers import ViTForImageClassification
+
+    model = ViTForImageClassification.from_pretrained(base_dir)
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith("classifier"))
+    _fit(model, split, epochs=epochs, lr=lr, seed=seed)
+    acc = evaluate(model, split.x_test, split.y_test)
+    with torch.no_grad():
+        tuned = dict(model.named_parameters())
+    base = load_file(str(base_dir / "model.safetensors"))
+    from ..formats.hf_names import model_names
+
+    names = model_names(_config(base_dir), base)  # checkpoint key -> loaded model name
+    tau = {}
+    for key, w0 in base.items():
+        w = tuned.get(names.get(key, key))
+        if w is not None and not key.startswith("classifier"):
+            tau[key] = (w.detach() - w0).contiguous()
+    return tau, acc
+
+
+def _config(base_dir: Path) -> dict:
+    import json
+
+    return json.loads((base_dir / "config.json").read_text())
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, x: Tensor, y: Tensor) -> float:
+    """Top-1 accuracy of ``model`` on images ``x`` with labels ``y``."""
+    model.eval()
+    return float((model(pixel_values=x).logits.argmax(-1) == y).float().mean())

@@ -1,0 +1,81 @@
+"""The embedded benchmark's helpers do what they say (short trainings; the shipped fixtures)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import ViTForImageClassification
+
+from dithub import Repo
+from dithub.demo import DOMAINS, build_suite, domain_split, evaluate, score, train_base, train_full, train_lora
+from dithub.demo.suite import RECIPE
+from dithub.errors import BadInput
+
+FIXTURES = Path(__file__).resolve().parents[1] / "examples" / "digits"
+
+
+@pytest.fixture(scope="module")
+def suite():
+    built = build_suite(FIXTURES)  # the shipped suite; retrains only if the recipe changed
+    assert built.root == FIXTURES
+    return built
+
+
+def test_domains_are_fixed_distinct_views_of_the_same_digits():
+    original, rotated = domain_split("original"), domain_split("rot90")
+    assert original.x_train.shape == (1200, 1, 8, 8) and original.x_test.shape == (597, 1, 8, 8)
+    assert torch.equal(original.y_test, rotated.y_test)
+    assert torch.equal(torch.rot90(original.x_test, 1, (2, 3)), rotated.x_test)
+    assert torch.equal(domain_split("noisy").x_test, domain_split("noisy").x_test)  # seeded noise
+    views = [domain_split(d).x_test for d in DOMAINS]
+    assert all(not torch.equal(a, b) for i, a in enumerate(views) for b in views[i + 1:])
+    with pytest.raises(BadInput, match="unknown digits domain 'sepia'"):
+        domain_split("sepia")
+
+
+def test_a_short_pre_training_beats_chance():
+    split = domain_split("original")
+    model = train_base(split, seed=0, epochs=3)
+    assert evaluate(model, split.x_test, split.y_test) > 0.5  # chance is 0.1
+
+
+def test_adapters_beat_the_base_on_their_own_domain(suite, tmp_path):
+    split = domain_split("rot90")
+    base = ViTForImageClassification.from_pretrained(suite.base("vit-v1"))
+    before = evaluate(base, split.x_test, split.y_test)
+    lora_acc = train_lora(suite.base("vit-v1"), split, tmp_path / "lora", seed=0, epochs=3)
+    _tau, full_acc = train_full(suite.base("vit-v1"), split, seed=0, epochs=2)
+    assert lora_acc > before + 0.2 and full_acc > before + 0.2
+    for d in DOMAINS:  # the shipped adapters too, each on its own domain
+        assert suite.accuracy["lora"][d] > suite.accuracy["base"][d] or suite.accuracy["base"][d] > 0.9
+        assert suite.accuracy["full"][d] > suite.accuracy["base"][d] or suite.accuracy["base"][d] > 0.9
+
+
+def test_shipped_suite_matches_its_recipe_and_scores_reproduce(suite):
+    import json
+
+    saved = json.loads((FIXTURES / "suite.json").read_text())
+    assert saved["recipe"]["version"] == RECIPE["version"]
+    repo = Repo.memory()
+    repo.base_add("vit-v1", suite.base("vit-v1"))
+    repo.commit(suite.lora("rot90"), "rot90", branch="lora/rot90", base="vit-v1")
+    own = score(repo, "lora/rot90", ["rot90"])["rot90"]
+    assert own == pytest.approx(suite.accuracy["lora"]["rot90"], abs=1e-6)  # the stored number is the adapter's
+
+
+def test_a_merged_adapter_loads_and_evaluates(suite, tmp_path):
+    from peft import PeftModel
+
+    repo = Repo.memory()
+    repo.base_add("vit-v1", suite.base("vit-v1"))
+    for d in ("rot90", "invert"):
+        repo.commit(suite.lora(d), d, branch=f"lora/{d}", base="vit-v1")
+    repo.merge(["lora/rot90", "lora/invert"], "mean_ba", into="merged")
+    merged = score(repo, "merged", ["rot90", "invert"])
+    zero_shot = score(repo, "lora/rot90", ["rot90", "invert"], scale=0.0)
+    assert merged["invert"] > zero_shot["invert"] + 0.1  # the merge carries the inverted-digits skill
+    repo.export("merged", tmp_path / "peft")  # independently: peft loads the merged adapter on the base
+    model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(suite.base("vit-v1")), tmp_path / "peft")
+    split = domain_split("invert")
+    assert evaluate(model, split.x_test, split.y_test) == pytest.approx(merged["invert"], abs=2e-3)
