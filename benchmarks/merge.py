@@ -290,6 +290,7 @@ def main() -> None:
     results: list[dict] = []
     impls = ["bound", "dithub", *([] if args.skip_repo else ["repo"]), "peft"]
     for n in args.n:
+        _warm(work, n)
         bound = child({"work": str(work), "n": n, "method": "task_arithmetic", "impl": "bound", "repeat": args.repeat})
         results.append({"method": "-", "n": n, "impl": "bound", **bound})
         for method in args.methods:
@@ -299,11 +300,13 @@ def main() -> None:
                 with console.status(f"{method} N={n} {impl}"):
                     res = child({"work": str(work), "n": n, "method": method, "impl": impl, "repeat": args.repeat})
                 results.append({"method": method, "n": n, "impl": impl, **res})
+                _partial(args.json, results)
             if args.mergekit:
                 with console.status(f"{method} N={n} mergekit"):
                     res = mergekit_row(work, args.mergekit, method, n)
                 if res:
                     results.append({"method": method, "n": n, "impl": "mergekit", **res})
+                    _partial(args.json, results)
     for r in results:
         b = next(x["best"] for x in results if x["n"] == r["n"] and x["impl"] == "bound")
         r["x_bound"] = r["best"] / b
@@ -333,6 +336,22 @@ def main() -> None:
                                      "cpus": os.cpu_count(), "shape": SHAPE, "largest_tensor_bytes": largest,
                                      "merge": results, "core_space": core}, indent=1))
     console.print(f"wrote {args.json}")
+
+
+def _warm(work: Path, n: int) -> None:
+    """Read every input of this N once, so rows compare page-cache reads, not the disk."""
+    files = [work / f"tau{t}.safetensors" for t in range(n)] + list((work / "repo" / ".dithub" / "objects").rglob("*"))
+    for path in files:
+        if path.is_file():
+            with open(path, "rb") as f:
+                while f.read(64 << 20):
+                    pass
+
+
+def _partial(path: Path, results: list[dict]) -> None:
+    """Rows so far, next to the final JSON (a long run that is stopped keeps what it measured)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".partial.json").write_text(json.dumps(results, indent=1))
 
 
 def _numel(shape: tuple[int, ...]) -> int:

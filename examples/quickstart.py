@@ -100,14 +100,14 @@ def main() -> None:
     with console.status("evaluating"):
         lora_ref = suite.accuracy["lora"]
         full_ref = suite.accuracy["full"]
-        rows = [Row("vit-v1 (zero-shot)", score(r, "lora/original", domains, scale=0.0))]
-        rows.append(Row("individual LoRA (own domain)", lora_ref))
-        rows += [Row(f"LoRA merge: {m}", score(r, f"merged/lora-{m}", domains)) for m in LORA_MERGES]
-        lora_table = table(rows, domains, lora_ref, "LoRA adapters (rank 8): accuracy % per domain; "
-                           "normalized = merged / individual")
-        rows = [Row("individual fine-tune (own domain)", full_ref)]
-        rows += [Row(f"task-vector merge: {m}", score(r, f"merged/tv-{m}", domains)) for m in FULL_MERGES]
-        full_table = table(rows, domains, full_ref, "Full fine-tunes (task vectors): accuracy % per domain")
+        zero_shot = Row("zero-shot", score(r, "lora/original", domains, scale=0.0))
+        rows = [zero_shot, Row("individual", lora_ref)]
+        rows += [Row(m, score(r, f"merged/lora-{m}", domains)) for m in LORA_MERGES]
+        lora_table = table(rows, domains, lora_ref, "LoRA adapters (rank 8) merged: accuracy % per "
+                           "domain; individual = each adapter on its own domain; normalized = merged / individual")
+        rows = [zero_shot, Row("individual", full_ref)]
+        rows += [Row(m, score(r, f"merged/tv-{m}", domains)) for m in FULL_MERGES]
+        full_table = table(rows, domains, full_ref, "Full fine-tunes (task vectors) merged: accuracy % per domain")
     console.print(lora_table)
     console.print(full_table)
     console.print(f"done in {time.perf_counter() - start:.0f} s; the repository is {repo}")
