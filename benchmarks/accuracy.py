@@ -98,7 +98,7 @@ def main() -> None:
             r = next((x for x in results if x["kind"] == kind and x["method"] == method
                       and (method != "opcm" or x["note"] == note)), None)
             cells.append(f"{100 * r['mean']:.1f} ({100 * r['normalized']:.1f})" if r else "—")
-        table.add_row(method + (f" [{note}]" if note else ""), *cells)
+        table.add_row(method + (f" ({note})" if note else ""), *cells)
     console.print(table)
     console.print("not run: " + "; ".join(f"{k}: {v}" for k, v in SKIPPED.items()))
     args.out.mkdir(parents=True, exist_ok=True)
