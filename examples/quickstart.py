@@ -7,7 +7,7 @@ methods, and prints per-domain accuracy of the base, of every adapter and of eve
 
 Offline, on a CPU, in about 30 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
 The trained bases and adapters ship in examples/digits (6 MB); `--retrain` trains them again from
-scratch (about four minutes on 2 cores), as `python -m dithub.demo.suite DIR` made them.
+scratch (about four minutes on 2 cores), as examples/make_digits.py made them.
 Later verbs (rebase, revert, verify, fetch) add their steps here as they land.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,15 +28,16 @@ warnings.filterwarnings("ignore")
 
 import torch  # noqa: E402
 from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
 
 from dithub import Repo  # noqa: E402
 from dithub.cli import main as dithub  # noqa: E402
-from dithub.demo import DOMAINS, Row, build_suite, score, table  # noqa: E402
+from dithub.demo import DOMAINS, Row, build_suite, score  # noqa: E402
 
 LORA_MERGES = ["task_arithmetic", "ties", "tsv", "iso_cts", "core_space", "mean_ba"]
 FULL_MERGES = ["task_arithmetic", "ties", "magmax", "tsv", "iso_cts"]
 SHIPPED = Path(__file__).resolve().parent / "digits"
-console = Console()
+console = Console(width=max(Console().width, 120))  # the tables need the room
 
 
 def run(line: str, repo: Path) -> None:
@@ -43,6 +45,20 @@ def run(line: str, repo: Path) -> None:
     code = dithub(["-C", str(repo), *shlex.split(line)])
     if code:
         sys.exit(code)
+
+
+def table(rows: Sequence[Row], domains: Sequence[str], reference: Mapping[str, float], title: str) -> Table:
+    """A rich table: one row per model, accuracy per domain (%), mean and normalized mean."""
+    out = Table(title=title)
+    out.add_column("model")
+    for d in domains:
+        out.add_column(d, justify="right")
+    out.add_column("mean", justify="right")
+    out.add_column("normalized", justify="right")
+    for row in rows:
+        cells = [f"{100 * row.accuracy[d]:.1f}" if d in row.accuracy else "" for d in domains]
+        out.add_row(row.name, *cells, f"{100 * row.mean():.1f}", f"{100 * row.normalized(reference):.1f}")
+    return out
 
 
 def main() -> None:
@@ -58,7 +74,7 @@ def main() -> None:
     console.print(f"Working in {work}")
     with console.status("training the bases and adapters") as status:
         suite = build_suite(work / "suite" if args.retrain else SHIPPED, log=lambda m: status.update(m))
-    console.print(f"bases and 16 adapters from {suite.root} (made by `python -m dithub.demo.suite DIR`)")
+    console.print(f"bases and 16 adapters from {suite.root} (made by examples/make_digits.py)")
     domains = list(DOMAINS)
     repo = work / "repo"
     if repo.exists():

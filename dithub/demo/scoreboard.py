@@ -1,4 +1,4 @@
-"""Per-domain accuracy of the base, of each adapter and of each merge, as one table.
+"""Per-domain accuracy of the base, of each adapter and of each merge.
 
 Normalized accuracy is the papers' measure: a merge's accuracy on a domain divided by that
 domain's own fine-tuned adapter's, averaged over the domains.
@@ -13,8 +13,6 @@ from .digits import domain_split
 from .train import evaluate
 
 if TYPE_CHECKING:
-    from rich.table import Table
-
     from ..repo import Repo
 
 
@@ -44,18 +42,3 @@ def score(repo: Repo, rev: str, domains: Sequence[str], scale: float = 1.0) -> d
     model = load_base_model(repo, base) if tree.kind == "full" else ScaledAdapter(repo, base, tree).set_scale(scale)
     return {d: evaluate(model, domain_split(d).x_test, domain_split(d).y_test) for d in domains}
 
-
-def table(rows: Sequence[Row], domains: Sequence[str], reference: Mapping[str, float], title: str) -> Table:
-    """A rich table: one row per model, accuracy per domain (%), mean and normalized mean."""
-    from rich.table import Table
-
-    out = Table(title=title)
-    out.add_column("model")
-    for d in domains:
-        out.add_column(d, justify="right")
-    out.add_column("mean", justify="right")
-    out.add_column("normalized", justify="right")
-    for row in rows:
-        cells = [f"{100 * row.accuracy[d]:.1f}" if d in row.accuracy else "" for d in domains]
-        out.add_row(row.name, *cells, f"{100 * row.mean():.1f}", f"{100 * row.normalized(reference):.1f}")
-    return out

@@ -81,18 +81,3 @@ def build_suite(root: Path, domains: Sequence[str] = tuple(DOMAINS), *, full: bo
     done.write_text(json.dumps({"recipe": recipe, "accuracy": accuracy}, indent=1))
     return Suite(root, list(domains), accuracy)
 
-
-def main() -> None:
-    """``python -m dithub.demo.suite DIR``: (re)build the suite in DIR (examples/digits is made so)."""
-    import sys
-    import time
-
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m dithub.demo.suite DIR")
-    start = time.perf_counter()
-    suite = build_suite(Path(sys.argv[1]), log=lambda m: print(f"[{time.perf_counter() - start:5.0f} s] {m}", flush=True))
-    print(json.dumps(suite.accuracy, indent=1))
-
-
-if __name__ == "__main__":
-    main()
