@@ -23,6 +23,16 @@ def tiny_vit(seed: int = 0):
     return ViTForImageClassification(cfg).eval()
 
 
+def commit_task_vectors(repo, root: Path, make, n: int = 3) -> list[dict]:
+    """Commit ``make(path, i)`` (which saves and returns a task vector) on branch task/i, i < n."""
+    tvs = []
+    for i in range(n):
+        path = root / f"t{i}.safetensors"
+        tvs.append(make(path, i))
+        repo.commit(path, f"task {i}", branch=f"task/{i}")
+    return tvs
+
+
 def lora_adapter(model, out: Path, seed: int, targets=("q_proj", "v_proj"), r: int = 4, alpha: int = 8, **kw):
     """A peft LoRA with random (non-zero) A and B, saved to ``out``."""
     from peft import LoraConfig, get_peft_model

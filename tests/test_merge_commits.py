@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import commit_task_vectors
 from dithub import Repo
 from dithub.errors import BadInput, IncompatibleAdapters
 from dithub.merging import replay_merge
@@ -23,11 +24,7 @@ def _tv(path, seed, shape=(16, 8), dtype=torch.float32, names=("a.weight", "b.bi
 @pytest.fixture
 def three(tmp_path):
     repo = Repo.init(tmp_path / "r")
-    tvs = []
-    for i in range(3):
-        tvs.append(_tv(tmp_path / f"t{i}.safetensors", i))
-        repo.commit(tmp_path / f"t{i}.safetensors", f"task {i}", branch=f"task/{i}")
-    return repo, tvs
+    return repo, commit_task_vectors(repo, tmp_path, _tv)
 
 
 def test_merge_commit_records_parents_op_and_result(three):
@@ -45,13 +42,14 @@ def test_merge_commit_records_parents_op_and_result(three):
 
 
 def test_svd_merges_average_tensors_that_are_not_matrices(tmp_path):
-    repo = Repo.init(tmp_path / "r")
-    tvs = []
-    for i in range(2):
+    def make(path, i):
         g = torch.Generator().manual_seed(i)
-        tvs.append({"w.weight": torch.randn(6, 4, generator=g), "cls": torch.randn(1, 1, 4, generator=g)})
-        save_file(tvs[-1], str(tmp_path / f"t{i}.safetensors"))
-        repo.commit(tmp_path / f"t{i}.safetensors", f"task {i}", branch=f"task/{i}")
+        tv = {"w.weight": torch.randn(6, 4, generator=g), "cls": torch.randn(1, 1, 4, generator=g)}
+        save_file(tv, str(path))
+        return tv
+
+    repo = Repo.init(tmp_path / "r")
+    tvs = commit_task_vectors(repo, tmp_path, make, n=2)
     repo.merge(["task/0", "task/1"], "tsv", into="m")
     tree = repo.tree_of("m")
     got = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors["cls"].id).data), dtype=torch.float32)

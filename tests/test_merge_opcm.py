@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from conftest import commit_task_vectors
 from dithub import Repo
 from dithub.errors import BadInput
 from dithub.formats import to_torch
@@ -41,10 +42,7 @@ def _tv(path, seed):
 
 def test_running_merge_over_commits(tmp_path):
     repo = Repo.init(tmp_path / "r")
-    tvs = []
-    for i in range(3):
-        tvs.append(_tv(tmp_path / f"t{i}.safetensors", i))
-        repo.commit(tmp_path / f"t{i}.safetensors", f"t{i}", branch=f"task/{i}")
+    tvs = commit_task_vectors(repo, tmp_path, _tv)
     first = repo.merge(["task/0"], "opcm", into="cl")
     load = lambda rev, n: to_torch(repo.store.read_tensor(repo.tree_of(rev).tensors[n].id))  # noqa: E731
     assert torch.equal(load("cl", "w"), tvs[0]["w"])

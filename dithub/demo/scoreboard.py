@@ -40,5 +40,6 @@ def score(repo: Repo, rev: str, domains: Sequence[str], scale: float = 1.0) -> d
     base = repo.store.read_tree(commit.base)
     tree = repo.store.read_tree(commit.tree)
     model = load_base_model(repo, base) if tree.kind == "full" else ScaledAdapter(repo, base, tree).set_scale(scale)
-    return {d: evaluate(model, domain_split(d).x_test, domain_split(d).y_test) for d in domains}
+    splits = {d: domain_split(d) for d in domains}
+    return {d: evaluate(model, split.x_test, split.y_test) for d, split in splits.items()}
 

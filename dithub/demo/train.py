@@ -70,32 +70,27 @@ def train_lora(base_dir: Path, split: Split, out: Path, *, seed: int = 0, rank: 
 def train_full(base_dir: Path, split: Split, *, seed: int = 0, epochs: int = 15, lr: float = 1e-3) -> tuple[dict[str, Tensor], float]:
     """Fully fine-tune the base on ``split`` (head frozen); return the task vector θ_t − θ_0
     keyed by the checkpoint's tensor names, and the fine-tuned model's test accuracy."""
+    import json
+
     from safetensors.torch import load_file
     from transformers import ViTForImageClassification
+
+    from ..formats.hf_names import model_names
 
     model = ViTForImageClassification.from_pretrained(base_dir)
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith("classifier"))
     _fit(model, split, epochs=epochs, lr=lr, seed=seed)
     acc = evaluate(model, split.x_test, split.y_test)
-    with torch.no_grad():
-        tuned = dict(model.named_parameters())
+    tuned = dict(model.named_parameters())
     base = load_file(str(base_dir / "model.safetensors"))
-    from ..formats.hf_names import model_names
-
-    names = model_names(_config(base_dir), base)  # checkpoint key -> loaded model name
+    names = model_names(json.loads((base_dir / "config.json").read_text()), base)  # checkpoint key -> model name
     tau = {}
     for key, w0 in base.items():
         w = tuned.get(names.get(key, key))
         if w is not None and not key.startswith("classifier"):
             tau[key] = (w.detach() - w0).contiguous()
     return tau, acc
-
-
-def _config(base_dir: Path) -> dict:
-    import json
-
-    return json.loads((base_dir / "config.json").read_text())
 
 
 @torch.no_grad()
