@@ -2,8 +2,9 @@
 
 For each method (defaults as registered): the mean absolute accuracy over the eight domains and the
 normalized accuracy (per domain, merged / that domain's own adapter, averaged), on full fine-tune
-task vectors and on rank-8 LoRA adapters; LoRA-native methods on LoRA only. Sequential merging
-(OPCM) in three task orders. The suite is examples/digits (shipped; --suite DIR builds another).
+task vectors and on rank-8 LoRA adapters; LoRA-native methods on LoRA only. Also the
+class-incremental split (noisy digits, one rank-8 LoRA per pair of classes, shared 10-way head,
+scored on each pair's test images). Sequential merging (OPCM) in three task orders. The suite is examples/digits (shipped; --suite DIR builds another).
 Writes docs/accuracy.json and, with matplotlib, docs/accuracy.png; prints a table.
 
     python benchmarks/accuracy.py [--suite DIR] [--out docs]
@@ -27,6 +28,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 warnings.filterwarnings("ignore")
 
+KINDS = {"full": "8 domains, task vectors", "lora": "8 domains, LoRA r8", "class": "5 class pairs, LoRA r8"}
 SKIPPED = {"ema": "blends two versions of one class module (old, new); not a merge of eight tasks"}
 
 
@@ -45,7 +47,7 @@ def main() -> None:
     from rich.table import Table
 
     from dithub import Repo
-    from dithub.demo import DOMAINS, Row, build_suite, score
+    from dithub.demo import CLASS_TASKS, DOMAINS, Row, build_suite, score
     from dithub.merge import REGISTRY
 
     console = Console()
@@ -56,20 +58,25 @@ def main() -> None:
     for d in domains:
         repo.commit(suite.lora(d), d, branch=f"lora/{d}", base="vit-v1")
         repo.commit(suite.task_vector(d), d, branch=f"tv/{d}", base="vit-v1")
+    for t in CLASS_TASKS:
+        repo.commit(suite.lora(t), t, branch=t, base="vit-v1")
     results: list[dict] = []
 
     def record(kind: str, method: str, rev: str, seconds: float, reference: dict[str, float], note: str = "") -> None:
-        row = Row(method, score(repo, rev, domains))
+        row = Row(method, score(repo, rev, list(reference)))
         results.append({"kind": kind, "method": method, "note": note, "per_domain": row.accuracy,
                         "mean": row.mean(), "normalized": row.normalized(reference), "merge_seconds": seconds})
 
-    zero = Row("zero-shot", score(repo, "lora/original", domains, scale=0.0))
-    for kind, prefix, ref in (("full", "tv", suite.accuracy["full"]), ("lora", "lora", suite.accuracy["lora"])):
+    lora_ref = {d: suite.accuracy["lora"][d] for d in domains}
+    class_ref = {t: suite.accuracy["lora"][t] for t in CLASS_TASKS}
+    kinds = {"full": ([f"tv/{d}" for d in domains], suite.accuracy["full"]),
+             "lora": ([f"lora/{d}" for d in domains], lora_ref), "class": (list(CLASS_TASKS), class_ref)}
+    for kind, (inputs, ref) in kinds.items():
+        zero = Row("zero-shot", score(repo, inputs[0], list(ref), scale=0.0))
         results.append({"kind": kind, "method": "individual", "note": "each adapter on its own domain",
                         "per_domain": ref, "mean": sum(ref.values()) / len(ref), "normalized": 1.0, "merge_seconds": 0})
         results.append({"kind": kind, "method": "zero-shot", "note": "vit-v1 without adapters", "per_domain": zero.accuracy,
                         "mean": zero.mean(), "normalized": zero.normalized(ref), "merge_seconds": 0})
-        inputs = [f"{prefix}/{d}" for d in domains]
         for name, m in sorted(REGISTRY.items()):
             if name in SKIPPED or (kind == "full" and m.space == "lora"):
                 continue
@@ -77,16 +84,16 @@ def main() -> None:
                 t0 = time.perf_counter()
                 repo.merge(inputs, name, into=f"merged/{kind}-{name}")
                 record(kind, name, f"merged/{kind}-{name}", time.perf_counter() - t0, ref)
-        for label, order in orders(domains).items():
+        for label, order in orders(inputs).items():
             with console.status(f"{kind}: opcm, {label}"):
                 t0 = time.perf_counter()
                 branch = f"merged/{kind}-opcm-{label.split()[0]}"
-                repo.merge([f"{prefix}/{d}" for d in order], "opcm", into=branch)
+                repo.merge(order, "opcm", into=branch)
                 record(kind, "opcm", branch, time.perf_counter() - t0, ref, note=label)
-    table = Table(title="eight digit domains: mean accuracy % (normalized %) per method")
+    table = Table(title="digits: mean accuracy % (normalized %) per method")
     table.add_column("method")
-    table.add_column("task vectors (full fine-tune)", justify="right")
-    table.add_column("LoRA rank 8", justify="right")
+    for kind in KINDS.values():
+        table.add_column(kind, justify="right")
     keys = []
     for r in results:
         key = (r["method"], r["note"] if r["method"] == "opcm" else "")
@@ -94,7 +101,7 @@ def main() -> None:
             keys.append(key)
     for method, note in keys:
         cells = []
-        for kind in ("full", "lora"):
+        for kind in KINDS:
             r = next((x for x in results if x["kind"] == kind and x["method"] == method
                       and (method != "opcm" or x["note"] == note)), None)
             cells.append(f"{100 * r['mean']:.1f} ({100 * r['normalized']:.1f})" if r else "—")
@@ -103,8 +110,9 @@ def main() -> None:
     console.print("not run: " + "; ".join(f"{k}: {v}" for k, v in SKIPPED.items()))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "accuracy.json").write_text(json.dumps({
-        "date": time.strftime("%Y-%m-%d"), "suite": str(args.suite), "domains": domains,
-        "recipe": json.loads((suite.root / "suite.json").read_text())["recipe"], "results": results}, indent=1))
+        "date": time.strftime("%Y-%m-%d"), "suite": str(args.suite), "domains": domains, "class_tasks": list(CLASS_TASKS),
+        "kinds": KINDS, "recipe": json.loads((suite.root / "suite.json").read_text())["recipe"],
+        "class_recipe": json.loads((suite.root / "classes.json").read_text())["recipe"], "results": results}, indent=1))
     console.print(f"wrote {args.out / 'accuracy.json'}")
     try:
         chart(results, args.out / "accuracy.png")
@@ -114,7 +122,7 @@ def main() -> None:
 
 
 def chart(results: list[dict], path: Path) -> None:
-    """Grouped bars: normalized accuracy per method, task vectors and LoRA side by side."""
+    """Grouped bars: normalized accuracy per method, one bar per kind of input side by side."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -126,18 +134,19 @@ def chart(results: list[dict], path: Path) -> None:
         if label not in labels:
             labels.append(label)
     fig, ax = plt.subplots(figsize=(max(8, 0.7 * len(labels)), 4))
-    for i, (kind, color) in enumerate((("full", "#4c72b0"), ("lora", "#dd8452"))):
+    width = 0.8 / len(KINDS)
+    for i, (kind, color) in enumerate(zip(KINDS, ("#4c72b0", "#dd8452", "#55a868"))):
         values = []
         for label in labels:
             method, _, note = label.partition("\n")
             r = next((x for x in results if x["kind"] == kind and x["method"] == method
                       and (not note or x["note"].startswith(note))), None)
             values.append(100 * r["normalized"] if r else 0)
-        ax.bar([j + (i - 0.5) * 0.4 for j in range(len(labels))], values, 0.4, color=color,
-               label="task vectors" if kind == "full" else "LoRA rank 8")
+        ax.bar([j + (i - (len(KINDS) - 1) / 2) * width for j in range(len(labels))], values, width, color=color,
+               label=KINDS[kind])
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=8)
     ax.set_ylabel("normalized accuracy %")
-    ax.set_title("Merging eight digit-domain adapters (tiny ViT)")
+    ax.set_title("Merging digit adapters (tiny ViT): eight domains; five class pairs")
     ax.axhline(100, color="grey", lw=0.5)
     ax.legend()
     fig.tight_layout()

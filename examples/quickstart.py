@@ -32,10 +32,11 @@ from rich.table import Table  # noqa: E402
 
 from dithub import Repo  # noqa: E402
 from dithub.cli import main as dithub  # noqa: E402
-from dithub.demo import DOMAINS, Row, build_suite, score  # noqa: E402
+from dithub.demo import CLASS_TASKS, DOMAINS, Row, build_suite, score  # noqa: E402
 
 LORA_MERGES = ["task_arithmetic", "ties", "tsv", "iso_cts", "core_space", "mean_ba"]
 FULL_MERGES = ["task_arithmetic", "ties", "magmax", "tsv", "iso_cts"]
+CLASS_MERGES = ["task_arithmetic", "ties", "iso_c", "iso_cts", "mean_ba"]
 SHIPPED = Path(__file__).resolve().parent / "digits"
 console = Console(width=max(Console().width, 120))  # the tables need the room
 
@@ -74,7 +75,7 @@ def main() -> None:
     console.print(f"Working in {work}")
     with console.status("training the bases and adapters") as status:
         suite = build_suite(work / "suite" if args.retrain else SHIPPED, log=lambda m: status.update(m))
-    console.print(f"bases and 16 adapters from {suite.root} (made by examples/make_digits.py)")
+    console.print(f"bases and {2 * len(DOMAINS) + len(CLASS_TASKS)} adapters from {suite.root} (made by examples/make_digits.py)")
     domains = list(DOMAINS)
     repo = work / "repo"
     if repo.exists():
@@ -108,14 +109,21 @@ def main() -> None:
         r.merge(tvs, m, into=f"merged/tv-{m}", message=f"eight domains, {m}")
     console.print(f"(and from Python, Repo.merge: the LoRA adapters with {', '.join(LORA_MERGES)}; "
                   f"the task vectors with {', '.join(FULL_MERGES)})")
+    for task in CLASS_TASKS:  # class-incremental: one branch per pair of classes, as DitHub keeps them
+        r.commit(suite.lora(task), f"LoRA for {task} (noisy digits)", branch=task, base="vit-v1")
+    for m in CLASS_MERGES:
+        r.merge(list(CLASS_TASKS), m, into=f"merged/class-{m}", message=f"five class pairs, {m}")
+    console.print(f"(the class-incremental split: {', '.join(CLASS_TASKS)} committed and merged with "
+                  f"{', '.join(CLASS_MERGES)})")
     run("log merged/lora-ties --graph -n 4", repo)
     run(f"checkout lora/rot90 -o {work / 'out/rot90'}", repo)
     run(f"export merged/lora-ties --merged -o {work / 'out/ties-full'}", repo)
     run("fsck", repo)
 
     with console.status("evaluating"):
-        lora_ref = suite.accuracy["lora"]
+        lora_ref = {d: suite.accuracy["lora"][d] for d in domains}
         full_ref = suite.accuracy["full"]
+        class_ref = {t: suite.accuracy["lora"][t] for t in CLASS_TASKS}
         zero_shot = Row("zero-shot", score(r, "lora/original", domains, scale=0.0))
         rows = [zero_shot, Row("individual", lora_ref)]
         rows += [Row(m, score(r, f"merged/lora-{m}", domains)) for m in LORA_MERGES]
@@ -124,8 +132,14 @@ def main() -> None:
         rows = [zero_shot, Row("individual", full_ref)]
         rows += [Row(m, score(r, f"merged/tv-{m}", domains)) for m in FULL_MERGES]
         full_table = table(rows, domains, full_ref, "Full fine-tunes (task vectors) merged: accuracy % per domain")
+        tasks = list(CLASS_TASKS)
+        rows = [Row("zero-shot", score(r, tasks[0], tasks, scale=0.0)), Row("individual", class_ref)]
+        rows += [Row(m, score(r, f"merged/class-{m}", tasks)) for m in CLASS_MERGES]
+        class_table = table(rows, tasks, class_ref, "Class-incremental (noisy digits, one LoRA per pair of classes, "
+                            "shared 10-way head) merged: accuracy % on each pair's test images")
     console.print(lora_table)
     console.print(full_table)
+    console.print(class_table)
     console.print(f"done in {time.perf_counter() - start:.0f} s; the repository is {repo}")
 
 

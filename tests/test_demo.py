@@ -8,7 +8,7 @@ import torch
 from transformers import ViTForImageClassification
 
 from dithub import Repo
-from dithub.demo import DOMAINS, build_suite, domain_split, evaluate, score, train_base, train_full, train_lora
+from dithub.demo import CLASS_TASKS, DOMAINS, build_suite, class_split, domain_split, task_split, evaluate, score, train_base, train_full, train_lora
 from dithub.demo.suite import RECIPE
 from dithub.errors import BadInput
 
@@ -34,6 +34,20 @@ def test_domains_are_fixed_distinct_views_of_the_same_digits():
         domain_split("sepia")
 
 
+def test_class_tasks_hold_only_their_classes_and_partition_the_domain():
+    noisy = domain_split("noisy")
+    splits = [task_split(t) for t in CLASS_TASKS]
+    for task, split in zip(CLASS_TASKS, splits):
+        wanted = {int(c) for c in task.removeprefix("class/").split("-")}
+        assert set(split.y_train.tolist()) == wanted and set(split.y_test.tolist()) == wanted
+        assert torch.equal(split.x_test, class_split(tuple(sorted(wanted))).x_test)
+    assert sum(len(s.y_test) for s in splits) == len(noisy.y_test)  # every noisy test image in exactly one task
+    assert task_split("rot90").x_test.equal(domain_split("rot90").x_test)
+    for bad in ("class/1-x", "class/", "class/3-12"):
+        with pytest.raises(BadInput, match="bad class task"):
+            task_split(bad)
+
+
 def test_a_short_pre_training_beats_chance():
     split = domain_split("original")
     model = train_base(split, seed=0, epochs=3)
@@ -50,6 +64,8 @@ def test_adapters_beat_the_base_on_their_own_domain(suite, tmp_path):
     for d in DOMAINS:  # the shipped adapters too, each on its own domain
         assert suite.accuracy["lora"][d] > suite.accuracy["base"][d] or suite.accuracy["base"][d] > 0.9
         assert suite.accuracy["full"][d] > suite.accuracy["base"][d] or suite.accuracy["base"][d] > 0.9
+    for t in CLASS_TASKS:  # and each class pair's adapter on its own pair's images
+        assert suite.accuracy["lora"][t] > suite.accuracy["base"][t] + 0.2
 
 
 def test_shipped_suite_matches_its_recipe_and_scores_reproduce(suite):

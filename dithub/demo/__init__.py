@@ -4,12 +4,12 @@ seconds, deterministically from seeds; the quickstart, the accuracy benchmark an
 
 Needs scikit-learn (the ``demo`` extra) for the digits.
 """
-from .digits import DOMAINS, Split, class_split, domain_split
+from .digits import CLASS_TASKS, DOMAINS, Split, class_split, domain_split, task_split
 from .scoreboard import Row, score
 from .suite import Suite, build_suite
 from .train import LORA_TARGETS, evaluate, make_vit, train_base, train_full, train_lora
 
 __all__ = [
-    "DOMAINS", "LORA_TARGETS", "Row", "Split", "Suite", "build_suite", "class_split", "domain_split",
-    "evaluate", "make_vit", "score", "train_base", "train_full", "train_lora",
+    "CLASS_TASKS", "DOMAINS", "LORA_TARGETS", "Row", "Split", "Suite", "build_suite", "class_split", "domain_split",
+    "evaluate", "make_vit", "score", "task_split", "train_base", "train_full", "train_lora",
 ]

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .digits import domain_split
+from .digits import task_split
 from .train import evaluate
 
 if TYPE_CHECKING:
@@ -29,8 +29,9 @@ class Row:
         return sum(a / reference[d] for d, a in self.accuracy.items()) / max(1, len(self.accuracy))
 
 
-def score(repo: Repo, rev: str, domains: Sequence[str], scale: float = 1.0) -> dict[str, float]:
-    """Accuracy on each domain's test split of ``rev``'s adapter applied to its base."""
+def score(repo: Repo, rev: str, tasks: Sequence[str], scale: float = 1.0) -> dict[str, float]:
+    """Accuracy on each task's test split (a domain, or a class task ``class/0-1``) of ``rev``'s
+    adapter applied to its base, always 10-way."""
     from ..errors import BadInput
     from ..eval import ScaledAdapter, load_base_model
 
@@ -40,6 +41,6 @@ def score(repo: Repo, rev: str, domains: Sequence[str], scale: float = 1.0) -> d
     base = repo.store.read_tree(commit.base)
     tree = repo.store.read_tree(commit.tree)
     model = load_base_model(repo, base) if tree.kind == "full" else ScaledAdapter(repo, base, tree).set_scale(scale)
-    splits = {d: domain_split(d) for d in domains}
+    splits = {t: task_split(t) for t in tasks}
     return {d: evaluate(model, split.x_test, split.y_test) for d, split in splits.items()}
 
