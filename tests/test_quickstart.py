@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from dithub import Repo
-from dithub.demo import CLASS_TASKS, DOMAINS
+from dithub.demo import CLASS_TASKS, DOMAINS, TEXT_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,7 +24,7 @@ def test_quickstart(tmp_path):
     # the table's "individual" rows are the shipped adapters' own accuracies
     shipped = json.loads((ROOT / "examples" / "digits" / "suite.json").read_text())["accuracy"]
     rows = [line for line in res.stdout.splitlines() if line.startswith("│ individual")]
-    assert len(rows) == 3
+    assert len(rows) == 4
     for row, kind in zip(rows, ("lora", "full")):
         cells = [c.strip() for c in row.split("│") if c.strip()]
         assert cells[1:9] == [f"{100 * shipped[kind][d]:.1f}" for d in DOMAINS]
@@ -32,6 +32,11 @@ def test_quickstart(tmp_path):
     by_class = json.loads((ROOT / "examples" / "digits" / "classes.json").read_text())["accuracy"]["lora"]
     cells = [c.strip() for c in rows[2].split("│") if c.strip()]
     assert cells[1:6] == [f"{100 * by_class[t]:.1f}" for t in CLASS_TASKS]
+    text = json.loads((ROOT / "examples" / "minilm" / "text.json").read_text())["accuracy"]["lora"]
+    cells = [c.strip() for c in rows[3].split("│") if c.strip()]
+    assert cells[1:4] == [f"{100 * text[t]:.1f}" for t in TEXT_TASKS]
+    assert repo.commit_object("merged/text-tsv").parents == [repo.resolve(f"text/{t}") for t in TEXT_TASKS]
+    assert repo.store.read_tree(repo.commit_object("text/intent").base).kind == "full"  # MiniLM is a stored base
     # the class-incremental branches, one per pair of classes, merged
     assert repo.commit_object("merged/class-iso_cts").parents == [repo.resolve(t) for t in CLASS_TASKS]
     # checkout wrote back the committed adapter's tensors bit for bit

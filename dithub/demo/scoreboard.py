@@ -13,6 +13,8 @@ from .digits import task_split
 from .train import evaluate
 
 if TYPE_CHECKING:
+    import torch
+
     from ..repo import Repo
 
 
@@ -29,9 +31,8 @@ class Row:
         return sum(a / reference[d] for d, a in self.accuracy.items()) / max(1, len(self.accuracy))
 
 
-def score(repo: Repo, rev: str, tasks: Sequence[str], scale: float = 1.0) -> dict[str, float]:
-    """Accuracy on each task's test split (a domain, or a class task ``class/0-1``) of ``rev``'s
-    adapter applied to its base, always 10-way."""
+def _model(repo: Repo, rev: str, scale: float) -> torch.nn.Module:
+    """``rev``'s base model with ``scale`` times its adapter applied (a full tree: as stored)."""
     from ..errors import BadInput
     from ..eval import ScaledAdapter, load_base_model
 
@@ -40,7 +41,21 @@ def score(repo: Repo, rev: str, tasks: Sequence[str], scale: float = 1.0) -> dic
         raise BadInput(f"{rev} records no base checkpoint to evaluate it on", "commit it with --base NAME")
     base = repo.store.read_tree(commit.base)
     tree = repo.store.read_tree(commit.tree)
-    model = load_base_model(repo, base) if tree.kind == "full" else ScaledAdapter(repo, base, tree).set_scale(scale)
-    splits = {t: task_split(t) for t in tasks}
-    return {d: evaluate(model, split.x_test, split.y_test) for d, split in splits.items()}
+    return load_base_model(repo, base) if tree.kind == "full" else ScaledAdapter(repo, base, tree).set_scale(scale)
 
+
+def score(repo: Repo, rev: str, tasks: Sequence[str], scale: float = 1.0) -> dict[str, float]:
+    """Accuracy on each task's test split (a domain, or a class task ``class/0-1``) of ``rev``'s
+    adapter applied to its base, always 10-way."""
+    model = _model(repo, rev, scale)
+    splits = {t: task_split(t) for t in tasks}
+    return {t: evaluate(model, split.x_test, split.y_test) for t, split in splits.items()}
+
+
+def score_text(repo: Repo, rev: str, tasks: Sequence[str], scale: float = 1.0) -> dict[str, float]:
+    """Accuracy on each text task's held-out sentences of ``rev``'s adapter on its MiniLM base."""
+    from .text import SentenceClassifier, minilm_dir, text_split
+
+    model = _model(repo, rev, scale)
+    classifier = SentenceClassifier(minilm_dir())
+    return {t: classifier.accuracy(model, t, text_split(t).test) for t in tasks}

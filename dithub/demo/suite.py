@@ -48,7 +48,7 @@ class Suite:
         return self.root / "probes" / f"{task}.safetensors"
 
 
-def _saved(path: Path, recipe: dict) -> dict | None:
+def saved_accuracy(path: Path, recipe: dict) -> dict | None:
     """The accuracies recorded in ``path`` when it was built with ``recipe``."""
     if path.exists():
         saved = json.loads(path.read_text())
@@ -80,13 +80,13 @@ def build_suite(root: Path, domains: Sequence[str] = tuple(DOMAINS), *, full: bo
     hf_logging.disable_progress_bar()
     root = Path(root)
     recipe = {**RECIPE, "domains": list(domains), "full": full}
-    accuracy = _saved(root / "suite.json", recipe)
+    accuracy = saved_accuracy(root / "suite.json", recipe)
     if accuracy is None:
         accuracy = _build_domains(root, domains, full, log)
         (root / "suite.json").write_text(json.dumps({"recipe": recipe, "accuracy": accuracy}, indent=1))
     tasks = list(domains)
     if classes:
-        by_class = _saved(root / "classes.json", CLASS_RECIPE)
+        by_class = saved_accuracy(root / "classes.json", CLASS_RECIPE)
         if by_class is None:
             by_class = _build_classes(root, log)
             (root / "classes.json").write_text(json.dumps({"recipe": CLASS_RECIPE, "accuracy": by_class}, indent=1))

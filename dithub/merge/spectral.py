@@ -11,8 +11,14 @@
   the spectrum flattened to the mean; scaled by α = 1.
 
 Only 2-D weights are decomposed; the executor averages every other tensor (biases, norms,
-embeddings of other ranks, convolution kernels), as the reference code does. The papers tune α on validation data (``--alpha auto`` will sweep it); defaults follow the
-reference code (fusion_bench). Decompositions run in fp32 (fp64 inputs stay fp64).
+embeddings of other ranks, convolution kernels), as the reference code does. The papers tune α on
+validation data (``--alpha auto --probe`` sweeps it); defaults follow the reference code
+(fusion_bench, danielm1405/iso-merging). Decompositions run in fp32 (fp64 inputs stay fp64).
+
+Iso-C/Iso-CTS flatten *every* singular value, as defined; they are meant for full-rank task vectors.
+On a low-rank sum (LoRA adapters: rank ≤ T·r) the flattening spreads the energy over directions that
+complete the null space arbitrarily, and the merged update stays near zero in the tasks' directions
+(docs/benchmarks.md, MiniLM).
 """
 from __future__ import annotations
 
