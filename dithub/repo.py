@@ -22,6 +22,7 @@ from .store import (
 from .store.objects import tensor_header
 
 if TYPE_CHECKING:
+    from .rebasing import RebaseResult
     from .diff import DiffResult
     from .merging import MergePlan
 
@@ -430,6 +431,31 @@ class Repo:
 
         tree_id = run_merge(self, self.plan_merge(revs, method, params), progress)
         return self._write_out(self.store.read_tree(tree_id), out, progress)
+
+    def rebase(
+        self, onto: str, branch: str | None = None, method: str = "transfusion", params: dict | None = None, *,
+        all_branches: bool = False, tip_only: bool = False, alpha: float | str = 1.0, probe: str | None = None,
+        author: str | None = None, progress: ProgressFactory = no_progress,
+    ) -> list[RebaseResult]:
+        """Move ``branch`` (default: the current one; with ``all_branches``, every branch whose head
+        is on another base) onto base ``onto`` with a rebase method; see ``dithub.rebasing``."""
+        from .rebasing import rebase
+
+        if all_branches:
+            if branch is not None:
+                raise BadInput("give a branch or --all, not both")
+            new_tree = self.store.read_commit(self.bases()[onto]).tree if onto in self.bases() else None
+            branches = [b for b, oid in sorted(self.branches().items())
+                        if (c := self.store.read_commit(oid)).base is not None and c.base != new_tree]
+            if not branches:
+                raise BadInput(f"no branch has a head on a base other than {onto!r}", "nothing to rebase")
+        else:
+            branch = branch or self.current_branch()
+            if branch is None:
+                raise BadInput("HEAD is detached", "name the BRANCH to rebase")
+            branches = [branch]
+        return rebase(self, onto, branches, method, params, alpha=alpha, probe=probe, tip_only=tip_only,
+                      author=author or default_author(), progress=progress)
 
     # -- maintenance ------------------------------------------------------
     def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:

@@ -2,5 +2,8 @@
 from .metrics import accuracy
 from .model import ScaledAdapter, load_base_model
 from .probe import Probe, load_probe
+from .signals import linear_activations, majority_descent_signs
 
-__all__ = ["accuracy", "ScaledAdapter", "load_base_model", "Probe", "load_probe"]
+__all__ = [
+    "accuracy", "ScaledAdapter", "load_base_model", "Probe", "load_probe", "linear_activations", "majority_descent_signs",
+]

@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
 from ..errors import BadInput
+from ..params import Algorithm
 
 MergeFn = Callable[..., Tensor]
 
 
 @dataclass(frozen=True)
-class MergeMethod:
-    """A registered method: its function, paper, defaults and what it needs."""
+class MergeMethod(Algorithm):
+    """A registered merge method: its function, paper, defaults and what it needs."""
 
-    name: str
-    fn: MergeFn
-    paper: str
-    defaults: dict[str, Any] = field(default_factory=dict)
     random: bool = False
     space: str = "full"
     """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1."""
@@ -43,38 +40,11 @@ class MergeMethod:
         """The parameter that scales the merged update last (what ``--alpha`` sets), if any."""
         return next((p for p in ("alpha", "lam") if p in self.defaults), None)
 
-    def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Defaults overridden by ``given``; unknown names and wrong types are BadInput."""
-        given = dict(given or {})
-        unknown = sorted(set(given) - set(self.defaults))
-        if unknown:
-            valid = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items()) or "none"
-            raise BadInput(f"method {self.name!r} has no parameter {unknown[0]!r}", f"valid parameters: {valid}")
-        out = dict(self.defaults)
-        for k, v in given.items():
-            out[k] = _coerce(self.name, k, v, self.defaults[k])
-        return out
-
     def __call__(self, vectors: Sequence[Any], *, key: str = "", **params: Any) -> Any:
         full = self.params(params)
         if self.random:
             full["key"] = key
         return self.fn(vectors, **full)
-
-
-def _coerce(method: str, name: str, value: Any, default: Any) -> Any:
-    """Parse ``value`` (often a CLI string) to the type of the default."""
-    kind = type(default)
-    try:
-        if kind is bool and isinstance(value, str):
-            if value.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(value)
-            return value.lower() in ("true", "1", "yes")
-        if kind in (int, float, str, bool):
-            return kind(value)
-    except (TypeError, ValueError):
-        raise BadInput(f"parameter {name!r} of {method!r} must be {kind.__name__}, got {value!r}") from None
-    return value
 
 
 REGISTRY: dict[str, MergeMethod] = {}

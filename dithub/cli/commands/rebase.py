@@ -1,0 +1,44 @@
+"""dithub rebase"""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ..options import Json
+from ..output import emit, out, progress_bars, short
+from ..state import repo as open_repo
+from .merge import _params
+
+# kept in step with dithub.rebase.REGISTRY by a test (importing it here would load torch at start-up)
+METHODS = ("naive", "transfusion", "gradfix", "theseus")
+
+
+def rebase(
+    ctx: typer.Context,
+    branch: Annotated[str | None, typer.Argument(help="Branch to rebase (default: the current one).")] = None,
+    onto: Annotated[str, typer.Option("--onto", help="The base to move onto (a name from `dithub base list`).")] = ...,  # type: ignore[assignment]
+    method: Annotated[str, typer.Option("--method", help=f"Rebase method: {', '.join(METHODS)}.")] = "transfusion",
+    param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
+    probe: Annotated[str | None, typer.Option("--probe", help="Probe set (gradfix: inputs and labels; theseus: inputs): .safetensors or module:function.")] = None,
+    alpha: Annotated[str, typer.Option("--alpha", help="Scale of the moved update, or 'auto' (best on --probe).")] = "1.0",
+    all_branches: Annotated[bool, typer.Option("--all", help="Rebase every branch whose head is on another base.")] = False,
+    tip: Annotated[bool, typer.Option("--tip", help="Rewrite only the branch's head commit.")] = False,
+    as_json: Json = False,
+) -> None:
+    """Move a branch's adapters onto another base checkpoint (new commits; ORIG_HEAD keeps the old head)."""
+    repo = open_repo(ctx)
+    with progress_bars() as progress:
+        results = repo.rebase(onto, branch, method, _params(param or []), all_branches=all_branches, tip_only=tip,
+                              alpha=alpha, probe=probe, progress=progress)
+    data = [{"branch": r.branch, "old_head": r.old_head, "new_head": r.new_head,
+             "rewritten": [{"from": a, "to": b, "alpha": r.alphas[b]} for a, b in r.rewritten]} for r in results]
+
+    def human() -> None:
+        for r in results:
+            scales = sorted(set(r.alphas.values()))
+            out.print(f"Rebased {r.branch} onto {onto} with {method}: {len(r.rewritten)} commit(s), "
+                      f"{short(r.old_head)} -> {short(r.new_head)} (alpha {', '.join(f'{a:g}' for a in scales)})")
+        out.print(f"ORIG_HEAD is {short(results[0].old_head)}")
+
+    emit(as_json, data, human)

@@ -1,0 +1,61 @@
+"""What rebase methods measure on a model with a probe: gradient signs and layer activations."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from .probe import Probe
+
+
+def _samples(probe: Probe, limit: int) -> list[tuple[Tensor, Tensor]]:
+    """The probe's first ``limit`` samples, one (input, label) pair each."""
+    out: list[tuple[Tensor, Tensor]] = []
+    for inputs, labels in probe.batches:
+        for x, y in zip(inputs, labels):
+            if len(out) == limit:
+                return out
+            out.append((x, y))
+    return out
+
+
+def majority_descent_signs(model: torch.nn.Module, probe: Probe, params: Mapping[str, str], samples: int) -> dict[str, Tensor]:
+    """Per key: sign(Σ_i sign(−∇L_i)) over the first ``samples`` probe samples, one backward each.
+
+    ``params`` maps each key to the model's parameter name; L is cross-entropy of the logits.
+    """
+    named = dict(model.named_parameters())
+    tensors = [named[p] for p in params.values()]
+    votes = [torch.zeros_like(t, dtype=torch.float32) for t in tensors]
+    key_in = getattr(model, "main_input_name", "input_ids")
+    model.eval()
+    for x, y in _samples(probe, samples):
+        logits = model(**{key_in: x.unsqueeze(0)}).logits
+        loss = torch.nn.functional.cross_entropy(logits, y.reshape(1).long())
+        for vote, g in zip(votes, torch.autograd.grad(loss, tensors)):
+            vote -= torch.sign(g.detach()).float()
+    return {key: torch.sign(v) for key, v in zip(params, votes)}
+
+
+@torch.no_grad()
+def linear_activations(model: torch.nn.Module, probe: Probe, modules: Mapping[str, str], samples: int) -> dict[str, tuple[Tensor, Tensor]]:
+    """Per key: (inputs, outputs) of the linear module named ``modules[key]`` on the first
+    ``samples`` probe inputs, every token one row: (n, d_in), (n, d_out)."""
+    seen: dict[str, list[list[Tensor]]] = {k: [[], []] for k in modules}
+    hooks = []
+    for key, name in modules.items():
+        def hook(_m: torch.nn.Module, args: tuple, out: Tensor, key: str = key) -> None:
+            seen[key][0].append(args[0].reshape(-1, args[0].shape[-1]).float())
+            seen[key][1].append(out.reshape(-1, out.shape[-1]).float())
+        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+    key_in = getattr(model, "main_input_name", "input_ids")
+    model.eval()
+    try:
+        rows = _samples(probe, samples)
+        for i in range(0, len(rows), 64):
+            model(**{key_in: torch.stack([x for x, _ in rows[i : i + 64]])})
+    finally:
+        for h in hooks:
+            h.remove()
+    return {k: (torch.cat(ins), torch.cat(outs)) for k, (ins, outs) in seen.items()}
