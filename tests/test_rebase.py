@@ -230,7 +230,7 @@ def test_theseus_recovers_the_function_across_a_rotation_and_a_width_change(tmp_
         (new_dir / "config.json").write_text(json.dumps({**config, "intermediate_size": config["intermediate_size"] + 16}))
     torch.testing.assert_close(_logits(new_dir, None, vit.pixels), _logits(vit.base_dir, None, vit.pixels), rtol=1e-4, atol=1e-5)
     torch.manual_seed(9)
-    save_file({"inputs": torch.rand(48, 1, 16, 16), "labels": torch.zeros(48, dtype=torch.long)}, str(tmp_path / "probe.safetensors"))
+    save_file({"inputs": torch.rand(48, 1, 16, 16)}, str(tmp_path / "probe.safetensors"))  # unlabelled: theseus needs none
     lora_adapter(_vit16(), tmp_path / "lora", seed=4, targets=("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"))
     repo = Repo.init(tmp_path / "repo")
     repo.base_add("vit-v1", vit.base_dir)
@@ -299,6 +299,9 @@ def test_gradfix_rebase_masks_by_independently_computed_per_sample_signs(vit, tm
     repo.commit(tmp_path / "tv.safetensors", "tv", branch="t", base="vit-v1")
     with pytest.raises(BadInput, match="needs a probe set"):
         repo.rebase("vit-v2", "t", "gradfix")
+    save_file({"inputs": x}, str(tmp_path / "unlabelled.safetensors"))
+    with pytest.raises(BadInput, match="unlabelled.safetensors: probe lacks tensor 'labels'"):
+        repo.rebase("vit-v2", "t", "gradfix", probe=str(tmp_path / "unlabelled.safetensors"))
     repo.rebase("vit-v2", "t", "gradfix", {"samples": 10}, probe=str(tmp_path / "probe.safetensors"), alpha=0.5)
     got = load_file(str(repo.export("t", tmp_path / "moved")))[key]
     model = ViTForImageClassification.from_pretrained(new_dir).eval()  # independently: .grad, one sample at a time
@@ -404,3 +407,40 @@ def test_cli_lists_every_registered_rebase_method():
     from dithub.rebase import REGISTRY
 
     assert set(METHODS) == set(REGISTRY)
+
+
+def test_rebase_alpha_auto_picks_the_best_scale_on_the_probe(tmp_path):
+    from peft import PeftModel
+    from transformers import ViTForImageClassification
+
+    from dithub.demo import domain_split
+    from dithub.merging import AUTO_GRID
+
+    suite = Path(__file__).resolve().parents[1] / "examples" / "digits"
+    split = domain_split("original")
+    x, y = split.x_train[:64].contiguous(), split.y_train[:64].contiguous()
+    save_file({"inputs": x, "labels": y}, str(tmp_path / "probe.safetensors"))
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("vit-v1", suite / "bases" / "vit-v1")
+    repo.base_add("vit-v2", suite / "bases" / "vit-v2")
+    repo.commit(suite / "lora" / "original", "original", branch="a", base="vit-v1")
+    repo.create_branch("b", "a")
+    [auto] = repo.rebase("vit-v2", "a", "naive", alpha="auto", probe=str(tmp_path / "probe.safetensors"))
+    chosen = auto.alphas[auto.new_head]
+    assert repo.commit_object("a").op.params == {"alpha": chosen}
+    # independently: the unmoved adapter with B scaled by each α, applied by peft on vit-v2
+    scored = {}
+    for a in AUTO_GRID:
+        tensors = load_file(str(suite / "lora" / "original" / "adapter_model.safetensors"))
+        out = tmp_path / f"a{a}"
+        out.mkdir()
+        shutil.copy(suite / "lora" / "original" / "adapter_config.json", out)
+        save_file({k: v * a if "lora_B" in k else v for k, v in tensors.items()}, str(out / "adapter_model.safetensors"))
+        model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(suite / "bases" / "vit-v2"), out).eval()
+        with torch.no_grad():
+            scored[a] = float((model(pixel_values=x).logits.argmax(-1) == y).float().mean())
+    best = max(scored.values())
+    assert scored[chosen] == pytest.approx(best, abs=1e-6) and chosen == min(a for a in AUTO_GRID if scored[a] >= best - 1e-6)
+    assert best > scored[1.0]  # the sweep matters here: the full update hurts on the new release
+    with pytest.raises(BadInput, match="--alpha auto picks the scale on a probe set"):
+        repo.rebase("vit-v2", "b", "naive", alpha="auto")
