@@ -59,7 +59,7 @@ def main() -> None:
         probe = work / "probes" / f"{task.replace('/', '-')}.safetensors"
         probe.parent.mkdir(parents=True, exist_ok=True)
         save_file({"inputs": split.x_train[:PROBE_SAMPLES].contiguous(), "labels": split.y_train[:PROBE_SAMPLES].contiguous()}, str(probe))
-        branch = f"{kind}/{task}"
+        branch = task if kind == "class" else f"{kind}/{task}"
         repo.commit(path, f"{kind} {task}", branch=branch, base="vit-v1")
         own = score(repo, branch, [task])[task]
         row = {"kind": kind, "task": task, "v1_own": own, "methods": {}}

@@ -58,7 +58,8 @@ class MergePlan:
         return TORCH_DTYPES[self.dtype] if self.dtype else like
 
 
-def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None) -> MergePlan:
+def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None, *,
+               min_inputs: int = 2) -> MergePlan:
     """Check that the inputs can be merged with ``method`` and plan it; writes nothing."""
     if method == "opcm":
         raise BadInput("opcm merges sequentially and has no plan", "run: dithub merge --method opcm --into BRANCH REV…")
@@ -68,7 +69,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     if dtype is not None and dtype not in OUT_DTYPES:
         raise BadInput(f"--dtype {dtype!r} is not supported", f"choose one of {', '.join(OUT_DTYPES)}")
     full_params = m.params(params)
-    if len(revs) < 2:
+    if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
     ids = [repo.resolve(r) for r in revs]
     if len(set(ids)) != len(ids):

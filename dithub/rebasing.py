@@ -166,10 +166,18 @@ def transport_tree(repo: Repo, tree: Tree, old: Tree, new: Tree, transport: Tran
                 pairs[base_key] = transport.factors(base_key, load(edit.module.a_key), load(edit.module.b_key))
     low_rank = tree.kind == "lora" and all(p is not None for p in pairs.values())
     entries: dict[str, TensorEntry] = {}
+
+    def fits(base_key: str, shape: tuple[int, ...]) -> None:
+        want = tuple(new.tensors[base_key].shape)
+        if tuple(shape) != want and not (len(want) == 2 and tuple(shape) == want[::-1] and tree.config.get("fan_in_fan_out")):
+            raise IncompatibleAdapters(f"the moved update of {base_key!r} is {list(shape)} but the new base's tensor is {list(want)}",
+                                       "this method cannot change that tensor's width; theseus moves linear layers only")
+
     for base_key, edit in edits.items():
         if edit.kind == "lora" and low_rank:
             assert edit.module is not None
             a, b = pairs[base_key]  # type: ignore[misc]
+            fits(base_key, (b.shape[0], a.shape[1]) if not edit.module.embedding else (a.shape[1], b.shape[0]))
             like = load(edit.module.b_key).dtype
             entries[edit.module.a_key] = put_tensor(repo, a.to(like).contiguous())
             entries[edit.module.b_key] = put_tensor(repo, (alpha * b.float()).to(like).contiguous())
@@ -185,6 +193,7 @@ def transport_tree(repo: Repo, tree: Tree, old: Tree, new: Tree, transport: Tran
             delta = load(edit.key)
             like, key = delta.dtype, edit.key
         moved = alpha * transport.dense(base_key, delta.float())
+        fits(base_key, tuple(moved.shape))
         if edit.kind == "replace" and low_rank:  # stays a whole module of the LoRA adapter
             entries[edit.key] = put_tensor(repo, (base(new, base_key) + moved).to(like).contiguous())
         else:

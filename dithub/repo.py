@@ -432,6 +432,47 @@ class Repo:
         tree_id = run_merge(self, self.plan_merge(revs, method, params), progress)
         return self._write_out(self.store.read_tree(tree_id), out, progress)
 
+    def describe(self, oid: ObjectId) -> str:
+        """A commit's name for messages: the branches at it, else its short id."""
+        heads = sorted(b for b, o in self.branches().items() if o == oid)
+        return " / ".join(heads) if heads else oid[:12]
+
+    def revert(
+        self, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
+        probe: str | None = None, force: bool = False, margin: float | None = None, branch: str | None = None,
+        message: str | None = None, author: str | None = None,
+    ) -> ObjectId:
+        """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new
+        commit on ``branch`` (default: the current one); see ``dithub.reverting``."""
+        from .reverting import DEFAULT_MARGIN, revert_input, undo_tree
+
+        branch = branch or self.current_branch()
+        if branch is None:
+            raise BadInput("HEAD is detached", "pass --into BRANCH")
+        check_ref_name(branch, "branch")
+        head = self.refs.resolve(HEADS + branch)
+        oid = self.resolve(rev)
+        who = author or default_author()
+        if from_merge is None:
+            if method != "exact" or alpha is not None or probe is not None or force:
+                raise BadInput("--method, --alpha, --probe and --force apply to removing an input", "pass --from MERGE")
+            if head is None:
+                raise BadInput(f"branch {branch!r} has no commits to revert on")
+            tree = undo_tree(self, oid, head)
+            base = self.store.read_commit(self.store.read_commit(oid).parents[0] if head == oid else head).base
+            op = Op("revert", None, {"reverted": oid}, [oid])
+            text = message or f"Revert {self.describe(oid)}: {self.store.read_commit(oid).message.splitlines()[0]}\n\nThis reverts commit {oid}."
+        else:
+            merge_id = self.resolve(from_merge)
+            names = (rev, from_merge)
+            tree, params = revert_input(self, oid, merge_id, method, alpha=alpha, probe=probe, force=force,
+                                        margin=DEFAULT_MARGIN if margin is None else margin, author=who, names=names)
+            base = self.store.read_commit(merge_id).base
+            op = Op("revert", method, params, [merge_id, oid])
+            text = message or f"revert: remove {rev} from {from_merge} ({method})"
+        return self.commit_tree(tree, text, branch=branch, parents=[head] if head else [], base=base, op=op,
+                                author=who, expected=head)
+
     def rebase(
         self, onto: str, branch: str | None = None, method: str = "transfusion", params: dict | None = None, *,
         all_branches: bool = False, tip_only: bool = False, alpha: float | str = 1.0, probe: str | None = None,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-
 from .errors import BadInput, IncompatibleAdapters
 from .formats.torch_io import TORCH_DTYPES, to_torch
 from .merge.sequential import DEFAULTS, opcm_accumulate
@@ -40,9 +39,28 @@ def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None 
     previous = repo.refs.resolve(ref)
     new_id = repo.resolve(rev)
     new_commit = repo.store.read_commit(new_id)
+    prev = None
+    if previous is not None:
+        prev_commit = repo.store.read_commit(previous)
+        prev = (repo.store.read_tree(prev_commit.tree), prev_commit.base)
+        if "opcm" not in prev[0].config:
+            raise BadInput(f"branch {branch!r} does not hold an OPCM merge", "start one on a new branch: --into NEW")
+    tree = opcm_step(repo, prev, new_id, alpha, progress, what=rev, where=branch)
+    parents = ([previous] if previous else []) + [new_id]
+    return repo.commit_tree(tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
+                            base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha}, [new_id]),
+                            author=author, expected=previous)
+
+
+def opcm_step(repo: Repo, previous: tuple[Tree, ObjectId | None] | None, new_id: ObjectId, alpha: float,
+              progress: ProgressFactory = no_progress, *, what: str = "", where: str = "") -> ObjectId:
+    """The tree of the running merge ``previous`` (its tree and base; None to start) with commit
+    ``new_id`` added; stored, no commit written."""
+    what, where = what or new_id[:12], where or "the running merge"
+    new_commit = repo.store.read_commit(new_id)
     new_tree = repo.store.read_tree(new_commit.tree)
     if new_tree.kind == "full":
-        raise BadInput(f"{rev} is a full checkpoint, not an adapter")
+        raise BadInput(f"{what} is a full checkpoint, not an adapter")
     specs = expanded_specs(new_tree) if new_tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in new_tree.tensors.items()}
     load_new = delta_loader(repo, new_tree, new_commit.base)
     state: dict[str, Any]
@@ -50,16 +68,13 @@ def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None 
         tensors = {n: load_new(n).double() for n in specs}
         state = {"lambda": 1.0, "norms": [_norm(tensors.values())], "alpha": alpha}
     else:
-        prev_commit = repo.store.read_commit(previous)
-        prev_tree = repo.store.read_tree(prev_commit.tree)
-        if "opcm" not in prev_tree.config:
-            raise BadInput(f"branch {branch!r} does not hold an OPCM merge", "start one on a new branch: --into NEW")
-        if prev_commit.base != new_commit.base:
-            raise IncompatibleAdapters(f"{rev} has another base checkpoint than the merge on {branch}")
+        prev_tree, prev_base = previous
+        if prev_base != new_commit.base:
+            raise IncompatibleAdapters(f"{what} has another base checkpoint than {where}")
         if set(prev_tree.tensors) != set(specs) or any(tuple(prev_tree.tensors[n].shape) != s for n, (_d, s) in specs.items()):
-            raise IncompatibleAdapters(f"{rev} does not adapt the same tensors (names, shapes) as the merge on {branch}")
+            raise IncompatibleAdapters(f"{what} does not adapt the same tensors (names, shapes) as {where}")
         state = dict(prev_tree.config["opcm"])
-        advance = progress(f"opcm: adding {rev}", len(specs))
+        advance = progress(f"opcm: adding {what}", len(specs))
         tensors, task_sq = {}, 0.0
         for name in specs:
             task = load_new(name).double()
@@ -73,15 +88,11 @@ def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None 
         tensors = {n: t / state["lambda"] for n, t in tensors.items()}
         state["alpha"] = alpha
     entries = {n: put_tensor(repo, t.to(TORCH_DTYPES[specs[n][0]])) for n, t in tensors.items()}
-    tree = repo.store.write_tree(Tree("task_vector", {"opcm": state}, entries))
-    parents = ([previous] if previous else []) + [new_id]
-    return repo.commit_tree(tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
-                            base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha}, [new_id]),
-                            author=author, expected=previous)
+    return repo.store.write_tree(Tree("task_vector", {"opcm": state}, entries))
 
 
 def _norm(tensors: Any) -> float:
     return math.sqrt(sum(float(t.pow(2).sum()) for t in tensors))
 
 
-__all__ = ["opcm_merge", "opcm_params"]
+__all__ = ["opcm_merge", "opcm_params", "opcm_step"]

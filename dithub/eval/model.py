@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
@@ -62,8 +63,15 @@ class ScaledAdapter:
         self._params = params
 
     @torch.no_grad()
-    def set_scale(self, scale: float) -> torch.nn.Module:
-        for name, w in self._base.items():
+    def set_scale(self, scale: float, others: Sequence[tuple[ScaledAdapter, float]] = ()) -> torch.nn.Module:
+        """Write W + scale·ΔW (+ s·ΔW_o for each (other adapter on the same base, s)) into the model."""
+        names = set(self._base).union(*(set(o._base) for o, _ in others))
+        for name in names:
             p = self._params[name]
-            p.copy_((w + scale * self._delta[name]).to(p.dtype))
+            w = self._base[name] if name in self._base else next(o._base[name] for o, _ in others if name in o._base)
+            total = w + scale * self._delta[name] if name in self._delta else w.clone()
+            for other, s in others:
+                if name in other._delta:
+                    total += s * other._delta[name]
+            p.copy_(total.to(p.dtype))
         return self.model

@@ -41,14 +41,20 @@ def majority_descent_signs(model: torch.nn.Module, probe: Probe, params: Mapping
 @torch.no_grad()
 def linear_activations(model: torch.nn.Module, probe: Probe, modules: Mapping[str, str], samples: int) -> dict[str, tuple[Tensor, Tensor]]:
     """Per key: (inputs, outputs) of the linear module named ``modules[key]`` on the first
-    ``samples`` probe inputs, every token one row: (n, d_in), (n, d_out)."""
+    ``samples`` probe inputs, every token one row: (n, d_in), (n, d_out). Keys whose module is not
+    an ``nn.Linear`` are left out."""
     seen: dict[str, list[list[Tensor]]] = {k: [[], []] for k in modules}
     hooks = []
     for key, name in modules.items():
+        module = model.get_submodule(name)
+        if not isinstance(module, torch.nn.Linear):
+            del seen[key]
+            continue
+
         def hook(_m: torch.nn.Module, args: tuple, out: Tensor, key: str = key) -> None:
             seen[key][0].append(args[0].reshape(-1, args[0].shape[-1]).float())
             seen[key][1].append(out.reshape(-1, out.shape[-1]).float())
-        hooks.append(model.get_submodule(name).register_forward_hook(hook))
+        hooks.append(module.register_forward_hook(hook))
     key_in = getattr(model, "main_input_name", "input_ids")
     model.eval()
     try:

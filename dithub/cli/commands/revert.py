@@ -1,0 +1,45 @@
+"""dithub revert"""
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from ...errors import BadInput
+from ..options import Json
+from ..output import emit, out, short
+from ..state import repo as open_repo
+
+METHODS = ("exact", "negation", "ntk")
+
+
+def revert(
+    ctx: typer.Context,
+    rev: Annotated[str, typer.Argument(help="The commit to undo; with --from, the input to remove from that merge.")],
+    from_merge: Annotated[str | None, typer.Option("--from", help="The merge commit to remove REV from.")] = None,
+    method: Annotated[str, typer.Option("--method", help="exact (replay the merge without REV), negation or ntk (subtract α·τ).")] = "exact",
+    alpha: Annotated[str | None, typer.Option("--alpha", help="negation/ntk: the scale subtracted (default: the merge's), or 'auto' with --probe.")] = None,
+    probe: Annotated[str | None, typer.Option("--probe", help="Retain probe set for --alpha auto (.safetensors with inputs, labels).")] = None,
+    margin: Annotated[float | None, typer.Option("--margin", help="--alpha auto: the retain accuracy it may lose (default 0.02).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Allow negation on a merge that is not a sum of its inputs.")] = False,
+    into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
+    message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
+    as_json: Json = False,
+) -> None:
+    """Undo a commit, or remove one input from a merge (unlearning), as a new commit; history is kept."""
+    if method not in METHODS:
+        raise BadInput(f"unknown revert method {method!r}", f"valid methods: {', '.join(METHODS)}")
+    value: float | str | None = alpha
+    if alpha is not None and alpha != "auto":
+        try:
+            value = float(alpha)
+        except ValueError:
+            raise BadInput(f"--alpha must be a number or auto, got {alpha!r}") from None
+    repo = open_repo(ctx)
+    oid = repo.revert(rev, from_merge=from_merge, method=method, alpha=value, probe=probe, force=force, margin=margin,
+                      branch=into, message=message)
+    commit = repo.store.read_commit(oid)
+    branch = into or repo.current_branch()
+    emit(as_json, {"id": oid, "branch": branch, "op": commit.op.to_json(), "parents": commit.parents},
+         lambda: out.print(f"{commit.message.splitlines()[0]} as {short(oid)} on {branch}"
+                           + (f" (alpha {commit.op.params['alpha']:g})" if "alpha" in commit.op.params else "")))
