@@ -19,7 +19,7 @@ import torch
 from .errors import BadInput, IncompatibleAdapters, ObjectNotFound
 from .formats.torch_io import TORCH_DTYPES
 from .merging import AUTO_GRID, delta_loader, expanded_specs, plan_merge, put_tensor, run_merge
-from .revert import is_linearized, negate
+from .revert import is_linearized, negate, remove_from_mean
 from .store import Commit, ObjectId, Op, Tree
 
 if TYPE_CHECKING:
@@ -153,7 +153,12 @@ def _scale_of(commit: Commit) -> float | None:
 
 
 def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> ObjectId:
-    """The merge's update minus α times the removed input's, in full space."""
+    """The merge's update minus α times the removed input's, in full space (tensors the merge
+    averaged lose the input from their mean)."""
+    from .merge import get_method
+
+    method = get_method(merge.op.method) if merge.op.method != "opcm" else None
+    n = len(merge.op.inputs)
     m_specs, m_load = _deltas(repo, merge)
     r_specs, r_load = _deltas(repo, removed)
     stray = sorted(set(r_specs) - set(m_specs))
@@ -162,7 +167,12 @@ def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> O
     out = {}
     for name, (dtype, shape) in m_specs.items():
         merged = m_load(name).reshape(shape)
-        out[name] = (dtype, negate(merged, r_load(name).reshape(shape), alpha) if name in r_specs else merged.float())
+        if name not in r_specs:
+            out[name] = (dtype, merged.float())
+        elif method is not None and not method.applies_to(shape) and n > 1:
+            out[name] = (dtype, remove_from_mean(merged, r_load(name).reshape(shape), n))
+        else:
+            out[name] = (dtype, negate(merged, r_load(name).reshape(shape), alpha))
     return _write(repo, out)
 
 

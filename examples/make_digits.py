@@ -1,6 +1,7 @@
-"""Train the embedded digits suite (bases, eight LoRA adapters, eight task vectors, probes) into DIR.
+"""Train the embedded digits suite (bases, eight LoRA adapters, eight task vectors, five class-pair
+LoRA adapters, probes, five linearized client task vectors) into DIR.
 
-examples/digits was made by `python examples/make_digits.py examples/digits` (about four minutes on
+examples/digits was made by `python examples/make_digits.py examples/digits` (about eight minutes on
 2 cores); the recipe is dithub/demo/suite.py's RECIPE, and a directory already built with it is kept.
 """
 from __future__ import annotations
@@ -11,14 +12,17 @@ import time
 from pathlib import Path
 
 from dithub.demo import build_suite
+from dithub.demo.federated import build_clients
 
 
 def main() -> None:
     if len(sys.argv) != 2:
         sys.exit("usage: python examples/make_digits.py DIR")
     start = time.perf_counter()
-    suite = build_suite(Path(sys.argv[1]), log=lambda m: print(f"[{time.perf_counter() - start:5.0f} s] {m}", flush=True))
-    print(json.dumps(suite.accuracy, indent=1))
+    log = lambda m: print(f"[{time.perf_counter() - start:5.0f} s] {m}", flush=True)  # noqa: E731
+    suite = build_suite(Path(sys.argv[1]), log=log)
+    clients = build_clients(suite, log=log)
+    print(json.dumps({**suite.accuracy, "linearized clients": clients["accuracy"]}, indent=1))
 
 
 if __name__ == "__main__":

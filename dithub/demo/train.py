@@ -70,27 +70,56 @@ def train_lora(base_dir: Path, split: Split, out: Path, *, seed: int = 0, rank: 
 def train_full(base_dir: Path, split: Split, *, seed: int = 0, epochs: int = 15, lr: float = 1e-3) -> tuple[dict[str, Tensor], float]:
     """Fully fine-tune the base on ``split`` (head frozen); return the task vector θ_t − θ_0
     keyed by the checkpoint's tensor names, and the fine-tuned model's test accuracy."""
-    import json
-
-    from safetensors.torch import load_file
     from transformers import ViTForImageClassification
-
-    from ..formats.hf_names import model_names
 
     model = ViTForImageClassification.from_pretrained(base_dir)
     for name, p in model.named_parameters():
         p.requires_grad_(not name.startswith("classifier"))
     _fit(model, split, epochs=epochs, lr=lr, seed=seed)
     acc = evaluate(model, split.x_test, split.y_test)
-    tuned = dict(model.named_parameters())
-    base = load_file(str(base_dir / "model.safetensors"))
-    names = model_names(json.loads((base_dir / "config.json").read_text()), base)  # checkpoint key -> model name
-    tau = {}
-    for key, w0 in base.items():
-        w = tuned.get(names.get(key, key))
-        if w is not None and not key.startswith("classifier"):
-            tau[key] = (w.detach() - w0).contiguous()
-    return tau, acc
+    base = dict(ViTForImageClassification.from_pretrained(base_dir).named_parameters())
+    deltas = {n: p.detach() - base[n].detach() for n, p in model.named_parameters() if not n.startswith("classifier")}
+    return _by_checkpoint_name(base_dir, deltas), acc
+
+
+def train_linear(base_dir: Path, split: Split, *, seed: int = 0, epochs: int = 5, lr: float = 1e-3, batch: int = 64) -> tuple[dict[str, Tensor], float]:
+    """Fine-tune the linearized base f(x; θ0) + J·δ on ``split`` (head frozen; ``dithub.train``);
+    return δ keyed by checkpoint names, and the accuracy of θ0 + δ applied as usual (not linearized)."""
+    from transformers import ViTForImageClassification
+
+    from ..train import train_linearized
+
+    model = ViTForImageClassification.from_pretrained(base_dir)
+    names = [n for n, _ in model.named_parameters() if not n.startswith("classifier")]
+    g = torch.Generator().manual_seed(seed)
+
+    def batches():  # a fresh order each epoch, as _fit
+        order = torch.randperm(len(split.y_train), generator=g)
+        for i in range(0, len(order), batch):
+            idx = order[i : i + batch]
+            yield {"pixel_values": split.x_train[idx]}, split.y_train[idx]
+
+    deltas = train_linearized(model, names, batches, epochs=epochs, lr=lr, seed=seed)
+    tuned = ViTForImageClassification.from_pretrained(base_dir)
+    with torch.no_grad():
+        for n, p in tuned.named_parameters():
+            if n in deltas:
+                p += deltas[n]
+    return _by_checkpoint_name(base_dir, deltas), evaluate(tuned, split.x_test, split.y_test)
+
+
+def _by_checkpoint_name(base_dir: Path, deltas: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Updates keyed by the loaded model's parameter names, re-keyed by the checkpoint's."""
+    import json
+
+    from safetensors import safe_open
+
+    from ..formats.hf_names import model_names
+
+    with safe_open(str(base_dir / "model.safetensors"), "pt") as f:
+        keys = list(f.keys())
+    names = model_names(json.loads((base_dir / "config.json").read_text()), keys)  # checkpoint key -> model name
+    return {key: deltas[names.get(key, key)].contiguous() for key in keys if names.get(key, key) in deltas}
 
 
 @torch.no_grad()

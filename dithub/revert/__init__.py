@@ -5,6 +5,6 @@
 (the same subtraction on linearized task vectors, where it is exact to first order in the
 function, after arXiv 2510.13606) are pure functions on tensors.
 """
-from .negation import LINEARIZED, METHODS, is_linearized, negate
+from .negation import LINEARIZED, METHODS, is_linearized, negate, remove_from_mean
 
-__all__ = ["LINEARIZED", "METHODS", "is_linearized", "negate"]
+__all__ = ["LINEARIZED", "METHODS", "is_linearized", "negate", "remove_from_mean"]

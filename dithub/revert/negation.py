@@ -4,7 +4,9 @@
   task vector forgets the task. On a task-arithmetic merge θ0 + λ Σ τ_t, subtracting λ·τ_k is the
   merge of the others (up to float rounding); on any other method (TIES, DARE, the spectral ones)
   the merge is not a sum of its inputs, so subtraction only approximates the removal. Default α:
-  the merge's recorded final scale (λ, ``alpha`` or ``lam``); ``--alpha auto --probe RETAIN`` picks
+  the merge's recorded final scale (λ, ``alpha`` or ``lam``). Tensors the merge averaged instead
+  (1-D biases and norms; every non-matrix for the spectral methods) lose the input from their mean,
+  (N·m − τ)/(N − 1), which is exact. ``--alpha auto --probe RETAIN`` picks
   the largest α on the grid 0.1 … 1.5 that keeps the probe's accuracy within ``margin`` = 0.02 of
   the merge's.
 * ``ntk`` — knowledge removal in the linearized (neural tangent kernel) regime, after
@@ -29,6 +31,11 @@ LINEARIZED = "dithub.linearized"
 def negate(merged: Tensor, removed: Tensor, alpha: float) -> Tensor:
     """θ_merged − α·τ (in fp32 for half-precision inputs)."""
     return merged.float() - alpha * removed.float()
+
+
+def remove_from_mean(mean: Tensor, removed: Tensor, n: int) -> Tensor:
+    """The mean of n values without one of them: (n·mean − removed) / (n − 1)."""
+    return (n * mean.float() - removed.float()) / (n - 1)
 
 
 def is_linearized(tree_config: Mapping[str, Any]) -> bool:
