@@ -10,7 +10,7 @@ with a LoRA adapter per text task (examples/minilm), committed, merged and timed
 moves the rot90 adapter from vit-v1 onto the new release vit-v2 with each rebase method, and
 `revert` removes one client from a federated (FedAvg) merge of five (examples/federated.py).
 
-Offline, on a CPU, in about 40 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
+Offline, on a CPU, in about 50 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
 The trained bases and adapters ship in examples/digits (7 MB) and examples/minilm (1 MB); `--retrain`
 trains them again from scratch (about five minutes on 2 cores), as examples/make_digits.py and
 examples/make_text.py made them.
