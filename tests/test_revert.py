@@ -250,3 +250,15 @@ def test_cli_revert(cli, three):
     assert json.loads(res.out)[0]["message"] == "revert: remove task/1 from m (exact)"
     res = cli(["-C", str(root), "revert", "task/1", "--from", "m~1", "--into", "m", "--method", "negation", "--alpha", "x"])
     assert res.code == BadInput.exit_code and "--alpha must be a number or auto" in res.err
+
+
+def test_exact_revert_of_an_ema_blend_says_what_is_left(tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    for i in range(2):
+        lora_adapter(tiny_vit(), tmp_path / f"l{i}", seed=30 + i)
+        repo.commit(tmp_path / f"l{i}", f"v{i}", branch=f"class/{i}")
+    repo.merge(["class/0", "class/1"], "ema", into="blend")
+    # ema blends exactly an old and a new version; without one there is nothing to blend
+    with pytest.raises(BadInput, match="ema blends exactly two inputs"):
+        repo.revert("class/0", from_merge="blend", branch="blend")
+    assert len(repo.log(["blend"])) == 3  # nothing was written
