@@ -1,0 +1,263 @@
+"""fetch, push, clone, pull and the remotes' configuration (``.dithub/config.json``)."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadInput, RefConflict, RefNotFound, RemoteError
+from ..progress import ProgressFactory, no_progress
+from ..store import ObjectId, atomic_write, check_ref_name
+from .location import Location
+from .transfer import plan, send_tensors, store_verified
+
+if TYPE_CHECKING:
+    from ..repo import Repo
+
+HEADS, REMOTES = "refs/heads/", "refs/remotes/"
+
+
+@dataclass
+class SyncResult:
+    remote: str
+    objects: int = 0
+    bytes: int = 0
+    refs: dict[str, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
+    """Ref name (local for fetch, remote for push) -> (old, new)."""
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def _config_path(repo: Repo) -> Path:
+    if repo.path is None:
+        raise BadInput("an in-memory repository has no remotes")
+    return repo.path / ".dithub" / "config.json"
+
+
+def _config(repo: Repo) -> dict[str, Any]:
+    path = _config_path(repo)
+    return json.loads(path.read_text()) if path.exists() else {"format": 1}
+
+
+def _save(repo: Repo, config: dict[str, Any]) -> None:
+    atomic_write(_config_path(repo), json.dumps(config, indent=1, sort_keys=True).encode())
+
+
+def remotes(repo: Repo) -> dict[str, dict[str, Any]]:
+    return dict(_config(repo).get("remotes", {}))
+
+
+def remote_add(repo: Repo, name: str, url: str, options: dict[str, Any] | None = None) -> None:
+    check_ref_name(name, "remote")
+    config = _config(repo)
+    if name in config.get("remotes", {}):
+        raise BadInput(f"remote {name!r} already exists ({config['remotes'][name]['url']})", "remove it first, or pick another name")
+    Location(url, name, options)  # fails now, not at the first fetch, on a URL fsspec cannot open
+    config.setdefault("remotes", {})[name] = {"url": url, "options": dict(options or {})}
+    _save(repo, config)
+
+
+def remote_remove(repo: Repo, name: str) -> None:
+    config = _config(repo)
+    if name not in config.get("remotes", {}):
+        raise RefNotFound(f"no remote {name!r}", f"known remotes: {', '.join(sorted(config.get('remotes', {}))) or 'none'}")
+    del config["remotes"][name]
+    _save(repo, config)
+    for ref in repo.refs.names(f"{REMOTES}{name}/"):
+        repo.refs.delete(ref, repo.refs.resolve(ref))
+
+
+def location(repo: Repo, name: str) -> Location:
+    known = remotes(repo)
+    if name not in known:
+        raise RefNotFound(f"no remote {name!r}", f"add it: dithub remote add {name} URL (known: {', '.join(sorted(known)) or 'none'})")
+    return Location(known[name]["url"], name, known[name].get("options"))
+
+
+def set_upstream(repo: Repo, branch: str, remote: str, remote_branch: str | None = None) -> None:
+    location(repo, remote)
+    config = _config(repo)
+    config.setdefault("branches", {})[branch] = {"remote": remote, "merge": remote_branch or branch}
+    _save(repo, config)
+
+
+def upstream(repo: Repo, branch: str) -> tuple[str, str] | None:
+    entry = _config(repo).get("branches", {}).get(branch)
+    return (entry["remote"], entry["merge"]) if entry else None
+
+
+# -- fetch -------------------------------------------------------------------------
+
+
+def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_base: bool = False,
+          progress: ProgressFactory = no_progress) -> SyncResult:
+    """Bring the objects of the remote's branches (all, or ``branches``) and update
+    ``refs/remotes/<remote>/<branch>``; tags and bases the repository lacks come along."""
+    loc = location(repo, remote)
+    theirs = loc.refs()
+    heads = {n[len(HEADS):]: o for n, o in theirs.items() if n.startswith(HEADS)}
+    if branches:
+        unknown = [b for b in branches if b not in heads]
+        if unknown:
+            raise RefNotFound(f"remote {remote} has no branch {unknown[0]!r}", f"its branches: {', '.join(sorted(heads)) or 'none'}")
+        heads = {b: heads[b] for b in branches}
+    extra = {} if branches else {n: o for n, o in theirs.items() if not n.startswith(HEADS) and repo.refs.resolve(n) is None}
+    roots = list(heads.values()) + list(extra.values())
+    result = SyncResult(remote)
+    write = store_verified(repo.store, loc)
+    for pass_roots in (roots, None):
+        if pass_roots is None:  # the second pass: base checkpoints the fetched commits record
+            if not (with_base or not branches):
+                break
+            pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
+        todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
+        result.objects += todo.count
+        result.bytes += send_tensors(todo.tensors, loc.read_object, write, lambda i: 0, progress, f"fetching from {remote}")
+        for oid, data in todo.small:
+            write(oid, data)
+            result.bytes += len(data)
+    repo.store.sync()
+    for branch, oid in heads.items():
+        ref = f"{REMOTES}{remote}/{branch}"
+        old = repo.refs.resolve(ref)
+        if old != oid:
+            repo.refs.set_if_equals(ref, old, oid, f"fetch {remote}")
+            result.refs[ref] = (old, oid)
+    for ref, oid in extra.items():
+        repo.refs.set_if_equals(ref, None, oid, f"fetch {remote}")
+        result.refs[ref] = (None, oid)
+    return result
+
+
+# -- push --------------------------------------------------------------------------
+
+
+def is_ancestor(repo: Repo, old: ObjectId, new: ObjectId) -> bool:
+    """Whether ``old`` is ``new`` or one of its ancestors (in the local store)."""
+    stack, seen = [new], set()
+    while stack:
+        oid = stack.pop()
+        if oid == old:
+            return True
+        if oid in seen or not repo.store.contains(oid):
+            continue
+        seen.add(oid)
+        stack.extend(repo.store.read_commit(oid).parents)
+    return False
+
+
+def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: bool = False,
+         progress: ProgressFactory = no_progress) -> SyncResult:
+    """Send the objects of ``branches`` (default: the current one) with their bases, then move the
+    remote's branches by compare-and-swap; a non-fast-forward update needs ``force``."""
+    loc = location(repo, remote)
+    if not branches:
+        current = repo.current_branch()
+        if current is None:
+            raise BadInput("HEAD is detached", "name the branches to push")
+        branches = [current]
+    mine = {}
+    for b in branches:
+        oid = repo.refs.resolve(HEADS + b)
+        if oid is None:
+            raise RefNotFound(f"no branch {b!r}", "dithub branch lists the branches")
+        mine[b] = oid
+    theirs = loc.refs()
+    for b, oid in mine.items():
+        old = theirs.get(HEADS + b)
+        if old and old != oid and not force and not is_ancestor(repo, old, oid):
+            raise RemoteError(f"push of {b} to {remote} rejected: not a fast-forward (the remote has commits this branch lacks)",
+                              f"dithub fetch {remote}, then merge or rebase onto {remote}/{b}; or --force to overwrite")
+    bases = _bases_used(repo, list(mine.values()))
+    have = loc.object_ids()
+    read_many = lambda ids: {i: bytes(repo.store.read_buffer(i)) for i in ids}  # noqa: E731
+    todo = plan([*mine.values(), *bases.values()], have.__contains__, read_many, with_base=True, where="this repository")
+    result = SyncResult(remote, todo.count)
+    result.bytes = send_tensors(todo.tensors, repo.store.read_buffer, loc.write_object, repo.store.size, progress,
+                                f"pushing to {remote}")
+    for oid, data in todo.small:
+        loc.write_object(oid, data)
+        result.bytes += len(data)
+    for b, oid in mine.items():
+        old = theirs.get(HEADS + b)
+        if old == oid:
+            continue
+        loc.set_ref(HEADS + b, old, oid)
+        result.refs[HEADS + b] = (old, oid)
+        tracking = f"{REMOTES}{remote}/{b}"
+        repo.refs.set_if_equals(tracking, repo.refs.resolve(tracking), oid, f"push {remote}")
+    for name, base in bases.items():  # the bases the pushed commits use, by name, so a clone has them
+        ref = f"refs/bases/{name}"
+        if ref not in theirs:
+            loc.set_ref(ref, None, base)
+            result.refs[ref] = (None, base)
+    return result
+
+
+def _base_trees(repo: Repo, tips: list[ObjectId]) -> set[ObjectId]:
+    """The base checkpoints (tree ids) that commits reachable from ``tips`` record."""
+    used, stack, seen = set(), list(tips), set()
+    while stack:
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        commit = repo.store.read_commit(oid)
+        if commit.base:
+            used.add(commit.base)
+        stack.extend(commit.parents)
+    return used
+
+
+def _bases_used(repo: Repo, tips: list[ObjectId]) -> dict[str, ObjectId]:
+    """The named bases (name -> base commit) whose checkpoint a commit reachable from ``tips`` records."""
+    used = _base_trees(repo, tips)
+    return {name: oid for name, oid in repo.bases().items() if repo.store.read_commit(oid).tree in used}
+
+
+# -- clone, pull ---------------------------------------------------------------------
+
+
+def clone(url: str, directory: str | Path, *, name: str = "origin", options: dict[str, Any] | None = None,
+          progress: ProgressFactory = no_progress) -> tuple[Repo, SyncResult]:
+    """A new repository at ``directory`` with every branch, tag and base of the remote at ``url``."""
+    from ..repo import Repo
+
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise BadInput(f"{directory} exists and is not empty", "clone into a new directory")
+    heads = Location(url, name, options).refs()
+    if not heads:
+        raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
+    branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
+    repo = Repo.init(directory, branch="main" if "main" in branches or not branches else branches[0])
+    remote_add(repo, name, url, options)
+    result = fetch(repo, name, with_base=True, progress=progress)
+    for b in branches:
+        repo.refs.set_if_equals(HEADS + b, None, repo.refs.resolve(f"{REMOTES}{name}/{b}"), f"clone {url}")  # type: ignore[arg-type]
+        set_upstream(repo, b, name)
+    return repo, result
+
+
+def pull(repo: Repo, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:
+    """Fetch the branch's upstream and fast-forward the branch to it."""
+    branch = branch or repo.current_branch()
+    if branch is None:
+        raise BadInput("HEAD is detached", "name the branch to pull")
+    up = upstream(repo, branch)
+    remote_name, remote_branch = (remote, branch) if remote else (up or ("origin", branch))
+    result = fetch(repo, remote_name, [remote_branch], progress=progress)
+    theirs = repo.refs.resolve(f"{REMOTES}{remote_name}/{remote_branch}")
+    mine = repo.refs.resolve(HEADS + branch)
+    if theirs is None or theirs == mine:
+        return result
+    if mine is not None and not is_ancestor(repo, mine, theirs):
+        if is_ancestor(repo, theirs, mine):
+            return result  # already ahead
+        raise RefConflict(f"{branch} and {remote_name}/{remote_branch} have diverged",
+                          f"merge them: dithub merge {branch} {remote_name}/{remote_branch} --method METHOD --into {branch}")
+    repo.refs.set_if_equals(HEADS + branch, mine, theirs, f"pull {remote_name}: fast-forward")
+    result.refs[HEADS + branch] = (mine, theirs)
+    return result

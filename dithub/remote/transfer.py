@@ -1,0 +1,99 @@
+"""Moving objects between a local store and a remote: only what the other side lacks.
+
+The walk starts at the wanted commits and stops at objects the receiving side has (a local store
+is closed under reachability; the remote's object list comes from one listing). Commits and trees
+are read during the walk, many at a time; tensors are sent afterwards, concurrently, with their
+bytes counted. The receiver stores dependencies before what depends on them — tensors, then trees,
+then commits from the oldest — so an interrupted transfer leaves only complete objects behind, and
+running it again skips what already arrived. Refs move last.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ..errors import CorruptObject, RemoteError
+from ..progress import ProgressFactory, no_progress
+from ..store import BaseObjectStore, ObjectId, object_id, object_type
+from ..store.objects import decode_commit, decode_tree
+from .location import WORKERS, Location
+
+
+@dataclass
+class Plan:
+    """What one transfer sends: small objects (already read) in a safe order, tensor ids."""
+
+    small: list[tuple[ObjectId, bytes]] = field(default_factory=list)
+    """Trees, then commits from the oldest: each after everything it names."""
+    tensors: list[ObjectId] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.small) + len(self.tensors)
+
+
+def plan(roots: Iterable[ObjectId], have: Callable[[ObjectId], bool], read_many: Callable[[list[ObjectId]], dict[ObjectId, bytes]],
+         *, with_base: bool, where: str) -> Plan:
+    """Walk from ``roots`` through objects the receiver lacks."""
+    seen: set[ObjectId] = set()
+    commits: list[tuple[ObjectId, bytes]] = []
+    trees: list[tuple[ObjectId, bytes]] = []
+    tensors: list[ObjectId] = []
+    frontier = [r for r in dict.fromkeys(roots) if not have(r)]
+    seen.update(frontier)
+    while frontier:
+        found = read_many(frontier)
+        frontier = []
+        for oid, data in found.items():
+            kind = object_type(data)
+            try:
+                if kind == "commit":
+                    c = decode_commit(oid, data)
+                    commits.append((oid, data))
+                    names = [c.tree, *c.parents] + ([c.base] if c.base and with_base else [])
+                elif kind == "tree":
+                    trees.append((oid, data))
+                    for e in decode_tree(oid, data).tensors.values():
+                        if e.id not in seen and not have(e.id):
+                            seen.add(e.id)
+                            tensors.append(e.id)
+                    continue
+                else:
+                    raise CorruptObject(f"object {oid} is a {kind}, where a commit or tree was expected")
+            except CorruptObject as exc:
+                raise RemoteError(f"{where}: {exc.message}", "the sending side is damaged; run `dithub fsck` there") from None
+            for n in names:
+                if n not in seen and not have(n):
+                    seen.add(n)
+                    frontier.append(n)
+    return Plan(trees[::-1] + commits[::-1], tensors)
+
+
+def send_tensors(ids: list[ObjectId], read: Callable[[ObjectId], bytes | memoryview], write: Callable[[ObjectId, bytes | memoryview], None],
+                 size: Callable[[ObjectId], int], progress: ProgressFactory, what: str) -> int:
+    """Copy tensors concurrently; returns the bytes sent."""
+    total = sum(size(i) for i in ids)
+    advance = progress(what, total)
+
+    def one(oid: ObjectId) -> int:
+        data = read(oid)
+        write(oid, data)
+        return len(data)
+
+    sent = 0
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for n in pool.map(one, ids):
+            sent += n
+            advance(n)
+    return sent
+
+
+def store_verified(store: BaseObjectStore, location: Location) -> Callable[[ObjectId, bytes | memoryview], None]:
+    """A writer into the local store that refuses bytes that do not hash to their id."""
+    def write(oid: ObjectId, data: bytes | memoryview) -> None:
+        if object_id(data) != oid:
+            raise RemoteError(f"object {oid} from remote {location.name} ({location.url}) is corrupt", "nothing was stored; fetch again")
+        store.put([data])
+
+    return write

@@ -1,0 +1,261 @@
+"""Remotes on a local path and on a real S3-compatible server (moto, started here on 127.0.0.1)."""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dithub import Repo
+from dithub.errors import RefConflict, RemoteError
+from dithub.remote import Location, clone, fetch, pull, push, remote_add
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    pytest.importorskip("s3fs", reason="install the test extra: pip install -e '.[test]'")
+    boto3 = pytest.importorskip("boto3")
+    from moto.server import ThreadedMotoServer
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
+                 region_name="us-east-1").create_bucket(Bucket="adapters")
+    yield {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    server.stop()
+
+
+@pytest.fixture(params=["path", "s3"])
+def where(request, tmp_path):
+    """(url, storage options) of a fresh, empty remote."""
+    if request.param == "path":
+        return str(tmp_path / "remote"), {}
+    options = request.getfixturevalue("s3_server")
+    return f"s3://adapters/{uuid.uuid4().hex}", options
+
+
+def _tv(path: Path, seed: int, size: int = 64) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    save_file({"layer.weight": torch.randn(size, size, generator=g), f"t{seed % 9}.bias": torch.randn(size, generator=g)}, str(path))
+    return path
+
+
+def _base_dir(tmp_path: Path) -> Path:
+    import json
+
+    d = tmp_path / "base"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architectures": ["TinyNet"], "model_type": "tiny"}))
+    save_file({"layer.weight": torch.zeros(64, 64), **{f"t{i}.bias": torch.zeros(64) for i in range(9)}}, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.fixture
+def source(tmp_path):
+    """A repository with a base and three branches (two commits each)."""
+    repo = Repo.init(tmp_path / "src")
+    repo.base_add("tiny", _base_dir(tmp_path))
+    for b, name in enumerate(("class/cat", "class/dog", "domain/aerial")):
+        repo.commit(_tv(tmp_path / f"{b}a.safetensors", 2 * b), f"{name} 1", branch=name, base="tiny")
+        repo.commit(_tv(tmp_path / f"{b}b.safetensors", 2 * b + 1), f"{name} 2", branch=name)
+    return repo
+
+
+BRANCHES = ["class/cat", "class/dog", "domain/aerial"]
+
+
+def test_clone_brings_every_branch_and_the_base(source, where, tmp_path):
+    url, options = where
+    remote_add(source, "origin", url, options)
+    first = push(source, "origin", BRANCHES)
+    assert set(first.refs) == {*(f"refs/heads/{b}" for b in BRANCHES), "refs/bases/tiny"}
+    assert push(source, "origin", BRANCHES).objects == 0  # nothing missing: nothing travels
+    repo, result = clone(url, tmp_path / "clone", options=options)
+    assert result.objects == first.objects
+    assert {b: repo.resolve(b) for b in BRANCHES} == {b: source.resolve(b) for b in BRANCHES}
+    assert repo.bases() == source.bases() and repo.fsck().ok
+    assert repo.tree_of("class/dog") == source.tree_of("class/dog")
+    assert repo.refs.resolve("refs/remotes/origin/class/cat") == source.resolve("class/cat")
+
+
+def _reachable_without_base(repo: Repo, tip: str) -> set[str]:
+    """Commits, trees and tensors reachable from ``tip``, not following ``base`` (an independent walk)."""
+    out, stack = set(), [repo.resolve(tip)]
+    while stack:
+        oid = stack.pop()
+        if oid in out:
+            continue
+        out.add(oid)
+        commit = repo.store.read_commit(oid)
+        out.add(commit.tree)
+        out.update(e.id for e in repo.store.read_tree(commit.tree).tensors.values())
+        stack.extend(commit.parents)
+    return out
+
+
+def test_selective_fetch_transfers_only_the_branch(source, where, tmp_path):
+    url, options = where
+    remote_add(source, "origin", url, options)
+    push(source, "origin", BRANCHES)
+    repo = Repo.init(tmp_path / "other")
+    remote_add(repo, "origin", url, options)
+    result = fetch(repo, "origin", ["class/dog"])
+    wanted = _reachable_without_base(source, "class/dog")
+    assert result.objects == len(wanted) and set(repo.store) == wanted  # counted both ways
+    assert repo.refs.resolve("refs/remotes/origin/class/dog") == source.resolve("class/dog")
+    assert repo.refs.resolve("refs/remotes/origin/class/cat") is None
+    base_tree = source.commit_object("tiny").tree
+    assert not repo.store.contains(base_tree)
+    fetch(repo, "origin", ["class/dog"], with_base=True)
+    assert repo.store.contains(base_tree)
+    with pytest.raises(Exception, match="has no branch 'class/cow'"):
+        fetch(repo, "origin", ["class/cow"])
+
+
+def test_non_fast_forward_push_is_refused_without_force(source, where, tmp_path):
+    url, options = where
+    remote_add(source, "origin", url, options)
+    push(source, "origin", ["class/cat"])
+    other, _ = clone(url, tmp_path / "other", options=options)
+    other.commit(_tv(tmp_path / "o.safetensors", 50), "theirs", branch="class/cat")
+    push(other, "origin", ["class/cat"])  # a fast-forward
+    source.commit(_tv(tmp_path / "m.safetensors", 51), "mine", branch="class/cat")
+    with pytest.raises(RemoteError, match="push of class/cat to origin rejected: not a fast-forward"):
+        push(source, "origin", ["class/cat"])
+    assert Location(url, "origin", options).read_ref("refs/heads/class/cat") == other.resolve("class/cat")
+    push(source, "origin", ["class/cat"], force=True)
+    assert Location(url, "origin", options).read_ref("refs/heads/class/cat") == source.resolve("class/cat")
+    with pytest.raises(RefConflict, match="diverged"):  # pull: the other side has diverged now
+        pull(other, "origin", "class/cat")
+
+
+def test_a_tampered_remote_object_is_refused(source, where, tmp_path):
+    url, options = where
+    remote_add(source, "origin", url, options)
+    push(source, "origin", ["class/dog"])
+    victim = source.tree_of("class/dog").tensors["layer.weight"].id
+    loc = Location(url, "origin", options)
+    data = bytearray(loc.fs.cat_file(loc._object(victim)))
+    data[-1] ^= 0xFF
+    loc.fs.pipe_file(loc._object(victim), bytes(data))
+    repo = Repo.init(tmp_path / "other")
+    remote_add(repo, "origin", url, options)
+    with pytest.raises(RemoteError, match=f"object {victim} from remote origin .* is corrupt"):
+        fetch(repo, "origin", ["class/dog"])
+    assert not repo.store.contains(victim) and repo.refs.resolve("refs/remotes/origin/class/dog") is None
+    assert repo.fsck().ok
+
+
+def test_an_interrupted_push_and_fetch_resume(source, where, tmp_path, monkeypatch):
+    url, options = where
+    remote_add(source, "origin", url, options)
+    real_write = Location.write_object
+    calls = []
+
+    def flaky(self, oid, data):
+        calls.append(oid)
+        if len(calls) == 4:
+            raise RemoteError("connection reset (simulated)")
+        return real_write(self, oid, data)
+
+    monkeypatch.setattr(Location, "write_object", flaky)
+    with pytest.raises(RemoteError, match="simulated"):
+        push(source, "origin", BRANCHES)
+    monkeypatch.setattr(Location, "write_object", real_write)
+    loc = Location(url, "origin", options)
+    assert loc.refs() == {}  # refs move last: nothing points at a partial upload
+    arrived = loc.object_ids()
+    resumed = push(source, "origin", BRANCHES)
+    total = push_total = resumed.objects + len(arrived)
+    assert resumed.objects < total and push_total == len(loc.object_ids())  # only what was missing travelled
+    repo = Repo.init(tmp_path / "other")
+    remote_add(repo, "origin", url, options)
+    real_put = repo.store.__class__.put
+    count = []
+
+    def flaky_put(self, parts):
+        count.append(1)
+        if len(count) == 5:
+            raise OSError("disk went away (simulated)")
+        return real_put(self, parts)
+
+    monkeypatch.setattr(repo.store.__class__, "put", flaky_put)
+    with pytest.raises(OSError, match="simulated"):
+        fetch(repo, "origin")
+    monkeypatch.setattr(repo.store.__class__, "put", real_put)
+    assert repo.fsck().ok  # dependencies are stored before what depends on them
+    before = len(set(repo.store))
+    again = fetch(repo, "origin")
+    assert again.objects == resumed.objects + len(arrived) - before
+    assert {b: repo.refs.resolve(f"refs/remotes/origin/{b}") for b in BRANCHES} == {b: source.resolve(b) for b in BRANCHES}
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from dithub import Repo
+from dithub.remote import push
+from dithub.errors import DithubError
+repo = Repo.open(sys.argv[1])
+flag = Path(sys.argv[2])
+while not flag.exists():
+    time.sleep(0.005)
+try:
+    push(repo, "origin", ["main"])
+    print("ok")
+except DithubError as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_racing_pushes_leave_one_winner_and_one_clear_error(source, where, tmp_path):
+    url, options = where
+    remote_add(source, "origin", url, options)
+    source.refs.set_if_equals("refs/heads/main", source.refs.resolve("refs/heads/main"), source.resolve("class/cat"), "test")
+    push(source, "origin", ["main"])
+    racers = []
+    for i in range(2):
+        repo, _ = clone(url, tmp_path / f"racer{i}", options=options)
+        repo.commit(_tv(tmp_path / f"r{i}.safetensors", 70 + i), f"racer {i}", branch="main")
+        racers.append(repo)
+    flag = tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [subprocess.Popen([sys.executable, "-c", RACER, str(r.path), str(flag)], stdout=subprocess.PIPE, text=True, env=env)
+             for r in racers]
+    flag.write_text("go")
+    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    assert sorted(o == "ok" for o in outputs) == [False, True], outputs
+    loser = next(o for o in outputs if o != "ok")
+    assert loser.startswith(("RefConflict", "RemoteError")) and ("moved" in loser or "fast-forward" in loser or "another push" in loser)
+    winner = racers[outputs.index("ok")]
+    assert Location(url, "origin", options).read_ref("refs/heads/main") == winner.resolve("main")
+    check, _ = clone(url, tmp_path / "check", options=options)
+    assert check.fsck().ok and check.resolve("main") == winner.resolve("main")
+
+
+def test_cli_remote_verbs(cli, source, tmp_path):
+    root = source.path
+    assert cli(["-C", str(root), "remote", "add", "origin", str(tmp_path / "r")]).code == 0
+    res = cli(["-C", str(root), "push", "origin", "class/cat", "--json"])
+    assert res.code == 0, res.err
+    assert "refs/heads/class/cat" in __import__("json").loads(res.out)["refs"]
+    res = cli(["clone", str(tmp_path / "r"), str(tmp_path / "c"), "--json"])
+    assert res.code == 0, res.err
+    assert Repo.open(tmp_path / "c").resolve("class/cat") == source.resolve("class/cat")
+    res = cli(["-C", str(root), "fetch", "nowhere"])
+    assert res.code == 6 and "no remote 'nowhere'" in res.err
+    res = cli(["-C", str(root), "remote", "list", "--json"])
+    assert __import__("json").loads(res.out)["origin"]["url"] == str(tmp_path / "r")
