@@ -22,6 +22,8 @@ class FsckReport:
     dangling: int = 0
     stale_locks: list[str] = field(default_factory=list)
     temp_files: int = 0
+    absent_bases: list[ObjectId] = field(default_factory=list)
+    """Base checkpoints commits record but a selective fetch left out (not damage: fetch --with-base)."""
 
     @property
     def ok(self) -> bool:
@@ -119,7 +121,9 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
                 store.read_commit(oid)
         except CorruptObject as exc:
             report.bad_refs.append((name, f"points to {oid}: {exc.message}"))
-    seen, report.missing = reachable(store, [o for o in tips.values()])
+    seen, missing = reachable(store, [o for o in tips.values()])
+    report.absent_bases = sorted({oid for oid, why in missing if why.startswith("tree referenced by") and why.endswith("(base)")})
+    report.missing = [(oid, why) for oid, why in missing if oid not in report.absent_bases]
     report.dangling = len(set(ids) - seen)
     if isinstance(refs, DiskRefStore):
         report.stale_locks = [str(p) for p in refs.locks()]

@@ -89,6 +89,10 @@ def test_clone_brings_every_branch_and_the_base(source, where, tmp_path):
     assert repo.bases() == source.bases() and repo.fsck().ok
     assert repo.tree_of("class/dog") == source.tree_of("class/dog")
     assert repo.refs.resolve("refs/remotes/origin/class/cat") == source.resolve("class/cat")
+    source.commit(_tv(tmp_path / "new.safetensors", 8), "more", branch="class/cat")
+    assert push(source, "origin", ["class/cat"]).objects == 4  # a commit, its tree, its two new tensors
+    pull(repo, branch="class/cat")  # the clone's upstream is origin/class/cat: a fast-forward
+    assert repo.resolve("class/cat") == source.resolve("class/cat")
 
 
 def _reachable_without_base(repo: Repo, tip: str) -> set[str]:
@@ -119,6 +123,8 @@ def test_selective_fetch_transfers_only_the_branch(source, where, tmp_path):
     assert repo.refs.resolve("refs/remotes/origin/class/cat") is None
     base_tree = source.commit_object("tiny").tree
     assert not repo.store.contains(base_tree)
+    report = repo.fsck()
+    assert report.ok and report.absent_bases == [base_tree]  # left out on purpose, not damage
     fetch(repo, "origin", ["class/dog"], with_base=True)
     assert repo.store.contains(base_tree)
     with pytest.raises(Exception, match="has no branch 'class/cow'"):
@@ -255,6 +261,10 @@ def test_cli_remote_verbs(cli, source, tmp_path):
     res = cli(["clone", str(tmp_path / "r"), str(tmp_path / "c"), "--json"])
     assert res.code == 0, res.err
     assert Repo.open(tmp_path / "c").resolve("class/cat") == source.resolve("class/cat")
+    assert cli(["-C", str(root), "branch", "class/cat", "--set-upstream", "origin"]).code == 0
+    from dithub.remote import upstream
+
+    assert upstream(Repo.open(root), "class/cat") == ("origin", "class/cat")
     res = cli(["-C", str(root), "fetch", "nowhere"])
     assert res.code == 6 and "no remote 'nowhere'" in res.err
     res = cli(["-C", str(root), "remote", "list", "--json"])

@@ -17,11 +17,24 @@ def branch(
     delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete the branch.")] = False,
     move: Annotated[bool, typer.Option("--move", "-m", help="Rename OLD to NEW.")] = False,
     force: Force = False,
+    set_upstream: Annotated[str | None, typer.Option("--set-upstream", "-u", help="REMOTE[/BRANCH] that pull and push use for NAME (default: the current branch).")] = None,
     as_json: Json = False,
 ) -> None:
-    """List, create, delete or rename branches."""
+    """List, create, delete or rename branches; set a branch's upstream."""
     repo = open_repo(ctx)
     names = names or []
+    if set_upstream is not None:
+        from ...remote import remotes, set_upstream as set_up
+
+        target = names[0] if names else repo.current_branch()
+        if target is None or len(names) > 1:
+            raise BadInput("branch --set-upstream REMOTE[/BRANCH] takes at most one branch name (default: the current one)")
+        remote, _, remote_branch = set_upstream.partition("/")
+        if remote not in remotes(repo):
+            raise BadInput(f"no remote {remote!r}", "dithub remote add NAME URL first")
+        set_up(repo, target, remote, remote_branch or target)
+        out.print(f"Branch {target} tracks {remote}/{remote_branch or target}")
+        return
     if delete:
         if len(names) != 1:
             raise BadInput("branch -d takes exactly one branch name")

@@ -21,6 +21,8 @@ def fsck(ctx: typer.Context, as_json: Json = False) -> None:
             out.print(f"[red]missing[/] {oid}: {why}")
         for name, why in report.bad_refs:
             out.print(f"[red]bad ref[/] {name}: {why}")
+        for oid in report.absent_bases:
+            out.print(f"[yellow]absent base[/] {oid}: not fetched (dithub fetch --with-base brings it)")
         for lock in report.stale_locks:
             out.print(f"[yellow]lock file[/] {lock} (remove it if no dithub process is running)")
         out.print(f"{report.objects} objects, {human_bytes(report.bytes)}; {report.dangling} unreachable; "
