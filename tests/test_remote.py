@@ -165,6 +165,16 @@ def test_a_tampered_remote_object_is_refused(source, where, tmp_path):
     assert repo.fsck().ok
 
 
+def test_an_object_uploaded_before_what_it_names_is_not_trusted(source, where, tmp_path):
+    url, options = where
+    remote_add(source, "origin", url, options)
+    tip = source.resolve("class/dog")
+    Location(url, "origin", options).write_object(tip, source.store.read_buffer(tip))  # as a killed push may leave it
+    push(source, "origin", ["class/dog"])
+    check, _ = clone(url, tmp_path / "check", options=options)
+    assert check.fsck().ok and check.tree_of("class/dog") == source.tree_of("class/dog")
+
+
 def test_an_interrupted_push_and_fetch_resume(source, where, tmp_path, monkeypatch):
     url, options = where
     remote_add(source, "origin", url, options)

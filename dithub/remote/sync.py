@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
-from ..store import ObjectId, atomic_write, check_ref_name
+from ..store import ObjectId, atomic_write, check_ref_name, object_type
 from .location import Location
 from .transfer import plan, send_tensors, store_verified
 
@@ -171,15 +172,15 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
             raise RemoteError(f"push of {b} to {remote} rejected: not a fast-forward (the remote has commits this branch lacks)",
                               f"dithub fetch {remote}, then merge or rebase onto {remote}/{b}; or --force to overwrite")
     bases = _bases_used(repo, list(mine.values()))
-    have = loc.object_ids()
+    have = complete_on_remote(repo, loc.object_ids())
     read_many = lambda ids: {i: bytes(repo.store.read_buffer(i)) for i in ids}  # noqa: E731
-    todo = plan([*mine.values(), *bases.values()], have.__contains__, read_many, with_base=True, where="this repository")
+    todo = plan([*mine.values(), *bases.values()], have, read_many, with_base=True, where="this repository")
     result = SyncResult(remote, todo.count)
     result.bytes = send_tensors(todo.tensors, repo.store.read_buffer, loc.write_object, repo.store.size, progress,
                                 f"pushing to {remote}")
-    for oid, data in todo.small:
-        loc.write_object(oid, data)
-        result.bytes += len(data)
+    small = dict(todo.small)  # any order: `have` trusts only complete objects, so a partial upload resumes
+    result.bytes += send_tensors(list(small), small.__getitem__, loc.write_object, lambda i: len(small[i]), progress,
+                                 f"pushing commits and trees to {remote}")
     for b, oid in mine.items():
         old = theirs.get(HEADS + b)
         if old == oid:
@@ -194,6 +195,42 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
             loc.set_ref(ref, None, base)
             result.refs[ref] = (None, base)
     return result
+
+
+def complete_on_remote(repo: Repo, ids: set[ObjectId]) -> Callable[[ObjectId], bool]:
+    """``have(oid)`` for a push: the remote holds ``oid`` and everything it names (judged from the
+    local copies of the objects), so objects uploaded in any order by an interrupted push are sent
+    again where something below them is missing."""
+    memo: dict[ObjectId, bool] = {}
+
+    def names(oid: ObjectId) -> list[ObjectId]:
+        data = repo.store.read_buffer(oid)
+        kind = object_type(data)
+        if kind == "commit":
+            c = repo.store.read_commit(oid)
+            return [c.tree, *c.parents] + ([c.base] if c.base else [])
+        if kind == "tree":
+            return [e.id for e in repo.store.read_tree(oid).tensors.values()]
+        return []
+
+    def have(oid: ObjectId) -> bool:
+        stack = [(oid, False)]
+        while stack:
+            x, expanded = stack.pop()
+            if x in memo:
+                continue
+            if x not in ids or not repo.store.contains(x):
+                memo[x] = False
+                continue
+            deps = names(x)
+            if expanded:
+                memo[x] = all(memo.get(d, False) for d in deps)
+            else:
+                stack.append((x, True))
+                stack.extend((d, False) for d in deps if d not in memo)
+        return memo[oid]
+
+    return have
 
 
 def _base_trees(repo: Repo, tips: list[ObjectId]) -> set[ObjectId]:
