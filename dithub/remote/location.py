@@ -33,6 +33,8 @@ class Location:
             hint = "pip install s3fs" if url.startswith("s3://") else "use a path, file://, memory:// or s3:// URL"
             raise RemoteError(f"remote {name} ({url}) cannot be opened: {exc}", hint) from None
         self.root = self.root.rstrip("/")
+        self._local = "file" in ((self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol or ()))
+        self._made: set[str] = set()
 
     # -- paths -----------------------------------------------------------------
     def _object(self, oid: ObjectId) -> str:
@@ -85,10 +87,13 @@ class Location:
         """Store one object: written whole under a temporary name, then renamed (a put on S3 is atomic)."""
         path = self._object(oid)
         try:
-            if self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ()):
+            if self._local:
+                folder = path.rpartition("/")[0]
+                if folder not in self._made:
+                    self.fs.makedirs(folder, exist_ok=True)
+                    self._made.add(folder)
                 tmp = f"{path}.tmp-{time.monotonic_ns()}"
-                self.fs.makedirs(path.rpartition("/")[0], exist_ok=True)
-                self.fs.pipe_file(tmp, bytes(data))
+                self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, path)
             else:
                 self.fs.pipe_file(path, bytes(data))
@@ -127,7 +132,7 @@ class Location:
         for attempt in range(2):
             try:
                 self.fs.makedirs(lock.rpartition("/")[0], exist_ok=True)
-                if self.fs.protocol in ("file", "local") or "file" in (self.fs.protocol or ()):
+                if self._local:
                     with self.fs.open(lock, "xb") as f:
                         f.write(str(time.time()).encode())
                 else:
