@@ -279,3 +279,35 @@ def test_cli_remote_verbs(cli, source, tmp_path):
     assert res.code == 6 and "no remote 'nowhere'" in res.err
     res = cli(["-C", str(root), "remote", "list", "--json"])
     assert __import__("json").loads(res.out)["origin"]["url"] == str(tmp_path / "r")
+
+
+KILLED = """
+import json, sys
+from dithub import Repo
+from dithub.remote import push
+push(Repo.open(sys.argv[1]), "origin", ["big"])
+"""
+
+
+def test_a_push_killed_midway_resumes(source, where, tmp_path):
+    import time
+
+    url, options = where
+    remote_add(source, "origin", url, options)
+    g = torch.Generator().manual_seed(9)
+    save_file({f"part{i}.weight": torch.randn(512, 1024, generator=g) for i in range(48)}, str(tmp_path / "big.safetensors"))
+    source.commit(tmp_path / "big.safetensors", "big", branch="big")
+    loc = Location(url, "origin", options)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED, str(source.path)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None and len(loc.object_ids()) < 6:
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL, mid-way through the uploads
+    proc.wait()
+    assert proc.returncode != 0, "the push finished before it could be killed"
+    arrived = len(loc.object_ids())
+    assert 0 < arrived < 50 and loc.read_ref("refs/heads/big") is None
+    resumed = push(source, "origin", ["big"])
+    assert resumed.objects <= 50 - arrived + 1  # what had arrived whole is not sent again
+    check, _ = clone(url, tmp_path / "check", options=options)
+    assert check.fsck().ok and check.tree_of("big") == source.tree_of("big")
