@@ -49,25 +49,32 @@ class Location:
     # -- objects ---------------------------------------------------------------
     def object_ids(self) -> set[ObjectId]:
         """Every object id the remote holds (one listing, not one request per object)."""
+        return set(self.object_sizes())
+
+    def object_sizes(self) -> dict[ObjectId, int]:
+        """Every object the remote holds and its size in bytes, from one listing."""
         try:
+            self.fs.invalidate_cache(f"{self.root}/objects")  # fsspec instances are shared: never a stale listing
             if not self.fs.exists(f"{self.root}/objects"):
-                return set()
-            found = self.fs.find(f"{self.root}/objects")
+                return {}
+            found = self.fs.find(f"{self.root}/objects", detail=True)
         except Exception as exc:  # noqa: BLE001  fsspec backends raise their own errors
             raise self._fail("listing objects", exc) from None
-        ids = set()
-        for path in found:
+        sizes = {}
+        for path, info in found.items():
             parts = path.rstrip("/").split("/")
             oid = parts[-2] + parts[-1] if len(parts) >= 2 else ""
             if is_object_id(oid):
-                ids.add(oid)
-        return ids
+                sizes[oid] = int(info.get("size") or 0)
+        return sizes
 
-    def read_object(self, oid: ObjectId) -> bytes:
+    def read_object(self, oid: ObjectId, missing_ok: bool = False) -> bytes:
         """The bytes of ``oid``, verified: a tampered or truncated object is a RemoteError."""
         try:
             data = self.fs.cat_file(self._object(oid))
         except FileNotFoundError:
+            if missing_ok:
+                raise
             raise RemoteError(f"remote {self.name} ({self.url}) lacks object {oid}",
                               "the remote is incomplete; push it again from a complete clone") from None
         except Exception as exc:  # noqa: BLE001
@@ -105,6 +112,7 @@ class Location:
         """Every ref (``refs/heads/…``, ``refs/tags/…``, ``refs/bases/…``) and the commit it names."""
         out = {}
         try:
+            self.fs.invalidate_cache(f"{self.root}/refs")
             if not self.fs.exists(f"{self.root}/refs"):
                 return {}
             paths = [p for p in self.fs.find(f"{self.root}/refs") if not p.endswith(".lock")]

@@ -70,6 +70,43 @@ def plan(roots: Iterable[ObjectId], have: Callable[[ObjectId], bool], read_many:
     return Plan(trees[::-1] + commits[::-1], tensors)
 
 
+def dependency_order(objects: dict[ObjectId, bytes], present: Callable[[ObjectId], bool], where: str) -> list[tuple[ObjectId, bytes]]:
+    """The objects that can be stored with everything they name (here or already ``present``), in
+    an order safe to store: tensors, trees, then commits after their parents. The others are left
+    out (a listing can be older than the objects it names); a walk fetches what they need."""
+    kinds = {oid: object_type(data) for oid, data in objects.items()}
+    names: dict[ObjectId, list[ObjectId]] = {}
+    try:
+        for oid, data in objects.items():
+            if kinds[oid] == "tree":
+                names[oid] = [e.id for e in decode_tree(oid, data).tensors.values()]
+            elif kinds[oid] == "commit":
+                c = decode_commit(oid, data)
+                names[oid] = [c.tree, *c.parents]  # the base is optional (a selective fetch leaves it out)
+    except CorruptObject as exc:
+        raise RemoteError(f"{where}: {exc.message}") from None
+    ok: dict[ObjectId, bool] = {}
+    ordered: list[ObjectId] = []
+    for start in [o for o in objects if kinds[o] == "tensor"] + [o for o in objects if kinds[o] != "tensor"]:
+        stack = [(start, False)]
+        while stack:  # depth-first, dependencies first
+            oid, expanded = stack.pop()
+            if oid in ok:
+                continue
+            if oid not in objects:
+                ok[oid] = present(oid)
+                continue
+            deps = names.get(oid, [])
+            if expanded:
+                ok[oid] = kinds[oid] in ("tensor", "tree", "commit") and all(ok.get(d, False) for d in deps)
+                if ok[oid]:
+                    ordered.append(oid)
+            else:
+                stack.append((oid, True))
+                stack.extend((d, False) for d in deps if d not in ok)
+    return [(o, objects[o]) for o in ordered]
+
+
 def send_tensors(ids: list[ObjectId], read: Callable[[ObjectId], bytes | memoryview], write: Callable[[ObjectId, bytes | memoryview], None],
                  size: Callable[[ObjectId], int], progress: ProgressFactory, what: str) -> int:
     """Copy tensors concurrently; returns the bytes sent."""
