@@ -27,8 +27,11 @@ class Location:
         import fsspec
 
         self.url, self.name = url, name
+        # no listings cache and no shared instance: other processes write to the same remote, and a
+        # cached folder listing would hide their objects (s3fs then reports them missing)
+        settings = {"use_listings_cache": False, "skip_instance_cache": True, **dict(options or {})}
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **dict(options or {}))
+            self.fs, self.root = fsspec.core.url_to_fs(url, **settings)
         except (ImportError, ValueError) as exc:
             hint = "pip install s3fs" if url.startswith("s3://") else "use a path, file://, memory:// or s3:// URL"
             raise RemoteError(f"remote {name} ({url}) cannot be opened: {exc}", hint) from None
