@@ -101,7 +101,7 @@ def _jobs(repo: Repo, branches: list[str], new_base: ObjectId, tip_only: bool) -
     return jobs
 
 
-def _keys(repo: Repo, base: Tree, trees: list[Tree]) -> list[str]:
+def _keys(base: Tree, trees: list[Tree]) -> list[str]:
     """The base tensors any of ``trees`` changes."""
     keys: set[str] = set()
     for tree in trees:
@@ -231,7 +231,7 @@ def rebase(repo: Repo, onto: str, branches: list[str], method_name: str, params:
     for old_id in dict.fromkeys(j.old_base for j in jobs):
         old = repo.store.read_tree(old_id)
         trees = [repo.store.read_tree(repo.store.read_commit(c).tree) for j in jobs if j.old_base == old_id for c in j.commits]
-        transports[old_id] = prepare(repo, method, full, old_id, new_id, _keys(repo, old, trees), probe)
+        transports[old_id] = prepare(repo, method, full, old_id, new_id, _keys(old, trees), probe)
     advance = progress(f"rebasing onto {onto} with {method.name}", sum(len(j.commits) for j in jobs))
     results = []
     done: dict[tuple[ObjectId, tuple[ObjectId, ...]], ObjectId] = {}

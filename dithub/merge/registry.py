@@ -9,7 +9,7 @@ name), so each tensor's randomness is fixed by the recorded seed alone.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..errors import CorruptObject, RemoteError
-from ..progress import ProgressFactory, no_progress
+from ..progress import ProgressFactory
 from ..store import BaseObjectStore, ObjectId, object_id, object_type
 from ..store.objects import decode_commit, decode_tree
 from .location import WORKERS, Location
