@@ -15,6 +15,8 @@ from safetensors.torch import save_file
 from dithub import Repo
 from dithub.errors import RefConflict, RemoteError
 from dithub.remote import Location, clone, fetch, pull, push, remote_add
+from dithub.merging import put_tensor
+from dithub.store import Tree
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -148,20 +150,26 @@ def test_non_fast_forward_push_is_refused_without_force(source, where, tmp_path)
         pull(other, "origin", "class/cat")
 
 
-def test_a_tampered_remote_object_is_refused(source, where, tmp_path):
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "loose"])
+def test_a_tampered_remote_object_is_refused(source, where, tmp_path, packed):
     url, options = where
+    branch = "class/dog" if packed else "large"
+    if not packed:  # a tensor large enough to travel as a loose object
+        source.commit(_tv(tmp_path / "large.safetensors", 90, size=640), "large", branch="large")
     remote_add(source, "origin", url, options)
-    push(source, "origin", ["class/dog"])
-    victim = source.tree_of("class/dog").tensors["layer.weight"].id
+    push(source, "origin", [branch])
+    victim = source.tree_of(branch).tensors["layer.weight"].id
     loc = Location(url, "origin", options)
-    data = bytearray(loc.fs.cat_file(loc._object(victim)))
-    data[-1] ^= 0xFF
-    loc.fs.pipe_file(loc._object(victim), bytes(data))
+    path, start, end = loc.locate(victim)
+    assert (start is not None) == packed and path.endswith(".pack" if packed else victim[2:])
+    data = bytearray(loc.fs.cat_file(path))
+    data[(end or len(data)) - 1] ^= 0xFF  # the victim's last byte, inside its pack or its own file
+    loc.fs.pipe_file(path, bytes(data))
     repo = Repo.init(tmp_path / "other")
     remote_add(repo, "origin", url, options)
     with pytest.raises(RemoteError, match=f"object {victim} from remote origin .* is corrupt"):
-        fetch(repo, "origin", ["class/dog"])
-    assert not repo.store.contains(victim) and repo.refs.resolve("refs/remotes/origin/class/dog") is None
+        fetch(repo, "origin", [branch])
+    assert not repo.store.contains(victim) and repo.refs.resolve(f"refs/remotes/origin/{branch}") is None
     assert repo.fsck().ok
 
 
@@ -176,47 +184,104 @@ def test_an_object_uploaded_before_what_it_names_is_not_trusted(source, where, t
 
 
 def test_an_interrupted_push_and_fetch_resume(source, where, tmp_path, monkeypatch):
+    import dithub.remote.packs
+
     url, options = where
     remote_add(source, "origin", url, options)
-    real_write = Location.write_object
+    monkeypatch.setattr(dithub.remote.packs, "PACK_BYTES", 20_000)  # several packs: some arrive, one does not
+    real_put = Location._put
     calls = []
 
-    def flaky(self, oid, data):
-        calls.append(oid)
+    def flaky(self, path, data, what):
+        calls.append(path)
         if len(calls) == 4:
             raise RemoteError("connection reset (simulated)")
-        return real_write(self, oid, data)
+        return real_put(self, path, data, what)
 
-    monkeypatch.setattr(Location, "write_object", flaky)
+    monkeypatch.setattr(Location, "_put", flaky)
     with pytest.raises(RemoteError, match="simulated"):
         push(source, "origin", BRANCHES)
-    monkeypatch.setattr(Location, "write_object", real_write)
+    monkeypatch.setattr(Location, "_put", real_put)
     loc = Location(url, "origin", options)
     assert loc.refs() == {}  # refs move last: nothing points at a partial upload
     arrived = loc.object_ids()
+    everything = set(source.store)  # the branches and their base: all the fixture made
+    assert 0 < len(arrived) < len(everything)
     resumed = push(source, "origin", BRANCHES)
-    total = push_total = resumed.objects + len(arrived)
-    assert resumed.objects < total and push_total == len(loc.object_ids())  # only what was missing travelled
+    # only what was missing travelled (objects whose dependencies had not all arrived count as missing)
+    assert len(everything - arrived) <= resumed.objects < len(everything) and loc.object_ids() == everything
     repo = Repo.init(tmp_path / "other")
     remote_add(repo, "origin", url, options)
-    real_put = repo.store.__class__.put
+    real_store_put = repo.store.__class__.put
     count = []
 
     def flaky_put(self, parts):
         count.append(1)
         if len(count) == 5:
             raise OSError("disk went away (simulated)")
-        return real_put(self, parts)
+        return real_store_put(self, parts)
 
     monkeypatch.setattr(repo.store.__class__, "put", flaky_put)
     with pytest.raises(OSError, match="simulated"):
         fetch(repo, "origin")
-    monkeypatch.setattr(repo.store.__class__, "put", real_put)
+    monkeypatch.setattr(repo.store.__class__, "put", real_store_put)
     assert repo.fsck().ok  # dependencies are stored before what depends on them
     before = len(set(repo.store))
     again = fetch(repo, "origin")
-    assert again.objects == resumed.objects + len(arrived) - before
+    assert again.objects == len(everything) - before
     assert {b: repo.refs.resolve(f"refs/remotes/origin/{b}") for b in BRANCHES} == {b: source.resolve(b) for b in BRANCHES}
+
+
+def _history(root: Path, commits: int) -> Repo:
+    """One branch of ``commits`` commits, each one small tensor (three objects per commit)."""
+    repo = Repo.init(root)
+    for i in range(commits):
+        tree = repo.store.write_tree(Tree("task_vector", {}, {"w": put_tensor(repo, torch.full((256,), float(i)))}))
+        repo.commit_tree(tree, f"step {i}", branch="main")
+    return repo
+
+
+def test_a_long_history_travels_in_a_few_requests(where, tmp_path):
+    url, options = where
+    repo = _history(tmp_path / "history", 300)
+    remote_add(repo, "origin", url, options)
+    pushed = push(repo, "origin", ["main"])
+    assert pushed.objects == 900 and pushed.requests < 20  # not one request per object
+    loc = Location(url, "origin", options)
+    assert loc.object_ids() == set(repo.store) and not loc.fs.find(f"{loc.root}/objects")  # all packed
+    cloned, result = clone(url, tmp_path / "clone", options=options)
+    assert result.objects == 900 and result.requests < 20
+    assert cloned.fsck().ok and cloned.resolve("main") == repo.resolve("main")
+    other = Repo.init(tmp_path / "other")  # a selective fetch walks 300 generations, reading the pack once
+    remote_add(other, "origin", url, options)
+    selective = fetch(other, "origin", ["main"])
+    assert selective.objects == 900 and selective.requests < 20
+    for i in range(3):  # three more pushes: three more packs; a fetch reads only their indexes
+        tree = repo.store.write_tree(Tree("task_vector", {}, {"w": put_tensor(repo, torch.full((256,), -1.0 - i))}))
+        repo.commit_tree(tree, f"more {i}", branch="main")
+        push(repo, "origin", ["main"])
+    again = fetch(other, "origin", ["main"])
+    assert again.objects == 9 and other.resolve("refs/remotes/origin/main") == repo.resolve("main")
+    assert again.requests <= selective.requests + 3 + 3  # the first pack's index came from the cache
+    assert other.fsck().ok
+
+
+def test_packs_and_their_indexes(tmp_path):
+    from dithub.remote.packs import build_packs, decode_index
+    from dithub.store import object_id
+
+    objects = [(object_id(d), d) for d in (b"a" * 10, b"b" * 30, b"c" * 5, b"d" * 50)]
+    packs = build_packs(objects + objects[:1], limit=40)  # a repeated object is packed once
+    assert [len(p.index) for p in packs] == [2, 1, 1] and packs[2].index == {objects[3][0]: (0, 50)}  # 10+30, 5, 50 > limit
+    for p in packs:
+        assert p.id == object_id(p.data)
+        assert decode_index(p.id, p.index_bytes(), "here") == p.index
+        for oid, (offset, length) in p.index.items():
+            assert object_id(p.data[offset:offset + length]) == oid
+    with pytest.raises(RemoteError, match=f"the index of pack {packs[0].id} is damaged"):
+        decode_index(packs[0].id, packs[1].index_bytes(), "here")  # names another pack
+    with pytest.raises(RemoteError, match="is damaged"):
+        decode_index(packs[0].id, b"{not json", "here")
 
 
 RACER = """

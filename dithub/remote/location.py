@@ -1,29 +1,61 @@
 """A remote repository on any fsspec filesystem: a local path, file://, memory://, s3://.
 
-Layout under the URL (a bare repository): ``objects/ab/cdef…`` (the same bytes as loose objects)
-and ``refs/heads/…``, ``refs/tags/…``, ``refs/bases/…`` (one commit id per file). Every object read
-is re-hashed before it is returned; a ref changes under a lock object created exclusively (an
+Layout under the URL (a bare repository): ``objects/ab/cdef…`` (the same bytes as loose objects:
+large tensors), ``packs/<id>.pack`` + ``packs/<id>.idx`` (small objects, many per file: see
+``packs.py``) and ``refs/heads/…``, ``refs/tags/…``, ``refs/bases/…`` (one commit id per file).
+Every object read is re-hashed before it is returned; a ref changes under a lock object created exclusively (an
 O_EXCL create on a filesystem, a conditional ``If-None-Match: *`` put on S3), so two pushers never
 both move it.
 """
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 from ..errors import RefConflict, RemoteError
-from ..store import ObjectId, is_object_id, object_id
+from ..store import ObjectId, atomic_write, is_object_id, object_id
+from .packs import Pack, build_packs, decode_index
 
 STALE_LOCK_SECONDS = 60.0
 WORKERS = 8
+PACK_CACHE_BYTES = 256 << 20
+"""Packs read whole are kept in memory up to this many bytes (a walk reads one generation of
+commits at a time; their parents are usually in the same pack)."""
+
+
+class _Counted:
+    """An fsspec filesystem whose storage calls are counted (the calls this module makes; fsspec's
+    calls among its own methods are not counted again)."""
+
+    CALLS = frozenset({"cat", "cat_file", "exists", "find", "ls", "makedirs", "mv", "open", "pipe_file", "put_file", "rm_file"})
+
+    def __init__(self, fs: Any) -> None:
+        self._fs, self.requests, self._lock = fs, 0, threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._fs, name)
+        if name not in self.CALLS:
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            with self._lock:
+                self.requests += 1
+            return attr(*args, **kwargs)
+
+        return call
 
 
 class Location:
     """One remote: object and ref access on its filesystem."""
 
-    def __init__(self, url: str, name: str = "remote", options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, url: str, name: str = "remote", options: Mapping[str, Any] | None = None,
+                 cache: Path | None = None) -> None:
+        """``cache``: a local folder for the remote's pack indexes (they never change once written)."""
         import fsspec
 
         self.url, self.name = url, name
@@ -31,17 +63,32 @@ class Location:
         # cached folder listing would hide their objects (s3fs then reports them missing)
         settings = {"use_listings_cache": False, "skip_instance_cache": True, **dict(options or {})}
         try:
-            self.fs, self.root = fsspec.core.url_to_fs(url, **settings)
+            fs, self.root = fsspec.core.url_to_fs(url, **settings)
         except (ImportError, ValueError) as exc:
             hint = "pip install s3fs" if url.startswith("s3://") else "use a path, file://, memory:// or s3:// URL"
             raise RemoteError(f"remote {name} ({url}) cannot be opened: {exc}", hint) from None
+        self.fs: Any = _Counted(fs)
         self.root = self.root.rstrip("/")
-        self._local = "file" in ((self.fs.protocol,) if isinstance(self.fs.protocol, str) else tuple(self.fs.protocol or ()))
+        self._local = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol or ()))
         self._made: set[str] = set()
+        self._cache = cache
+        self._where: dict[ObjectId, tuple[str, int, int]] | None = None  # packed object -> (pack, offset, length)
+        self._indexed: set[str] = set()
+        self._packs: OrderedDict[str, bytes] = OrderedDict()
+        self._pack_locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @property
+    def requests(self) -> int:
+        """Storage calls made so far (reads, writes, listings, deletes)."""
+        return int(self.fs.requests)
 
     # -- paths -----------------------------------------------------------------
     def _object(self, oid: ObjectId) -> str:
         return f"{self.root}/objects/{oid[:2]}/{oid[2:]}"
+
+    def _pack(self, pack_id: str, suffix: str = ".pack") -> str:
+        return f"{self.root}/packs/{pack_id}{suffix}"
 
     def _ref(self, name: str) -> str:
         return f"{self.root}/{name}"
@@ -55,15 +102,16 @@ class Location:
         return set(self.object_sizes())
 
     def object_sizes(self) -> dict[ObjectId, int]:
-        """Every object the remote holds and its size in bytes, from one listing."""
+        """Every object the remote holds and its size in bytes: one listing of the loose objects,
+        and the pack indexes."""
         try:
             self.fs.invalidate_cache(f"{self.root}/objects")  # fsspec instances are shared: never a stale listing
-            if not self.fs.exists(f"{self.root}/objects"):
-                return {}
             found = self.fs.find(f"{self.root}/objects", detail=True)
+        except FileNotFoundError:
+            found = {}
         except Exception as exc:  # noqa: BLE001  fsspec backends raise their own errors
             raise self._fail("listing objects", exc) from None
-        sizes = {}
+        sizes = {oid: length for oid, (_pack, _offset, length) in self.packed().items()}
         for path, info in found.items():
             parts = path.rstrip("/").split("/")
             oid = parts[-2] + parts[-1] if len(parts) >= 2 else ""
@@ -71,21 +119,116 @@ class Location:
                 sizes[oid] = int(info.get("size") or 0)
         return sizes
 
-    def read_object(self, oid: ObjectId, missing_ok: bool = False) -> bytes:
-        """The bytes of ``oid``, verified: a tampered or truncated object is a RemoteError."""
+    # -- packs -----------------------------------------------------------------
+    def packed(self, refresh: bool = True) -> dict[ObjectId, tuple[str, int, int]]:
+        """Every object in an indexed pack -> (pack id, offset, length): one listing, then only the
+        indexes not read before (from the local cache, or the remote)."""
+        with self._guard:
+            if self._where is not None and not refresh:
+                return self._where
+            try:
+                self.fs.invalidate_cache(f"{self.root}/packs")
+                names = [p.rpartition("/")[2] for p in self.fs.ls(f"{self.root}/packs", detail=False)]
+            except FileNotFoundError:
+                names = []
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail("listing packs", exc) from None
+            new = [n[:-4] for n in names if n.endswith(".idx") and is_object_id(n[:-4]) and n[:-4] not in self._indexed]
+            where = dict(self._where or {})
+            with ThreadPoolExecutor(WORKERS) as pool:
+                for pack_id, index in zip(new, pool.map(self._read_index, new)):
+                    for oid, (offset, length) in index.items():
+                        where.setdefault(oid, (pack_id, offset, length))
+            self._indexed.update(new)
+            self._where = where
+            return where
+
+    def _read_index(self, pack_id: str) -> dict[ObjectId, tuple[int, int]]:
+        cached = self._cache / f"{pack_id}.idx" if self._cache else None
+        if cached is not None and cached.is_file():
+            try:
+                return decode_index(pack_id, cached.read_bytes(), "cached index")
+            except RemoteError:
+                pass  # read it again from the remote
         try:
-            data = self.fs.cat_file(self._object(oid))
-        except FileNotFoundError:
-            if missing_ok:
-                raise
-            raise RemoteError(f"remote {self.name} ({self.url}) lacks object {oid}",
-                              "the remote is incomplete; push it again from a complete clone") from None
+            data = self.fs.cat_file(self._pack(pack_id, ".idx"))
         except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"reading object {oid}", exc) from None
+            raise self._fail(f"reading the index of pack {pack_id}", exc) from None
+        index = decode_index(pack_id, data, f"remote {self.name} ({self.url})")
+        if cached is not None:
+            try:
+                atomic_write(cached, data, durable_dir=False)
+            except OSError:
+                pass  # a cache: the remote still has it
+        return index
+
+    def pack_bytes(self, pack_id: str) -> bytes:
+        """The whole pack, read once per Location and kept while the cache has room."""
+        with self._guard:
+            lock = self._pack_locks.setdefault(pack_id, threading.Lock())
+        with lock:
+            with self._guard:
+                if pack_id in self._packs:
+                    self._packs.move_to_end(pack_id)
+                    return self._packs[pack_id]
+            try:
+                data = self.fs.cat_file(self._pack(pack_id))
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail(f"reading pack {pack_id}", exc) from None
+            with self._guard:
+                self._packs[pack_id] = data
+                while sum(map(len, self._packs.values())) > PACK_CACHE_BYTES and len(self._packs) > 1:
+                    self._packs.popitem(last=False)
+            return data
+
+    def locate(self, oid: ObjectId) -> tuple[str, int | None, int | None]:
+        """(file, start, end) that holds ``oid`` on the remote (start and end None: the whole file)."""
+        found = self.packed(refresh=False).get(oid)
+        if found is None:
+            return self._object(oid), None, None
+        pack_id, offset, length = found
+        return self._pack(pack_id), offset, offset + length
+
+    def write_packs(self, objects: Iterable[tuple[ObjectId, bytes | memoryview]],
+                    advance: Callable[[int], None] = lambda n: None) -> list[Pack]:
+        """Upload ``objects`` in packs: each pack, then its index (which makes it count)."""
+        packs = build_packs(objects)
+
+        def one(pack: Pack) -> None:
+            self._put(self._pack(pack.id), pack.data, f"pack {pack.id}")
+            self._put(self._pack(pack.id, ".idx"), pack.index_bytes(), f"the index of pack {pack.id}")
+            advance(len(pack.data))
+
+        with ThreadPoolExecutor(WORKERS) as pool:
+            list(pool.map(one, packs))
+        return packs
+
+    def read_object(self, oid: ObjectId, missing_ok: bool = False) -> bytes:
+        """The bytes of ``oid`` (loose or packed), verified: a tampered or truncated object is a RemoteError."""
+        data = self._read_packed(oid, refresh=False)
+        if data is None:
+            try:
+                data = self.fs.cat_file(self._object(oid))
+            except FileNotFoundError:
+                data = self._read_packed(oid, refresh=True)  # packed by a push that ran since the listing
+                if data is None:
+                    if missing_ok:
+                        raise
+                    raise RemoteError(f"remote {self.name} ({self.url}) lacks object {oid}",
+                                      "the remote is incomplete; push it again from a complete clone") from None
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail(f"reading object {oid}", exc) from None
         if object_id(data) != oid:
             raise RemoteError(f"object {oid} from remote {self.name} ({self.url}) is corrupt: its bytes do not hash to its id",
                               "nothing was stored; repair the remote (push from a good copy) and fetch again")
         return data
+
+    def _read_packed(self, oid: ObjectId, refresh: bool) -> bytes | None:
+        found = self.packed(refresh=refresh).get(oid)
+        if found is None:
+            return None
+        pack_id, offset, length = found
+        return self.pack_bytes(pack_id)[offset:offset + length]
 
     def read_objects(self, oids: Iterable[ObjectId]) -> dict[ObjectId, bytes]:
         """Many objects, read concurrently (small objects do not cost one round trip each in turn)."""
@@ -93,22 +236,31 @@ class Location:
         with ThreadPoolExecutor(WORKERS) as pool:
             return dict(zip(oids, pool.map(self.read_object, oids)))
 
-    def write_object(self, oid: ObjectId, data: bytes | memoryview) -> None:
-        """Store one object: written whole under a temporary name, then renamed (a put on S3 is atomic)."""
-        path = self._object(oid)
+    def write_object(self, oid: ObjectId, data: bytes | memoryview | Path) -> None:
+        """Store one loose object (its bytes, or a local file holding them)."""
+        self._put(self._object(oid), data, f"object {oid}")
+
+    def _put(self, path: str, data: bytes | memoryview | Path, what: str) -> None:
+        """Write one remote file whole: under a temporary name, then renamed (a put on S3 is atomic).
+        A local ``Path`` is copied by the filesystem (no read into memory here)."""
         try:
             if self._local:
                 folder = path.rpartition("/")[0]
                 if folder not in self._made:
                     self.fs.makedirs(folder, exist_ok=True)
                     self._made.add(folder)
-                tmp = f"{path}.tmp-{time.monotonic_ns()}"
-                self.fs.pipe_file(tmp, data)
+                tmp = f"{path}.tmp-{time.monotonic_ns()}-{threading.get_ident()}"
+                if isinstance(data, Path):
+                    self.fs.put_file(str(data), tmp)
+                else:
+                    self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, path)
+            elif isinstance(data, Path):
+                self.fs.put_file(str(data), path)
             else:
                 self.fs.pipe_file(path, bytes(data))
         except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"writing object {oid}", exc) from None
+            raise self._fail(f"writing {what}", exc) from None
 
     # -- refs ------------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:

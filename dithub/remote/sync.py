@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
-from ..store import ObjectId, atomic_write, check_ref_name, object_type
+from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
 from .location import Location
+from .packs import PACKED_BELOW
 from .transfer import dependency_order, plan, send_tensors, store_verified
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ class SyncResult:
     remote: str
     objects: int = 0
     bytes: int = 0
+    requests: int = 0
+    """Storage calls made on the remote (reads, writes, listings)."""
     refs: dict[str, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
     """Ref name (local for fetch, remote for push) -> (old, new)."""
 
@@ -74,7 +77,8 @@ def location(repo: Repo, name: str) -> Location:
     known = remotes(repo)
     if name not in known:
         raise RefNotFound(f"no remote {name!r}", f"add it: dithub remote add {name} URL (known: {', '.join(sorted(known)) or 'none'})")
-    return Location(known[name]["url"], name, known[name].get("options"))
+    cache = repo.path / ".dithub" / "cache" / "remotes" / name if repo.path is not None else None
+    return Location(known[name]["url"], name, known[name].get("options"), cache=cache)
 
 
 def set_upstream(repo: Repo, branch: str, remote: str, remote_branch: str | None = None) -> None:
@@ -108,8 +112,9 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
     roots = list(heads.values()) + list(extra.values())
     result = SyncResult(remote)
     write = store_verified(repo.store, loc)
+    sizes = loc.object_sizes()  # one listing (and the pack indexes): totals for the progress bars
     if not branches:  # everything: every missing object of the listing, many in flight; the walk then checks
-        _fetch_listed(repo, loc, result, progress)
+        _fetch_listed(repo, loc, sizes, result, progress)
     for pass_roots in (roots, None):
         if pass_roots is None:  # the second pass: base checkpoints the fetched commits record
             if not (with_base or not branches):
@@ -117,7 +122,8 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
             pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
-        result.bytes += send_tensors(todo.tensors, loc.read_object, write, lambda i: 0, progress, f"fetching from {remote}")
+        result.bytes += send_tensors(todo.tensors, loc.read_object, write, lambda i: sizes.get(i, 0), progress,
+                                     f"fetching from {remote}")
         for oid, data in todo.small:
             write(oid, data)
             result.bytes += len(data)
@@ -131,6 +137,7 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
     for ref, oid in extra.items():
         repo.refs.set_if_equals(ref, None, oid, f"fetch {remote}")
         result.refs[ref] = (None, oid)
+    result.requests = loc.requests
     return result
 
 
@@ -139,13 +146,19 @@ BIG = 16 << 20
 until all have arrived and then stored in dependency order."""
 
 
-def _fetch_listed(repo: Repo, loc: Location, result: SyncResult, progress: ProgressFactory) -> None:
-    """Fetch every object the remote lists that the local store lacks, concurrently."""
+def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result: SyncResult, progress: ProgressFactory) -> None:
+    """Fetch every object the remote lists that the local store lacks, concurrently: loose objects
+    one request each, packed ones a whole pack at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
     from .location import WORKERS
 
-    sizes = {o: n for o, n in loc.object_sizes().items() if not repo.store.contains(o)}
+    sizes = {o: n for o, n in listed.items() if not repo.store.contains(o)}
+    packed = loc.packed(refresh=False)
+    by_pack: dict[str, list[ObjectId]] = {}
+    for oid in sizes:
+        if oid in packed:
+            by_pack.setdefault(packed[oid][0], []).append(oid)
     write = store_verified(repo.store, loc)
     advance = progress(f"fetching from {loc.name}", sum(sizes.values()))
     held: dict[ObjectId, bytes] = {}
@@ -163,8 +176,13 @@ def _fetch_listed(repo: Repo, loc: Location, result: SyncResult, progress: Progr
             held[oid] = data
         advance(len(data))
 
+    def pack(oids: list[ObjectId]) -> None:
+        for oid in oids:  # the first read brings the whole pack; the others are slices of it
+            one(oid)
+
     with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(one, sizes))
+        list(pool.map(pack, by_pack.values()))
+        list(pool.map(one, [o for o in sizes if o not in packed]))
     for oid, data in dependency_order(held, repo.store.contains, f"remote {loc.name}"):
         write(oid, data)
         stored.append(len(data))
@@ -216,11 +234,16 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
     read_many = lambda ids: {i: bytes(repo.store.read_buffer(i)) for i in ids}  # noqa: E731
     todo = plan([*mine.values(), *bases.values()], have, read_many, with_base=True, where="this repository")
     result = SyncResult(remote, todo.count)
-    result.bytes = send_tensors(todo.tensors, repo.store.read_buffer, loc.write_object, repo.store.size, progress,
-                                f"pushing to {remote}")
-    small = dict(todo.small)  # any order: `have` trusts only complete objects, so a partial upload resumes
-    result.bytes += send_tensors(list(small), small.__getitem__, loc.write_object, lambda i: len(small[i]), progress,
-                                 f"pushing commits and trees to {remote}")
+    large = [t for t in todo.tensors if repo.store.size(t) >= PACKED_BELOW]
+    set_large = set(large)
+    # a large tensor goes as a loose object, copied from its file where the store has one
+    read = repo.store.path if isinstance(repo.store, DiskObjectStore) else repo.store.read_buffer
+    result.bytes = send_tensors(large, read, loc.write_object, repo.store.size, progress, f"pushing to {remote}")
+    # the rest in packs, in any order: `have` trusts only complete objects, so a partial upload resumes
+    small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in set_large] + todo.small
+    nbytes = sum(len(d) for _, d in small)
+    loc.write_packs(small, progress(f"pushing commits, trees and small tensors to {remote}", nbytes))
+    result.bytes += nbytes
     for b, oid in mine.items():
         old = theirs.get(HEADS + b)
         if old == oid:
@@ -234,6 +257,7 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
         if ref not in theirs:
             loc.set_ref(ref, None, base)
             result.refs[ref] = (None, base)
+    result.requests = loc.requests
     return result
 
 
@@ -305,13 +329,15 @@ def clone(url: str, directory: str | Path, *, name: str = "origin", options: dic
     directory = Path(directory)
     if directory.exists() and any(directory.iterdir()):
         raise BadInput(f"{directory} exists and is not empty", "clone into a new directory")
-    heads = Location(url, name, options).refs()
+    first = Location(url, name, options)
+    heads = first.refs()
     if not heads:
         raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
     branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
     repo = Repo.init(directory, branch="main" if "main" in branches or not branches else branches[0])
     remote_add(repo, name, url, options)
     result = fetch(repo, name, with_base=True, progress=progress)
+    result.requests += first.requests
     for b in branches:
         repo.refs.set_if_equals(HEADS + b, None, repo.refs.resolve(f"{REMOTES}{name}/{b}"), f"clone {url}")  # type: ignore[arg-type]
         set_upstream(repo, b, name)

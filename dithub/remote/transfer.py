@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import CorruptObject, RemoteError
 from ..progress import ProgressFactory
@@ -107,16 +108,16 @@ def dependency_order(objects: dict[ObjectId, bytes], present: Callable[[ObjectId
     return [(o, objects[o]) for o in ordered]
 
 
-def send_tensors(ids: list[ObjectId], read: Callable[[ObjectId], bytes | memoryview], write: Callable[[ObjectId, bytes | memoryview], None],
+def send_tensors(ids: list[ObjectId], read: Callable[[ObjectId], Any], write: Callable[[ObjectId, Any], None],
                  size: Callable[[ObjectId], int], progress: ProgressFactory, what: str) -> int:
-    """Copy tensors concurrently; returns the bytes sent."""
+    """Copy objects concurrently (``read`` gives what ``write`` takes: bytes, or a local file);
+    returns the bytes sent."""
     total = sum(size(i) for i in ids)
     advance = progress(what, total)
 
     def one(oid: ObjectId) -> int:
-        data = read(oid)
-        write(oid, data)
-        return len(data)
+        write(oid, read(oid))
+        return size(oid)
 
     sent = 0
     with ThreadPoolExecutor(WORKERS) as pool:

@@ -59,11 +59,12 @@ def list_(ctx: typer.Context, as_json: Json = False) -> None:
 
 
 def _report(as_json: bool, verb: str, result: Any) -> None:
-    data = {"remote": result.remote, "objects": result.objects, "bytes": result.bytes,
+    data = {"remote": result.remote, "objects": result.objects, "bytes": result.bytes, "requests": result.requests,
             "refs": {r: {"old": o, "new": n} for r, (o, n) in result.refs.items()}}
 
     def human() -> None:
-        out.print(f"{verb} {result.objects} objects ({human_bytes(result.bytes)}) {'from' if verb != 'Pushed' else 'to'} {result.remote}")
+        out.print(f"{verb} {result.objects} objects ({human_bytes(result.bytes)}) {'from' if verb != 'Pushed' else 'to'} {result.remote}"
+                  f" in {result.requests} requests")
         for ref, (old, new) in result.refs.items():
             out.print(f"  {ref}: {short(old) if old else '(new)'} -> {short(new)}")
 
