@@ -15,20 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-warnings.filterwarnings("ignore")
+from _setup import ROOT  # noqa: E402  (sys.path, offline hubs)
 
 KINDS = {"full": "8 domains, task vectors", "lora": "8 domains, LoRA r8", "class": "5 class pairs, LoRA r8",
          "text": "MiniLM, 3 text tasks, LoRA r8"}

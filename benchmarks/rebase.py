@@ -14,19 +14,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-warnings.filterwarnings("ignore")
+from _setup import HERE, ROOT  # noqa: E402  (sys.path, offline hubs)
 
 METHODS = ("naive", "transfusion", "gradfix", "theseus")
 PROBE_SAMPLES = 64

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import uuid
@@ -24,19 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def s3_server():
     pytest.importorskip("s3fs", reason="install the test extra: pip install -e '.[test]'")
-    boto3 = pytest.importorskip("boto3")
-    from moto.server import ThreadedMotoServer
+    from dithub.testing import s3_server as start
 
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test", aws_secret_access_key="test",
-                 region_name="us-east-1").create_bucket(Bucket="adapters")
-    yield {"key": "test", "secret": "test", "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    server, options = start("adapters")
+    yield options
     server.stop()
 
 
