@@ -32,7 +32,8 @@ class _Counted:
     """An fsspec filesystem whose storage calls are counted (the calls this module makes; fsspec's
     calls among its own methods are not counted again)."""
 
-    CALLS = frozenset({"cat", "cat_file", "exists", "find", "ls", "makedirs", "mv", "open", "pipe_file", "put_file", "rm_file"})
+    CALLS = frozenset({"cat", "cat_file", "exists", "find", "get_file", "ls", "makedirs", "mv", "open", "pipe_file", "put_file",
+                       "rm_file"})
 
     def __init__(self, fs: Any) -> None:
         self._fs, self.requests, self._lock = fs, 0, threading.Lock()
@@ -222,6 +223,16 @@ class Location:
             raise RemoteError(f"object {oid} from remote {self.name} ({self.url}) is corrupt: its bytes do not hash to its id",
                               "nothing was stored; repair the remote (push from a good copy) and fetch again")
         return data
+
+    def download(self, oid: ObjectId, dest: Path) -> None:
+        """Copy loose object ``oid`` into local file ``dest`` (streamed; not verified here: the
+        receiving store re-hashes the file)."""
+        try:
+            self.fs.get_file(self._object(oid), str(dest))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(f"reading object {oid}", exc) from None
 
     def _read_packed(self, oid: ObjectId, refresh: bool) -> bytes | None:
         found = self.packed(refresh=refresh).get(oid)

@@ -12,7 +12,7 @@ from ..progress import ProgressFactory, no_progress
 from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
 from .location import Location
 from .packs import PACKED_BELOW
-from .transfer import dependency_order, plan, send_tensors, store_verified
+from .transfer import dependency_order, plan, receive_large, send_tensors, store_verified
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -122,8 +122,11 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
             pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
-        result.bytes += send_tensors(todo.tensors, loc.read_object, write, lambda i: sizes.get(i, 0), progress,
-                                     f"fetching from {remote}")
+        def copy(oid: ObjectId) -> None:
+            if receive_large(repo.store, loc, oid) is None:
+                write(oid, loc.read_object(oid))
+
+        result.bytes += send_tensors(todo.tensors, copy, lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
         for oid, data in todo.small:
             write(oid, data)
             result.bytes += len(data)
@@ -141,9 +144,10 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
     return result
 
 
-BIG = 16 << 20
-"""Objects at least this large are stored as soon as they arrive (tensors); smaller ones are held
-until all have arrived and then stored in dependency order."""
+BIG = PACKED_BELOW
+"""Loose objects at least this large (tensors: trees and commits are small and travel in packs)
+are stored as soon as they arrive; smaller ones are held until all have arrived and then stored
+in dependency order."""
 
 
 def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result: SyncResult, progress: ProgressFactory) -> None:
@@ -166,6 +170,12 @@ def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result
 
     def one(oid: ObjectId) -> None:
         try:
+            if sizes[oid] >= BIG:  # a large loose object: straight to disk, re-hashed there
+                n = receive_large(repo.store, loc, oid)
+                if n is not None:
+                    stored.append(n)
+                    advance(n)
+                    return
             data = loc.read_object(oid, missing_ok=True)
         except FileNotFoundError:  # listed but gone (a listing cache): the walk that follows fetches what is needed
             return
@@ -238,7 +248,8 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
     set_large = set(large)
     # a large tensor goes as a loose object, copied from its file where the store has one
     read = repo.store.path if isinstance(repo.store, DiskObjectStore) else repo.store.read_buffer
-    result.bytes = send_tensors(large, read, loc.write_object, repo.store.size, progress, f"pushing to {remote}")
+    result.bytes = send_tensors(large, lambda oid: loc.write_object(oid, read(oid)), repo.store.size, progress,
+                                f"pushing to {remote}")
     # the rest in packs, in any order: `have` trusts only complete objects, so a partial upload resumes
     small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in set_large] + todo.small
     nbytes = sum(len(d) for _, d in small)

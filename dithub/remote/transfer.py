@@ -12,11 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..errors import CorruptObject, RemoteError
 from ..progress import ProgressFactory
-from ..store import BaseObjectStore, ObjectId, object_id, object_type
+from ..store import BaseObjectStore, DiskObjectStore, ObjectId, object_id, object_type
 from ..store.objects import decode_commit, decode_tree
 from .location import WORKERS, Location
 
@@ -108,15 +107,14 @@ def dependency_order(objects: dict[ObjectId, bytes], present: Callable[[ObjectId
     return [(o, objects[o]) for o in ordered]
 
 
-def send_tensors(ids: list[ObjectId], read: Callable[[ObjectId], Any], write: Callable[[ObjectId, Any], None],
-                 size: Callable[[ObjectId], int], progress: ProgressFactory, what: str) -> int:
-    """Copy objects concurrently (``read`` gives what ``write`` takes: bytes, or a local file);
-    returns the bytes sent."""
+def send_tensors(ids: list[ObjectId], copy: Callable[[ObjectId], None], size: Callable[[ObjectId], int],
+                 progress: ProgressFactory, what: str) -> int:
+    """Run ``copy`` on every object concurrently, with a progress bar of bytes; returns the bytes sent."""
     total = sum(size(i) for i in ids)
     advance = progress(what, total)
 
     def one(oid: ObjectId) -> int:
-        write(oid, read(oid))
+        copy(oid)
         return size(oid)
 
     sent = 0
@@ -125,6 +123,20 @@ def send_tensors(ids: list[ObjectId], read: Callable[[ObjectId], Any], write: Ca
             sent += n
             advance(n)
     return sent
+
+
+def receive_large(store: BaseObjectStore, location: Location, oid: ObjectId) -> int | None:
+    """Download a large loose object straight into the store's temp folder, re-hash it there and
+    move it into place (no copy through memory); None where that does not apply (a packed object,
+    a store in memory): read it and store it instead."""
+    if not isinstance(store, DiskObjectStore) or oid in location.packed(refresh=False):
+        return None
+    try:
+        store.receive(oid, lambda path: location.download(oid, path))
+    except CorruptObject:
+        raise RemoteError(f"object {oid} from remote {location.name} ({location.url}) is corrupt: its bytes do not hash to its id",
+                          "nothing was stored; repair the remote (push from a good copy) and fetch again") from None
+    return store.size(oid)
 
 
 def store_verified(store: BaseObjectStore, location: Location) -> Callable[[ObjectId, bytes | memoryview], None]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections import deque
@@ -227,6 +228,33 @@ class DiskObjectStore(BaseObjectStore):
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_parts(final, parts, tmp_dir=self.tmp_dir, durable_dir=False, mode=0o444)
         self._dirty.add(final.parent)
+
+    def receive(self, oid: ObjectId, fill: Callable[[Path], None]) -> None:
+        """Store ``oid`` from a file that ``fill(path)`` writes (a download straight to disk, no copy
+        through memory); the file is re-hashed before it is renamed into place. A file that does
+        not hash to ``oid`` is deleted and a CorruptObject raised."""
+        if self.contains(oid):
+            return
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{oid}.", dir=self.tmp_dir)
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            fill(tmp)
+            hasher = xxhash.xxh3_128()
+            with open(tmp, "rb") as f:
+                while chunk := f.read(16 << 20):
+                    hasher.update(chunk)
+                if hasher.hexdigest() != oid:
+                    raise _corrupt(oid)
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o444)
+            final = self.path(oid)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, final)
+            self._dirty.add(final.parent)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def sync(self) -> None:
         for directory in sorted(self._dirty):

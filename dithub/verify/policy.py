@@ -1,0 +1,164 @@
+"""The verify policy (``dithub.toml``): which checks run, their thresholds per branch pattern, the
+probe sets; validated key by key so a typo is one clear line, not a silently ignored setting.
+
+    [verify]                      # defaults for every ref
+    checks = ["integrity", "structure", "numeric", "behaviour", "security"]
+    dtypes = ["F32", "BF16", "F16"]
+    max_norm_ratio = 4.0
+    probe = "probes/all.safetensors"      # or module:function yielding (inputs, labels) batches
+    metric = "accuracy"                   # or module:function(model, probe) -> float
+    min_accuracy = 0.5
+    max_drop = 0.05
+    known_bad = ["refs/tags/known-bad/*"]
+    max_backdoor_cosine = 0.2
+
+    [tasks]                       # an input's branch pattern -> that task's own probe
+    "domain/*" = "probes/{name}.safetensors"    # {branch}: the full name, {name}: its last part
+
+    [branches."class/*"]          # overrides for refs on matching branches (in file order)
+    min_accuracy = 0.8
+
+    [hooks]
+    refs = ["main", "class/*"]    # the branches the git hooks verify (default: every branch)
+
+Relative paths are relative to the policy file's folder.
+"""
+from __future__ import annotations
+
+import fnmatch
+import sys
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import BadInput
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+CHECKS = ("integrity", "structure", "numeric", "behaviour", "security")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The thresholds that apply to one ref."""
+
+    checks: tuple[str, ...] = CHECKS
+    dtypes: tuple[str, ...] = ("F32", "F16", "BF16")
+    max_norm_ratio: float = 4.0
+    """A merged update's norm over the sum of its inputs' norms, per tensor. TA with α ≤ 1 and TIES
+    stay ≤ 1; DARE's 1/(1−p) rescale reaches about 3.2 at p = 0.9 on one input."""
+    probe: str | None = None
+    metric: str = "accuracy"
+    min_accuracy: float | None = None
+    max_drop: float | None = None
+    known_bad: tuple[str, ...] = ("refs/tags/known-bad/*",)
+    max_backdoor_cosine: float = 0.2
+
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "checks": (list,), "dtypes": (list,), "max_norm_ratio": (int, float), "probe": (str,), "metric": (str,),
+    "min_accuracy": (int, float), "max_drop": (int, float), "known_bad": (list,), "max_backdoor_cosine": (int, float),
+}
+_DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2")
+
+
+@dataclass(frozen=True)
+class Policy:
+    defaults: Settings = field(default_factory=Settings)
+    branches: tuple[tuple[str, dict[str, Any]], ...] = ()
+    tasks: tuple[tuple[str, str], ...] = ()
+    hook_refs: tuple[str, ...] = ("*",)
+    source: str | None = None
+
+    def for_branch(self, branch: str | None) -> Settings:
+        """The defaults, overridden by every ``[branches."PATTERN"]`` that matches, in file order."""
+        settings = self.defaults
+        for pattern, overrides in self.branches:
+            if branch is not None and fnmatch.fnmatchcase(branch, pattern):
+                settings = replace(settings, **overrides)
+        return settings
+
+    def task_probe(self, branch: str) -> str | None:
+        """The probe of the task a branch holds (the first matching ``[tasks]`` pattern)."""
+        for pattern, template in self.tasks:
+            if fnmatch.fnmatchcase(branch, pattern):
+                return template.replace("{branch}", branch).replace("{name}", branch.rsplit("/", 1)[-1])
+        return None
+
+    def hooks_cover(self, branch: str) -> bool:
+        return any(fnmatch.fnmatchcase(branch, p) for p in self.hook_refs)
+
+
+def _fail(where: str, message: str) -> BadInput:
+    return BadInput(f"{where}: {message}", "see docs/verify.md for the policy keys")
+
+
+def _settings(table: Any, where: str, folder: Path) -> dict[str, Any]:
+    """Validated overrides from one table of the policy file."""
+    if not isinstance(table, dict):
+        raise _fail(where, "must be a table")
+    valid = [f.name for f in fields(Settings)]
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{where}.{key}"
+        if key not in valid:
+            raise _fail(name, f"unknown key (valid: {', '.join(valid)})")
+        if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
+            want = " or ".join("number" if t in (int, float) else {str: "string", list: "list"}[t] for t in _TYPES[key])
+            raise _fail(name, f"must be a {want}, got {type(value).__name__} {value!r}")
+        if isinstance(value, list):
+            if not all(isinstance(v, str) for v in value):
+                raise _fail(name, "must be a list of strings")
+            allowed = {"checks": CHECKS, "dtypes": _DTYPES}.get(key)
+            bad = [v for v in value if allowed and v not in allowed]
+            if bad:
+                raise _fail(name, f"unknown value {bad[0]!r} (valid: {', '.join(allowed or ())})")
+            value = tuple(value)
+        elif isinstance(value, (int, float)):
+            value = float(value)
+            if value < 0 or (key in ("min_accuracy", "max_drop", "max_backdoor_cosine") and value > 1):
+                raise _fail(name, f"{value} is out of range ({'0 to 1' if key != 'max_norm_ratio' else '≥ 0'})")
+        elif key in ("probe", "metric") and value != "accuracy" and ":" not in value:
+            value = str(folder / value)
+        out[key] = value
+    return out
+
+
+def load_policy(path: str | Path | None) -> Policy:
+    """Read and validate a policy file; None (no file) gives the built-in defaults."""
+    if path is None:
+        return Policy()
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise BadInput(f"{path}: no such policy file", "create dithub.toml or pass --policy FILE") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid TOML: {exc}", "fix the syntax") from None
+    folder = path.parent
+    where = path.name
+    unknown = [k for k in doc if k not in ("verify", "tasks", "branches", "hooks")]
+    if unknown:
+        raise _fail(f"{where}: {unknown[0]}", "unknown table (valid: verify, tasks, branches, hooks)")
+    defaults = Settings(**_settings(doc.get("verify", {}), f"{where}: verify", folder))
+    branches = doc.get("branches", {})
+    if not isinstance(branches, dict):
+        raise _fail(f"{where}: branches", "must be a table of branch patterns")
+    overrides = tuple((pattern, _settings(table, f"{where}: branches.{pattern!r}", folder)) for pattern, table in branches.items())
+    tasks = doc.get("tasks", {})
+    if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
+        raise _fail(f"{where}: tasks", "must map branch patterns to probe files (strings)")
+    tasks_out = tuple((p, v if ":" in v and not (folder / v).exists() else str(folder / v)) for p, v in tasks.items())
+    hooks = doc.get("hooks", {})
+    if not isinstance(hooks, dict):
+        raise _fail(f"{where}: hooks", "must be a table")
+    for key in hooks:
+        if key != "refs":
+            raise _fail(f"{where}: hooks.{key}", "unknown key (valid: refs)")
+    refs = hooks.get("refs", ["*"])
+    if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+        raise _fail(f"{where}: hooks.refs", f"must be a list of branch patterns, got {refs!r}")
+    return Policy(defaults, overrides, tasks_out, tuple(refs), str(path))
