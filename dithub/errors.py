@@ -68,6 +68,12 @@ class RemoteError(DithubError):
     exit_code = 10
 
 
+class VerifyFailed(DithubError):
+    """A ``dithub verify`` check failed (the report says which and why)."""
+
+    exit_code = 11
+
+
 __all__ = [
     "DithubError",
     "BadInput",
@@ -78,4 +84,5 @@ __all__ = [
     "RefConflict",
     "IncompatibleAdapters",
     "RemoteError",
+    "VerifyFailed",
 ]

@@ -95,3 +95,17 @@ def walk(store: BaseObjectStore, starts: list[ObjectId], limit: int | None = Non
             children[p] -= 1
             if children[p] == 0:
                 heapq.heappush(heap, (-commits[p].time, p))
+
+
+def is_ancestor(store: BaseObjectStore, old: ObjectId, new: ObjectId) -> bool:
+    """Whether ``old`` is ``new`` or one of its ancestors (among the commits ``store`` holds)."""
+    stack, seen = [new], set()
+    while stack:
+        oid = stack.pop()
+        if oid == old:
+            return True
+        if oid in seen or not store.contains(oid):
+            continue
+        seen.add(oid)
+        stack.extend(store.read_commit(oid).parents)
+    return False

@@ -38,7 +38,7 @@ class GcReport:
     kept_objects: int = 0
 
 
-def _check_object(store: BaseObjectStore, oid: ObjectId) -> str | None:
+def check_object(store: BaseObjectStore, oid: ObjectId) -> str | None:
     """None if ``oid`` hashes right and parses as its type, else the reason."""
     try:
         buf = store.read_buffer(oid)
@@ -110,7 +110,7 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
             report.bytes += store.size(oid)
         except DithubError:
             pass
-        reason = _check_object(store, oid)
+        reason = check_object(store, oid)
         if reason:
             report.corrupt.append((oid, reason))
         advance(1)

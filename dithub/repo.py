@@ -23,6 +23,7 @@ from .store.objects import tensor_header
 
 if TYPE_CHECKING:
     from .rebasing import RebaseResult
+    from .verify import Policy, VerifyReport
     from .diff import DiffResult
     from .merging import MergePlan
 
@@ -499,6 +500,17 @@ class Repo:
                       author=author or default_author(), progress=progress)
 
     # -- maintenance ------------------------------------------------------
+    def verify(self, rev: str = "HEAD", *, policy: str | Path | Policy | None = None, against: list[str] | None = None,
+               checks: list[str] | None = None, progress: ProgressFactory = no_progress) -> VerifyReport:
+        """Run the verify checks on ``rev`` with a policy (a ``dithub.toml`` path, a Policy, or
+        None: ``dithub.toml`` at the repository root if present, else the defaults); see ``dithub.verify``."""
+        from .verify import Policy, load_policy, verify
+
+        if not isinstance(policy, Policy):
+            default = self.path / "dithub.toml" if self.path is not None else None
+            policy = load_policy(policy if policy is not None else (default if default is not None and default.is_file() else None))
+        return verify(self, rev, policy, against=against, checks=checks, progress=progress)
+
     def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:
         return maintenance.fsck(self.store, self.refs, progress)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import DithubError
-from .commands import base, branch, checkout, commit, diff, export, fsck, gc, init, log, merge, rebase, reflog, remote, revert, show, status, tag
+from .commands import base, branch, checkout, commit, diff, export, fsck, gc, init, log, merge, rebase, reflog, remote, revert, show, status, tag, verify
 from .output import error_line
 from .state import State
 
@@ -50,12 +50,14 @@ def _root(
 
 
 for fn in (init.init, status.status, commit.commit, log.log, show.show, diff.diff, branch.branch,
-           checkout.checkout, tag.tag, merge.merge, rebase.rebase, revert.revert, export.export, fsck.fsck, gc.gc, reflog.reflog):
+           checkout.checkout, tag.tag, merge.merge, rebase.rebase, revert.revert, export.export, fsck.fsck, gc.gc, reflog.reflog,
+           verify.verify):
     app.command(fn.__name__)(fn)
 for fn in (remote.fetch, remote.push, remote.pull, remote.clone):
     app.command(fn.__name__)(fn)
 app.add_typer(base.app, name="base")
 app.add_typer(remote.app, name="remote")
+app.add_typer(verify.hooks, name="hooks")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,9 +1,9 @@
 """Probe sets and model evaluation, shared by merge --alpha auto, rebase, revert and verify."""
-from .metrics import accuracy
+from .metrics import Metric, accuracy, load_metric
 from .model import ScaledAdapter, load_base_model
 from .probe import Probe, load_probe
 from .signals import linear_activations, majority_descent_signs
 
 __all__ = [
-    "accuracy", "ScaledAdapter", "load_base_model", "Probe", "load_probe", "linear_activations", "majority_descent_signs",
+    "accuracy", "load_metric", "Metric", "ScaledAdapter", "load_base_model", "Probe", "load_probe", "linear_activations", "majority_descent_signs",
 ]

@@ -28,6 +28,7 @@ def load_base_model(repo: Repo, base: Tree) -> torch.nn.Module:
     """The base's transformers class (from its stored config), weights from the store."""
     import transformers
 
+    transformers.utils.logging.disable_progress_bar()  # a tiny model loads in milliseconds; no bars on stderr
     arch = (base.config.get("architectures") or [None])[0]
     cls = getattr(transformers, arch, None) if arch else None
     with tempfile.TemporaryDirectory() as tmp:
@@ -40,8 +41,10 @@ def load_base_model(repo: Repo, base: Tree) -> torch.nn.Module:
 class ScaledAdapter:
     """A base model with ``scale · ΔW`` of an adapter applied (prepare once, apply per scale)."""
 
-    def __init__(self, repo: Repo, base: Tree, adapter: Tree) -> None:
-        self.model = load_base_model(repo, base)
+    def __init__(self, repo: Repo, base: Tree, adapter: Tree, model: torch.nn.Module | None = None) -> None:
+        """``model``: the base already loaded (adapters on one base can share it; ``set_scale(0)``
+        puts back the base weights an adapter changed)."""
+        self.model = model if model is not None else load_base_model(repo, base)
         params = dict(self.model.named_parameters())
         names = model_names(base.config, base.tensors)
         load = lambda tree, key: to_torch(repo.store.read_tensor(tree.tensors[key].id))  # noqa: E731

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import BadInput, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
+from ..history import is_ancestor
 from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
 from .location import Location
 from .packs import PACKED_BELOW
@@ -203,20 +204,6 @@ def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result
 # -- push --------------------------------------------------------------------------
 
 
-def is_ancestor(repo: Repo, old: ObjectId, new: ObjectId) -> bool:
-    """Whether ``old`` is ``new`` or one of its ancestors (in the local store)."""
-    stack, seen = [new], set()
-    while stack:
-        oid = stack.pop()
-        if oid == old:
-            return True
-        if oid in seen or not repo.store.contains(oid):
-            continue
-        seen.add(oid)
-        stack.extend(repo.store.read_commit(oid).parents)
-    return False
-
-
 def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: bool = False,
          progress: ProgressFactory = no_progress) -> SyncResult:
     """Send the objects of ``branches`` (default: the current one) with their bases, then move the
@@ -236,7 +223,7 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
     theirs = loc.refs()
     for b, oid in mine.items():
         old = theirs.get(HEADS + b)
-        if old and old != oid and not force and not is_ancestor(repo, old, oid):
+        if old and old != oid and not force and not is_ancestor(repo.store, old, oid):
             raise RemoteError(f"push of {b} to {remote} rejected: not a fast-forward (the remote has commits this branch lacks)",
                               f"dithub fetch {remote}, then merge or rebase onto {remote}/{b}; or --force to overwrite")
     bases = _bases_used(repo, list(mine.values()))
@@ -367,8 +354,8 @@ def pull(repo: Repo, remote: str | None = None, branch: str | None = None, *, pr
     mine = repo.refs.resolve(HEADS + branch)
     if theirs is None or theirs == mine:
         return result
-    if mine is not None and not is_ancestor(repo, mine, theirs):
-        if is_ancestor(repo, theirs, mine):
+    if mine is not None and not is_ancestor(repo.store, mine, theirs):
+        if is_ancestor(repo.store, theirs, mine):
             return result  # already ahead
         raise RefConflict(f"{branch} and {remote_name}/{remote_branch} have diverged",
                           f"merge them: dithub merge {branch} {remote_name}/{remote_branch} --method METHOD --into {branch}")

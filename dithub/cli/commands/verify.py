@@ -1,0 +1,117 @@
+"""dithub verify, dithub hooks install/uninstall/run"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ...errors import VerifyFailed
+from ...verify import VerifyReport, load_policy
+from ...verify import hooks as git_hooks
+from ...verify.policy import CHECKS
+from ..options import Json, Rev
+from ..output import emit, err, out, print_json, progress_bars
+from ..state import repo as open_repo
+
+Policy = Annotated[Optional[Path], typer.Option("--policy", help="Policy file (default: dithub.toml at the repository root).")]
+STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
+
+
+def _figure(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) and not float(value).is_integer() else f"{value:g}"
+
+
+def render(report: VerifyReport, console=out) -> None:  # type: ignore[no-untyped-def]
+    """The report as a rich table: check, status, figure, threshold, detail."""
+    table = Table(title=f"verify {report.ref} ({report.commit[:12]})" + (f", policy {report.policy}" if report.policy else ""))
+    for column in ("check", "status", "figure", "threshold", "detail"):
+        table.add_column(column, justify="right" if column in ("figure", "threshold") else "left")
+    for c in report.checks:
+        table.add_row(c.check, f"[{STYLE[c.status]}]{c.status}[/]", _figure(c.figure), _figure(c.threshold), escape(c.detail))
+    console.print(table)
+
+
+def _policy_path(ctx: typer.Context, policy: Path | None) -> Path | None:
+    if policy is not None:
+        return policy
+    default = open_repo(ctx).path / "dithub.toml"  # type: ignore[operator]
+    return default if default.is_file() else None
+
+
+def _failed(reports: list[VerifyReport], what: str) -> VerifyFailed:
+    bad = [f"{r.ref}: {', '.join(c.check for c in r.failed)}" for r in reports if not r.ok]
+    return VerifyFailed(f"{what}: {'; '.join(bad)}", "the table says why; fix the merge or the policy")
+
+
+def verify(
+    ctx: typer.Context,
+    rev: Rev = "HEAD",
+    policy: Policy = None,
+    against: Annotated[Optional[list[str]], typer.Option("--against", help="Known-bad refs (glob) for the backdoor screen, e.g. 'refs/tags/known-bad/*'.")] = None,
+    check: Annotated[Optional[list[str]], typer.Option("--check", help=f"Run only these checks ({', '.join(CHECKS)}).")] = None,
+    as_json: Json = False,
+) -> None:
+    """Run the policy's checks on a commit; exit 11 if any fails."""
+    for name in check or []:
+        if name not in CHECKS:
+            raise typer.BadParameter(f"unknown check {name!r} (valid: {', '.join(CHECKS)})")
+    repo = open_repo(ctx)
+    rules = load_policy(_policy_path(ctx, policy))
+    with progress_bars() as progress:
+        report = repo.verify(rev, policy=rules, against=against, checks=check, progress=progress)
+    emit(as_json, report.to_json(), lambda: render(report))
+    if not report.ok:
+        raise _failed([report], "verify failed")
+
+
+hooks = typer.Typer(help="Git hooks that run verify on the dithub branches that changed.", no_args_is_help=True)
+
+
+@hooks.command("install")
+def hooks_install(
+    ctx: typer.Context,
+    git: Annotated[Optional[Path], typer.Option("--git", help="A folder inside the host git repository (default: this one).")] = None,
+    policy: Policy = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace hooks dithub did not write (kept as *.dithub-backup).")] = False,
+) -> None:
+    """Install pre-commit and pre-push hooks in the host git repository."""
+    for path in git_hooks.install(open_repo(ctx), git_dir=git, policy=policy, force=force):
+        out.print(f"installed {path}")
+
+
+@hooks.command("uninstall")
+def hooks_uninstall(
+    ctx: typer.Context,
+    git: Annotated[Optional[Path], typer.Option("--git", help="A folder inside the host git repository.")] = None,
+) -> None:
+    """Remove dithub's hooks (and put back any hook they replaced)."""
+    removed = git_hooks.uninstall(open_repo(ctx), git_dir=git)
+    for path in removed:
+        out.print(f"removed {path}")
+    if not removed:
+        out.print("no dithub hooks installed")
+
+
+@hooks.command("run")
+def hooks_run(
+    ctx: typer.Context,
+    hook: Annotated[str, typer.Argument(help="pre-commit or pre-push (what the installed hook passes).")] = "pre-commit",
+    policy: Policy = None,
+    as_json: Json = False,
+) -> None:
+    """Verify every covered branch whose head changed since it last passed (what the hooks run)."""
+    repo = open_repo(ctx)
+    rules = load_policy(_policy_path(ctx, policy))
+    with progress_bars() as progress:
+        reports = git_hooks.run_hook(repo, rules, progress=progress, on_report=(lambda r: None) if as_json else (lambda r: render(r, err)))
+    if as_json:
+        print_json({"hook": hook, "reports": [r.to_json() for r in reports]})
+    elif not reports:
+        err.print("dithub verify: no branch changed since it last passed")
+    if any(not r.ok for r in reports):
+        raise _failed(reports, f"dithub {hook} hook: verify failed")
