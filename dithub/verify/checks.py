@@ -159,7 +159,7 @@ def _norms(t: Target) -> CheckResult:
         size = math.sqrt(max(inner(u, u), 0.0))
         ratio = size / total if total > 0 else (math.inf if size > 0 else 0.0)
         if ratio > worst:
-            worst, where = ratio, key
+            worst, where = ratio, merged.names.get(key, key)
     return _row("numeric.norms", worst > limit, worst, limit,
                 f"{where}: merged update norm / sum of its {len(inputs)} inputs' norms" if where else "no updates")
 

@@ -107,7 +107,7 @@ def _settings(table: Any, where: str, folder: Path) -> dict[str, Any]:
         if key not in valid:
             raise _fail(name, f"unknown key (valid: {', '.join(valid)})")
         if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
-            want = " or ".join("number" if t in (int, float) else {str: "string", list: "list"}[t] for t in _TYPES[key])
+            want = "number" if float in _TYPES[key] else {str: "string", list: "list"}[_TYPES[key][0]]
             raise _fail(name, f"must be a {want}, got {type(value).__name__} {value!r}")
         if isinstance(value, list):
             if not all(isinstance(v, str) for v in value):

@@ -61,8 +61,11 @@ class Updates:
         self.repo, self.tree, self.base = repo, tree, base
         load = lambda key: to_torch(repo.store.read_tensor(tree.tensors[key].id))  # noqa: E731
         self._get: dict[str, Callable[[], Update | None]] = {}
+        self.names: dict[str, str] = {}
+        """Base tensor -> the adapter's own name for what changes it (for messages)."""
         if base is not None:
             for base_key, edit in plan_edits(base, tree).items():
+                self.names[base_key] = edit.module.name if edit.module is not None else edit.key
                 if edit.kind == "lora":
                     assert edit.module is not None
                     self._get[base_key] = self._lora(edit.module.name, edit.module.a_key, edit.module.b_key,
