@@ -15,7 +15,7 @@ Offline, on a CPU, in about 50 seconds: `make demo` or `python examples/quicksta
 The trained bases and adapters ship in examples/digits (7 MB) and examples/minilm (1 MB); `--retrain`
 trains them again from scratch (about five minutes on 2 cores), as examples/make_digits.py and
 examples/make_text.py made them.
-Later verbs (rebase, revert, verify, fetch) add their steps here as they land.
+Then `verify` gates two of the merges on a dithub.toml policy (accuracy floor, per-domain drop).
 """
 from __future__ import annotations
 
@@ -50,11 +50,12 @@ SHIPPED_TEXT = Path(__file__).resolve().parent / "minilm"
 console = Console(width=max(Console().width, 120))  # the tables need the room
 
 
-def run(line: str, repo: Path) -> None:
+def run(line: str, repo: Path, expect: int = 0) -> None:
+    """Run ``dithub LINE`` in ``repo``; stop the demo unless it exits with ``expect``."""
     console.print(f"\n[bold]$ dithub {line}[/bold]")
     code = dithub(["-C", str(repo), *shlex.split(line)])
-    if code:
-        sys.exit(code)
+    if code != expect:
+        sys.exit(code or 1)
 
 
 def table(rows: Sequence[Row], domains: Sequence[str], reference: Mapping[str, float], title: str) -> Table:
@@ -168,6 +169,21 @@ def remote_step(repo: Path, work: Path) -> None:
     run("fetch origin lora/flip", solo)  # only the objects reachable from that branch, not its base
 
 
+def verify_step(repo: Path, suite) -> None:  # type: ignore[no-untyped-def]
+    """CI's gate on merged adapters: a policy (dithub.toml) with an accuracy floor on the original
+    digits and a per-domain drop margin; one merge passes, one is refused (exit 11)."""
+    probes = suite.root / "probes"
+    (repo / "dithub.toml").write_text(
+        "[verify]\n"
+        f'probe = "{probes / "original.safetensors"}"\n'
+        "min_accuracy = 0.5   # on the original digits\n"
+        "max_drop = 0.8       # no domain may lose more than this versus its own adapter\n"
+        "[tasks]\n"
+        f'"lora/*" = "{probes}/{{name}}.safetensors"\n')
+    run("verify merged/lora-mean_ba", repo)
+    run("verify merged/lora-ties", repo, expect=11)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--dir", type=Path, help="work directory (default: a new temporary one)")
@@ -230,6 +246,7 @@ def main() -> None:
 
             shutil.rmtree(work / leftover)
     remote_step(repo, work)
+    verify_step(repo, suite)
     run("log merged/lora-ties --graph -n 4", repo)
     run(f"checkout lora/rot90 -o {work / 'out/rot90'}", repo)
     run(f"export merged/lora-ties --merged -o {work / 'out/ties-full'}", repo)
