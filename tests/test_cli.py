@@ -121,3 +121,16 @@ def test_python_dash_m_and_console_script(tmp_path):
     res = subprocess.run([sys.executable, "-m", "dithub", "-C", str(tmp_path), "show", "x"], capture_output=True, text=True)
     assert res.returncode == RefNotFound.exit_code and res.stderr.count("\n") == 1
     assert Repo.open(tmp_path).branches() == {}
+
+
+def test_every_command_help_renders(cli):
+    """--help of every command and subcommand prints (rich markup in help texts is escaped)."""
+    from dithub.cli.app import app
+
+    commands = [[c.name or c.callback.__name__] for c in app.registered_commands]
+    for group in app.registered_groups:
+        commands += [[group.name, c.name or c.callback.__name__] for c in group.typer_instance.registered_commands]
+    assert ["verify"] in commands and ["hooks", "install"] in commands
+    for words in commands:
+        res = cli([*words, "--help"])
+        assert res.code == 0 and "Usage" in res.out, (words, res.err)

@@ -17,7 +17,7 @@ def branch(
     delete: Annotated[bool, typer.Option("--delete", "-d", help="Delete the branch.")] = False,
     move: Annotated[bool, typer.Option("--move", "-m", help="Rename OLD to NEW.")] = False,
     force: Force = False,
-    set_upstream: Annotated[str | None, typer.Option("--set-upstream", "-u", help="REMOTE[/BRANCH] that pull and push use for NAME (default: the current branch).")] = None,
+    set_upstream: Annotated[str | None, typer.Option("--set-upstream", "-u", help="REMOTE, or REMOTE/BRANCH, that pull and push use for NAME (default: the current branch).")] = None,
     as_json: Json = False,
 ) -> None:
     """List, create, delete or rename branches; set a branch's upstream."""
