@@ -16,7 +16,7 @@ import torch
 
 from dithub import Repo
 from dithub.errors import BadInput
-from dithub.store import Op, TensorEntry, Tree
+from dithub.store import Op, Tree
 from dithub.verify import load_policy
 
 DIGITS = Path(__file__).resolve().parents[1] / "examples" / "digits"

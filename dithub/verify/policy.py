@@ -38,14 +38,14 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CHECKS = ("integrity", "structure", "numeric", "behaviour", "security")
+CHECK_NAMES = ("integrity", "structure", "numeric", "behaviour", "security")
 
 
 @dataclass(frozen=True)
 class Settings:
     """The thresholds that apply to one ref."""
 
-    checks: tuple[str, ...] = CHECKS
+    checks: tuple[str, ...] = CHECK_NAMES
     dtypes: tuple[str, ...] = ("F32", "F16", "BF16")
     max_norm_ratio: float = 4.0
     """A merged update's norm over the sum of its inputs' norms, per tensor. TA with α ≤ 1 and TIES
@@ -112,7 +112,7 @@ def _settings(table: Any, where: str, folder: Path) -> dict[str, Any]:
         if isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
                 raise _fail(name, "must be a list of strings")
-            allowed = {"checks": CHECKS, "dtypes": _DTYPES}.get(key)
+            allowed = {"checks": CHECK_NAMES, "dtypes": _DTYPES}.get(key)
             bad = [v for v in value if allowed and v not in allowed]
             if bad:
                 raise _fail(name, f"unknown value {bad[0]!r} (valid: {', '.join(allowed or ())})")

@@ -2,19 +2,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from ...errors import VerifyFailed
-from ...verify import VerifyReport, load_policy
-from ...verify import hooks as git_hooks
-from ...verify.policy import CHECKS
+from ...verify.policy import CHECK_NAMES as CHECKS
+from ...verify.policy import load_policy
 from ..options import Json, Rev
 from ..output import emit, err, out, print_json, progress_bars
 from ..state import repo as open_repo
+
+if TYPE_CHECKING:
+    from ...verify import VerifyReport
 
 Policy = Annotated[Optional[Path], typer.Option("--policy", help="Policy file (default: dithub.toml at the repository root).")]
 STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
@@ -80,6 +82,8 @@ def hooks_install(
     force: Annotated[bool, typer.Option("--force", help="Replace hooks dithub did not write (kept as *.dithub-backup).")] = False,
 ) -> None:
     """Install pre-commit and pre-push hooks in the host git repository."""
+    from ...verify import hooks as git_hooks
+
     for path in git_hooks.install(open_repo(ctx), git_dir=git, policy=policy, force=force):
         out.print(f"installed {path}")
 
@@ -90,6 +94,8 @@ def hooks_uninstall(
     git: Annotated[Optional[Path], typer.Option("--git", help="A folder inside the host git repository.")] = None,
 ) -> None:
     """Remove dithub's hooks (and put back any hook they replaced)."""
+    from ...verify import hooks as git_hooks
+
     removed = git_hooks.uninstall(open_repo(ctx), git_dir=git)
     for path in removed:
         out.print(f"removed {path}")
@@ -105,6 +111,8 @@ def hooks_run(
     as_json: Json = False,
 ) -> None:
     """Verify every covered branch whose head changed since it last passed (what the hooks run)."""
+    from ...verify import hooks as git_hooks
+
     repo = open_repo(ctx)
     rules = load_policy(_policy_path(ctx, policy))
     with progress_bars() as progress:
