@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import uuid
@@ -366,3 +367,34 @@ def test_a_push_killed_midway_resumes(source, where, tmp_path):
     assert resumed.objects <= 50 - arrived + 1  # what had arrived whole is not sent again
     check, _ = clone(url, tmp_path / "check", options=options)
     assert check.fsck().ok and check.tree_of("big") == source.tree_of("big")
+
+
+def test_bad_remotes_are_clear_errors_within_seconds(source, tmp_path, monkeypatch, s3_server):
+    import time
+
+    from dithub.errors import RefNotFound
+
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # no instance-metadata lookup for credentials
+    with pytest.raises(RefNotFound, match="no remote 'origin'"):
+        fetch(source, "origin")
+    for url in ("s3:/adapters/x", "s3://", "nosuchproto://a/b"):
+        with pytest.raises(RemoteError, match="malformed URL|cannot be opened"):
+            remote_add(source, "bad", url)
+    assert "bad" not in __import__("dithub.remote", fromlist=["remotes"]).remotes(source)
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there
+    remote_add(source, "down", "s3://adapters/x", {"key": "k", "secret": "s",
+                                                    "client_kwargs": {"endpoint_url": f"http://127.0.0.1:{port}", "region_name": "us-east-1"}})
+    t0 = time.monotonic()
+    with pytest.raises(RemoteError, match="remote down .*Could not connect"):
+        push(source, "down", ["class/cat"])
+    assert time.monotonic() - t0 < 20
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID", raising=False)
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY", raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    remote_add(source, "nocreds", "s3://adapters/y", {"client_kwargs": s3_server["client_kwargs"]})
+    with pytest.raises(RemoteError, match="remote nocreds .*credentials"):
+        push(source, "nocreds", ["class/cat"])

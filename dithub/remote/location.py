@@ -9,6 +9,7 @@ both move it.
 """
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -60,6 +61,13 @@ class Location:
         import fsspec
 
         self.url, self.name = url, name
+        scheme, sep, rest = url.partition("://")
+        if (not sep and re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:(?!\\)", url)) or (sep and not rest.strip("/")):
+            raise RemoteError(f"remote {name}: malformed URL {url!r}",
+                              "use a path, file:///abs/path, memory://name or s3://bucket/prefix")
+        options = dict(options or {})
+        if scheme == "s3" and "config_kwargs" not in options:  # an unreachable endpoint fails in seconds, not minutes
+            options["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
         # no listings cache and no shared instance: other processes write to the same remote, and a
         # cached folder listing would hide their objects (s3fs then reports them missing)
         settings = {"use_listings_cache": False, "skip_instance_cache": True, **dict(options or {})}
