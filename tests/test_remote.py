@@ -398,3 +398,29 @@ def test_bad_remotes_are_clear_errors_within_seconds(source, tmp_path, monkeypat
     remote_add(source, "nocreds", "s3://adapters/y", {"client_kwargs": s3_server["client_kwargs"]})
     with pytest.raises(RemoteError, match="remote nocreds .*credentials"):
         push(source, "nocreds", ["class/cat"])
+
+
+def test_progress_bars_know_their_totals_and_reach_them(source, where, tmp_path):
+    url, options = where
+    g = torch.Generator().manual_seed(5)
+    save_file({f"part{i}.weight": torch.randn(512, 1024, generator=g) for i in range(3)}, str(tmp_path / "large.safetensors"))
+    source.commit(tmp_path / "large.safetensors", "large", branch="large")  # loose objects, streamed
+    bars: dict[str, list[int]] = {}
+    totals: dict[str, int] = {}
+
+    def progress(what: str, total: int | None):
+        totals[what], bars[what] = total, []
+        return bars[what].append
+
+    remote_add(source, "origin", url, options)
+    pushed = push(source, "origin", [*BRANCHES, "large"], progress=progress)
+    repo = Repo.init(tmp_path / "other")
+    remote_add(repo, "origin", url, options)
+    fetched = fetch(repo, "origin", ["large"], progress=progress)
+    assert any(t and t > 6 << 20 for t in totals.values())  # the three 2 MB tensors, both ways
+    for what, steps in bars.items():
+        assert totals[what] is not None and sum(steps) == totals[what], what
+    assert pushed.bytes == sum(sum(s) for w, s in bars.items() if w.startswith("pushing"))
+    head = source.resolve("large")
+    walked = source.store.size(head) + source.store.size(source.commit_object("large").tree)  # read while planning
+    assert fetched.bytes == sum(sum(s) for w, s in bars.items() if w.startswith("fetching")) + walked

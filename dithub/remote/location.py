@@ -29,6 +29,36 @@ PACK_CACHE_BYTES = 256 << 20
 commits at a time; their parents are usually in the same pack)."""
 
 
+class _Bytes:
+    """An fsspec callback that reports bytes as a transfer streams (s3fs calls it per chunk); what
+    a backend does not report (a local copy) is reported at the end, so the total is always right."""
+
+    def __init__(self, advance: Callable[[int], None], size: int) -> None:
+        from fsspec.callbacks import Callback
+
+        outer = self
+
+        class Reporting(Callback):
+            def relative_update(self, inc: int = 1) -> None:
+                outer.report(inc)
+
+            def absolute_update(self, value: int) -> None:
+                outer.report(value - outer.done)
+
+        self.advance, self.size, self.done, self._lock = advance, size, 0, threading.Lock()
+        self.callback = Reporting()
+
+    def report(self, n: int) -> None:
+        with self._lock:
+            n = max(0, min(n, self.size - self.done))
+            self.done += n
+        if n:
+            self.advance(n)
+
+    def finish(self) -> None:
+        self.report(self.size - self.done)
+
+
 class _Counted:
     """An fsspec filesystem whose storage calls are counted (the calls this module makes; fsspec's
     calls among its own methods are not counted again)."""
@@ -232,11 +262,13 @@ class Location:
                               "nothing was stored; repair the remote (push from a good copy) and fetch again")
         return data
 
-    def download(self, oid: ObjectId, dest: Path) -> None:
-        """Copy loose object ``oid`` into local file ``dest`` (streamed; not verified here: the
-        receiving store re-hashes the file)."""
+    def download(self, oid: ObjectId, dest: Path, advance: Callable[[int], None] = lambda n: None, size: int = 0) -> None:
+        """Copy loose object ``oid`` (``size`` bytes) into local file ``dest``, streamed, reporting
+        bytes to ``advance`` as they arrive (not verified here: the receiving store re-hashes it)."""
+        progress = _Bytes(advance, size)
         try:
-            self.fs.get_file(self._object(oid), str(dest))
+            self.fs.get_file(self._object(oid), str(dest), callback=progress.callback)
+            progress.finish()
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001
@@ -255,13 +287,16 @@ class Location:
         with ThreadPoolExecutor(WORKERS) as pool:
             return dict(zip(oids, pool.map(self.read_object, oids)))
 
-    def write_object(self, oid: ObjectId, data: bytes | memoryview | Path) -> None:
-        """Store one loose object (its bytes, or a local file holding them)."""
-        self._put(self._object(oid), data, f"object {oid}")
+    def write_object(self, oid: ObjectId, data: bytes | memoryview | Path, advance: Callable[[int], None] | None = None) -> None:
+        """Store one loose object (its bytes, or a local file holding them); a file's bytes are
+        reported to ``advance`` as they go."""
+        self._put(self._object(oid), data, f"object {oid}", advance)
 
-    def _put(self, path: str, data: bytes | memoryview | Path, what: str) -> None:
+    def _put(self, path: str, data: bytes | memoryview | Path, what: str, advance: Callable[[int], None] | None = None) -> None:
         """Write one remote file whole: under a temporary name, then renamed (a put on S3 is atomic).
-        A local ``Path`` is copied by the filesystem (no read into memory here)."""
+        A local ``Path`` is copied by the filesystem (no read into memory here), reporting progress."""
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        progress = _Bytes(advance or (lambda n: None), size)
         try:
             if self._local:
                 folder = path.rpartition("/")[0]
@@ -270,16 +305,17 @@ class Location:
                     self._made.add(folder)
                 tmp = f"{path}.tmp-{time.monotonic_ns()}-{threading.get_ident()}"
                 if isinstance(data, Path):
-                    self.fs.put_file(str(data), tmp)
+                    self.fs.put_file(str(data), tmp, callback=progress.callback)
                 else:
                     self.fs.pipe_file(tmp, data)
                 self.fs.mv(tmp, path)
             elif isinstance(data, Path):
-                self.fs.put_file(str(data), path)
+                self.fs.put_file(str(data), path, callback=progress.callback)
             else:
                 self.fs.pipe_file(path, bytes(data))
         except Exception as exc:  # noqa: BLE001
             raise self._fail(f"writing {what}", exc) from None
+        progress.finish()
 
     # -- refs ------------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:

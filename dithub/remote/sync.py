@@ -123,9 +123,11 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
             pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
-        def copy(oid: ObjectId) -> None:
-            if receive_large(repo.store, loc, oid) is None:
-                write(oid, loc.read_object(oid))
+        def copy(oid: ObjectId, advance: Callable[[int], None]) -> None:
+            if receive_large(repo.store, loc, oid, sizes.get(oid, 0), advance) is None:
+                data = loc.read_object(oid)
+                write(oid, data)
+                advance(len(data))
 
         result.bytes += send_tensors(todo.tensors, copy, lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
         for oid, data in todo.small:
@@ -172,10 +174,9 @@ def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result
     def one(oid: ObjectId) -> None:
         try:
             if sizes[oid] >= BIG:  # a large loose object: straight to disk, re-hashed there
-                n = receive_large(repo.store, loc, oid)
+                n = receive_large(repo.store, loc, oid, sizes[oid], advance)
                 if n is not None:
                     stored.append(n)
-                    advance(n)
                     return
             data = loc.read_object(oid, missing_ok=True)
         except FileNotFoundError:  # listed but gone (a listing cache): the walk that follows fetches what is needed
@@ -235,8 +236,8 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
     set_large = set(large)
     # a large tensor goes as a loose object, copied from its file where the store has one
     read = repo.store.path if isinstance(repo.store, DiskObjectStore) else repo.store.read_buffer
-    result.bytes = send_tensors(large, lambda oid: loc.write_object(oid, read(oid)), repo.store.size, progress,
-                                f"pushing to {remote}")
+    result.bytes = send_tensors(large, lambda oid, advance: loc.write_object(oid, read(oid), advance), repo.store.size,
+                                progress, f"pushing to {remote}")
     # the rest in packs, in any order: `have` trusts only complete objects, so a partial upload resumes
     small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in set_large] + todo.small
     nbytes = sum(len(d) for _, d in small)

@@ -107,32 +107,30 @@ def dependency_order(objects: dict[ObjectId, bytes], present: Callable[[ObjectId
     return [(o, objects[o]) for o in ordered]
 
 
-def send_tensors(ids: list[ObjectId], copy: Callable[[ObjectId], None], size: Callable[[ObjectId], int],
+def send_tensors(ids: list[ObjectId], copy: Callable[[ObjectId, Callable[[int], None]], None], size: Callable[[ObjectId], int],
                  progress: ProgressFactory, what: str) -> int:
-    """Run ``copy`` on every object concurrently, with a progress bar of bytes; returns the bytes sent."""
+    """Run ``copy(oid, advance)`` on every object concurrently under one progress bar of bytes
+    (``copy`` reports its bytes as they stream); returns the bytes sent."""
     total = sum(size(i) for i in ids)
     advance = progress(what, total)
 
     def one(oid: ObjectId) -> int:
-        copy(oid)
+        copy(oid, advance)
         return size(oid)
 
-    sent = 0
     with ThreadPoolExecutor(WORKERS) as pool:
-        for n in pool.map(one, ids):
-            sent += n
-            advance(n)
-    return sent
+        return sum(pool.map(one, ids))
 
 
-def receive_large(store: BaseObjectStore, location: Location, oid: ObjectId) -> int | None:
+def receive_large(store: BaseObjectStore, location: Location, oid: ObjectId, size: int,
+                  advance: Callable[[int], None] = lambda n: None) -> int | None:
     """Download a large loose object straight into the store's temp folder, re-hash it there and
     move it into place (no copy through memory); None where that does not apply (a packed object,
     a store in memory): read it and store it instead."""
     if not isinstance(store, DiskObjectStore) or oid in location.packed(refresh=False):
         return None
     try:
-        store.receive(oid, lambda path: location.download(oid, path))
+        store.receive(oid, lambda path: location.download(oid, path, advance, size))
     except CorruptObject:
         raise RemoteError(f"object {oid} from remote {location.name} ({location.url}) is corrupt: its bytes do not hash to its id",
                           "nothing was stored; repair the remote (push from a good copy) and fetch again") from None
