@@ -385,11 +385,12 @@ class Repo:
     def merge(
         self, revs: list[str], method: str, params: dict | None = None, *, into: str | None = None,
         message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
-        probe: str | None = None, device: str = "auto",
+        probe: str | None = None, metric: str = "accuracy", device: str = "auto",
     ) -> ObjectId:
         """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
 
-        With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set; the
+        With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set
+        (by ``metric``: accuracy, or ``module:function(model, probe) -> float``); the
         merge then runs once more at that scale, so the commit equals a replay of its ``op`` bit for bit.
         """
         from dataclasses import replace
@@ -411,10 +412,10 @@ class Repo:
         plan = self.plan_merge(revs, method, params)
         note = ""
         if probe is not None:
-            best, accuracies = sweep_alpha(self, plan, probe)
+            best, accuracies = sweep_alpha(self, plan, probe, metric)
             scale = get_method(method).scale_param
             plan = replace(plan, params={**plan.params, scale: best})
-            note = f"\n\n{scale} = {best} chosen on {probe}: " + ", ".join(f"{a}: {acc:.3f}" for a, acc in accuracies.items())
+            note = f"\n\n{scale} = {best} chosen on {probe} by {metric}: " + ", ".join(f"{a}: {acc:.3f}" for a, acc in accuracies.items())
         previous = self.refs.resolve(HEADS + branch)
         tree = run_merge(self, plan, progress, device)
         parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs

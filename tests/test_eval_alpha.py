@@ -61,3 +61,29 @@ def test_alpha_auto_needs_a_probe_and_a_scale(merged_repo, cli):
     assert "needs --probe" in cli("merge class/a class/b --method ties --alpha auto", cwd=merged_repo.path).err
     res = cli("merge class/a class/b --method mean_ba --alpha auto --probe x.safetensors", cwd=merged_repo.path)
     assert res.code == BadInput.exit_code and "no final scale" in res.err
+
+
+def test_alpha_auto_with_a_user_metric(merged_repo, vit, tmp_path, cli, monkeypatch):
+    repo = merged_repo
+    # the metric: minus the distance of the model's weights to the merge at scale 0.9 (written out
+    # by export, another code path), so the sweep must pick 0.9
+    repo.merge(["class/a", "class/b"], "task_arithmetic", {"alpha": 0.9}, into="ref")
+    target = {k: v.clone() for k, v in _full_model(repo, "ref", tmp_path / "ref").state_dict().items()}
+    torch.save(target, tmp_path / "target.pt")
+    (tmp_path / "closeness.py").write_text(
+        "import torch\n"
+        f"TARGET = torch.load({str(tmp_path / 'target.pt')!r})\n"
+        "def score(model, probe):\n"
+        "    state = model.state_dict()\n"
+        "    return -sum(float((state[k].float() - v.float()).pow(2).sum()) for k, v in TARGET.items() if k in state)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    save_file({"inputs": torch.randn(4, 1, 8, 8), "labels": torch.zeros(4, dtype=torch.long)}, str(tmp_path / "p.safetensors"))
+    res = cli(f"merge class/a class/b --method task_arithmetic --alpha auto --probe {tmp_path}/p.safetensors "
+              f"--metric closeness:score --into auto --json", cwd=repo.path)
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["op"]["params"]["alpha"] == 0.9 and "by closeness:score" in repo.commit_object("auto").message
+    res = cli("merge class/a class/b --method task_arithmetic --metric closeness:score", cwd=repo.path)
+    assert res.code == BadInput.exit_code and "--metric is used with --alpha auto" in res.err
+    res = cli(f"merge class/a class/b --method task_arithmetic --alpha auto --probe {tmp_path}/p.safetensors "
+              "--metric nomodule_xyz:f --into x", cwd=repo.path)
+    assert res.code == BadInput.exit_code and "cannot be loaded" in res.err

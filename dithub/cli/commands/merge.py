@@ -43,6 +43,7 @@ def merge(
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
     alpha: Annotated[str | None, typer.Option("--alpha", help="The final scale of the merged update (the method's alpha or lam), or 'auto' with --probe.")] = None,
     probe: Annotated[str | None, typer.Option("--probe", help="Probe set for --alpha auto: a .safetensors file (inputs, labels) or module:function.")] = None,
+    metric: Annotated[str, typer.Option("--metric", help="What --alpha auto maximizes: accuracy, or module:function(model, probe) -> float.")] = "accuracy",
     dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
@@ -61,6 +62,8 @@ def merge(
         params[scale_param(method)] = alpha
     elif probe is not None:
         raise BadInput("--probe is used with --alpha auto")
+    if metric != "accuracy" and alpha != "auto":
+        raise BadInput("--metric is used with --alpha auto")
     if dry_run:
         plan = repo.plan_merge(revs, method, params)
         emit(as_json, plan, lambda: out.print(
@@ -69,7 +72,7 @@ def merge(
         return
     with progress_bars() as progress:
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
-                         probe=probe if alpha == "auto" else None, device=device)
+                         probe=probe if alpha == "auto" else None, metric=metric, device=device)
     commit = repo.store.read_commit(oid)
     emit(as_json, {"id": oid, "branch": into or repo.current_branch(), "op": commit.op.to_json(), "parents": commit.parents},
          lambda: out.print(f"Merged {', '.join(revs)} with {method} as {short(oid)} on {into or repo.current_branch()}"))
