@@ -269,3 +269,33 @@ def test_breadcrumbs_without_outliers_equals_peft_magnitude_prune_svd(adapters, 
     for module in lora_modules(repo.tree_of("class/a").tensors):
         ours = to_torch(repo.store.read_tensor(tree.tensors[module + ".weight"].id)).double()
         torch.testing.assert_close(ours, _peft_delta(model, "mp", module), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("combine, peft_fn", [("ta", "dare_linear"), ("ties", "dare_ties")])
+def test_dare_matches_peft_dare_svd_in_distribution(combine, peft_fn):
+    """peft's dare_linear_svd / dare_ties_svd prune the expanded ΔW with masks from torch's global
+    generator, so single draws cannot be compared; their distributions can: over many seeds the
+    mean and the per-entry variance of both agree (and, for the linear rule, equal Σ ΔW and
+    Σ ΔW²·p/(1−p)), and the chance that an entry comes out zero is the same."""
+    from peft.utils import merge_utils
+
+    from dithub.merge import get_method
+
+    g = torch.Generator().manual_seed(0)
+    deltas = [torch.randn(6, 2, generator=g) @ torch.randn(2, 5, generator=g) for _ in range(3)]  # rank-2 ΔW = B·A
+    p, draws = 0.5, 3000
+    dare = get_method("dare")
+    ours = torch.stack([dare(deltas, p=p, combine=combine, lam=1.0, seed=s, key="w") for s in range(draws)]).double()
+    theirs = []
+    for s in range(draws):
+        torch.manual_seed(s)
+        theirs.append(getattr(merge_utils, peft_fn)(deltas, torch.ones(3), density=1 - p))
+    theirs = torch.stack(theirs).double()
+    se = torch.sqrt((ours.var(0) + theirs.var(0)) / draws)
+    assert ((ours.mean(0) - theirs.mean(0)).abs() <= 5 * se + 1e-9).all()
+    torch.testing.assert_close(ours.var(0), theirs.var(0), rtol=0.2, atol=1e-6)
+    assert abs(float((ours == 0).double().mean() - (theirs == 0).double().mean())) < 0.02
+    if combine == "ta":
+        total = sum(d.double() for d in deltas)
+        assert ((ours.mean(0) - total).abs() <= 5 * torch.sqrt(ours.var(0) / draws) + 1e-9).all()
+        torch.testing.assert_close(ours.var(0), sum(d.double() ** 2 for d in deltas) * p / (1 - p), rtol=0.2, atol=1e-6)
