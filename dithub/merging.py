@@ -295,7 +295,9 @@ def replay_merge(repo: Repo, commit: Commit) -> ObjectId:
     """Recompute a merge commit's tree from its ``op`` record."""
     if commit.op.name != "merge" or not commit.op.method:
         raise BadInput("not a merge commit", "replay takes a commit written by `dithub merge`")
-    plan = plan_merge(repo, commit.op.inputs, commit.op.method, commit.op.params)
+    from .merge.registry import recorded_params
+
+    plan = plan_merge(repo, commit.op.inputs, commit.op.method, recorded_params(commit.op.method, commit.op.params))
     return run_merge(repo, plan)
 
 

@@ -20,10 +20,17 @@ class Algorithm:
     fn: Callable[..., Any]
     paper: str
     defaults: dict[str, Any] = field(default_factory=dict)
+    legacy: dict[str, Any] = field(default_factory=dict)
+    """Parameters added after a release, with the value that behaves as before: a recorded op that
+    lacks one is replayed with it, so old commits reproduce bit for bit."""
 
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``; unknown names and wrong types are BadInput."""
         return resolve_params(self.name, self.defaults, given)
+
+    def recorded(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters a recorded op ran with (``legacy`` values for those it predates)."""
+        return {**{k: v for k, v in self.legacy.items() if k not in params}, **params}
 
 
 def resolve_params(method: str, defaults: Mapping[str, Any], given: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -140,7 +140,10 @@ def replay_without(repo: Repo, oid: ObjectId, removed: ObjectId, author: str) ->
             state = (repo.store.read_tree(tree_id), repo.store.read_commit(i).base)
         return tree_id
     # one input may remain: every method is defined for it (a user-facing merge asks for two)
-    return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", commit.op.params, min_inputs=1))
+    from .merge.registry import recorded_params
+
+    params = recorded_params(commit.op.method or "", commit.op.params)
+    return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1))
 
 
 def _scale_of(commit: Commit) -> float | None:

@@ -62,10 +62,26 @@ def test_replay_reproduces_the_tree_bit_for_bit(three):
     repo, _ = three
     oid = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "7", "combine": "ties"})
     commit = repo.store.read_commit(oid)
-    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7}
+    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7, "mask": "uint16"}
     assert replay_merge(repo, commit) == commit.tree
     other = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "8", "combine": "ties"}, into="x")
     assert repo.store.read_commit(other).tree != commit.tree  # the seed matters
+
+
+def test_a_merge_recorded_before_a_parameter_existed_replays_as_it_ran(three):
+    """DARE gained ``mask`` (16-bit draws); a commit whose op predates it ran with float32 draws."""
+    from dataclasses import replace
+
+    from dithub.store import Op
+
+    repo, _ = three
+    old_rule = repo.merge(["task/0", "task/1"], "dare", {"p": "0.5", "seed": "3", "mask": "float32"}, into="old")
+    commit = repo.store.read_commit(old_rule)
+    params = {k: v for k, v in commit.op.params.items() if k != "mask"}  # as the first release recorded it
+    legacy = repo.store.write_commit(replace(commit, op=Op("merge", "dare", params, commit.op.inputs)))
+    assert replay_merge(repo, repo.store.read_commit(legacy)) == commit.tree
+    new_rule = repo.merge(["task/0", "task/1"], "dare", {"p": "0.5", "seed": "3"}, into="new")
+    assert repo.store.read_commit(new_rule).tree != commit.tree
 
 
 def test_previous_head_is_history_not_an_input(three):

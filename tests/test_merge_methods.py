@@ -80,9 +80,28 @@ def test_dare_is_seeded_per_tensor_and_unbiased():
     assert abs(float(kept) - 0.1) < 0.01  # Bernoulli(1 - p) survivors
     survivors = dare([vs[0]], seed=0, p=0.9)
     nz = survivors != 0
-    torch.testing.assert_close(survivors[nz], vs[0][nz] / 0.1)  # rescaled by 1/(1-p)
+    q = round(0.1 * 65536) / 65536  # the keep probability 16-bit draws realize exactly
+    torch.testing.assert_close(survivors[nz], vs[0][nz] / q)  # rescaled by 1/q: unbiased
     mean = sum(dare([torch.ones(10_000)], seed=s, p=0.5) for s in range(200)) / 200
     assert abs(float(mean.mean()) - 1.0) < 0.01  # E[drop-and-rescale(x)] = x
+
+
+def test_dare_float32_masks_are_the_first_release_rule():
+    """mask=float32: keep where a float drawn from the per-tensor seed is ≥ p, rescale by 1/(1−p)
+    (written here from torch's generator directly); what merges recorded without ``mask`` replay with."""
+    from dithub.merge.primitives import tensor_seed
+
+    vs = _vectors(t=2, shape=(50, 40))
+    out = get_method("dare")(vs, p=0.7, seed=5, key="w", mask="float32")
+    expected = torch.zeros_like(vs[0])
+    for i, v in enumerate(vs):
+        keep = torch.rand(v.shape, generator=torch.Generator().manual_seed(tensor_seed(5, "w", i))) >= 0.7
+        expected += torch.where(keep, v / 0.3, 0.0)
+    torch.testing.assert_close(out, expected)
+    assert get_method("dare").recorded({"p": 0.7}) == {"p": 0.7, "mask": "float32"}
+    assert get_method("dare").recorded({"mask": "uint16"}) == {"mask": "uint16"}
+    with pytest.raises(BadInput, match="mask must be"):
+        get_method("dare")(vs, mask="float64")
 
 
 def test_dare_ties_combines_with_sign_election():

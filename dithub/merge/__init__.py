@@ -5,10 +5,10 @@ tsv, iso_c, iso_cts (spectral, per 2-D tensor); concat, mean_ba, core_space, ema
 Sequential OPCM lives in ``merge.sequential``; the fused kernels in ``dithub.kernels``.
 """
 from . import full_space, lora_space, spectral  # noqa: F401  register the methods
-from .primitives import dare_keep, kth_largest_abs, magnitude_threshold
+from .primitives import dare_draws, dare_keep, kth_largest_abs, magnitude_threshold
 from .registry import REGISTRY, MergeMethod, get_method, register
 
 __all__ = [
     "REGISTRY", "MergeMethod", "get_method", "register",
-    "dare_keep", "kth_largest_abs", "magnitude_threshold",
+    "dare_draws", "dare_keep", "kth_largest_abs", "magnitude_threshold",
 ]

@@ -12,7 +12,10 @@ The executor applies these to tensors of two or more dimensions; 1-D tensors
   (k = 20), elect the sign of the summed mass, average the entries that agree, scale by λ = 1.
 * ``dare`` — Yu et al., "Language Models are Super Mario", arXiv 2311.03099: drop entries with
   probability p = 0.9, rescale by 1/(1−p), then combine by task arithmetic (``combine='ta'``, λ = 1)
-  or TIES' sign election and disjoint mean (``combine='ties'``). Seeded per tensor.
+  or TIES' sign election and disjoint mean (``combine='ties'``). Seeded per tensor; the keep test
+  uses 16-bit uniform draws (``mask='uint16'``, four per generator call), so 1−p is realized as
+  round(65536·(1−p))/65536 and the rescale uses exactly that; ``mask='float32'`` is the first
+  release's rule (one float per entry), which merges recorded without ``mask`` replay with.
 * ``breadcrumbs`` — Davari & Belilovsky, "Model Breadcrumbs", arXiv 2312.06795: per τ_t, drop the
   top γ = 1% magnitudes (outliers) and keep the next β = 10% (so the mask keeps ranks γ..γ+β),
   then α · Σ (default α = 0.3).
@@ -32,7 +35,7 @@ from torch import Tensor
 
 from ..errors import BadInput
 from ..kernels import fused, kth_largest_abs
-from .primitives import dare_keep, magnitude_threshold, tensor_seed
+from .primitives import dare_draws, magnitude_threshold, tensor_seed
 from .registry import register
 
 
@@ -77,16 +80,17 @@ def _ties_kernel(xs: list[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
 
 
 @fused
-def _dare_ta_kernel(xs: list[Tensor], keeps: list[Tensor], keep_prob: Tensor, lam: Tensor) -> Tensor:
-    total = torch.where(keeps[0], xs[0].float() / keep_prob, 0.0)
-    for x, keep in zip(xs[1:], keeps[1:]):
-        total = total + torch.where(keep, x.float() / keep_prob, 0.0)
+def _dare_ta_kernel(xs: list[Tensor], draws: list[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> Tensor:
+    """Σ x·[draw ≤ limit] / keep_prob, scaled: the keep test runs inside the fused pass."""
+    total = torch.where(draws[0] <= limit, xs[0].float() / keep_prob, 0.0)
+    for x, d in zip(xs[1:], draws[1:]):
+        total = total + torch.where(d <= limit, x.float() / keep_prob, 0.0)
     return total * lam
 
 
 @fused
-def _dare_ties_kernel(xs: list[Tensor], keeps: list[Tensor], keep_prob: Tensor, lam: Tensor) -> Tensor:
-    return _sign_mean([torch.where(k, x.float() / keep_prob, 0.0) for x, k in zip(xs, keeps)], lam)
+def _dare_ties_kernel(xs: list[Tensor], draws: list[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> Tensor:
+    return _sign_mean([torch.where(d <= limit, x.float() / keep_prob, 0.0) for x, d in zip(xs, draws)], lam)
 
 
 @fused
@@ -120,16 +124,21 @@ def ties(vectors: Sequence[Tensor], *, density: float, lam: float) -> Tensor:
     return _ties_kernel(xs, thresholds, _scalar(lam, xs[0])).reshape(vectors[0].shape)
 
 
-@register("dare", paper="2311.03099", defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0})
-def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, key: str) -> Tensor:
+@register("dare", paper="2311.03099", defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16"},
+          legacy={"mask": "float32"})
+def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, mask: str, key: str) -> Tensor:
     if combine not in ("ta", "ties"):
         raise BadInput(f"dare: combine must be 'ta' or 'ties', got {combine!r}")
     if not 0.0 <= p < 1.0:
         raise BadInput(f"dare: p must be in [0, 1), got {p}")
+    if mask not in ("uint16", "float32"):
+        raise BadInput(f"dare: mask must be 'uint16' or 'float32', got {mask!r}")
     xs = _flat(vectors)
-    keeps = [dare_keep(x, p, tensor_seed(seed, key, i)) for i, x in enumerate(xs)]
+    drawn = [dare_draws(x, p, tensor_seed(seed, key, i), mask) for i, x in enumerate(xs)]
+    draws, limit, keep_prob = [d for d, _, _ in drawn], drawn[0][1], drawn[0][2]
     kernel = _dare_ta_kernel if combine == "ta" else _dare_ties_kernel
-    return kernel(xs, keeps, _scalar(1.0 - p, xs[0]), _scalar(lam, xs[0])).reshape(vectors[0].shape)
+    limit_t = torch.tensor(limit, dtype=draws[0].dtype, device=xs[0].device)
+    return kernel(xs, draws, limit_t, _scalar(keep_prob, xs[0]), _scalar(lam, xs[0])).reshape(vectors[0].shape)
 
 
 @register("breadcrumbs", paper="2312.06795", defaults={"beta": 0.1, "gamma": 0.01, "alpha": 0.3})

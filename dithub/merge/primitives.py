@@ -6,6 +6,7 @@ import zlib
 import torch
 from torch import Tensor
 
+from ..errors import BadInput
 from ..kernels import kth_largest_abs
 
 
@@ -26,7 +27,31 @@ def tensor_seed(seed: int, key: str, index: int) -> int:
     return (seed * 1_000_003 + zlib.crc32(key.encode()) * 31 + index) % (2**63 - 1)
 
 
-def dare_keep(x: Tensor, p: float, seed: int) -> Tensor:
-    """DARE's keep mask: each entry kept with probability 1−p, drawn on the CPU (the same mask on every device)."""
+MASK_LEVELS = 1 << 16
+
+
+def dare_draws(x: Tensor, p: float, seed: int, mask: str = "uint16") -> tuple[Tensor, int, float]:
+    """DARE's random draws for ``x``: (draws, limit, keep probability); an entry is kept where
+    draw ≤ limit. Drawn on the CPU, so the mask is the same on every device.
+
+    ``uint16`` (the default): one 16-bit uniform per entry, four per 64-bit draw of the generator,
+    the limit round(65536·(1−p)) levels up; the keep probability is exactly that many levels /
+    65536 (within 2^-17 of 1−p) and the rescale uses it, so the merge stays unbiased. ``float32``
+    (merges recorded before the parameter existed): one float per entry, kept at ≥ p, as before.
+    """
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(x.shape, generator=g) >= p).to(x.device)
+    if mask == "float32":
+        return (torch.rand(x.shape, generator=g) < p).to(torch.uint8).to(x.device), 0, 1.0 - p
+    n = x.numel()
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, generator=g)
+    levels = round(MASK_LEVELS * (1.0 - p))
+    if levels == 0:
+        raise BadInput(f"dare: p = {p} keeps nothing at 16-bit resolution", "use p ≤ 0.99999, or --param mask=float32")
+    draws = words.view(torch.int16)[:n].reshape(x.shape)  # uniform on [-32768, 32767]
+    return draws.to(x.device), levels - MASK_LEVELS // 2 - 1, levels / MASK_LEVELS
+
+
+def dare_keep(x: Tensor, p: float, seed: int, mask: str = "uint16") -> Tensor:
+    """DARE's keep mask (boolean) for ``x`` (see ``dare_draws``)."""
+    draws, limit, _ = dare_draws(x, p, seed, mask)
+    return draws <= limit

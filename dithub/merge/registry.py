@@ -52,7 +52,7 @@ REGISTRY: dict[str, MergeMethod] = {}
 
 def register(
     name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
-    matrices_only: bool = False,
+    matrices_only: bool = False, legacy: dict[str, Any] | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key)."""
 
@@ -65,10 +65,15 @@ def register(
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
         if random and "seed" not in (defaults or {}):
             raise TypeError(f"{name}: a method taking key must declare a seed default")
-        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), random, space, matrices_only)
+        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), random, space, matrices_only)
         return fn
 
     return wrap
+
+
+def recorded_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a recorded merge op ran with (see ``Algorithm.legacy``); OPCM records every parameter."""
+    return REGISTRY[method].recorded(params) if method in REGISTRY else dict(params)
 
 
 def get_method(name: str) -> MergeMethod:

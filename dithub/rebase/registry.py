@@ -92,7 +92,7 @@ def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = 
         kw = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if kw != set(defaults or {}):
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(defaults or {})}")
-        REGISTRY[name] = RebaseMethod(name, fn, paper, dict(defaults or {}), needs, equal_widths, dict(choices or {}))
+        REGISTRY[name] = RebaseMethod(name, fn, paper, dict(defaults or {}), {}, needs, equal_widths, dict(choices or {}))
         return fn
 
     return wrap
