@@ -172,3 +172,28 @@ def test_svd_methods_merge_matrices_only_and_others_are_averaged():
         m = REGISTRY[name]
         assert m.applies_to((4, 3)) and not m.applies_to((1, 1, 64)) and not m.applies_to((8, 1, 2, 2))
     assert REGISTRY["ties"].applies_to((8, 1, 2, 2)) and not REGISTRY["ties"].applies_to((5,))
+
+
+def test_svd_falls_back_to_fp64_when_fp32_does_not_converge(monkeypatch):
+    """LAPACK's fp32 SVD can fail on an ill-conditioned residual (seen in Iso-CTS on a 16,000 x 768
+    embedding); the merge then decomposes in fp64 instead of stopping with a traceback."""
+    from dithub.merge import primitives
+
+    real = torch.linalg.svd
+    calls = []
+
+    def flaky(x, full_matrices=True):
+        calls.append(x.dtype)
+        if x.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge (simulated)")
+        return real(x, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    vs = _vectors(t=3, shape=(12, 8))
+    out = get_method("iso_cts")(vs, common=0.5, alpha=1.0)
+    assert torch.float64 in calls and out.dtype == torch.float32
+    monkeypatch.setattr(torch.linalg, "svd", real)
+    torch.testing.assert_close(out, get_method("iso_cts")([v.double() for v in vs], common=0.5, alpha=1.0).float(),
+                               rtol=1e-4, atol=1e-5)
+    u, s, vh = primitives.svd(vs[0])
+    torch.testing.assert_close((u * s) @ vh, vs[0], rtol=1e-4, atol=1e-5)

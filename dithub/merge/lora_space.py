@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
+from .primitives import svd
 from .registry import register
 
 Factors = tuple[Tensor, Tensor, float]
@@ -75,7 +76,7 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, k
     cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
     merged = inner(cores, key=key, seed=seed) if inner.random else inner(cores)
     if rank and rank < merged.shape[0]:
-        p, sv, qh = torch.linalg.svd(merged, full_matrices=False)
+        p, sv, qh = svd(merged)
         return qh[:rank] @ v_ref.T, u_ref @ (p[:, :rank] * sv[:rank])
     return v_ref.T, u_ref @ merged
 

@@ -55,3 +55,22 @@ def dare_keep(x: Tensor, p: float, seed: int, mask: str = "uint16") -> Tensor:
     """DARE's keep mask (boolean) for ``x`` (see ``dare_draws``)."""
     draws, limit, _ = dare_draws(x, p, seed, mask)
     return draws <= limit
+
+
+def svd(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The thin SVD of ``x`` in its dtype. LAPACK's fp32 divide-and-conquer can fail to converge on
+    ill-conditioned inputs (a residual with many near-zero singular values, as Iso-CTS forms); the
+    decomposition is then done in fp64 (and, failing that, on x plus a fixed perturbation 1e-12·‖x‖
+    that moves no singular value by more than that) and cast back."""
+    try:
+        return torch.linalg.svd(x, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        pass
+    x64 = x.double()
+    try:
+        u, s, vh = torch.linalg.svd(x64, full_matrices=False)
+    except torch.linalg.LinAlgError:
+        g = torch.Generator(device="cpu").manual_seed(0)
+        noise = torch.randn(x64.shape, generator=g, dtype=torch.float64).to(x64.device)
+        u, s, vh = torch.linalg.svd(x64 + noise * (1e-12 * float(x64.norm()) / max(1.0, float(noise.norm()))), full_matrices=False)
+    return u.to(x.dtype), s.to(x.dtype), vh.to(x.dtype)

@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
+from .primitives import svd
 from .registry import register
 
 
@@ -42,7 +43,7 @@ def _matrices(vectors: Sequence[Tensor], method: str) -> list[Tensor]:
 
 def polar(x: Tensor) -> Tensor:
     """The nearest matrix with orthonormal columns (rows, if wider): U Vᵀ of x's SVD."""
-    u, _s, vh = torch.linalg.svd(x, full_matrices=False)
+    u, _s, vh = svd(x)
     return u @ vh
 
 
@@ -56,7 +57,7 @@ def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     k = max(1, min(mats[0].shape) // len(mats))
     us, ss, vhs = [], [], []
     for m in mats:
-        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        u, s, vh = svd(m)
         us.append(u[:, :k])
         ss.append(s[:k])
         vhs.append(vh[:k])
@@ -67,7 +68,7 @@ def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
 @register("iso_c", paper="2502.04959", defaults={"alpha": 1.0}, matrices_only=True)
 def iso_c(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     total = torch.stack(_matrices(vectors, "iso_c")).sum(0)
-    return alpha * _flat(*torch.linalg.svd(total, full_matrices=False))
+    return alpha * _flat(*svd(total))
 
 
 @register("iso_cts", paper="2502.04959", defaults={"common": 0.8, "alpha": 1.0}, matrices_only=True)
@@ -79,12 +80,12 @@ def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor
     k = int(r * common)
     per_task = round((r - k) / t)
     k = r - per_task * t
-    u, s, vh = torch.linalg.svd(torch.stack(mats).sum(0), full_matrices=False)
+    u, s, vh = svd(torch.stack(mats).sum(0))
     us, ss, vhs = [], [], []
     if per_task > 0:
         uc = u[:, :k]
         for m in mats:
-            ut, st, vht = torch.linalg.svd(m - uc @ (uc.T @ m), full_matrices=False)
+            ut, st, vht = svd(m - uc @ (uc.T @ m))
             us.append(ut[:, :per_task])
             ss.append(st[:per_task])
             vhs.append(vht[:per_task])
