@@ -155,6 +155,18 @@ def test_a_wrong_shape_or_dtype_fails_structure(repo):
     assert _row(repo.verify("good", checks=["structure"], policy=policy), "structure").status == "pass"
 
 
+@pytest.mark.parametrize("config, message", [({"r": 4}, "has rank 8 but the config says r=4"),
+                                             ({"lora_alpha": -16}, "has lora_alpha -16.0"),
+                                             ({"target_modules": ["q_proj"]}, "which target_modules")])
+def test_a_lora_config_that_disagrees_with_its_tensors_fails_structure(repo, config, message):
+    tree = repo.tree_of("lora/rot90")
+    bad = repo.store.write_tree(Tree("lora", {**tree.config, **config}, dict(tree.tensors)))
+    repo.commit_tree(bad, "bad config", branch="badcfg", base=repo.commit_object("lora/rot90").base, parents=[])
+    row = _row(repo.verify("badcfg", checks=["structure"]), "structure")
+    assert row.status == "fail" and message in row.detail
+    assert _row(repo.verify("lora/rot90", checks=["structure"]), "structure").status == "pass"
+
+
 def test_a_tampered_object_fails_integrity_and_skips_the_rest(repo):
     victim = repo.tree_of("good").tensors[next(iter(repo.tree_of("good").tensors))].id
     path = repo.store.path(victim)

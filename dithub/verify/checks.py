@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from ..errors import DithubError, IncompatibleAdapters
-from ..formats import check_fits, check_lora, lora_modules
-from ..formats.lora import targets_module
+from ..formats import check_fits, check_lora
+from ..formats.lora import rank_and_alpha
 from ..formats.torch_io import to_torch
 from ..history import is_ancestor
 from ..maintenance import check_object, reachable
@@ -95,14 +95,14 @@ def structure(t: Target) -> list[CheckResult]:
         except IncompatibleAdapters as exc:
             problems.append(exc.message)
     if t.tree.kind == "lora":
-        try:
-            check_lora(t.tree.config, {k: e.shape for k, e in t.tree.tensors.items()}, f"commit {t.oid[:12]}")
-            targets = t.tree.config.get("target_modules")
-            for module in lora_modules(t.tree.tensors):
-                if targets is not None and not targets_module(targets, module):
-                    problems.append(f"LoRA module {module!r} is not among the config's target_modules {targets!r}")
-        except DithubError as exc:
-            problems.append(exc.message)
+        try:  # pairs, ranks against r / rank_pattern, target_modules
+            modules = check_lora(t.tree.config, {k: e.shape for k, e in t.tree.tensors.items()}, f"commit {t.oid[:12]}")
+            for module in modules:
+                alpha = rank_and_alpha(t.tree.config, module)[1]
+                if not math.isfinite(alpha) or alpha <= 0:
+                    problems.append(f"LoRA module {module!r} has lora_alpha {alpha}; the scale alpha/r needs a positive number")
+        except (DithubError, TypeError, ValueError) as exc:
+            problems.append(getattr(exc, "message", str(exc)))
     for key, entry in sorted(t.tree.tensors.items()):
         if entry.dtype not in t.settings.dtypes:
             problems.append(f"tensor {key!r} is {entry.dtype}; the policy allows {', '.join(t.settings.dtypes)}")
