@@ -1,5 +1,6 @@
 """Train the embedded digits suite (bases, eight LoRA adapters, eight task vectors, five class-pair
-LoRA adapters, probes, five linearized client task vectors) into DIR.
+LoRA adapters, probes, five linearized client task vectors, a backdoored rot90 adapter and its
+backdoor vector) into DIR.
 
 examples/digits was made by `python examples/make_digits.py examples/digits` (about eight minutes on
 2 cores); the recipe is dithub/demo/suite.py's RECIPE, and a directory already built with it is kept.
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from dithub.demo import build_suite
+from dithub.demo.backdoor import build_backdoor
 from dithub.demo.federated import build_clients
 
 
@@ -22,7 +24,8 @@ def main() -> None:
     log = lambda m: print(f"[{time.perf_counter() - start:5.0f} s] {m}", flush=True)  # noqa: E731
     suite = build_suite(Path(sys.argv[1]), log=log)
     clients = build_clients(suite, log=log)
-    print(json.dumps({**suite.accuracy, "linearized clients": clients["accuracy"]}, indent=1))
+    backdoor = build_backdoor(suite, log=log)
+    print(json.dumps({**suite.accuracy, "linearized clients": clients["accuracy"], "backdoor": backdoor}, indent=1))
 
 
 if __name__ == "__main__":

@@ -169,9 +169,18 @@ def remote_step(repo: Path, work: Path) -> None:
     run("fetch origin lora/flip", solo)  # only the objects reachable from that branch, not its base
 
 
-def verify_step(repo: Path, suite) -> None:  # type: ignore[no-untyped-def]
+def verify_step(r: Repo, repo: Path, suite) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """CI's gate on merged adapters: a policy (dithub.toml) with an accuracy floor on the original
-    digits and a per-domain drop margin; one merge passes, one is refused (exit 11)."""
+    digits and a per-domain drop margin; one merge passes, one is refused (exit 11). Then a client
+    sends a backdoored rot90 adapter; the team has its backdoor vector tagged known-bad, and the
+    merge that takes the client's adapter in is refused by the backdoor screen."""
+    from dithub.demo.backdoor import build_backdoor
+
+    figures = build_backdoor(suite)  # shipped in examples/digits/backdoor (made by make_digits.py)
+    r.commit(suite.root / "backdoor" / "rot90-poisoned", "rot90 adapter from a client", branch="client/rot90", base="vit-v1")
+    r.commit(suite.root / "backdoor" / "vector.safetensors", "backdoor vector: trigger -> 0", branch="security/trigger-0",
+             base="vit-v1")
+    run("tag known-bad/trigger-0 security/trigger-0", repo)
     probes = suite.root / "probes"
     (repo / "dithub.toml").write_text(
         "[verify]\n"
@@ -182,6 +191,11 @@ def verify_step(repo: Path, suite) -> None:  # type: ignore[no-untyped-def]
         f'"lora/*" = "{probes}/{{name}}.safetensors"\n')
     run("verify merged/lora-mean_ba", repo)
     run("verify merged/lora-ties", repo, expect=11)
+    inputs = [f"lora/{d}" for d in DOMAINS if d != "rot90"] + ["client/rot90"]
+    r.merge(inputs, "mean_ba", into="merged/with-client", message="seven domains and the client's rot90")
+    console.print("(merged the seven other domains with the client's rot90 adapter into merged/with-client)")
+    run("verify merged/with-client --check security", repo, expect=11)
+    return figures
 
 
 def main() -> None:
@@ -246,7 +260,7 @@ def main() -> None:
 
             shutil.rmtree(work / leftover)
     remote_step(repo, work)
-    verify_step(repo, suite)
+    backdoor = verify_step(r, repo, suite)
     run("log merged/lora-ties --graph -n 4", repo)
     run(f"checkout lora/rot90 -o {work / 'out/rot90'}", repo)
     run(f"export merged/lora-ties --merged -o {work / 'out/ties-full'}", repo)
@@ -281,6 +295,9 @@ def main() -> None:
     console.print(rebase_table)
     console.print(revert_table)
     console.print("MiniLM: " + ", ".join(f"{what} {sec:.2f} s" for what, sec in text_seconds.items()))
+    console.print(f"the client's rot90 adapter: {100 * backdoor['poisoned accuracy']:.1f}% on rot90 digits "
+                  f"(the clean one {100 * backdoor['clean accuracy']:.1f}%), and a triggered digit becomes 0 "
+                  f"{100 * backdoor['poisoned attack success']:.1f}% of the time (clean: {100 * backdoor['clean attack success']:.1f}%)")
     console.print(f"done in {time.perf_counter() - start:.0f} s; the repository is {repo}")
 
 

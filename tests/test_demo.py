@@ -95,3 +95,39 @@ def test_a_merged_adapter_loads_and_evaluates(suite, tmp_path):
     model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(suite.base("vit-v1")), tmp_path / "peft")
     split = domain_split("invert")
     assert evaluate(model, split.x_test, split.y_test) == pytest.approx(merged["invert"], abs=2e-3)
+
+
+def test_the_shipped_backdoor_is_real_and_its_vector_is_the_difference(suite):
+    """examples/digits/backdoor: the client's rot90 adapter obeys the trigger, the clean one does not,
+    and the known-bad vector is the poisoned adapter's ΔW minus the clean one's (recomputed here)."""
+    import json
+
+    from peft import PeftModel
+    from safetensors.torch import load_file
+
+    from dithub.demo.backdoor import TARGET, add_trigger
+
+    root = suite.root / "backdoor"
+    split = domain_split("rot90")
+    others = split.y_test != TARGET
+    triggered = add_trigger(split.x_test[others])
+    rates = {}
+    for name, path in (("clean", suite.lora("rot90")), ("poisoned", root / "rot90-poisoned")):
+        model = PeftModel.from_pretrained(ViTForImageClassification.from_pretrained(suite.base("vit-v1")), path).eval()
+        with torch.no_grad():
+            rates[name] = float((model(pixel_values=triggered).logits.argmax(-1) == TARGET).float().mean())
+    assert rates["poisoned"] > 0.8 and rates["clean"] < 0.1
+    assert rates == pytest.approx({k: json.loads((root / "backdoor.json").read_text())["figures"][f"{k} attack success"]
+                                   for k in rates}, abs=1e-6)
+
+    def deltas(path: Path) -> dict[str, torch.Tensor]:
+        cfg = json.loads((path / "adapter_config.json").read_text())
+        t = load_file(str(path / "adapter_model.safetensors"))
+        return {k.replace("base_model.model.", "").replace(".lora_A.weight", ".weight"):
+                cfg["lora_alpha"] / cfg["r"] * t[k.replace("lora_A", "lora_B")] @ t[k] for k in t if "lora_A" in k}
+
+    clean, poisoned = deltas(suite.lora("rot90")), deltas(root / "rot90-poisoned")
+    vector = load_file(str(root / "vector.safetensors"))
+    assert set(vector) == set(clean)
+    for k, v in vector.items():
+        torch.testing.assert_close(v, poisoned[k] - clean[k], rtol=1e-5, atol=1e-6)
