@@ -197,3 +197,22 @@ def test_svd_falls_back_to_fp64_when_fp32_does_not_converge(monkeypatch):
                                rtol=1e-4, atol=1e-5)
     u, s, vh = primitives.svd(vs[0])
     torch.testing.assert_close((u * s) @ vh, vs[0], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mask", ["uint16", "float32"])
+def test_dare_chunked_equals_whole(monkeypatch, mask):
+    """DARE merges large tensors chunk by chunk (the draws of one chunk at a time); the generator's
+    stream drawn in pieces equals it drawn whole, so the result does not depend on the chunk size."""
+    from dithub.merge import full_space
+    from dithub.merge.primitives import draw
+
+    for n, k in [(1003, 400), (77, 36)]:
+        whole = draw(torch.Generator().manual_seed(5), n, 0.7, mask)
+        g = torch.Generator().manual_seed(5)
+        assert torch.equal(whole, torch.cat([draw(g, k, 0.7, mask), draw(g, n - k, 0.7, mask)]))
+    vs = _vectors(t=3, shape=(37, 29))  # 1,073 entries: the last chunk is short and not a multiple of four
+    for combine in ("ta", "ties"):
+        ref = get_method("dare")(vs, p=0.6, combine=combine, seed=2, key="w", mask=mask)
+        monkeypatch.setattr(full_space, "DARE_CHUNK", 64)
+        assert torch.equal(get_method("dare")(vs, p=0.6, combine=combine, seed=2, key="w", mask=mask), ref)
+        monkeypatch.setattr(full_space, "DARE_CHUNK", 1 << 21)

@@ -35,7 +35,7 @@ from torch import Tensor
 
 from ..errors import BadInput
 from ..kernels import fused, kth_largest_abs
-from .primitives import dare_draws, magnitude_threshold, tensor_seed
+from .primitives import dare_limit, draw, magnitude_threshold, tensor_seed
 from .registry import register
 
 
@@ -134,11 +134,25 @@ def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed:
     if mask not in ("uint16", "float32"):
         raise BadInput(f"dare: mask must be 'uint16' or 'float32', got {mask!r}")
     xs = _flat(vectors)
-    drawn = [dare_draws(x, p, tensor_seed(seed, key, i), mask) for i, x in enumerate(xs)]
-    draws, limit, keep_prob = [d for d, _, _ in drawn], drawn[0][1], drawn[0][2]
+    limit, keep_prob = dare_limit(p, mask)
+    gens = [torch.Generator().manual_seed(tensor_seed(seed, key, i)) for i in range(len(xs))]
     kernel = _dare_ta_kernel if combine == "ta" else _dare_ties_kernel
-    limit_t = torch.tensor(limit, dtype=draws[0].dtype, device=xs[0].device)
-    return kernel(xs, draws, limit_t, _scalar(keep_prob, xs[0]), _scalar(lam, xs[0])).reshape(vectors[0].shape)
+    dev = xs[0].device
+    args = (torch.tensor(limit, dtype=torch.uint8 if mask == "float32" else torch.int16, device=dev),
+            _scalar(keep_prob, xs[0]), _scalar(lam, xs[0]))
+    n = xs[0].numel()
+    if n <= DARE_CHUNK:
+        return kernel(xs, [draw(g, n, p, mask).to(dev) for g in gens], *args).reshape(vectors[0].shape)
+    out = torch.empty(n, dtype=torch.float32, device=dev)
+    for start in range(0, n, DARE_CHUNK):  # the draws of one chunk at a time: N x chunk, not N x tensor
+        stop = min(n, start + DARE_CHUNK)
+        draws = [draw(g, stop - start, p, mask).to(dev) for g in gens]
+        out[start:stop] = kernel([x[start:stop] for x in xs], draws, *args)
+    return out.reshape(vectors[0].shape)
+
+
+DARE_CHUNK = 1 << 21
+"""Entries merged per pass by DARE (a multiple of four: see ``primitives.draw``)."""
 
 
 @register("breadcrumbs", paper="2312.06795", defaults={"beta": 0.1, "gamma": 0.01, "alpha": 0.3})

@@ -39,16 +39,29 @@ def dare_draws(x: Tensor, p: float, seed: int, mask: str = "uint16") -> tuple[Te
     65536 (within 2^-17 of 1−p) and the rescale uses it, so the merge stays unbiased. ``float32``
     (merges recorded before the parameter existed): one float per entry, kept at ≥ p, as before.
     """
-    g = torch.Generator().manual_seed(seed)
+    limit, keep_prob = dare_limit(p, mask)
+    draws = draw(torch.Generator().manual_seed(seed), x.numel(), p, mask)
+    return draws.reshape(x.shape).to(x.device), limit, keep_prob
+
+
+def dare_limit(p: float, mask: str) -> tuple[int, float]:
+    """(limit, keep probability) of ``draw``'s values: an entry is kept where its draw ≤ limit."""
     if mask == "float32":
-        return (torch.rand(x.shape, generator=g) < p).to(torch.uint8).to(x.device), 0, 1.0 - p
-    n = x.numel()
-    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, generator=g)
+        return 0, 1.0 - p
     levels = round(MASK_LEVELS * (1.0 - p))
     if levels == 0:
         raise BadInput(f"dare: p = {p} keeps nothing at 16-bit resolution", "use p ≤ 0.99999, or --param mask=float32")
-    draws = words.view(torch.int16)[:n].reshape(x.shape)  # uniform on [-32768, 32767]
-    return draws.to(x.device), levels - MASK_LEVELS // 2 - 1, levels / MASK_LEVELS
+    return levels - MASK_LEVELS // 2 - 1, levels / MASK_LEVELS
+
+
+def draw(g: torch.Generator, n: int, p: float, mask: str) -> Tensor:
+    """The next ``n`` draws of generator ``g`` (flat, on the CPU). Drawing a tensor in consecutive
+    pieces gives the same values as drawing it whole (tested), as long as every piece but the
+    last holds a multiple of four entries, so a merge can draw chunk by chunk."""
+    if mask == "float32":
+        return (torch.rand(n, generator=g) < p).to(torch.uint8)
+    words = torch.randint(-(2**63), 2**63 - 1, ((n + 3) // 4,), dtype=torch.int64, generator=g)
+    return words.view(torch.int16)[:n]  # uniform on [-32768, 32767]
 
 
 def dare_keep(x: Tensor, p: float, seed: int, mask: str = "uint16") -> Tensor:
