@@ -73,6 +73,6 @@ def test_compiled_kernels_equal_plain_ones_bit_for_bit(monkeypatch):
         plain = get_method(name)(vs, key="w", **params)
         monkeypatch.delenv("DITHUB_COMPILE")
         assert torch.equal(compiled, plain), name
-    for kernel in ("_ties_kernel", "_band_kernel", "_magmax_kernel"):
+    for kernel in ("_ties_kernel", "_dare_ta_kernel", "_dare_ties_kernel", "_band_kernel", "_magmax_kernel"):
         state = getattr(full_space, kernel).state
         assert state["compiled"] is not None and not state["failed"], kernel  # the compiled path really ran

@@ -79,16 +79,16 @@ def _ties_kernel(xs: list[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
     return _sign_mean(kept, lam)
 
 
+@fused
 def _dare_ta_kernel(xs: list[Tensor], draws: list[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> Tensor:
-    """Σ x·[draw ≤ limit] / keep_prob, scaled. Plain torch, not compiled: DARE runs on 2M-entry chunks
-    that stay in cache, where plain ops match the compiled pass without its compile (5 s per process,
-    a few hundred MB) — benchmarks/merge.py, docs/performance.md."""
+    """Σ x·[draw ≤ limit] / keep_prob, scaled: the keep test runs inside the fused pass."""
     total = torch.where(draws[0] <= limit, xs[0].float() / keep_prob, 0.0)
     for x, d in zip(xs[1:], draws[1:]):
         total = total + torch.where(d <= limit, x.float() / keep_prob, 0.0)
     return total * lam
 
 
+@fused
 def _dare_ties_kernel(xs: list[Tensor], draws: list[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> Tensor:
     return _sign_mean([torch.where(d <= limit, x.float() / keep_prob, 0.0) for x, d in zip(xs, draws)], lam)
 
