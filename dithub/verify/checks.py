@@ -204,7 +204,8 @@ def behaviour(t: Target) -> list[CheckResult]:
     """The metric on the policy's probe is at least the floor; no input's task drops more than the margin."""
     s = t.settings
     if t.base is None:
-        why = "no base checkpoint in this repository (fetch --with-base)"
+        why = ("the commit records no base checkpoint to evaluate on" if t.commit.base is None
+               else "its base checkpoint is not in this repository (fetch --with-base)")
         return [CheckResult("behaviour.accuracy", "skip", None, s.min_accuracy, why),
                 CheckResult("behaviour.drop", "skip", None, s.max_drop, why)]
     score = _evaluator(t)
@@ -250,6 +251,8 @@ def _drops(t: Target, score: Callable[[ObjectId, str], float]) -> CheckResult:
 def security(t: Target) -> list[CheckResult]:
     """Cosine of the update with each known-bad update (refs matching ``known_bad``); the largest."""
     limit = t.settings.max_backdoor_cosine
+    if t.tree.kind == "full" and t.commit.base is None:
+        return [CheckResult("security.backdoor", "skip", None, limit, "a full checkpoint with no base: no update to screen")]
     patterns = t.against if t.against is not None else list(t.settings.known_bad)
     refs = sorted(r for r in t.repo.refs.names("refs/") if any(fnmatch.fnmatchcase(r, p) for p in patterns))
     if not refs:
