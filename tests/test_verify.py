@@ -320,3 +320,11 @@ def test_git_hooks_block_a_bad_merge_and_let_a_good_one_through(repo):
     uninstall(repo)
     assert (Path(host.git_dir) / "hooks" / "pre-commit").read_text() == "#!/bin/sh\nexit 0\n"  # the user's hook is back
     assert not (Path(host.git_dir) / "hooks" / "pre-push").exists()
+
+
+def test_a_commit_without_a_base_skips_what_needs_one(repo):
+    report = repo.verify("vit-v1")  # the base checkpoint itself: a full tree, no base of its own
+    rows = {c.check: c for c in report.checks}
+    assert report.ok and rows["integrity"].status == rows["numeric.finite"].status == "pass"
+    assert rows["behaviour.accuracy"].status == "skip" and "records no base" in rows["behaviour.accuracy"].detail
+    assert rows["security.backdoor"].status == "skip" and "full checkpoint" in rows["security.backdoor"].detail
