@@ -100,7 +100,7 @@ class Location:
             options["config_kwargs"] = {"connect_timeout": 5, "read_timeout": 60, "retries": {"max_attempts": 2}}
         # no listings cache and no shared instance: other processes write to the same remote, and a
         # cached folder listing would hide their objects (s3fs then reports them missing)
-        settings = {"use_listings_cache": False, "skip_instance_cache": True, **dict(options or {})}
+        settings = {"use_listings_cache": False, "skip_instance_cache": True, **options}
         try:
             fs, self.root = fsspec.core.url_to_fs(url, **settings)
         except (ImportError, ValueError) as exc:
@@ -258,9 +258,13 @@ class Location:
             except Exception as exc:  # noqa: BLE001
                 raise self._fail(f"reading object {oid}", exc) from None
         if object_id(data) != oid:
-            raise RemoteError(f"object {oid} from remote {self.name} ({self.url}) is corrupt: its bytes do not hash to its id",
-                              "nothing was stored; repair the remote (push from a good copy) and fetch again")
+            raise self.corrupt(oid)
         return data
+
+    def corrupt(self, oid: ObjectId) -> RemoteError:
+        """The error for an object from this remote whose bytes do not hash to its id."""
+        return RemoteError(f"object {oid} from remote {self.name} ({self.url}) is corrupt: its bytes do not hash to its id",
+                           "nothing was stored; repair the remote (push from a good copy) and fetch again")
 
     def download(self, oid: ObjectId, dest: Path, advance: Callable[[int], None] = lambda n: None, size: int = 0) -> None:
         """Copy loose object ``oid`` (``size`` bytes) into local file ``dest``, streamed, reporting

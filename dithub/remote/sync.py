@@ -114,6 +114,13 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
     result = SyncResult(remote)
     write = store_verified(repo.store, loc)
     sizes = loc.object_sizes()  # one listing (and the pack indexes): totals for the progress bars
+
+    def copy(oid: ObjectId, advance: Callable[[int], None]) -> None:
+        if receive_large(repo.store, loc, oid, sizes.get(oid, 0), advance) is None:
+            data = loc.read_object(oid)
+            write(oid, data)
+            advance(len(data))
+
     if not branches:  # everything: every missing object of the listing, many in flight; the walk then checks
         _fetch_listed(repo, loc, sizes, result, progress)
     for pass_roots in (roots, None):
@@ -123,12 +130,6 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
             pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
-        def copy(oid: ObjectId, advance: Callable[[int], None]) -> None:
-            if receive_large(repo.store, loc, oid, sizes.get(oid, 0), advance) is None:
-                data = loc.read_object(oid)
-                write(oid, data)
-                advance(len(data))
-
         result.bytes += send_tensors(todo.tensors, copy, lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
         for oid, data in todo.small:
             write(oid, data)

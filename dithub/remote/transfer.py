@@ -132,8 +132,7 @@ def receive_large(store: BaseObjectStore, location: Location, oid: ObjectId, siz
     try:
         store.receive(oid, lambda path: location.download(oid, path, advance, size))
     except CorruptObject:
-        raise RemoteError(f"object {oid} from remote {location.name} ({location.url}) is corrupt: its bytes do not hash to its id",
-                          "nothing was stored; repair the remote (push from a good copy) and fetch again") from None
+        raise location.corrupt(oid) from None
     return store.size(oid)
 
 
@@ -141,7 +140,7 @@ def store_verified(store: BaseObjectStore, location: Location) -> Callable[[Obje
     """A writer into the local store that refuses bytes that do not hash to their id."""
     def write(oid: ObjectId, data: bytes | memoryview) -> None:
         if object_id(data) != oid:
-            raise RemoteError(f"object {oid} from remote {location.name} ({location.url}) is corrupt", "nothing was stored; fetch again")
+            raise location.corrupt(oid)
         store.put([data])
 
     return write

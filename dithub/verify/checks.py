@@ -20,7 +20,7 @@ from ..maintenance import check_object, reachable
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Tree
 from .policy import Policy, Settings
-from .updates import Updates, inner
+from .updates import Updates, inner, norm
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -155,8 +155,8 @@ def _norms(t: Target) -> CheckResult:
         total = 0.0
         for s in sources:
             v = s.get(key)
-            total += math.sqrt(max(inner(v, v), 0.0)) if v is not None else 0.0
-        size = math.sqrt(max(inner(u, u), 0.0))
+            total += norm(v) if v is not None else 0.0
+        size = norm(u)
         ratio = size / total if total > 0 else (math.inf if size > 0 else 0.0)
         if ratio > worst:
             worst, where = ratio, merged.names.get(key, key)
@@ -165,12 +165,12 @@ def _norms(t: Target) -> CheckResult:
 
 
 def _evaluator(t: Target) -> Callable[[ObjectId, str], float]:
-    """accuracy(commit, probe) on a base model loaded once; probes and adapters cached."""
+    """metric(commit, probe) on a base model loaded once, on first use; probes and scores cached."""
     from ..eval import ScaledAdapter, load_base_model, load_metric, load_probe
 
     assert t.base is not None
-    model = load_base_model(t.repo, t.base)
     metric = load_metric(t.settings.metric)
+    models: list[Any] = []
     probes: dict[str, Any] = {}
     scores: dict[tuple[ObjectId, str], float] = {}
 
@@ -178,7 +178,10 @@ def _evaluator(t: Target) -> Callable[[ObjectId, str], float]:
         if (oid, probe) not in scores:
             if probe not in probes:
                 probes[probe] = load_probe(probe)
-            adapter = ScaledAdapter(t.repo, t.base, t.repo.store.read_tree(t.repo.store.read_commit(oid).tree), model=model)  # type: ignore[arg-type]
+            if not models:
+                models.append(load_base_model(t.repo, t.base))  # type: ignore[arg-type]
+            tree = t.repo.store.read_tree(t.repo.store.read_commit(oid).tree)
+            adapter = ScaledAdapter(t.repo, t.base, tree, model=models[0])  # type: ignore[arg-type]
             try:
                 scores[(oid, probe)] = metric(adapter.set_scale(1.0), probes[probe])
             finally:

@@ -11,7 +11,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor
 
 from ..formats import lora_modules, plan_edits, scaling
@@ -29,11 +28,6 @@ class Update:
     dense: Tensor | None = None
     left: Tensor | None = None
     right: Tensor | None = None
-
-    def finite(self) -> int:
-        """How many entries of the stored factors (or the dense update) are NaN or ±Inf."""
-        parts = [self.dense] if self.dense is not None else [self.left, self.right]
-        return sum(int((~torch.isfinite(p)).sum()) for p in parts if p is not None)
 
 
 def inner(u: Update, v: Update) -> float:
