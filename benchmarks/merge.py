@@ -35,6 +35,11 @@ import textwrap
 import time
 from pathlib import Path
 
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
@@ -245,19 +250,37 @@ def core_space_rows(ns: list[int], repeat: int) -> list[dict]:
             g = torch.Generator().manual_seed(n)
             mods = [[(torch.randn(16, cols, generator=g) * 0.01, torch.randn(rows_, 16, generator=g) * 0.01, 2.0)
                      for _ in range(n)] for rows_, cols in layers]
-            for rule in ("task_arithmetic", "ties"):
+            for rule, linear in (("task_arithmetic", "concat"), ("task_arithmetic", "core"), ("ties", "concat")):
                 def core():
                     for factors in mods:
-                        get_method("core_space")(factors, key="w", rule=rule)
+                        get_method("core_space")(factors, key="w", rule=rule, linear=linear)
 
                 def full():
                     for factors in mods:
                         get_method(rule)([s * b @ a for a, b, s in factors], key="w")
                 tc = min(_timed(core) for _ in range(repeat))
                 tf = min(_timed(full) for _ in range(repeat))
-                rows.append({"family": family, "n": n, "rule": rule, "core_space_s": tc, "full_space_s": tf,
+                rows.append({"family": family, "n": n, "rule": rule, "linear": linear, "core_space_s": tc, "full_space_s": tf,
                              "speedup": tf / tc})
     return rows
+
+
+def core_space_table(ns: list[int], repeat: int, json_path: Path | None = None) -> list[dict]:
+    """Run ``core_space_rows``, print their table (and write them to ``json_path`` when given)."""
+    core = core_space_rows(ns, repeat)
+    ctable = Table(title="Core Space vs full space, rank-16 LoRAs (compute only)")
+    for col in ("layers", "N", "rule", "linear", "core_space s", "full space s", "speedup"):
+        ctable.add_column(col, justify="right")
+    for r in core:
+        ctable.add_row(r["family"], str(r["n"]), r["rule"], r["linear"], f"{r['core_space_s']:.4f}",
+                       f"{r['full_space_s']:.3f}", f"{r['speedup']:.0f}x")
+    console.print(ctable)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                                         "cpus": os.cpu_count(), "core_space": core}, indent=1))
+        console.print(f"wrote {json_path}")
+    return core
 
 
 def _timed(fn) -> float:
@@ -275,11 +298,11 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-repo", action="store_true", help="leave out the end-to-end Repo.merge rows")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "merge.json")
+    ap.add_argument("--core-space-only", action="store_true", help="only the Core Space table (JSON: core_space.json)")
     args = ap.parse_args()
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
+    if args.core_space_only:
+        core_space_table(args.n, args.repeat, args.json.with_name("core_space.json"))
+        return
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     with console.status("making inputs (once)"):
@@ -323,14 +346,7 @@ def main() -> None:
                       f"{r['x_bound']:.1f}", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
                       f"{peak / r['mem_budget']:.2f}" + ("" if "peak_above_baseline" in r else " (whole process)"))
     console.print(table)
-    core = core_space_rows(args.n, args.repeat)
-    ctable = Table(title="Core Space vs full space, rank-16 LoRAs (compute only)")
-    for col in ("layers", "N", "rule", "core_space s", "full space s", "speedup"):
-        ctable.add_column(col, justify="right")
-    for r in core:
-        ctable.add_row(r["family"], str(r["n"]), r["rule"], f"{r['core_space_s']:.4f}", f"{r['full_space_s']:.3f}",
-                       f"{r['speedup']:.0f}x")
-    console.print(ctable)
+    core = core_space_table(args.n, args.repeat)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
                                      "cpus": os.cpu_count(), "shape": SHAPE, "largest_tensor_bytes": largest,

@@ -119,6 +119,44 @@ def test_core_space_task_arithmetic_equals_full_space():
     assert rel < 1e-5
 
 
+@pytest.mark.parametrize("linear", ["concat", "core"])
+def test_core_space_task_arithmetic_factors_by_the_linear_rule(linear):
+    """'concat': the stacked factors [0.3 s_t A_t], [B_t], written here from the definition; 'core':
+    B = U_ref M and A = V_refᵀ with orthonormal V_ref. Both have the product 0.3 Σ s_t B_t A_t."""
+    from dithub.merge import get_method
+
+    factors = _factors(2)
+    a, b = get_method("core_space")(factors, key="m", linear=linear)
+    full = 0.3 * sum(s * fb @ fa for fa, fb, s in factors)
+    torch.testing.assert_close((b @ a).double(), full, rtol=1e-5, atol=1e-6)  # float32 results
+    stacked_a = torch.cat([0.3 * s * fa for fa, _fb, s in factors])
+    stacked_b = torch.cat([fb for _fa, fb, _s in factors], dim=1)
+    if linear == "concat":
+        torch.testing.assert_close(a.double(), stacked_a, rtol=1e-6, atol=0)
+        torch.testing.assert_close(b.double(), stacked_b, rtol=1e-7, atol=0)
+    else:
+        torch.testing.assert_close((a @ a.T).double(), torch.eye(9, dtype=torch.float64), rtol=0, atol=1e-6)
+        assert not torch.allclose(a.double(), stacked_a)
+
+
+def test_core_space_shortcut_only_where_it_is_the_same_merge():
+    """TIES, a truncated rank, and more stacked rank than the layer has all take the core path."""
+    from dithub.merge import get_method
+
+    core = get_method("core_space")
+    factors = _factors(3)
+    for params in ({"rule": "ties"}, {"rank": 4}):
+        a, _b = core(factors, key="m", **params)
+        a_ref, _ = core(factors, key="m", linear="core", **params)
+        torch.testing.assert_close(a, a_ref, rtol=0, atol=0)
+    wide = _factors(4, shapes=((6, 8, 30), (5, 8, 30)))  # Σ r = 11 > m = 8
+    a, b = core(wide, key="m")
+    a_ref, b_ref = core(wide, key="m", linear="core")
+    torch.testing.assert_close((a, b), (a_ref, b_ref), rtol=0, atol=0)
+    with pytest.raises(BadInput, match="linear must be 'concat' or 'core'"):
+        core(factors, key="m", linear="qr")
+
+
 def test_core_space_never_forms_an_m_by_n_matrix(monkeypatch):
     from dithub.merge import get_method
 

