@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from _setup import HERE  # noqa: E402  (sys.path)
 
@@ -82,6 +83,10 @@ def median_runs(repeat: int, run):  # type: ignore[no-untyped-def]
     return {k: statistics.median(r[k] for r in runs) for k in runs[0]}
 
 
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--gb", type=float, default=1.0)
@@ -90,15 +95,24 @@ def main() -> None:
     ap.add_argument("--backends", default="path,s3", help="comma-separated: path, s3")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "remote.json")
     args = ap.parse_args()
-    import fsspec
     from rich.console import Console
-    from rich.table import Table
+
+    console = Console()
+    work = Path(tempfile.mkdtemp(prefix="dithub-remote-bench-"))
+    try:
+        rows = run_rows(args, work, console)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)  # ~7 GB of repositories and copies per run
+    report(args, rows, console)
+
+
+def run_rows(args: argparse.Namespace, work: Path, console: Console) -> list[dict]:
+    """Push and clone the large and the small repository on each backend; one row per backend."""
+    import fsspec
 
     from dithub.remote import clone, push, remote_add
     from dithub.testing import s3_server
 
-    console = Console()
-    work = Path(tempfile.mkdtemp(prefix="dithub-remote-bench-"))
     server, s3 = s3_server("bench", "k", "s")
     with console.status("making the repositories"):
         big = big_repo(work, args.gb)
@@ -139,6 +153,14 @@ def main() -> None:
                      "small_push_requests": small_pushed.requests, "small_clone_s": small_down,
                      "small_clone_requests": small_cloned.requests})
     server.stop()  # type: ignore[attr-defined]
+    return rows
+
+
+def report(args: argparse.Namespace, rows: list[dict], console: Console) -> None:
+    """Print the table and write the JSON."""
+    from rich.table import Table
+
+    nbytes = rows[0]["bytes"] if rows else 0
     table = Table(title=f"remotes: {nbytes / 1e9:.2f} GB adapter (median of {args.repeat}); {args.commits} small commits (2 cores)")
     for c in ("backend", "push s (bound)", "x bound", "clone s (bound / durable)", "x bound", "x durable",
               "small push s / requests", "small clone s / requests"):

@@ -23,6 +23,8 @@ from .formats.torch_io import TORCH_DTYPES, from_torch, to_torch
 from .merge import REGISTRY, get_method
 from .progress import ProgressFactory, no_progress
 from .store import Commit, ObjectId, Op, TensorEntry, Tree, nbytes_of
+from .kernels.device import DeviceMerge, to_host, triton_kernels
+from .kernels.pipeline import stream
 from .store.objects import tensor_header
 
 if TYPE_CHECKING:
@@ -199,29 +201,53 @@ def resolve_device(spec: str = "auto") -> torch.device:
     return torch.device(spec)
 
 
-def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progress, device: str = "cpu") -> ObjectId:
+CPU_PIPELINE_DEPTH = 0
+"""Items between the stages of a CPU merge (0: in turn; see docs/performance.md for why)."""
+
+
+def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progress, device: str = "cpu",
+              merger: DeviceMerge | None = None, busy: dict[str, float] | None = None) -> ObjectId:
     """Stream the planned merge (tensor by tensor, or module by module) on ``device``; store the tree.
 
-    Inputs move to the device one tensor at a time and results come back to the host before they
-    are stored, so device memory holds about N inputs of one tensor.
+    On a GPU (or with an explicit ``merger``) the stages overlap (``dithub.kernels.pipeline``): the
+    inputs of tensor k+1 are staged on the device while tensor k merges and tensor k−1 is copied back
+    and stored, so device memory holds about three tensors' inputs. On the CPU they run in turn.
+    ``busy`` collects each stage's working seconds (load, compute, store) for benchmarks.
     """
     dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
         return _run_lora(repo, plan, trees, progress, dev)
     method = get_method(plan.method)
+    if merger is None and dev.type == "cuda":
+        merger = DeviceMerge(dev, triton_kernels(dev))
     advance = progress(f"merging with {plan.method}", len(plan.tensors))
     loaders = [delta_loader(repo, t, plan.base) for t in trees]
     sources = plan.sources or [{} for _ in trees]
     entries: dict[str, TensorEntry] = {}
-    for name, (dtype, shape) in plan.tensors.items():
-        vectors = [load(src.get(name, name)).to(dev).reshape(shape) for load, src in zip(loaders, sources)]
-        if not method.applies_to(shape):  # biases, norms (and non-matrices for SVD methods): averaged
-            merged = torch.stack([v.float() for v in vectors]).mean(0)
+
+    def load(name: str) -> Any:
+        dtype, shape = plan.tensors[name]
+        vectors = [get(src.get(name, name)).reshape(shape) for get, src in zip(loaders, sources)]
+        if merger is not None and method.applies_to(shape):
+            return merger.stage(vectors)
+        return [v.to(dev) for v in vectors]
+
+    def compute(name: str, loaded: Any) -> Any:
+        dtype, shape = plan.tensors[name]
+        if merger is not None and method.applies_to(shape):
+            merged = merger.merge(plan.method, plan.params, loaded, name)
+        elif not method.applies_to(shape):  # biases, norms (and non-matrices for SVD methods): averaged
+            merged = torch.stack([v.float() for v in loaded]).mean(0)
         else:
-            merged = method(vectors, key=name, **plan.params)
-        entries[name] = put_tensor(repo, merged.to(plan.out_dtype(TORCH_DTYPES[dtype])).cpu())
+            merged = method(loaded, key=name, **plan.params)
+        return to_host(merged.to(plan.out_dtype(TORCH_DTYPES[dtype])))
+
+    def store(name: str, result: Any) -> None:
+        entries[name] = put_tensor(repo, result())
         advance(1)
+
+    stream(plan.tensors, load, compute, store, depth=CPU_PIPELINE_DEPTH if merger is None else 1, busy=busy)
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
     return repo.store.write_tree(Tree(plan.kind, config, entries))

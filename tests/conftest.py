@@ -9,9 +9,34 @@ from pathlib import Path
 import pytest
 import torch
 
+if not torch.cuda.is_available():  # Triton's kernels then run in its interpreter, on CPU tensors (set before import)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("DITHUB_AUTHOR", "tester")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a CUDA device, tests marked ``gpu`` are deselected (the header says so)."""
+    if torch.cuda.is_available():
+        return
+    gpu = [item for item in items if item.get_closest_marker("gpu")]
+    if gpu:
+        config.hook.pytest_deselected(items=gpu)
+        items[:] = [item for item in items if not item.get_closest_marker("gpu")]
+        config._dithub_gpu_deselected = len(gpu)  # type: ignore[attr-defined]
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    if torch.cuda.is_available():
+        return f"gpu: {torch.cuda.get_device_name()} (tests marked gpu run)"
+    return "gpu: no CUDA device: tests marked gpu are deselected (run `pytest -m gpu` on a GPU machine)"
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+    count = getattr(config, "_dithub_gpu_deselected", 0)
+    if count:
+        terminalreporter.write_line(f"{count} gpu tests deselected: no CUDA device on this machine", yellow=True)
 
 
 def tiny_vit(seed: int = 0):

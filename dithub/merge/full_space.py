@@ -16,6 +16,10 @@ The executor applies these to tensors of two or more dimensions; 1-D tensors
   uses 16-bit uniform draws (``mask='uint16'``, four per generator call), so 1−p is realized as
   round(65536·(1−p))/65536 and the rescale uses exactly that; ``mask='float32'`` is the first
   release's rule (one float per entry), which merges recorded without ``mask`` replay with.
+  ``rng='torch'`` (default) draws from torch's CPU generator, seeded per input, on every device;
+  ``rng='philox'`` draws from Philox4x32-10 keyed by the tensor's seed and counted by (entry, input),
+  which GPU kernels compute in place (``dithub.kernels.triton_merge``) and the CPU computes the same
+  (``dithub.kernels.philox``), so both keep the same entries.
 * ``breadcrumbs`` — Davari & Belilovsky, "Model Breadcrumbs", arXiv 2312.06795: per τ_t, drop the
   top γ = 1% magnitudes (outliers) and keep the next β = 10% (so the mask keeps ranks γ..γ+β),
   then α · Σ (default α = 0.3).
@@ -34,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
-from ..kernels import fused, kth_largest_abs
+from ..kernels import fused, kth_largest_abs, philox
 from .primitives import dare_limit, draw, magnitude_threshold, tensor_seed
 from .registry import register
 
@@ -124,31 +128,51 @@ def ties(vectors: Sequence[Tensor], *, density: float, lam: float) -> Tensor:
     return _ties_kernel(xs, thresholds, _scalar(lam, xs[0])).reshape(vectors[0].shape)
 
 
-@register("dare", paper="2311.03099", defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16"},
+@register("dare", paper="2311.03099",
+          defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16", "rng": "torch"},
           legacy={"mask": "float32"})
-def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, mask: str, key: str) -> Tensor:
+def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, mask: str, rng: str,
+         key: str) -> Tensor:
+    check_dare(p=p, combine=combine, mask=mask, rng=rng)
+    xs = _flat(vectors)
+    limit, keep_prob = dare_limit(p, mask)
+    params = {"p": p, "combine": combine, "lam": lam, "mask": mask}
+    dev, n = xs[0].device, xs[0].numel()
+    if rng == "philox":
+        key_seed = tensor_seed(seed, key, 0)
+        draws = lambda start, stop: [philox.dare_draws(key_seed, start, stop - start, i) for i in range(len(xs))]  # noqa: E731
+    else:
+        gens = [torch.Generator().manual_seed(tensor_seed(seed, key, i)) for i in range(len(xs))]
+        draws = lambda start, stop: [draw(g, stop - start, p, mask) for g in gens]  # noqa: E731
+    if n <= DARE_CHUNK:
+        return dare_chunk(xs, [d.to(dev) for d in draws(0, n)], params, limit, keep_prob).reshape(vectors[0].shape)
+    out = torch.empty(n, dtype=torch.float32, device=dev)
+    for start in range(0, n, DARE_CHUNK):  # the draws of one chunk at a time: N x chunk, not N x tensor
+        stop = min(n, start + DARE_CHUNK)
+        out[start:stop] = dare_chunk([x[start:stop] for x in xs], [d.to(dev) for d in draws(start, stop)],
+                                     params, limit, keep_prob)
+    return out.reshape(vectors[0].shape)
+
+
+def check_dare(*, p: float, combine: str, mask: str, rng: str) -> None:
+    """DARE's parameters, each checked against what it may be (BadInput naming the bad one)."""
     if combine not in ("ta", "ties"):
         raise BadInput(f"dare: combine must be 'ta' or 'ties', got {combine!r}")
     if not 0.0 <= p < 1.0:
         raise BadInput(f"dare: p must be in [0, 1), got {p}")
     if mask not in ("uint16", "float32"):
         raise BadInput(f"dare: mask must be 'uint16' or 'float32', got {mask!r}")
-    xs = _flat(vectors)
-    limit, keep_prob = dare_limit(p, mask)
-    gens = [torch.Generator().manual_seed(tensor_seed(seed, key, i)) for i in range(len(xs))]
-    kernel = _dare_ta_kernel if combine == "ta" else _dare_ties_kernel
-    dev = xs[0].device
-    args = (torch.tensor(limit, dtype=torch.uint8 if mask == "float32" else torch.int16, device=dev),
-            _scalar(keep_prob, xs[0]), _scalar(lam, xs[0]))
-    n = xs[0].numel()
-    if n <= DARE_CHUNK:
-        return kernel(xs, [draw(g, n, p, mask).to(dev) for g in gens], *args).reshape(vectors[0].shape)
-    out = torch.empty(n, dtype=torch.float32, device=dev)
-    for start in range(0, n, DARE_CHUNK):  # the draws of one chunk at a time: N x chunk, not N x tensor
-        stop = min(n, start + DARE_CHUNK)
-        draws = [draw(g, stop - start, p, mask).to(dev) for g in gens]
-        out[start:stop] = kernel([x[start:stop] for x in xs], draws, *args)
-    return out.reshape(vectors[0].shape)
+    if rng not in ("torch", "philox"):
+        raise BadInput(f"dare: rng must be 'torch' or 'philox', got {rng!r}")
+    if rng == "philox" and mask != "uint16":
+        raise BadInput("dare: rng=philox draws 16-bit uniforms", "use --param mask=uint16 with rng=philox")
+
+
+def dare_chunk(xs: list[Tensor], draws: list[Tensor], params: dict, limit: int, keep_prob: float) -> Tensor:
+    """DARE's fused keep-rescale-combine over flat inputs ``xs`` and their ``draws`` (fp32, flat)."""
+    kernel = _dare_ta_kernel if params["combine"] == "ta" else _dare_ties_kernel
+    limit_t = torch.tensor(limit, dtype=torch.uint8 if params["mask"] == "float32" else torch.int16, device=xs[0].device)
+    return kernel(xs, draws, limit_t, _scalar(keep_prob, xs[0]), _scalar(params["lam"], xs[0]))
 
 
 DARE_CHUNK = 1 << 21
