@@ -29,6 +29,17 @@ def test_sampled_select_is_exact_with_many_ties_and_zeros():
         assert float(kth_largest_abs(x, k)) == _by_sort(x, k), k
 
 
+def test_counting_search_is_exact_on_half_precision_and_defers_nans_to_the_histogram():
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(N, generator=g) * 1e-3).to(torch.bfloat16)  # 2^16 patterns: heavy ties
+    for k in (1, 77, N // 5, N - 1):
+        assert float(kth_largest_abs(x, k)) == _by_sort(x, k), k
+    y = torch.randn(N, generator=g)
+    y[::1000] = float("nan")  # counting cannot place NaNs; the histogram ranks them above every value
+    for k in (N // 5, N // 2):
+        assert torch.equal(kth_largest_abs(y, k), by_histogram(y, k))
+
+
 def test_histogram_fallback_is_exact():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(5000, generator=g).half()

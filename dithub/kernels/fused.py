@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from torch import Tensor
 
-COMPILE_MIN_NUMEL = 1 << 20
+COMPILE_MIN_NUMEL = 1 << 18
 """Inputs smaller than this run the plain function: compiling would cost more than it saves."""
 
 F = TypeVar("F", bound=Callable[..., Tensor])

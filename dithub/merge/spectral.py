@@ -58,10 +58,12 @@ def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     us, ss, vhs = [], [], []
     for m in mats:
         u, s, vh = svd(m)
-        us.append(u[:, :k])
-        ss.append(s[:k])
-        vhs.append(vh[:k])
+        us.append(u[:, :k].clone())  # copies of the kept triplets: a view would keep every full U alive
+        ss.append(s[:k].clone())
+        vhs.append(vh[:k].clone())
+        del u, s, vh
     u, s, vh = torch.cat(us, 1), torch.cat(ss), torch.cat(vhs, 0)
+    del us, vhs
     return alpha * (polar(u) * s) @ polar(vh)
 
 
@@ -86,9 +88,10 @@ def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor
         uc = u[:, :k]
         for m in mats:
             ut, st, vht = svd(m - uc @ (uc.T @ m))
-            us.append(ut[:, :per_task])
-            ss.append(st[:per_task])
-            vhs.append(vht[:per_task])
+            us.append(ut[:, :per_task].clone())  # copies: a view would keep every full U alive
+            ss.append(st[:per_task].clone())
+            vhs.append(vht[:per_task].clone())
+            del ut, st, vht
     us.append(u[:, :k])
     ss.append(s[:k])
     vhs.append(vh[:k])
