@@ -298,6 +298,7 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-repo", action="store_true", help="leave out the end-to-end Repo.merge rows")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "merge.json")
+    ap.add_argument("--impls", nargs="+", default=["dithub", "repo", "peft"], help="which rows besides the bound")
     ap.add_argument("--core-space-only", action="store_true", help="only the Core Space table (JSON: core_space.json)")
     args = ap.parse_args()
     if args.core_space_only:
@@ -311,7 +312,7 @@ def main() -> None:
             commit_inputs(work, max(args.n))
     largest = max(4 * _numel(s) for s in layout().values())
     results: list[dict] = []
-    impls = ["bound", "dithub", *([] if args.skip_repo else ["repo"]), "peft"]
+    impls = ["bound", *[i for i in ("dithub", *([] if args.skip_repo else ["repo"]), "peft") if i in args.impls]]
     for n in args.n:
         _warm(work, n)
         bound = child({"work": str(work), "n": n, "method": "task_arithmetic", "impl": "bound", "repeat": args.repeat})

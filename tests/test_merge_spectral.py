@@ -78,3 +78,21 @@ def test_iso_cts_with_all_common_space_is_iso_c():
 def test_spectral_methods_refuse_vectors():
     with pytest.raises(BadInput, match="2-D"):
         get_method("iso_c")([torch.ones(3), torch.ones(3)])
+
+
+def test_batched_triplets_equal_one_at_a_time():
+    """What CUDA runs (one batched SVD) against what the CPU runs (one matrix at a time): the same
+    rank-k parts U_k S_k V_kᵀ of each matrix (singular vectors are defined up to sign)."""
+    from dithub.merge.spectral import top_triplets
+
+    g = torch.Generator().manual_seed(4)
+    mats = [torch.randn(30, 20, generator=g, dtype=torch.float64) for _ in range(3)]
+    one = top_triplets(iter(mats), 4, batched=False)
+    batch = top_triplets(mats, 4, batched=True)
+    for i, m in enumerate(mats):
+        u, s, vh = torch.linalg.svd(m, full_matrices=False)
+        best = (u[:, :4] * s[:4]) @ vh[:4]
+        for us, ss, vhs in (one, batch):
+            assert us[i].shape == (30, 4)
+            assert us[i].untyped_storage().nbytes() <= 3 * 30 * 4 * 8  # copies of the kept columns, not views of U
+            torch.testing.assert_close((us[i] * ss[i]) @ vhs[i], best)

@@ -22,7 +22,7 @@ complete the null space arbitrarily, and the merged update stays near zero in th
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
@@ -41,6 +41,14 @@ def _matrices(vectors: Sequence[Tensor], method: str) -> list[Tensor]:
     return [v.to(dtype) for v in vectors]
 
 
+def _sum(mats: list[Tensor]) -> Tensor:
+    """Σ mats in one buffer (stacking them first would copy all N); the same order, the same bits."""
+    total = mats[0].clone()
+    for m in mats[1:]:
+        total.add_(m)
+    return total
+
+
 def polar(x: Tensor) -> Tensor:
     """The nearest matrix with orthonormal columns (rows, if wider): U Vᵀ of x's SVD."""
     u, _s, vh = svd(x)
@@ -51,17 +59,29 @@ def _flat(u: Tensor, s: Tensor, vh: Tensor) -> Tensor:
     return (u * s.mean()) @ vh
 
 
+def top_triplets(mats: Iterable[Tensor], k: int, batched: bool) -> tuple[list[Tensor], ...]:
+    """The top-k singular triplets (U columns, values, Vᵀ rows) of each matrix, as copies (a view
+    would keep every full U alive). ``batched`` (callers pass it on CUDA) decomposes all matrices in
+    one batched call, which a GPU runs concurrently; otherwise ``mats`` is consumed one at a time, so
+    a generator holds one matrix and one SVD workspace at once."""
+    if batched:
+        u, s, vh = svd(torch.stack(list(mats)))
+        return list(u[:, :, :k].clone().unbind(0)), list(s[:, :k].clone().unbind(0)), list(vh[:, :k].clone().unbind(0))
+    us, ss, vhs = [], [], []
+    for m in mats:
+        u, s, vh = svd(m)
+        us.append(u[:, :k].clone())
+        ss.append(s[:k].clone())
+        vhs.append(vh[:k].clone())
+        del u, s, vh
+    return us, ss, vhs
+
+
 @register("tsv", paper="2412.00081", defaults={"alpha": 1.0}, matrices_only=True)
 def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     mats = _matrices(vectors, "tsv")
     k = max(1, min(mats[0].shape) // len(mats))
-    us, ss, vhs = [], [], []
-    for m in mats:
-        u, s, vh = svd(m)
-        us.append(u[:, :k].clone())  # copies of the kept triplets: a view would keep every full U alive
-        ss.append(s[:k].clone())
-        vhs.append(vh[:k].clone())
-        del u, s, vh
+    us, ss, vhs = top_triplets(mats, k, batched=mats[0].is_cuda)
     u, s, vh = torch.cat(us, 1), torch.cat(ss), torch.cat(vhs, 0)
     del us, vhs
     return alpha * (polar(u) * s) @ polar(vh)
@@ -69,7 +89,7 @@ def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
 
 @register("iso_c", paper="2502.04959", defaults={"alpha": 1.0}, matrices_only=True)
 def iso_c(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
-    total = torch.stack(_matrices(vectors, "iso_c")).sum(0)
+    total = _sum(_matrices(vectors, "iso_c"))
     return alpha * _flat(*svd(total))
 
 
@@ -82,16 +102,12 @@ def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor
     k = int(r * common)
     per_task = round((r - k) / t)
     k = r - per_task * t
-    u, s, vh = svd(torch.stack(mats).sum(0))
+    u, s, vh = svd(_sum(mats))
     us, ss, vhs = [], [], []
     if per_task > 0:
         uc = u[:, :k]
-        for m in mats:
-            ut, st, vht = svd(m - uc @ (uc.T @ m))
-            us.append(ut[:, :per_task].clone())  # copies: a view would keep every full U alive
-            ss.append(st[:per_task].clone())
-            vhs.append(vht[:per_task].clone())
-            del ut, st, vht
+        residuals = (m - uc @ (uc.T @ m) for m in mats)  # the common space projected out, one at a time
+        us, ss, vhs = top_triplets(residuals, per_task, batched=mats[0].is_cuda)
     us.append(u[:, :k])
     ss.append(s[:k])
     vhs.append(vh[:k])
