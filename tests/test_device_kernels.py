@@ -201,6 +201,15 @@ def test_device_merge_equals_the_torch_method_whole_or_in_chunks(tk, method, par
         assert torch.equal(out == 0, ref == 0)
 
 
+def test_device_merge_checks_dare_parameters_as_the_cpu_does(tk):
+    xs = [x.reshape(60, 100) for x in _inputs(3, m=6000)]
+    merger = _merger(tk)
+    with pytest.raises(BadInput, match="rng=philox draws 16-bit uniforms"):
+        merger.merge("dare", {"rng": "philox", "mask": "float32"}, merger.stage(xs), "w")
+    with pytest.raises(BadInput, match="combine must be 'ta' or 'ties'"):
+        merger.merge("dare", {"combine": "magmax"}, merger.stage(xs), "w")
+
+
 def test_device_merge_refuses_a_whole_tensor_method_that_does_not_fit(tk):
     xs = [x.reshape(60, 100) for x in _inputs(3, m=6000)]
     merger = _merger(tk, budget=3000)

@@ -130,6 +130,9 @@ class DeviceMerge:
                 rows = [h.to(self.device) if fits else h for h in staged.host]
             return torch.stack([magnitude_threshold(r, params["density"]).to(self.device) for r in rows])
         if method == "dare":
+            from ..merge.full_space import check_dare
+
+            check_dare(p=params["p"], combine=params["combine"], mask=params["mask"], rng=params["rng"])
             limit, keep_prob = dare_limit(params["p"], params["mask"])
             seeds = [tensor_seed(params["seed"], key, i) for i in range(len(staged.host))]
             gens = [torch.Generator().manual_seed(s) for s in seeds] if params["rng"] == "torch" else None
