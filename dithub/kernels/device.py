@@ -122,13 +122,14 @@ class DeviceMerge:
         from ..merge.primitives import dare_limit, magnitude_threshold, tensor_seed
 
         if method == "ties":
+            density = params["density"]
             if staged.stacked is not None:
                 staged.wait()
-                rows = list(staged.stacked.unbind(0))
-            else:  # one input on the device at a time, or on the host where one does not fit
-                fits = self._bytes(staged.host[:1], staged.host[0].numel()) <= self.budget
-                rows = [h.to(self.device) if fits else h for h in staged.host]
-            return torch.stack([magnitude_threshold(r, params["density"]).to(self.device) for r in rows])
+                return torch.stack([magnitude_threshold(r, density).to(self.device) for r in staged.stacked.unbind(0)])
+            # one input on the device at a time (each freed before the next moves), or on the host if one does not fit
+            fits = self._bytes(staged.host[:1], staged.host[0].numel()) <= self.budget
+            return torch.stack([magnitude_threshold(h.to(self.device) if fits else h, density).to(self.device)
+                                for h in staged.host])
         if method == "dare":
             from ..merge.full_space import check_dare
 
