@@ -29,7 +29,9 @@ def test_sampled_select_is_exact_with_many_ties_and_zeros():
         assert float(kth_largest_abs(x, k)) == _by_sort(x, k), k
 
 
-def test_counting_search_is_exact_on_half_precision_and_defers_nans_to_the_histogram():
+@pytest.mark.parametrize("compiled", ["1", "0"])  # the counting search, and the chunked pass without a compiler
+def test_select_is_exact_on_half_precision_and_defers_nans_to_the_histogram(compiled, monkeypatch):
+    monkeypatch.setenv("DITHUB_COMPILE", compiled)
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(N, generator=g) * 1e-3).to(torch.bfloat16)  # 2^16 patterns: heavy ties
     for k in (1, 77, N // 5, N - 1):

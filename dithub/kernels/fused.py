@@ -55,3 +55,8 @@ def fused(fn: F) -> F:
     call.plain = fn  # type: ignore[attr-defined]
     call.state = state  # type: ignore[attr-defined]
     return call  # type: ignore[return-value]
+
+
+def compiles(kernel: Callable[..., Any], numel: int) -> bool:
+    """Whether ``kernel`` (made by ``fused``) runs compiled on inputs of ``numel`` entries."""
+    return _enabled() and not kernel.state["failed"] and numel >= COMPILE_MIN_NUMEL  # type: ignore[attr-defined]
