@@ -42,6 +42,19 @@ def test_select_is_exact_on_half_precision_and_defers_nans_to_the_histogram(comp
         assert torch.equal(kth_largest_abs(y, k), by_histogram(y, k))
 
 
+def test_small_tensors_select_exactly_with_nans_ranked_as_the_histogram_ranks_them():
+    g = torch.Generator().manual_seed(5)
+    for n in (1, 9, 4000, 1 << 14):
+        x = torch.randn(n, generator=g).to(torch.bfloat16)
+        for k in sorted({1, max(1, n // 5), n}):
+            assert float(kth_largest_abs(x, k)) == _by_sort(x, k)
+        if n > 9:
+            x[::9] = float("nan")
+            for k in (1, n // 9 + 1, n):
+                assert torch.equal(kth_largest_abs(x, k).isnan(), by_histogram(x, k).isnan())
+                assert torch.equal(kth_largest_abs(x, k).nan_to_num(), by_histogram(x, k).nan_to_num())
+
+
 def test_histogram_fallback_is_exact():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(5000, generator=g).half()
