@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from merge import layout  # the Llama-shaped state dict of the merge benchmark, at 7B widths here
 from rich.table import Table
 
 HERE = Path(__file__).resolve().parent
@@ -89,18 +90,7 @@ def kernel_rows(dev: torch.device, n: int, m: int, repeat: int) -> list[dict]:
 
 
 SHAPE = {"hidden": 4096, "mlp": 11008, "vocab": 32000}
-
-
-def layout(layers: int) -> dict[str, tuple[int, ...]]:
-    h, m, v = SHAPE["hidden"], SHAPE["mlp"], SHAPE["vocab"]
-    out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
-    for i in range(layers):
-        p = f"model.layers.{i}."
-        out.update({p + f"self_attn.{x}_proj.weight": (h, h) for x in "qkvo"})
-        out.update({p + "mlp.gate_proj.weight": (m, h), p + "mlp.up_proj.weight": (m, h), p + "mlp.down_proj.weight": (h, m)})
-        out.update({p + "input_layernorm.weight": (h,), p + "post_attention_layernorm.weight": (h,)})
-    out["lm_head.weight"] = (v, h)
-    return out
+"""Llama-7B's widths; ``--layers`` of its 32 transformer layers."""
 
 
 def make_repo(work: Path, n: int, layers: int):
@@ -117,7 +107,7 @@ def make_repo(work: Path, n: int, layers: int):
     repo = Repo.init(work / "repo")
     g = torch.Generator().manual_seed(1)
     for t in range(n):
-        tau = {k: (torch.randn(s, generator=g) * 1e-3).to(torch.bfloat16) for k, s in layout(layers).items()}
+        tau = {k: (torch.randn(s, generator=g) * 1e-3).to(torch.bfloat16) for k, s in layout({**SHAPE, "layers": layers}).items()}
         path = work / f"tau{t}.safetensors"
         save_file(tau, str(path))
         del tau

@@ -55,11 +55,11 @@ METHODS = {  # dithub name -> (dithub params, peft call, mergekit method + per-m
 SHAPE = {"hidden": int(os.environ.get("BENCH_HIDDEN", 768)), "mlp": 2048, "layers": 12, "vocab": 16000}
 
 
-def layout() -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of the Llama-shaped model."""
-    h, m, v = SHAPE["hidden"], SHAPE["mlp"], SHAPE["vocab"]
+def layout(shape: dict[str, int] = SHAPE) -> dict[str, tuple[int, ...]]:
+    """Tensor names and shapes of a Llama-shaped model (hidden, mlp, layers, vocab: ``SHAPE``'s by default)."""
+    h, m, v = shape["hidden"], shape["mlp"], shape["vocab"]
     out: dict[str, tuple[int, ...]] = {"model.embed_tokens.weight": (v, h)}
-    for i in range(SHAPE["layers"]):
+    for i in range(shape["layers"]):
         p = f"model.layers.{i}."
         for n in "qkvo":
             out[p + f"self_attn.{n}_proj.weight"] = (h, h)

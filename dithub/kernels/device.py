@@ -96,7 +96,7 @@ class DeviceMerge:
         numel = staged.host[0].numel()
         if staged.stacked is not None:
             staged.wait()
-            return self._combine(method, full, stats, staged.stacked, 0, key).reshape(staged.shape)
+            return self._combine(method, full, stats, staged.stacked, 0).reshape(staged.shape)
         out = torch.empty(numel, dtype=torch.float32)
         step = self._chunk(staged.host)
         for start in range(0, numel, step):
@@ -104,7 +104,7 @@ class DeviceMerge:
             chunk, ready, _pinned = self._to_device(staged.host, start, stop)
             if ready is not None:
                 _use_on_current_stream(chunk, ready)
-            out[start:stop] = self._combine(method, full, stats, chunk, start, key).cpu()
+            out[start:stop] = self._combine(method, full, stats, chunk, start).cpu()
         return out.reshape(staged.shape)
 
     def _whole(self, staged: Staged, key: str) -> list[Tensor]:
@@ -131,16 +131,17 @@ class DeviceMerge:
             return torch.stack([magnitude_threshold(h.to(self.device) if fits else h, density).to(self.device)
                                 for h in staged.host])
         if method == "dare":
-            from ..merge.full_space import check_dare
+            from ..merge.full_space import check_dare, draw_source
 
-            check_dare(p=params["p"], combine=params["combine"], mask=params["mask"], rng=params["rng"])
-            limit, keep_prob = dare_limit(params["p"], params["mask"])
-            seeds = [tensor_seed(params["seed"], key, i) for i in range(len(staged.host))]
-            gens = [torch.Generator().manual_seed(s) for s in seeds] if params["rng"] == "torch" else None
-            return limit, keep_prob, seeds, gens
+            p, mask, rng, seed = params["p"], params["mask"], params["rng"], params["seed"]
+            check_dare(p=p, combine=params["combine"], mask=mask, rng=rng)
+            limit, keep_prob = dare_limit(p, mask)
+            if rng == "philox":  # drawn inside the kernel, keyed by the tensor's seed
+                return limit, keep_prob, tensor_seed(seed, key, 0), None
+            return limit, keep_prob, None, draw_source(len(staged.host), p=p, seed=seed, mask=mask, rng=rng, key=key)
         return None
 
-    def _combine(self, method: str, params: dict[str, Any], stats: Any, stacked: Tensor, offset: int, key: str) -> Tensor:
+    def _combine(self, method: str, params: dict[str, Any], stats: Any, stacked: Tensor, offset: int) -> Tensor:
         k = self.kernels
         assert k is not None
         if method == "task_arithmetic":
@@ -149,15 +150,14 @@ class DeviceMerge:
             return k.ties(stacked, stats, params["lam"])
         if method == "magmax":
             return k.magmax(stacked, params["alpha"])
-        limit, keep_prob, seeds, gens = stats
-        if gens is None:  # Philox: drawn inside the kernel
-            return k.dare(stacked, seed=seeds[0], offset=offset, limit=limit, keep_prob=keep_prob,
+        limit, keep_prob, key_seed, draws = stats
+        if draws is None:
+            return k.dare(stacked, seed=key_seed, offset=offset, limit=limit, keep_prob=keep_prob,
                           lam=params["lam"], combine=params["combine"])
         from ..merge.full_space import dare_chunk
-        from ..merge.primitives import draw
 
-        draws = [draw(g, stacked.shape[1], params["p"], params["mask"]).to(stacked.device) for g in gens]
-        return dare_chunk(list(stacked.unbind(0)), draws, params, limit, keep_prob)
+        chunk = [d.to(stacked.device) for d in draws(offset, offset + stacked.shape[1])]
+        return dare_chunk(list(stacked.unbind(0)), chunk, params, limit, keep_prob)
 
     def _chunk(self, host: list[Tensor]) -> int:
         """Entries per chunk: as many as fit the budget, a multiple of four (DARE's draws)."""

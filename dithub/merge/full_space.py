@@ -32,14 +32,14 @@ arithmetic, fused by ``dithub.kernels.fused`` for the others; computation is in 
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import BadInput
 from ..kernels import fused, kth_largest_abs, philox
-from .primitives import dare_limit, draw, magnitude_threshold, tensor_seed
+from .primitives import dare_limit, draw, magnitude_threshold, running_sum, tensor_seed
 from .registry import register
 
 
@@ -67,14 +67,6 @@ def _sign_mean(values: list[Tensor], lam: Tensor) -> Tensor:
         num = num + torch.where(agree, v, 0.0)
         count = count + agree.float()
     return num / count.clamp(min=1.0) * lam
-
-
-def _sum(xs: list[Tensor], alpha: float) -> Tensor:
-    """α Σ x in place: one output buffer, each input read once (already at the memory bound)."""
-    total = xs[0].to(torch.float32, copy=True)
-    for x in xs[1:]:
-        total.add_(x)
-    return total.mul_(alpha)
 
 
 @fused
@@ -118,7 +110,7 @@ def _magmax_kernel(xs: list[Tensor], alpha: Tensor) -> Tensor:
 @register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3})
 def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     xs = _flat(vectors)
-    return _sum(xs, alpha).reshape(vectors[0].shape)
+    return running_sum(xs, torch.float32).mul_(alpha).reshape(vectors[0].shape)  # in place: at the memory bound
 
 
 @register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0})
@@ -138,12 +130,7 @@ def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed:
     limit, keep_prob = dare_limit(p, mask)
     params = {"p": p, "combine": combine, "lam": lam, "mask": mask}
     dev, n = xs[0].device, xs[0].numel()
-    if rng == "philox":
-        key_seed = tensor_seed(seed, key, 0)
-        draws = lambda start, stop: [philox.dare_draws(key_seed, start, stop - start, i) for i in range(len(xs))]  # noqa: E731
-    else:
-        gens = [torch.Generator().manual_seed(tensor_seed(seed, key, i)) for i in range(len(xs))]
-        draws = lambda start, stop: [draw(g, stop - start, p, mask) for g in gens]  # noqa: E731
+    draws = draw_source(len(xs), p=p, seed=seed, mask=mask, rng=rng, key=key)
     if n <= DARE_CHUNK:
         return dare_chunk(xs, [d.to(dev) for d in draws(0, n)], params, limit, keep_prob).reshape(vectors[0].shape)
     out = torch.empty(n, dtype=torch.float32, device=dev)
@@ -152,6 +139,17 @@ def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed:
         out[start:stop] = dare_chunk([x[start:stop] for x in xs], [d.to(dev) for d in draws(start, stop)],
                                      params, limit, keep_prob)
     return out.reshape(vectors[0].shape)
+
+
+def draw_source(n_inputs: int, *, p: float, seed: int, mask: str, rng: str, key: str) -> Callable[[int, int], list[Tensor]]:
+    """``draws(start, stop)``: the CPU draws of entries start:stop of each input of tensor ``key``.
+    torch's generators are streams, so consecutive calls must cover consecutive entries; Philox
+    (keyed by the tensor's seed, counted by entry and input) takes any range."""
+    if rng == "philox":
+        key_seed = tensor_seed(seed, key, 0)
+        return lambda start, stop: [philox.dare_draws(key_seed, start, stop - start, i) for i in range(n_inputs)]
+    gens = [torch.Generator().manual_seed(tensor_seed(seed, key, i)) for i in range(n_inputs)]
+    return lambda start, stop: [draw(g, stop - start, p, mask) for g in gens]
 
 
 def check_dare(*, p: float, combine: str, mask: str, rng: str) -> None:

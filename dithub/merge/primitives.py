@@ -2,12 +2,21 @@
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import BadInput
 from ..kernels import kth_largest_abs
+
+
+def running_sum(xs: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
+    """Σ xs in one ``dtype`` buffer, added in order: each input read once, none stacked or copied."""
+    total = xs[0].to(dtype, copy=True)
+    for x in xs[1:]:
+        total.add_(x)
+    return total
 
 
 def magnitude_threshold(x: Tensor, density: float) -> Tensor:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
-from .primitives import svd
+from .primitives import running_sum, svd
 from .registry import register
 
 
@@ -39,14 +39,6 @@ def _matrices(vectors: Sequence[Tensor], method: str) -> list[Tensor]:
         raise BadInput(f"{method} merges 2-D weight matrices, got shape {list(vectors[0].shape)}")
     dtype = torch.float64 if vectors[0].dtype == torch.float64 else torch.float32
     return [v.to(dtype) for v in vectors]
-
-
-def _sum(mats: list[Tensor]) -> Tensor:
-    """Σ mats in one buffer (stacking them first would copy all N); the same order, the same bits."""
-    total = mats[0].clone()
-    for m in mats[1:]:
-        total.add_(m)
-    return total
 
 
 def polar(x: Tensor) -> Tensor:
@@ -89,7 +81,8 @@ def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
 
 @register("iso_c", paper="2502.04959", defaults={"alpha": 1.0}, matrices_only=True)
 def iso_c(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
-    total = _sum(_matrices(vectors, "iso_c"))
+    mats = _matrices(vectors, "iso_c")
+    total = running_sum(mats, mats[0].dtype)  # stacking first would copy all N
     return alpha * _flat(*svd(total))
 
 
@@ -102,7 +95,7 @@ def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor
     k = int(r * common)
     per_task = round((r - k) / t)
     k = r - per_task * t
-    u, s, vh = svd(_sum(mats))
+    u, s, vh = svd(running_sum(mats, mats[0].dtype))
     us, ss, vhs = [], [], []
     if per_task > 0:
         uc = u[:, :k]
