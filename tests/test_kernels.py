@@ -8,7 +8,7 @@ from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs
 from dithub.kernels.select import by_histogram
 from dithub.merge import full_space, get_method
 
-N = 1 << 21  # above the sampling and the compile thresholds
+N = (1 << 21) + 1024  # above the partition, sampling and compile thresholds
 
 
 def _by_sort(x: torch.Tensor, k: int) -> float:
@@ -43,8 +43,9 @@ def test_select_is_exact_on_half_precision_and_defers_nans_to_the_histogram(comp
 
 
 def test_small_tensors_select_exactly_with_nans_ranked_as_the_histogram_ranks_them():
+    """Up to 2M entries: one partition of the magnitudes (numpy's introselect)."""
     g = torch.Generator().manual_seed(5)
-    for n in (1, 9, 4000, 1 << 14):
+    for n in (1, 9, 4000, 1 << 14, (1 << 21) - 5):
         x = torch.randn(n, generator=g).to(torch.bfloat16)
         for k in sorted({1, max(1, n // 5), n}):
             assert float(kth_largest_abs(x, k)) == _by_sort(x, k)
@@ -53,6 +54,19 @@ def test_small_tensors_select_exactly_with_nans_ranked_as_the_histogram_ranks_th
             for k in (1, n // 9 + 1, n):
                 assert torch.equal(kth_largest_abs(x, k).isnan(), by_histogram(x, k).isnan())
                 assert torch.equal(kth_largest_abs(x, k).nan_to_num(), by_histogram(x, k).nan_to_num())
+
+
+def test_select_drops_zeros_before_partitioning():
+    """Mostly-zero tensors (an embedding whose rows a task never touched, Core Space's triangular
+    cores): the k-th largest is 0 when fewer than k entries are nonzero, else ranked among them."""
+    g = torch.Generator().manual_seed(6)
+    n = 300_000
+    for zero_share in (0.02, 0.5, 0.98):
+        x = torch.randn(n, generator=g) * (torch.rand(n, generator=g) >= zero_share)
+        x[:5] = -0.0
+        nonzero = int((x != 0).sum())
+        for k in sorted({1, nonzero // 2, nonzero, nonzero + 1, n}):
+            assert float(kth_largest_abs(x, k)) == _by_sort(x, k), (zero_share, k)
 
 
 def test_histogram_fallback_is_exact():
@@ -65,6 +79,26 @@ def test_histogram_fallback_is_exact():
 def test_select_rejects_k_out_of_range():
     with pytest.raises(ValueError):
         kth_largest_abs(torch.ones(4), 5)
+
+
+def test_small_ties_equals_the_plain_kernel_bit_for_bit():
+    """Inputs under the compile threshold take ``_ties_small`` (stacked, masks as products): the
+    same bits as the plain kernel, with ties at the threshold, zeros of both signs, mixed dtypes,
+    negative λ, and NaN / ±inf inputs (which go to the plain kernel)."""
+    g = torch.Generator().manual_seed(9)
+    for trial in range(60):
+        n, count = int(torch.randint(1, 5000, (1,), generator=g)), int(torch.randint(1, 9, (1,), generator=g))
+        xs = [(torch.randn(n, generator=g) * (torch.rand(n, generator=g) < 0.6)).round(decimals=1) for _ in range(count)]
+        xs[0][: n // 3] = -0.0
+        if trial % 3 == 0:
+            xs[-1] = xs[-1].bfloat16()
+        if trial % 4 == 0:
+            xs[0][::7] = [float("nan"), float("inf"), -float("inf")][trial % 3]
+        thresholds = torch.stack([full_space.magnitude_threshold(x.float(), 0.3) for x in xs])
+        lam = torch.tensor(-0.5 if trial % 2 else 1.3)
+        small = full_space._ties_small(xs, thresholds, lam)
+        plain = full_space._ties_kernel.plain(xs, thresholds, lam)
+        assert torch.equal(small.view(torch.int32), plain.view(torch.int32)), trial
 
 
 def _compiles() -> bool:

@@ -84,9 +84,13 @@ def test_a_merge_recorded_before_a_parameter_existed_replays_as_it_ran(three):
     assert repo.store.read_commit(new_rule).tree != commit.tree
 
 
-def test_a_core_space_merge_recorded_before_the_linear_shortcut_replays_as_it_ran(tmp_path):
-    """core_space gained ``linear`` (task arithmetic returns the stacked factors); an op without it
-    ran the core path, whose factors differ, and must replay that."""
+@pytest.mark.parametrize("rule,legacy", [
+    ("task_arithmetic", {"linear": "core"}),  # the stacked-factor shortcut came with ``linear``
+    ("ties", {"bases": "explicit"}),  # triangular factors instead of formed bases came with ``bases``
+])
+def test_a_core_space_merge_recorded_before_a_parameter_replays_as_it_ran(tmp_path, rule, legacy):
+    """core_space gained ``linear`` and then ``bases``; an op without one ran the path before it,
+    whose factors differ, and must replay that."""
     from dataclasses import replace
 
     from conftest import lora_adapter, tiny_vit
@@ -96,12 +100,12 @@ def test_a_core_space_merge_recorded_before_the_linear_shortcut_replays_as_it_ra
     for i, (r, alpha) in enumerate(((4, 8), (2, 6))):
         lora_adapter(tiny_vit(), tmp_path / f"l{i}", seed=20 + i, r=r, alpha=alpha)
         repo.commit(tmp_path / f"l{i}", f"l{i}", branch=f"class/{i}")
-    old_rule = repo.merge(["class/0", "class/1"], "core_space", {"linear": "core"}, into="old")
+    old_rule = repo.merge(["class/0", "class/1"], "core_space", {"rule": rule, **legacy}, into="old")
     commit = repo.store.read_commit(old_rule)
-    params = {k: v for k, v in commit.op.params.items() if k != "linear"}
-    legacy = repo.store.write_commit(replace(commit, op=Op("merge", "core_space", params, commit.op.inputs)))
-    assert replay_merge(repo, repo.store.read_commit(legacy)) == commit.tree
-    new_rule = repo.merge(["class/0", "class/1"], "core_space", into="new")
+    params = {k: v for k, v in commit.op.params.items() if k not in legacy}
+    recorded = repo.store.write_commit(replace(commit, op=Op("merge", "core_space", params, commit.op.inputs)))
+    assert replay_merge(repo, repo.store.read_commit(recorded)) == commit.tree
+    new_rule = repo.merge(["class/0", "class/1"], "core_space", {"rule": rule}, into="new")
     assert repo.store.read_commit(new_rule).tree != commit.tree
 
 

@@ -119,14 +119,15 @@ def test_core_space_task_arithmetic_equals_full_space():
     assert rel < 1e-5
 
 
-@pytest.mark.parametrize("linear", ["concat", "core"])
-def test_core_space_task_arithmetic_factors_by_the_linear_rule(linear):
-    """'concat': the stacked factors [0.3 s_t A_t], [B_t], written here from the definition; 'core':
-    B = U_ref M and A = V_refᵀ with orthonormal V_ref. Both have the product 0.3 Σ s_t B_t A_t."""
+@pytest.mark.parametrize("linear,bases", [("concat", "implicit"), ("core", "implicit"), ("core", "explicit")])
+def test_core_space_task_arithmetic_factors_by_the_linear_rule(linear, bases):
+    """'concat': the stacked factors [0.3 s_t A_t], [B_t], written here from the definition; 'core'
+    with explicit bases: B = U_ref M and A = V_refᵀ with orthonormal V_ref; with implicit bases:
+    B = [s_t B_t] and A = R_B⁻¹ M R_A⁻ᵀ [A_t]. All have the product 0.3 Σ s_t B_t A_t."""
     from dithub.merge import get_method
 
     factors = _factors(2)
-    a, b = get_method("core_space")(factors, key="m", linear=linear)
+    a, b = get_method("core_space")(factors, key="m", linear=linear, bases=bases)
     full = 0.3 * sum(s * fb @ fa for fa, fb, s in factors)
     torch.testing.assert_close((b @ a).double(), full, rtol=1e-5, atol=1e-6)  # float32 results
     stacked_a = torch.cat([0.3 * s * fa for fa, _fb, s in factors])
@@ -134,9 +135,81 @@ def test_core_space_task_arithmetic_factors_by_the_linear_rule(linear):
     if linear == "concat":
         torch.testing.assert_close(a.double(), stacked_a, rtol=1e-6, atol=0)
         torch.testing.assert_close(b.double(), stacked_b, rtol=1e-7, atol=0)
-    else:
+    elif bases == "explicit":
         torch.testing.assert_close((a @ a.T).double(), torch.eye(9, dtype=torch.float64), rtol=0, atol=1e-6)
         assert not torch.allclose(a.double(), stacked_a)
+    else:
+        scaled_b = torch.cat([s * fb for _fa, fb, s in factors], dim=1)
+        torch.testing.assert_close(b.double(), scaled_b, rtol=1e-7, atol=0)
+
+
+def _core_bases_by_hand(factors):
+    """Orthonormal bases of the stacks by Gram-Schmidt in float64 (signs: positive R diagonal)."""
+    def gram_schmidt(x):
+        cols = []
+        for j in range(x.shape[1]):
+            v = x[:, j].clone()
+            for q in cols:
+                v -= (q @ v) * q
+            cols.append(v / v.norm())
+        return torch.stack(cols, dim=1)
+
+    b_stack = torch.cat([s * fb.double() for _fa, fb, s in factors], dim=1)
+    a_stack = torch.cat([fa.double() for fa, _fb, _s in factors], dim=0)
+    return gram_schmidt(b_stack), gram_schmidt(a_stack.T)
+
+
+@pytest.mark.parametrize("spread", [0.0, 0.9])  # independent and correlated modules
+def test_core_space_ties_equals_ties_on_cores_in_orthonormal_bases(spread, monkeypatch):
+    """Core Space TIES from its definition: project on orthonormal bases of the stacks (made here
+    by Gram-Schmidt in float64), TIES the cores as the paper does, map back. Input t's core is
+    zero outside its top-left 3(t+1) x 3(t+1) block (B_t and A_tᵀ lie in the spans of the first
+    3(t+1) basis vectors); those entries are snapped to 0 here, since TIES counts any nonzero entry that
+    agrees in sign, and the implicit bases give exact zeros there (explicit ones give rounding
+    noise, which TIES then counts: the reason they are not the default)."""
+    from dithub.merge import get_method
+
+    g = torch.Generator().manual_seed(11)
+    shared_b, shared_a = torch.randn(40, 3, generator=g, dtype=torch.float64), torch.randn(3, 25, generator=g, dtype=torch.float64)
+    factors = [((1 - spread) * torch.randn(3, 25, generator=g, dtype=torch.float64) + spread * shared_a,
+                (1 - spread) * torch.randn(40, 3, generator=g, dtype=torch.float64) + spread * shared_b, 0.5 + t)
+               for t in range(4)]
+    u, v = _core_bases_by_hand(factors)
+    cores = [u.T @ (s * fb) @ fa @ v for fa, fb, s in factors]
+    for t, c in enumerate(cores[:-1]):
+        outside = torch.ones_like(c, dtype=torch.bool)
+        outside[:3 * (t + 1), :3 * (t + 1)] = False
+        assert c[outside].abs().max() < 1e-12 * c.abs().max()
+        c[outside] = 0.0
+    k = round(0.2 * 144)
+    kept = []
+    for c in cores:
+        threshold = c.abs().flatten().sort(descending=True).values[k - 1]
+        kept.append(torch.where(c.abs() >= threshold, c, 0.0))
+    stacked = torch.stack(kept)
+    elected = torch.where(stacked.sum(0) >= 0, 1.0, -1.0)
+    agree = torch.sign(stacked) == elected
+    merged = (stacked * agree).sum(0) / agree.sum(0).clamp(min=1)
+    expected = u @ merged @ v.T
+    householder = []
+    qr = torch.linalg.qr
+    monkeypatch.setattr(torch.linalg, "qr", lambda x, **kw: householder.append(x.shape) or qr(x, **kw))
+    a, b = get_method("core_space")(factors, key="m", rule="ties")
+    assert len(householder) == 1  # one stack's R by Cholesky of its Gram, the other's by Householder
+    torch.testing.assert_close((b @ a).double(), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
+
+
+def test_core_space_implicit_bases_fall_back_on_rank_deficient_stacks():
+    """Two identical modules (and a zero B, as LoRA initializes it) leave R singular: the bases are
+    formed as ``explicit`` does, and the merge is the same as it."""
+    from dithub.merge import get_method
+
+    factors = _factors(6)
+    for stack in (factors + [factors[0]], factors + [(factors[0][0], torch.zeros_like(factors[0][1]), 1.0)]):
+        for params in ({"rule": "ties"}, {"linear": "core"}, {"rank": 3}):
+            got = get_method("core_space")(stack, key="m", **params)
+            ref = get_method("core_space")(stack, key="m", bases="explicit", **params)
+            torch.testing.assert_close(got, ref, rtol=0, atol=0)
 
 
 def test_core_space_shortcut_only_where_it_is_the_same_merge():
@@ -155,6 +228,8 @@ def test_core_space_shortcut_only_where_it_is_the_same_merge():
     torch.testing.assert_close((a, b), (a_ref, b_ref), rtol=0, atol=0)
     with pytest.raises(BadInput, match="linear must be 'concat' or 'core'"):
         core(factors, key="m", linear="qr")
+    with pytest.raises(BadInput, match="bases must be 'implicit' or 'explicit'"):
+        core(factors, key="m", rule="ties", bases="svd")
 
 
 def test_core_space_never_forms_an_m_by_n_matrix(monkeypatch):

@@ -11,7 +11,7 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
   0.7·new + 0.3·old (default β = 0.7); see ``ema``.
 * ``core_space`` — LoRA Core Space, Panariello et al., arXiv 2509.17786: merge in the R x R core of
   the joint bases of the inputs (defaults: rule task_arithmetic with its own defaults, rank 0 = keep
-  R = Σ r_t, seed 0 for random rules, linear 'concat'); see ``core_space``.
+  R = Σ r_t, seed 0 for random rules, linear 'concat', bases 'implicit'); see ``core_space``.
 """
 from __future__ import annotations
 
@@ -47,16 +47,92 @@ def mean_ba(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
 
 def core_bases(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
     """Orthonormal bases of the stacked B's columns (m x R) and A's rows (n x R), R ≤ Σ r_t."""
-    b_stack = torch.cat([s * fb.float() for fa, fb, s in factors], dim=1)
-    a_stack = torch.cat([fa.float() for fa, _fb, _s in factors], dim=0)
+    b_stack, a_stack = _stacks(factors)
     u_ref, _ = torch.linalg.qr(b_stack)
     v_ref, _ = torch.linalg.qr(a_stack.T)
     return u_ref, v_ref
 
 
-@register("core_space", paper="2509.17786", defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat"},
-          space="lora", legacy={"linear": "core"})
-def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, key: str) -> tuple[Tensor, Tensor]:
+def _stacks(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
+    """[s_1 B_1 … s_T B_T] (m x R) and [A_1; …; A_T] (R x n), in fp32."""
+    b_stack = torch.cat([s * fb.float() for fa, fb, s in factors], dim=1)
+    a_stack = torch.cat([fa.float() for fa, _fb, _s in factors], dim=0)
+    return b_stack, a_stack
+
+
+BASES_CONDITION = 1e-3
+"""``bases='implicit'`` needs min |R_ii| ≥ this x max |R_ii| on both triangular factors; a stack
+closer to rank deficient forms the bases (``explicit``), whose orthonormality does not depend on it."""
+
+GRAM_CONDITION = 0.2
+"""Triangular factors whose min |R_ii| is at least this x max |R_ii| (condition numbers of a few)
+come from the Cholesky factor of the Gram matrix (one GEMM: 3x cheaper than Householder QR), whose
+implicit basis B R⁻¹ is then as orthonormal as Householder's (~1e-6 in fp32; its error grows with
+the square of the condition number, so worse-conditioned stacks take Householder's R)."""
+
+
+def _triangular(x: Tensor) -> Tensor | None:
+    """R (upper, positive diagonal) of x = Q R (x: rows ≥ columns), or None when x is near rank
+    deficient. Cholesky of xᵀx when well conditioned, Householder QR otherwise; both give the R
+    with a positive diagonal, which is unique, so the two agree up to rounding."""
+    if x.shape[0] < x.shape[1]:
+        return None
+    low, info = torch.linalg.cholesky_ex(x.T @ x)
+    if int(info) == 0:
+        r = low.T
+        diag = r.diagonal()
+        if float(diag.min()) >= GRAM_CONDITION * float(diag.max()):
+            return r
+    r = torch.linalg.qr(x, mode="r").R
+    r = r * torch.where(r.diagonal() < 0, -1.0, 1.0)[:, None]  # the R with a positive diagonal
+    diag = r.diagonal()
+    return r if float(diag.min()) >= BASES_CONDITION * float(diag.max()) > 0 else None
+
+
+class _CoreFrame:
+    """The joint bases of T LoRA modules, U_ref = B_stack R_B⁻¹ and V_ref = A_stackᵀ R_A⁻¹ (the
+    QR factorizations B_stack = U_ref R_B and A_stackᵀ = V_ref R_A), kept implicit: the cores are
+    M_t = U_refᵀ s_t B_t A_t V_ref = R_B[:, t] R_A[:, t]ᵀ (the column blocks of input t), and mapping a
+    core back multiplies the stacks by triangular solves. No m x R or n x R basis is formed, so
+    the two R factors (see ``_triangular``) replace the QRs, and the N projections cost R x r x R."""
+
+    def __init__(self, b_stack: Tensor, a_stack: Tensor, r_b: Tensor, r_a: Tensor) -> None:
+        self.b_stack, self.a_stack, self.r_b, self.r_a = b_stack, a_stack, r_b, r_a
+
+    @classmethod
+    def of(cls, factors: Sequence[Factors]) -> _CoreFrame | None:
+        """The frame, or None where a stack has more columns than rows or is near rank deficient."""
+        b_stack, a_stack = _stacks(factors)
+        r_b = _triangular(b_stack)
+        r_a = _triangular(a_stack.T) if r_b is not None else None
+        return None if r_a is None else cls(b_stack, a_stack, r_b, r_a)
+
+    def cores(self, ranks: Sequence[int]) -> list[Tensor]:
+        out, start = [], 0
+        for r in ranks:
+            out.append(self.r_b[:, start:start + r] @ self.r_a[:, start:start + r].T)
+            start += r
+        return out
+
+    def factors(self, core: Tensor) -> tuple[Tensor, Tensor]:
+        """(A, B) of the LoRA U_ref · core · V_refᵀ at rank R: B = B_stack, A = K A_stack with
+        K = R_B⁻¹ core R_A⁻ᵀ (R x R), so no m x R product is computed either."""
+        left = torch.linalg.solve_triangular(self.r_b, core, upper=True)
+        k = torch.linalg.solve_triangular(self.r_a, left.T, upper=True).T
+        return k @ self.a_stack, self.b_stack
+
+    def truncated(self, left: Tensor, right_t: Tensor) -> tuple[Tensor, Tensor]:
+        """(A, B) of the LoRA U_ref · left · right_tᵀ · V_refᵀ (left, right_t: R x k)."""
+        b = self.b_stack @ torch.linalg.solve_triangular(self.r_b, left, upper=True)
+        a = torch.linalg.solve_triangular(self.r_a, right_t, upper=True).T @ self.a_stack
+        return a, b
+
+
+@register("core_space", paper="2509.17786",
+          defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat", "bases": "implicit"},
+          space="lora", legacy={"linear": "core", "bases": "explicit"})
+def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, bases: str,
+               key: str) -> tuple[Tensor, Tensor]:
     """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
 
     Project every ΔW_t = s_t B_t A_t onto the joint bases U_ref (from the stacked B's) and V_ref (from
@@ -66,7 +142,14 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     ever formed; the projection is lossless (each ΔW_t lies in the span of the bases), so core-space
     task arithmetic equals full-space task arithmetic.
 
-    For that linear rule at full rank the bases cancel: U_ref Σ α M_t V_refᵀ = α Σ s_t B_t A_t, which
+    The bases are those of the QR factorizations of the stacks (B_stack = U_ref R_B, A_stackᵀ =
+    V_ref R_A). ``bases='implicit'`` (the default) never forms them: M_t = R_B[:, t] R_A[:, t]ᵀ and
+    the output is B = B_stack, A = R_B⁻¹ M R_A⁻ᵀ A_stack (see ``_CoreFrame``): the same product as
+    ``explicit``'s B = U_ref M, A = V_refᵀ, 2-3x cheaper. Stacks near rank deficiency (a diagonal entry
+    of R under ``BASES_CONDITION`` of the largest) form the bases; ``bases='explicit'`` always does,
+    as merges recorded before the parameter did (they replay with it).
+
+    For the linear rule at full rank the bases cancel: U_ref Σ α M_t V_refᵀ = α Σ s_t B_t A_t, which
     is ``concat``'s product. ``linear='concat'`` (the default) then returns the stacked factors and
     skips the decompositions (same product, same rank Σ r_t when that is ≤ min(m, n); 3-10x faster on
     768-wide layers); ``linear='core'`` returns the core-space factors U_ref M and V_refᵀ, as merges
@@ -81,16 +164,26 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
         raise BadInput("a merge needs at least one input")
     if linear not in ("concat", "core"):
         raise BadInput(f"core_space: linear must be 'concat' or 'core', got {linear!r}")
+    if bases not in ("implicit", "explicit"):
+        raise BadInput(f"core_space: bases must be 'implicit' or 'explicit', got {bases!r}")
     total = sum(fa.shape[0] for fa, _fb, _s in factors)
     m, n = factors[0][1].shape[0], factors[0][0].shape[1]
     if linear == "concat" and rule == "task_arithmetic" and (not rank or rank >= total) and total <= min(m, n):
         return _concat(factors, inner.defaults["alpha"])
-    u_ref, v_ref = core_bases(factors)
-    cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
+    frame = _CoreFrame.of(factors) if bases == "implicit" else None
+    if frame is not None:
+        cores = frame.cores([fa.shape[0] for fa, _fb, _s in factors])
+    else:
+        u_ref, v_ref = core_bases(factors)
+        cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
     merged = inner(cores, key=key, seed=seed) if inner.random else inner(cores)
     if rank and rank < merged.shape[0]:
         p, sv, qh = svd(merged)
+        if frame is not None:
+            return frame.truncated(p[:, :rank] * sv[:rank], qh[:rank].T)
         return qh[:rank] @ v_ref.T, u_ref @ (p[:, :rank] * sv[:rank])
+    if frame is not None:
+        return frame.factors(merged)
     return v_ref.T, u_ref @ merged
 
 
