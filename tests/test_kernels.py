@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs
+from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs, native
 from dithub.kernels.select import by_histogram
 from dithub.merge import full_space, get_method
 
@@ -101,38 +101,81 @@ def test_small_ties_equals_the_plain_kernel_bit_for_bit():
         assert torch.equal(small.view(torch.int32), plain.view(torch.int32)), trial
 
 
-def _compiles() -> bool:
-    probe = full_space._ties_kernel
-    try:
-        torch.compile(probe.plain, dynamic=True)([torch.ones(8)], torch.zeros(1), torch.tensor(1.0))
-        return True
-    except Exception:  # noqa: BLE001
-        return False
-
-
 KERNEL_CASES = [
     ("task_arithmetic", {"alpha": 0.3}),
     ("ties", {"density": 0.2, "lam": 0.7}),
     ("dare", {"p": 0.5, "combine": "ta", "lam": 1.0, "seed": 3}),
     ("dare", {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 3}),
+    ("dare", {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 3, "mask": "float32"}),
     ("breadcrumbs", {"beta": 0.1, "gamma": 0.01, "alpha": 0.3}),
     ("magmax", {"alpha": 1.0}),
 ]
+FUSED = ("_ties_kernel", "_dare_ta_kernel", "_dare_ties_kernel", "_band_kernel", "_magmax_kernel")
 
 
-@pytest.mark.slow
-def test_compiled_kernels_equal_plain_ones_bit_for_bit(monkeypatch):
-    if not _compiles():
-        pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler); the plain path is the one in use")
+def _inputs(n: int) -> list[torch.Tensor]:
     g = torch.Generator().manual_seed(4)
-    vs = [torch.randn(COMPILE_MIN_NUMEL + 4097, generator=g) * (i + 1) for i in range(3)]
-    vs[1] = vs[1].half()  # a mixed-precision input is cast inside the kernel
+    vs = [torch.randn(n, generator=g) * (i + 1) for i in range(3)]
+    vs[1] = vs[1].half()  # a mixed-precision input is cast inside the kernel (chunk by chunk)
+    vs[2][::11] = 0.0
+    return vs
+
+
+@pytest.mark.parametrize("n", [COMPILE_MIN_NUMEL + 4097, 3 * native._CHUNK + 5])
+def test_native_kernels_equal_plain_ones_bit_for_bit(monkeypatch, n):
+    if not native.available():
+        pytest.fail("the native kernels did not build: CI has a C compiler, so this is a bug")
+    calls = []
+    for kernel in FUSED:
+        fn = getattr(full_space, kernel)
+        monkeypatch.setattr(full_space, kernel, lambda *a, fn=fn, kernel=kernel: calls.append(kernel) or fn(*a))
+    vs = _inputs(n)
     for name, params in KERNEL_CASES:
-        compiled = get_method(name)(vs, key="w", **params)
+        fused = get_method(name)(vs, key="w", **params)
         monkeypatch.setenv("DITHUB_COMPILE", "0")
         plain = get_method(name)(vs, key="w", **params)
         monkeypatch.delenv("DITHUB_COMPILE")
-        assert torch.equal(compiled, plain), name
-    for kernel in ("_ties_kernel", "_dare_ta_kernel", "_dare_ties_kernel", "_band_kernel", "_magmax_kernel"):
-        state = getattr(full_space, kernel).state
-        assert state["compiled"] is not None and not state["failed"], kernel  # the compiled path really ran
+        assert torch.equal(fused.view(torch.int32), plain.view(torch.int32)), name
+    assert set(calls) == set(FUSED)
+
+
+def test_native_kernels_build_once_and_fall_back_without_a_compiler(monkeypatch, tmp_path):
+    """A cache per source and compiler; no compiler: one warning, and merges run the plain kernels."""
+    monkeypatch.setenv("DITHUB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(native, "_state", {"threads": None})
+    assert native.available()
+    built = list((tmp_path / "cache" / "kernels").glob("merge_kernels-*.so"))
+    assert len(built) == 1
+    monkeypatch.setattr(native, "_state", {"threads": None})
+    assert native.available() and list((tmp_path / "cache" / "kernels").glob("*.so")) == built  # reused
+    vs = _inputs(COMPILE_MIN_NUMEL + 7)
+    expected = get_method("ties")(vs)
+    monkeypatch.setattr(native, "_state", {"threads": None})
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("DITHUB_CACHE", str(tmp_path / "other"))
+    warnings = []
+    monkeypatch.setattr(native._log, "warning", lambda msg, *args: warnings.append(msg % args))
+    assert not native.available()
+    got = get_method("ties")(vs)
+    assert len(warnings) == 1 and "native merge kernels unavailable" in warnings[0] and "no-such-cc" in warnings[0]
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.slow
+def test_compiled_kernels_equal_plain_ones_bit_for_bit():
+    """Off the CPU the plain kernels are compiled by torch.compile; its CPU backend checks that
+    the kernels compile to the plain bits (the GPU tests compare the device path)."""
+    try:
+        torch.compile(full_space._ties_kernel.plain, dynamic=True)([torch.ones(8)], torch.zeros(1), torch.tensor(1.0))
+    except Exception:  # noqa: BLE001
+        pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler)")
+    vs = [v.float() for v in _inputs(COMPILE_MIN_NUMEL + 4097)]
+    args = {
+        "_ties_kernel": (torch.tensor([0.5, 1.0, 2.0]), torch.tensor(0.7)),
+        "_magmax_kernel": (torch.tensor(1.0),),
+        "_band_kernel": (torch.tensor([0.1, 0.2, 0.3]), torch.tensor([2.0, 3.0, float("inf")]), torch.tensor(0.3)),
+    }
+    for kernel, extra in args.items():
+        plain = getattr(full_space, kernel).plain
+        assert torch.equal(torch.compile(plain, dynamic=True)(vs, *extra), plain(vs, *extra)), kernel
+

@@ -1,16 +1,18 @@
-"""One memory pass per merged tensor: elementwise kernels fused by torch.compile.
+"""One memory pass per merged tensor: elementwise kernels that read each input once.
 
 A merge method written as plain torch ops makes one pass over memory (and one
 fresh allocation, whose page faults cost more than the arithmetic) per op: TIES
-over four 16M-entry inputs is ~40 ops. Compiled by inductor, the same function
-becomes one loop that reads each input once and writes the output once, 10-30x
-faster on a CPU (see docs/performance.md).
+over four 16M-entry inputs is ~40 ops. As one loop that reads each input once and
+writes the output once, the same function is 10-30x faster on a CPU (see
+docs/performance.md).
 
-The plain function is the reference and the fallback. It runs when the tensor is
-small (compiling costs seconds, paid once per process and cached on disk), when
-``DITHUB_COMPILE=0``, and for good once compiling has failed (no C++ compiler).
-Kernels use only elementwise ops in a fixed order, so the compiled and plain
+The plain function is the reference. On the CPU its loop is written in C
+(``native``: built once per machine, ~1 s; every later process loads it in
+milliseconds); on other devices torch.compile fuses it when the inputs are large.
+Kernels use only elementwise ops in a fixed order, so the native, compiled and plain
 results are bitwise equal (tested), and a merge's tree id does not depend on the path.
+The plain function runs when ``DITHUB_COMPILE=0``, when the native library cannot be
+built (no C compiler), and for good once compiling has failed.
 """
 from __future__ import annotations
 
@@ -22,41 +24,56 @@ from typing import Any, TypeVar
 
 from torch import Tensor
 
+from . import native as _native
+
 COMPILE_MIN_NUMEL = 1 << 18
-"""Inputs smaller than this run the plain function: compiling would cost more than it saves."""
+"""Off the CPU, inputs smaller than this run the plain function: compiling would cost more than it saves."""
 
 F = TypeVar("F", bound=Callable[..., Tensor])
 _log = logging.getLogger("dithub.kernels")
 
 
-def _enabled() -> bool:
+def enabled() -> bool:
+    """Whether fused kernels may run (``DITHUB_COMPILE=0`` turns them off: plain torch everywhere)."""
     return os.environ.get("DITHUB_COMPILE", "1").lower() not in ("0", "false", "no")
 
 
-def fused(fn: F) -> F:
-    """``fn(inputs, *args)`` compiled into one pass when the inputs are large; plain otherwise."""
-    state: dict[str, Any] = {"compiled": None, "failed": False}
+def fused(native: Callable[..., Tensor]) -> Callable[[F], F]:
+    """``fn(inputs, *args)`` as one pass: ``native(inputs, *args)`` on the CPU, compiled elsewhere."""
 
-    @functools.wraps(fn)
-    def call(inputs: list[Tensor], *args: Any) -> Tensor:
-        if state["failed"] or not _enabled() or inputs[0].numel() < COMPILE_MIN_NUMEL:
-            return fn(inputs, *args)
-        try:
-            if state["compiled"] is None:
-                import torch
+    def wrap(fn: F) -> F:
+        state: dict[str, Any] = {"compiled": None, "failed": False}
 
-                state["compiled"] = torch.compile(fn, dynamic=True)
-            return state["compiled"](inputs, *args)
-        except Exception as exc:  # noqa: BLE001  no compiler, unsupported platform: the plain path is exact too
-            state["failed"] = True
-            _log.warning("dithub: compiled merge kernels unavailable (%s); using plain torch", type(exc).__name__)
-            return fn(inputs, *args)
+        @functools.wraps(fn)
+        def call(inputs: list[Tensor], *args: Any) -> Tensor:
+            if not enabled():
+                return fn(inputs, *args)
+            if inputs[0].device.type == "cpu":
+                return native(inputs, *args) if _native.available() else fn(inputs, *args)
+            if state["failed"] or inputs[0].numel() < COMPILE_MIN_NUMEL:
+                return fn(inputs, *args)
+            try:
+                if state["compiled"] is None:
+                    import torch
 
-    call.plain = fn  # type: ignore[attr-defined]
-    call.state = state  # type: ignore[attr-defined]
-    return call  # type: ignore[return-value]
+                    state["compiled"] = torch.compile(fn, dynamic=True)
+                return state["compiled"](inputs, *args)
+            except Exception as exc:  # noqa: BLE001  unsupported platform: the plain path is exact too
+                state["failed"] = True
+                _log.warning("dithub: compiled merge kernels unavailable (%s); using plain torch", type(exc).__name__)
+                return fn(inputs, *args)
+
+        call.plain = fn  # type: ignore[attr-defined]
+        call.state = state  # type: ignore[attr-defined]
+        return call  # type: ignore[return-value]
+
+    return wrap
 
 
-def compiles(kernel: Callable[..., Any], numel: int) -> bool:
-    """Whether ``kernel`` (made by ``fused``) runs compiled on inputs of ``numel`` entries."""
-    return _enabled() and not kernel.state["failed"] and numel >= COMPILE_MIN_NUMEL  # type: ignore[attr-defined]
+def runs_fused(tensor: Tensor) -> bool:
+    """Whether a fused kernel (not the plain function) runs on ``tensor``'s inputs."""
+    if not enabled():
+        return False
+    if tensor.device.type == "cpu":
+        return _native.available()
+    return tensor.numel() >= COMPILE_MIN_NUMEL

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .fused import compiles, fused
+from . import native
+from .fused import fused, runs_fused
 
 _SAMPLE = 1 << 16
 _CHUNK = {"cpu": 1 << 18}
@@ -41,7 +42,7 @@ def kth_largest_abs(x: Tensor, k: int) -> Tensor:
     if n <= 16 * _SAMPLE:
         return by_histogram(flat, k)
     lo, hi = _bracket(flat, k)
-    if flat.device.type == "cpu" and n < 2**31 and compiles(_count_at_least, n):  # plain, each pass would allocate
+    if flat.device.type == "cpu" and n < 2**31 and runs_fused(flat):  # plain, each pass would allocate
         found = _by_counting(flat, k, lo, hi)
         return by_histogram(flat, k) if found is None else found
     above = torch.zeros((), dtype=torch.int64, device=flat.device)
@@ -63,7 +64,11 @@ _PROBES = 4
 _MAX_PASSES = 64
 
 
-@fused
+def _native_count(xs: list[Tensor], values: Tensor) -> Tensor:
+    return native.count_at_least(xs[0], values)
+
+
+@fused(_native_count)
 def _count_at_least(xs: list[Tensor], values: Tensor) -> Tensor:
     """[#(|x| ≥ values[i]) for the four values], in one pass when compiled (int32: n < 2^31)."""
     a = xs[0].abs().float()

@@ -32,13 +32,15 @@ arithmetic, fused by ``dithub.kernels.fused`` for the others; computation is in 
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
 from ..errors import BadInput
-from ..kernels import COMPILE_MIN_NUMEL, fused, kth_largest_abs, philox
+from ..kernels import COMPILE_MIN_NUMEL, fused, kth_largest_abs, native, philox
+from ..kernels.fused import runs_fused
 from .primitives import dare_limit, draw, magnitude_threshold, running_sum, tensor_seed
 from .registry import register
 
@@ -93,13 +95,13 @@ def _ties_small(xs: list[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
     return (num * sign + 0.0) / count.clamp(min=1.0) * lam
 
 
-@fused
+@fused(native.ties)
 def _ties_kernel(xs: list[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
     kept = [torch.where(x.float().abs() >= thresholds[i], x.float(), 0.0) for i, x in enumerate(xs)]
     return _sign_mean(kept, lam)
 
 
-@fused
+@fused(functools.partial(native.dare, combine="ta"))
 def _dare_ta_kernel(xs: list[Tensor], draws: list[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> Tensor:
     """Σ x·[draw ≤ limit] / keep_prob, scaled: the keep test runs inside the fused pass."""
     total = torch.where(draws[0] <= limit, xs[0].float() / keep_prob, 0.0)
@@ -108,12 +110,12 @@ def _dare_ta_kernel(xs: list[Tensor], draws: list[Tensor], limit: Tensor, keep_p
     return total * lam
 
 
-@fused
+@fused(functools.partial(native.dare, combine="ties"))
 def _dare_ties_kernel(xs: list[Tensor], draws: list[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> Tensor:
     return _sign_mean([torch.where(d <= limit, x.float() / keep_prob, 0.0) for x, d in zip(xs, draws)], lam)
 
 
-@fused
+@fused(native.band)
 def _band_kernel(xs: list[Tensor], lows: Tensor, highs: Tensor, alpha: Tensor) -> Tensor:
     total = torch.zeros_like(xs[0], dtype=torch.float32)
     for i, x in enumerate(xs):
@@ -122,7 +124,7 @@ def _band_kernel(xs: list[Tensor], lows: Tensor, highs: Tensor, alpha: Tensor) -
     return total * alpha
 
 
-@fused
+@fused(native.magmax)
 def _magmax_kernel(xs: list[Tensor], alpha: Tensor) -> Tensor:
     """Per entry the value of largest magnitude (the earliest on a tie)."""
     best = xs[0].float()
@@ -141,7 +143,7 @@ def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
 def ties(vectors: Sequence[Tensor], *, density: float, lam: float) -> Tensor:
     xs = _flat(vectors)
     thresholds = torch.stack([magnitude_threshold(x, density) for x in xs]).to(xs[0].device)
-    kernel = _ties_small if xs[0].numel() < COMPILE_MIN_NUMEL else _ties_kernel
+    kernel = _ties_small if xs[0].numel() < COMPILE_MIN_NUMEL and not runs_fused(xs[0]) else _ties_kernel
     return kernel(xs, thresholds, _scalar(lam, xs[0])).reshape(vectors[0].shape)
 
 

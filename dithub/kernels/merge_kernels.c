@@ -1,0 +1,139 @@
+/* dithub's CPU merge kernels: one pass over N float32 inputs per merged tensor.
+ *
+ * Each function is the plain torch expression of the kernel of the same name in
+ * dithub/merge/full_space.py (or kernels/select.py), entry by entry, with the same
+ * float operations in the same order; built without FMA contraction (-ffp-contract=off),
+ * so results are the plain path's bit for bit (tested); -fno-trapping-math only lets it
+ * vectorize selects after comparisons (FP exception flags are not observed). Inputs are arrays of pointers to
+ * n floats; `nt` is the number of OpenMP threads (torch's intra-op count). Work goes in
+ * blocks of BLOCK entries: for each block, input by input, loops over contiguous
+ * entries that the compiler vectorizes; a block's inputs stay in cache between the
+ * passes of the sign election.
+ */
+#include <math.h>
+#include <stdint.h>
+
+#define BLOCK 1024
+
+#define BLOCKS                                                              \
+    _Pragma("omp parallel for schedule(static) num_threads(nt)")            \
+    for (int64_t b = 0; b < n; b += BLOCK)
+
+#define SPAN const int64_t m = n - b < BLOCK ? n - b : BLOCK
+
+/* total[j] = VALUE(j) of input 0 + … + of input N-1, added in that order; input i's value
+ * VALUE(j) at entry b + j is read after SETUP(i) (which hoists its pointers). */
+#define RUNNING_SUM(SETUP, VALUE)                                           \
+    float total[BLOCK];                                                     \
+    {                                                                       \
+        SETUP(0);                                                           \
+        for (int64_t j = 0; j < m; j++) total[j] = VALUE(j);                \
+    }                                                                       \
+    for (int i = 1; i < N; i++) {                                           \
+        SETUP(i);                                                           \
+        for (int64_t j = 0; j < m; j++) total[j] = total[j] + VALUE(j);     \
+    }
+
+/* TIES' sign election (sign of the sum, + on 0) and disjoint mean, times lam: `_sign_mean`. */
+#define SIGN_MEAN(SETUP, VALUE)                                             \
+    RUNNING_SUM(SETUP, VALUE)                                               \
+    float num[BLOCK], count[BLOCK];                                         \
+    for (int64_t j = 0; j < m; j++) num[j] = count[j] = 0.0f;               \
+    for (int i = 0; i < N; i++) {                                           \
+        SETUP(i);                                                           \
+        for (int64_t j = 0; j < m; j++) {                                   \
+            const float v = VALUE(j);                                       \
+            const int agree = (total[j] >= 0.0f ? v : -v) > 0.0f;           \
+            num[j] = num[j] + (agree ? v : 0.0f);                           \
+            count[j] = count[j] + (agree ? 1.0f : 0.0f);                    \
+        }                                                                   \
+    }                                                                       \
+    for (int64_t j = 0; j < m; j++) out[b + j] = num[j] / (count[j] > 1.0f ? count[j] : 1.0f) * lam;
+
+#define TIES_SETUP(i) const float *restrict x = xs[i] + b; const float t = th[i]
+#define TIES_KEPT(j) (fabsf(x[j]) >= t ? x[j] : 0.0f)
+
+void ties(const float **xs, int N, int64_t n, const float *th, float lam, float *restrict out, int nt) {
+    BLOCKS {
+        SPAN;
+        SIGN_MEAN(TIES_SETUP, TIES_KEPT)
+    }
+}
+
+#define DARE_SETUP(i) const float *restrict x = xs[i] + b; const __typeof__(**ds) *restrict d = ds[i] + b
+#define DARE_KEPT(j) (d[j] <= limit ? x[j] / keep : 0.0f)
+
+#define DARE_KERNELS(SUFFIX, DRAW)                                                                      \
+    void dare_ta_##SUFFIX(const float **xs, const DRAW **ds, int N, int64_t n, DRAW limit, float keep,  \
+                          float lam, float *restrict out, int nt) {                                     \
+        BLOCKS {                                                                                        \
+            SPAN;                                                                                       \
+            RUNNING_SUM(DARE_SETUP, DARE_KEPT)                                                          \
+            for (int64_t j = 0; j < m; j++) out[b + j] = total[j] * lam;                                \
+        }                                                                                               \
+    }                                                                                                   \
+    void dare_ties_##SUFFIX(const float **xs, const DRAW **ds, int N, int64_t n, DRAW limit, float keep, \
+                            float lam, float *restrict out, int nt) {                                   \
+        BLOCKS {                                                                                        \
+            SPAN;                                                                                       \
+            SIGN_MEAN(DARE_SETUP, DARE_KEPT)                                                            \
+        }                                                                                               \
+    }
+
+DARE_KERNELS(i16, int16_t)
+DARE_KERNELS(u8, uint8_t)
+
+void band(const float **xs, int N, int64_t n, const float *lows, const float *highs, float alpha, float *restrict out, int nt) {
+    BLOCKS {
+        SPAN;
+        float total[BLOCK];
+        for (int64_t j = 0; j < m; j++) total[j] = 0.0f;
+        for (int i = 0; i < N; i++) {
+            const float *x = xs[i] + b, lo = lows[i], hi = highs[i];
+            for (int64_t j = 0; j < m; j++) {
+                float a = fabsf(x[j]);
+                total[j] = total[j] + ((a >= lo) & (a < hi) ? x[j] : 0.0f);
+            }
+        }
+        for (int64_t j = 0; j < m; j++) out[b + j] = total[j] * alpha;
+    }
+}
+
+void magmax(const float **xs, int N, int64_t n, float alpha, float *out, int nt) {
+    BLOCKS {
+        SPAN;
+        float best[BLOCK];
+        for (int64_t j = 0; j < m; j++) best[j] = xs[0][b + j];
+        for (int i = 1; i < N; i++) {
+            const float *x = xs[i] + b;
+            for (int64_t j = 0; j < m; j++) best[j] = fabsf(x[j]) > fabsf(best[j]) ? x[j] : best[j];
+        }
+        for (int64_t j = 0; j < m; j++) out[b + j] = best[j] * alpha;
+    }
+}
+
+/* #(|x| >= values[p]) for the four probes, added to counts (a reduction: writes nothing per entry). */
+void count_at_least(const float *x, int64_t n, const float *values, int64_t *counts, int nt) {
+    int64_t c0 = 0, c1 = 0, c2 = 0, c3 = 0;
+    const float v0 = values[0], v1 = values[1], v2 = values[2], v3 = values[3];
+#pragma omp parallel for schedule(static) num_threads(nt) reduction(+ : c0, c1, c2, c3)
+    for (int64_t b = 0; b < n; b += BLOCK) {
+        const int64_t m = n - b < BLOCK ? n - b : BLOCK;
+        int32_t d0 = 0, d1 = 0, d2 = 0, d3 = 0;
+        for (int64_t j = 0; j < m; j++) {
+            float a = fabsf(x[b + j]);
+            d0 += a >= v0;
+            d1 += a >= v1;
+            d2 += a >= v2;
+            d3 += a >= v3;
+        }
+        c0 += d0;
+        c1 += d1;
+        c2 += d2;
+        c3 += d3;
+    }
+    counts[0] += c0;
+    counts[1] += c1;
+    counts[2] += c2;
+    counts[3] += c3;
+}

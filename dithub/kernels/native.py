@@ -1,0 +1,151 @@
+"""The CPU merge kernels of ``merge_kernels.c``, built once with the system C compiler.
+
+torch.compile fused these passes before; its runtime (dynamo, inductor, sympy) is ~210 MB
+of resident memory and 4-9 s of loading per process, which every ``dithub merge`` command
+paid, and which weighed more than the tensors themselves in a merge of a small model. The
+same loops in C are a 20 KB library, built in about a second on first use and cached under
+``$DITHUB_CACHE`` (default ``~/.cache/dithub``), keyed by the source, the compiler and the
+flags. Built without FMA contraction, they give the plain torch expressions' bits (tested).
+Without a working compiler the plain torch functions run (exact too, slower).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import xxhash
+from torch import Tensor
+
+_SOURCE = Path(__file__).with_name("merge_kernels.c")
+_FLAGS = ["-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math", "-fPIC", "-shared"]
+_OPENMP = "-fopenmp"
+"""Without OpenMP (Apple's clang) the kernels build single-threaded."""
+_CHUNK = 1 << 20
+"""Entries converted to float32 at a time for inputs in another dtype."""
+
+_log = logging.getLogger("dithub.kernels")
+_state: dict[str, object] = {"threads": None}
+
+
+def _forked() -> None:
+    _state["threads"] = 1  # GNU OpenMP's thread pool does not survive fork: a child runs one thread
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
+def _threads() -> ctypes.c_int:
+    return ctypes.c_int(_state["threads"] or torch.get_num_threads())  # type: ignore[arg-type]
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("DITHUB_CACHE") or Path.home() / ".cache" / "dithub") / "kernels"
+
+
+def _compiler() -> str | None:
+    return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+
+
+def _build(cc: str) -> Path:
+    """The library for this source, compiler and machine (``-march=native``: the host's name is
+    in the key, for caches shared between machines): built in a temp folder, then renamed."""
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = xxhash.xxh3_64_hexdigest(_SOURCE.read_bytes() + "\0".join([version, *_FLAGS, platform.machine(), platform.node()]).encode())
+    target = _cache_dir() / f"merge_kernels-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        for flags in ([*_FLAGS, _OPENMP], _FLAGS):
+            proc = subprocess.run([cc, *flags, str(_SOURCE), "-o", str(built), "-lm"], capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                break
+        else:
+            raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{cc} failed")
+        os.replace(built, target)
+    return target
+
+
+def library() -> ctypes.CDLL | None:
+    """The loaded kernels, or None (no compiler, a failed build, or ``DITHUB_NATIVE=0``)."""
+    if os.environ.get("DITHUB_NATIVE", "1").lower() in ("0", "false", "no"):
+        return None
+    if "lib" not in _state:
+        cc = _compiler()
+        try:
+            if cc is None:
+                raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
+            _state["lib"] = ctypes.CDLL(str(_build(cc)))
+        except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
+            _state["lib"] = None
+            _log.warning("dithub: native merge kernels unavailable (%s); using plain torch", exc)
+    return _state["lib"]  # type: ignore[return-value]
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def _pointers(tensors: Sequence[Tensor], ctype: type) -> ctypes.Array:
+    return (ctypes.POINTER(ctype) * len(tensors))(*[ctypes.cast(t.data_ptr(), ctypes.POINTER(ctype)) for t in tensors])
+
+
+def _f32(t: Tensor) -> ctypes.Array:
+    return (ctypes.c_float * t.numel())(*t.float().tolist())
+
+
+def _chunks(xs: Sequence[Tensor], aux: Sequence[Tensor]) -> list[tuple[int, int, list[Tensor], list[Tensor]]]:
+    """(start, stop, float32 inputs, aux) pieces: the whole range when the inputs are float32."""
+    n = xs[0].numel()
+    if all(x.dtype == torch.float32 and x.is_contiguous() for x in xs) and all(a.is_contiguous() for a in aux):
+        return [(0, n, list(xs), list(aux))]
+    return [(s, min(n, s + _CHUNK), [x[s:s + _CHUNK].float().contiguous() for x in xs],
+             [a[s:s + _CHUNK].contiguous() for a in aux]) for s in range(0, n, _CHUNK)]
+
+
+def _run(name: str, xs: Sequence[Tensor], aux: Sequence[Tensor], args: tuple, aux_type: type | None = None) -> Tensor:
+    """``name``(xs, [aux,] N, n, *args, out, nt) over the inputs, chunk by chunk where converted."""
+    fn = getattr(library(), name)
+    out = torch.empty(xs[0].numel(), dtype=torch.float32)
+    nt = _threads()
+    for start, stop, fx, fa in _chunks(xs, aux):
+        ptrs = [_pointers(fx, ctypes.c_float)] + ([_pointers(fa, aux_type)] if aux_type else [])
+        dest = ctypes.cast(out.data_ptr() + 4 * start, ctypes.POINTER(ctypes.c_float))
+        fn(*ptrs, ctypes.c_int(len(fx)), ctypes.c_int64(stop - start), *args, dest, nt)
+    return out
+
+
+def ties(xs: Sequence[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
+    return _run("ties", xs, [], (_f32(thresholds), ctypes.c_float(float(lam))))
+
+
+def dare(xs: Sequence[Tensor], draws: Sequence[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor, *, combine: str) -> Tensor:
+    suffix, ctype, ltype = ("i16", ctypes.c_int16, ctypes.c_int16) if draws[0].dtype == torch.int16 else ("u8", ctypes.c_uint8, ctypes.c_uint8)
+    name = f"dare_{'ta' if combine == 'ta' else 'ties'}_{suffix}"
+    return _run(name, xs, draws, (ltype(int(limit)), ctypes.c_float(float(keep_prob)), ctypes.c_float(float(lam))), ctype)
+
+
+def band(xs: Sequence[Tensor], lows: Tensor, highs: Tensor, alpha: Tensor) -> Tensor:
+    return _run("band", xs, [], (_f32(lows), _f32(highs), ctypes.c_float(float(alpha))))
+
+
+def magmax(xs: Sequence[Tensor], alpha: Tensor) -> Tensor:
+    return _run("magmax", xs, [], (ctypes.c_float(float(alpha)),))
+
+
+def count_at_least(x: Tensor, values: Tensor) -> Tensor:
+    """[#(|x| ≥ values[i]) for the four values] (int64)."""
+    counts = (ctypes.c_int64 * 4)()
+    fn, vals, nt = library().count_at_least, _f32(values), _threads()
+    for start, stop, (fx,), _ in _chunks([x], []):
+        fn(ctypes.cast(fx.data_ptr(), ctypes.POINTER(ctypes.c_float)), ctypes.c_int64(stop - start), vals, counts, nt)
+    return torch.tensor(list(counts), dtype=torch.int64)
