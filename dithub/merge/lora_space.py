@@ -55,9 +55,10 @@ def core_bases(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
 
 def _stacks(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
     """[s_1 B_1 … s_T B_T] (m x R) and [A_1; …; A_T] (R x n), in fp32."""
-    b_stack = torch.cat([s * fb.float() for fa, fb, s in factors], dim=1)
-    a_stack = torch.cat([fa.float() for fa, _fb, _s in factors], dim=0)
-    return b_stack, a_stack
+    b_stack = torch.cat([fb for _fa, fb, _s in factors], dim=1).float()
+    scales = torch.cat([torch.full((fb.shape[1],), float(s)) for _fa, fb, s in factors])
+    a_stack = torch.cat([fa for fa, _fb, _s in factors], dim=0).float()
+    return b_stack.mul_(scales), a_stack
 
 
 BASES_CONDITION = 1e-3
@@ -108,6 +109,11 @@ class _CoreFrame:
         return None if r_a is None else cls(b_stack, a_stack, r_b, r_a)
 
     def cores(self, ranks: Sequence[int]) -> list[Tensor]:
+        if len(set(ranks)) == 1:  # one batched product: [T, R, r] @ [T, r, R]
+            width, r = self.r_b.shape[0], ranks[0]
+            blocks_b = self.r_b.view(width, len(ranks), r).transpose(0, 1)
+            blocks_a = self.r_a.view(self.r_a.shape[0], len(ranks), r).permute(1, 2, 0)
+            return list(torch.bmm(blocks_b, blocks_a))
         out, start = [], 0
         for r in ranks:
             out.append(self.r_b[:, start:start + r] @ self.r_a[:, start:start + r].T)
