@@ -188,7 +188,11 @@ def run_row(spec: dict, run: int) -> float:
 
         repo = Repo.open(Path(spec["work"]) / "repo")
         scale = next(k for k in ("alpha", "lam") if k in params)
-        p = {**params, scale: params[scale] + 1e-6 * (run + 1)}  # a new result each run: nothing deduplicates
+        # A new result every run of every invocation, so every merged tensor is written: with a
+        # scale that only depended on the run index, a second invocation found its objects stored
+        # by the first and wrote nothing (the repo rows before session 6 were measured so).
+        nonce = int.from_bytes(os.urandom(4), "little") / 2**32
+        p = {**params, scale: params[scale] * (1 + 1e-6 * (1 + nonce))}
         branch = f"bench/{method}-{spec['n']}-{run}-{time.time_ns()}"
         repo.create_branch(branch, "tv0")
         t0 = time.perf_counter()
