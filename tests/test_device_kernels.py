@@ -302,7 +302,9 @@ def test_pipeline_raises_the_first_failure_and_stops(stage):
     assert stored == list(range(len(stored))) and len(stored) <= 3  # in order, none past the failure
     if stage == "store":
         assert stored == [0, 1, 2]
-    assert max(loaded) <= 5  # nothing much loaded past the failure
+    # nothing much loaded past the failure: with one item between stages, when item 3 fails at most
+    # 4 waits to be stored, 5 is being computed, 6 waits and 7 is being loaded
+    assert max(loaded) <= 7
     assert threading.active_count() == before  # every stage thread has finished
 
 
