@@ -72,8 +72,8 @@ def _sign_mean(values: list[Tensor], lam: Tensor) -> Tensor:
 
 
 def _ties_small(xs: list[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
-    """``_ties_kernel`` on inputs too small to compile (Core Space's cores): the same values bit for
-    bit, in place on the stacked inputs with products instead of selects (``torch.where`` costs 3x
+    """``_ties_kernel`` on small inputs where no fused kernel runs (under the compile threshold off
+    the CPU, or without the native kernels): the same values bit for bit, in place on the stacked inputs with products instead of selects (``torch.where`` costs 3x
     a multiply on the CPU). With s = ±1 the elected sign, an input agrees where p = s·v > 0, and the
     disjoint sum Σ_agree v = s·Σ max(p, 0) exactly (negation commutes with rounding); a dropped entry
     becomes ±0, which no comparison or sum here tells from +0, and + 0.0 turns a -0 result into the
