@@ -4,7 +4,7 @@
    writes M·4 (fp32). Effective bandwidth = those bytes / time, against a device-to-device copy of
    the same number of bytes (read + written) in the same run: the bound. On CUDA the kernels are
    dithub's Triton kernels (TIES timed with its thresholds given, and with them found on the
-   device); on the CPU they are the registered torch methods (compiled by inductor).
+   device); on the CPU they are the registered methods (dithub's C kernels).
 2. End to end: N task vectors of a Llama-7B-shaped state dict (hidden 4096, MLP 11008, vocabulary
    32,000; ``--layers`` of the 32, default 4, so that 8 inputs fit a 64 GB disk), bf16, committed
    to a repository; ``Repo``'s merge streams them from the object store through the device and
