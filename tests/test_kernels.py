@@ -7,6 +7,7 @@ import torch
 from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs, native
 from dithub.kernels.select import by_histogram
 from dithub.merge import full_space, get_method
+from dithub.merge.primitives import magnitude_threshold
 
 N = (1 << 21) + 1024  # above the partition, sampling and compile thresholds
 
@@ -69,6 +70,27 @@ def test_select_drops_zeros_before_partitioning():
             assert float(kth_largest_abs(x, k)) == _by_sort(x, k), (zero_share, k)
 
 
+def test_thresholds_of_many_small_inputs_in_one_call_equal_one_by_one():
+    """TIES' thresholds of small CPU inputs (Core Space's cores) by one native radix select over the
+    stacked rows: each the k-th largest magnitude by sort, with zeros, ±inf, NaNs, mixed dtypes."""
+    from dithub.merge.primitives import magnitude_thresholds
+
+    g = torch.Generator().manual_seed(12)
+    for trial in range(40):
+        n = int(torch.randint(1, 20_000, (1,), generator=g))
+        xs = [torch.randn(n, generator=g) * (torch.rand(n, generator=g) < 0.5) for _ in range(5)]
+        xs[1] = xs[1].bfloat16()
+        xs[2][::7] = float("inf") if trial % 2 else -float("inf")
+        if trial % 3 == 0:
+            xs[3][::5] = float("nan")
+        for density in (0.01, 0.2, 0.9):
+            k = max(1, round(density * n))
+            got = magnitude_thresholds(xs, density)
+            expected = torch.tensor([_by_sort(x, k) for x in xs])
+            assert torch.equal(got.isnan(), expected.isnan()), (trial, density)
+            assert torch.equal(got.nan_to_num(), expected.nan_to_num()), (trial, density)
+
+
 def test_histogram_fallback_is_exact():
     g = torch.Generator().manual_seed(2)
     x = torch.randn(5000, generator=g).half()
@@ -94,7 +116,7 @@ def test_small_ties_equals_the_plain_kernel_bit_for_bit():
             xs[-1] = xs[-1].bfloat16()
         if trial % 4 == 0:
             xs[0][::7] = [float("nan"), float("inf"), -float("inf")][trial % 3]
-        thresholds = torch.stack([full_space.magnitude_threshold(x.float(), 0.3) for x in xs])
+        thresholds = torch.stack([magnitude_threshold(x.float(), 0.3) for x in xs])
         lam = torch.tensor(-0.5 if trial % 2 else 1.3)
         small = full_space._ties_small(xs, thresholds, lam)
         plain = full_space._ties_kernel.plain(xs, thresholds, lam)

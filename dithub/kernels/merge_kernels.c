@@ -137,3 +137,33 @@ void count_at_least(const float *x, int64_t n, const float *values, int64_t *cou
     counts[2] += c2;
     counts[3] += c3;
 }
+
+/* The k-th largest |x| of each of `rows` rows of n floats (1 <= k <= n), exactly: a radix select on
+ * the bits of |x| (sign cleared, they order like the magnitudes; NaNs rank above +inf, as
+ * torch.sort puts them), 11 + 10 + 10 bits, each pass counting the entries that match the digits
+ * found so far. Rows are independent (one thread each); histograms are small enough to clear. */
+void kth_largest_abs_rows(const float *x, int64_t rows, int64_t n, int64_t k, float *out, int nt) {
+#pragma omp parallel for schedule(static) num_threads(nt)
+    for (int64_t r = 0; r < rows; r++) {
+        const uint32_t *bits = (const uint32_t *)(x + r * n);
+        uint32_t prefix = 0, mask = 0;
+        int64_t rank = k; /* the rank still to find among entries matching prefix under mask */
+        static const int widths[3] = {11, 10, 10};
+        int shift = 31;
+        for (int pass = 0; pass < 3; pass++) {
+            const int width = widths[pass];
+            shift -= width;
+            int64_t hist[2048] = {0};
+            for (int64_t j = 0; j < n; j++) {
+                const uint32_t b = bits[j] & 0x7FFFFFFFu;
+                if ((b & mask) == prefix) hist[(b >> shift) & ((1u << width) - 1)]++;
+            }
+            int64_t digit = (1 << width) - 1;
+            while (hist[digit] < rank) rank -= hist[digit--];
+            prefix |= (uint32_t)digit << shift;
+            mask |= ((1u << width) - 1) << shift;
+        }
+        union { uint32_t u; float f; } v = {prefix};
+        out[r] = v.f;
+    }
+}

@@ -142,6 +142,16 @@ def magmax(xs: Sequence[Tensor], alpha: Tensor) -> Tensor:
     return _run("magmax", xs, [], (ctypes.c_float(float(alpha)),))
 
 
+def kth_largest_abs_rows(rows: Tensor, k: int) -> Tensor:
+    """The k-th largest |x| of each row of a 2-D CPU tensor (float32 [rows])."""
+    x = rows.detach().float().contiguous()
+    out = torch.empty(x.shape[0], dtype=torch.float32)
+    library().kth_largest_abs_rows(ctypes.cast(x.data_ptr(), ctypes.POINTER(ctypes.c_float)), ctypes.c_int64(x.shape[0]),
+                                   ctypes.c_int64(x.shape[1]), ctypes.c_int64(k),
+                                   ctypes.cast(out.data_ptr(), ctypes.POINTER(ctypes.c_float)), _threads())
+    return out
+
+
 def count_at_least(x: Tensor, values: Tensor) -> Tensor:
     """[#(|x| ≥ values[i]) for the four values] (int64)."""
     counts = (ctypes.c_int64 * 4)()

@@ -41,7 +41,7 @@ from torch import Tensor
 from ..errors import BadInput
 from ..kernels import COMPILE_MIN_NUMEL, fused, kth_largest_abs, native, philox
 from ..kernels.fused import runs_fused
-from .primitives import dare_limit, draw, magnitude_threshold, running_sum, tensor_seed
+from .primitives import dare_limit, draw, magnitude_thresholds, running_sum, tensor_seed
 from .registry import register
 
 
@@ -142,7 +142,7 @@ def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
 @register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0})
 def ties(vectors: Sequence[Tensor], *, density: float, lam: float) -> Tensor:
     xs = _flat(vectors)
-    thresholds = torch.stack([magnitude_threshold(x, density) for x in xs]).to(xs[0].device)
+    thresholds = magnitude_thresholds(xs, density)
     kernel = _ties_small if xs[0].numel() < COMPILE_MIN_NUMEL and not runs_fused(xs[0]) else _ties_kernel
     return kernel(xs, thresholds, _scalar(lam, xs[0])).reshape(vectors[0].shape)
 
