@@ -3,7 +3,7 @@
 torch.compile fused these passes before; its runtime (dynamo, inductor, sympy) is ~210 MB
 of resident memory and 4-9 s of loading per process, which every ``dithub merge`` command
 paid, and which weighed more than the tensors themselves in a merge of a small model. The
-same loops in C are a 20 KB library, built in about a second on first use and cached under
+same loops in C are a 40 KB library, built in about a second on first use and cached under
 ``$DITHUB_CACHE`` (default ``~/.cache/dithub``), keyed by the source, the compiler and the
 flags. Built without FMA contraction, they give the plain torch expressions' bits (tested).
 Without a working compiler the plain torch functions run (exact too, slower).
