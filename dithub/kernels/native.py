@@ -76,9 +76,7 @@ def _build(cc: str) -> Path:
 
 
 def library() -> ctypes.CDLL | None:
-    """The loaded kernels, or None (no compiler, a failed build, or ``DITHUB_NATIVE=0``)."""
-    if os.environ.get("DITHUB_NATIVE", "1").lower() in ("0", "false", "no"):
-        return None
+    """The loaded kernels, or None (no compiler, or a failed build)."""
     if "lib" not in _state:
         cc = _compiler()
         try:

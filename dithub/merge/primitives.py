@@ -8,9 +8,8 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
-from ..kernels import kth_largest_abs, native
-from ..kernels.fused import runs_fused
-from ..kernels.select import RADIX_MAX
+from ..kernels import kth_largest_abs
+from ..kernels.select import kth_largest_abs_each
 
 
 def running_sum(xs: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
@@ -35,10 +34,9 @@ def magnitude_threshold(x: Tensor, density: float) -> Tensor:
 
 def magnitude_thresholds(xs: Sequence[Tensor], density: float) -> Tensor:
     """``magnitude_threshold`` of each input ([N], float32): small CPU inputs ranked in one call."""
-    n = xs[0].numel()
-    if 0.0 < density < 1.0 and n <= RADIX_MAX and xs[0].device.type == "cpu" and runs_fused(xs[0]):
-        return native.kth_largest_abs_rows(torch.stack([x.reshape(-1).float() for x in xs]), max(1, round(density * n)))
-    return torch.stack([magnitude_threshold(x, density) for x in xs]).to(xs[0].device)
+    if not 0.0 < density < 1.0:
+        return torch.stack([magnitude_threshold(x, density) for x in xs]).to(xs[0].device)
+    return kth_largest_abs_each(xs, max(1, round(density * xs[0].numel())))
 
 
 def tensor_seed(seed: int, key: str, index: int) -> int:
