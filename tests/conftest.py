@@ -87,6 +87,17 @@ def vit(tmp_path_factory) -> VitFixture:
     return VitFixture(root / "base", root / "adapter", root / "adapter2", torch.randn(4, 1, 8, 8))
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3-compatible server (moto) on 127.0.0.1 with bucket ``adapters``: its fsspec options."""
+    pytest.importorskip("s3fs", reason="install the test extra: pip install -e '.[test]'")
+    from dithub.testing import s3_server as start
+
+    server, options = start("adapters")
+    yield options
+    server.stop()
+
+
 @dataclass
 class CliResult:
     code: int

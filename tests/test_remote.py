@@ -21,16 +21,6 @@ from dithub.store import Tree
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def s3_server():
-    pytest.importorskip("s3fs", reason="install the test extra: pip install -e '.[test]'")
-    from dithub.testing import s3_server as start
-
-    server, options = start("adapters")
-    yield options
-    server.stop()
-
-
 @pytest.fixture(params=["path", "s3"])
 def where(request, tmp_path):
     """(url, storage options) of a fresh, empty remote."""

@@ -1,0 +1,155 @@
+"""Attacks and faults, gathered: a hostile remote, a hostile pull request, a damaged disk, bad input.
+
+Each test reproduces an attack or a fault first found against dithub (issue 17); the next one
+found lands here too. Fixtures are tiny: a base of a few small tensors, two or three commits.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from dithub import Repo
+from dithub.errors import BadInput, RemoteError
+from dithub.remote import clone, fetch, push, remote_add
+
+HEADS = "refs/heads/"
+
+
+def _tv(path: Path, seed: int, size: int = 16) -> Path:
+    g = torch.Generator().manual_seed(seed)
+    save_file({"layer.weight": torch.randn(size, size, generator=g), "layer.bias": torch.randn(size, generator=g)}, str(path))
+    return path
+
+
+def _base_dir(tmp_path: Path, size: int = 16) -> Path:
+    d = tmp_path / "base"
+    d.mkdir()
+    (d / "config.json").write_text(json.dumps({"architectures": ["TinyNet"], "model_type": "tiny"}))
+    save_file({"layer.weight": torch.zeros(size, size), "layer.bias": torch.zeros(size)}, str(d / "model.safetensors"))
+    return d
+
+
+@pytest.fixture
+def source(tmp_path):
+    """A repository with a base and two branches."""
+    repo = Repo.init(tmp_path / "src")
+    repo.base_add("tiny", _base_dir(tmp_path))
+    repo.commit(_tv(tmp_path / "a.safetensors", 1), "a", branch="class/a", base="tiny")
+    repo.commit(_tv(tmp_path / "b.safetensors", 2), "b", branch="class/b", base="tiny")
+    return repo
+
+
+def _s3_client(options: dict):
+    import boto3
+
+    kw = options["client_kwargs"]
+    return boto3.client("s3", endpoint_url=kw["endpoint_url"], region_name=kw["region_name"],
+                        aws_access_key_id=options["key"], aws_secret_access_key=options["secret"])
+
+
+# -- 1. ref names from a remote ---------------------------------------------------------------------
+
+
+def test_s3_ref_key_with_dot_dot_writes_nothing_outside_the_repository(source, s3_server, tmp_path, cli):
+    prefix = uuid.uuid4().hex
+    url = f"s3://adapters/{prefix}"
+    remote_add(source, "origin", url, s3_server)
+    push(source, "origin", ["class/a", "class/b"])
+    victim = tmp_path / "outside" / "victim"
+    victim.parent.mkdir()
+    victim.write_text("precious\n")
+    commit = source.resolve("class/a")
+    s3 = _s3_client(s3_server)
+    for ns in ("refs/heads/", "refs/tags/"):  # ../ x 16 climbs out of any repository, then an absolute path
+        s3.put_object(Bucket="adapters", Key=f"{prefix}/{ns}" + "../" * 16 + str(victim).lstrip("/"), Body=f"{commit}\n".encode())
+    (tmp_path / "outside" / "fresh").mkdir()
+    created = tmp_path / "outside" / "fresh" / "new"
+    s3.put_object(Bucket="adapters", Key=f"{prefix}/refs/heads/" + "../" * 16 + str(created).lstrip("/"), Body=f"{commit}\n".encode())
+
+    repo = Repo.init(tmp_path / "dst")
+    remote_add(repo, "origin", url, s3_server)
+    result = fetch(repo, "origin")
+    assert victim.read_text() == "precious\n" and not created.exists()
+    assert repo.refs.resolve("refs/remotes/origin/class/a") == commit  # the rest of the fetch proceeded
+    assert len(result.skipped) == 3 and all(".." in name for name, _why in result.skipped)
+    assert repo.fsck().ok
+
+    res = cli(["fetch", "origin"], cwd=repo.path)  # the CLI warns once per skipped name and exits 0
+    assert res.code == 0 and res.err.count("skipped") == 3 and "../" in res.err
+    clone(url, tmp_path / "cloned", options=s3_server)
+    assert victim.read_text() == "precious\n" and not created.exists()
+
+
+HOSTILE_NAMES = ["refs/heads/sp ace", "refs/heads/ctl\x01x", "refs/heads/.hidden", "refs/heads/a:b", "refs/heads/t~1",
+                 "refs/HEADX", "refs/tags/x.lock", "refs/bases/" + "n" * 300]
+
+
+def test_ref_names_branch_would_refuse_are_never_created_from_a_path_remote(source, tmp_path):
+    url = str(tmp_path / "remote")
+    remote_add(source, "origin", url)
+    push(source, "origin", ["class/a"])
+    commit = source.resolve("class/a")
+    for name in HOSTILE_NAMES:
+        path = Path(url) / name
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(commit + "\n")
+        except OSError:  # a name this file system refuses: nothing to serve
+            pass
+    repo = Repo.init(tmp_path / "dst")
+    remote_add(repo, "origin", url)
+    result = fetch(repo, "origin")
+    names = repo.refs.names("refs/")
+    assert names == ["refs/bases/tiny", "refs/remotes/origin/class/a"]
+    skipped = {name for name, _why in result.skipped}
+    assert {"refs/heads/sp ace", "refs/heads/.hidden", "refs/heads/a:b", "refs/heads/t~1", "refs/HEADX"} <= skipped
+    assert repo.fsck().ok
+
+
+def test_a_remote_whose_every_ref_is_invalid_is_a_remote_error(source, tmp_path, cli):
+    url = tmp_path / "remote"
+    remote_add(source, "origin", str(url))
+    push(source, "origin", ["class/a"])
+    commit = source.resolve("class/a")
+    for p in list((url / "refs").rglob("*")):
+        if p.is_file():
+            p.unlink()
+    (url / "refs" / "heads" / "bad name").write_text(commit + "\n")
+    with pytest.raises(RemoteError, match="no valid ref"):
+        clone(str(url), tmp_path / "c1")
+    repo = Repo.init(tmp_path / "dst")
+    remote_add(repo, "origin", str(url))
+    assert cli(["fetch", "origin"], cwd=repo.path).code == 10
+    assert repo.refs.names("refs/") == []
+    assert cli(["clone", str(url), str(tmp_path / "c2")]).code == 10
+
+
+@pytest.mark.parametrize("name", ["x" * 300, "a/" * 2000 + "b", "ok/" + "y" * 256])
+def test_over_long_names_typed_locally_are_bad_input(source, cli, name):
+    for args in (["branch", name, "class/a"], ["tag", name, "class/a"], ["remote", "add", name, "somewhere"],
+                 ["base", "add", name, "nowhere"]):
+        res = cli(args, cwd=source.path)
+        assert res.code == 3, (args[0], res.err)
+        assert "internal error" not in res.err
+
+
+def test_push_never_moves_a_remote_ref_it_cannot_track_locally(source, tmp_path):
+    long_branch = "/".join(["c" * 250] * 4)  # a valid local name: refs/heads/ + 1,003 bytes
+    source.create_branch(long_branch, "class/a")
+    url = str(tmp_path / "remote")
+    remote_add(source, "r" * 40, url)  # refs/remotes/rrr…/<branch> would pass the length limit
+    with pytest.raises(BadInput, match="refs/remotes/"):
+        push(source, "r" * 40, [long_branch])
+    assert not (Path(url) / "refs").exists() or not any(p.is_file() for p in (Path(url) / "refs").rglob("*"))
+
+
+def test_a_ref_path_cannot_leave_the_refs_folder(source):
+    with pytest.raises(BadInput):
+        source.refs.set_if_equals("refs/heads/../../../escape", None, source.resolve("class/a"), "attack")
+    assert not (source.path / "escape").exists() and not (source.path / ".dithub" / "escape").exists()
+    assert source.refs.read_raw("refs/../config.json") is None  # a read of such a name finds nothing
