@@ -18,11 +18,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import RefConflict, RemoteError
+from ..errors import BadInput, RefConflict, RemoteError
 from ..store import ObjectId, atomic_write, is_object_id, object_id
+from ..store.refs import MAX_REF_BYTES, full_ref_problem
 from .packs import Pack, build_packs, decode_index
 
 STALE_LOCK_SECONDS = 60.0
+REMOTE_NAMESPACES = ("refs/heads/", "refs/tags/", "refs/bases/")
+"""The refs a remote holds (a bare repository: no remote-tracking refs)."""
 WORKERS = 8
 PACK_CACHE_BYTES = 256 << 20
 """Packs read whole are kept in memory up to this many bytes (a walk reads one generation of
@@ -116,6 +119,8 @@ class Location:
         self._packs: OrderedDict[str, bytes] = OrderedDict()
         self._pack_locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+        self.skipped: list[tuple[str, str]] = []
+        """Refs the last ``refs()`` left out: (name as listed, why)."""
 
     @property
     def requests(self) -> int:
@@ -130,6 +135,9 @@ class Location:
         return f"{self.root}/packs/{pack_id}{suffix}"
 
     def _ref(self, name: str) -> str:
+        problem = full_ref_problem(name, REMOTE_NAMESPACES)
+        if problem:  # names are checked where they enter; this guards the path itself
+            raise BadInput(f"invalid ref {name!r} for remote {self.name}: {problem}")
         return f"{self.root}/{name}"
 
     def _fail(self, what: str, exc: Exception) -> RemoteError:
@@ -323,21 +331,41 @@ class Location:
 
     # -- refs ------------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:
-        """Every ref (``refs/heads/…``, ``refs/tags/…``, ``refs/bases/…``) and the commit it names."""
-        out = {}
+        """Every valid ref (``refs/heads/…``, ``refs/tags/…``, ``refs/bases/…``) and the commit it
+        names. What a remote lists is untrusted: names that are no valid ref, files over
+        ``MAX_REF_BYTES`` and values that are no object id are left out, each recorded with why in
+        ``self.skipped``; no path is ever formed from them."""
+        self.skipped: list[tuple[str, str]] = []
         try:
             self.fs.invalidate_cache(f"{self.root}/refs")
             if not self.fs.exists(f"{self.root}/refs"):
                 return {}
-            paths = [p for p in self.fs.find(f"{self.root}/refs") if not p.endswith(".lock")]
-            contents = self.fs.cat(paths) if paths else {}
+            found = self.fs.find(f"{self.root}/refs", detail=True)
         except Exception as exc:  # noqa: BLE001
             raise self._fail("listing refs", exc) from None
+        paths: dict[str, str] = {}
+        for path, info in found.items():
+            if not path.startswith(self.root + "/") or path.endswith(".lock"):
+                continue
+            name = path[len(self.root) + 1:]
+            problem = full_ref_problem(name, REMOTE_NAMESPACES)
+            if problem is None and int(info.get("size") or 0) > MAX_REF_BYTES:
+                problem = f"its file is over {MAX_REF_BYTES} bytes"
+            if problem:
+                self.skipped.append((name, problem))
+            else:
+                paths[path] = name
+        try:
+            contents = self.fs.cat(list(paths)) if paths else {}
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("reading refs", exc) from None
+        out = {}
         for path, data in contents.items():
-            name = "refs/" + path.split("/refs/", 1)[1] if "/refs/" in path else path
-            value = data.decode().strip() if isinstance(data, bytes) else ""
+            value = data[:MAX_REF_BYTES].decode(errors="replace").strip() if isinstance(data, bytes) else ""
             if is_object_id(value):
-                out[name] = value
+                out[paths[path]] = value
+            else:
+                self.skipped.append((paths[path], "it does not hold a commit id"))
         return out
 
     def read_ref(self, name: str) -> ObjectId | None:

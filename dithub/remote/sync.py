@@ -11,6 +11,7 @@ from ..errors import BadInput, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
 from ..history import is_ancestor
 from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
+from ..store.refs import check_full_ref, full_ref_problem
 from .location import Location
 from .packs import PACKED_BELOW
 from .transfer import dependency_order, plan, receive_large, send_tensors, store_verified
@@ -30,6 +31,8 @@ class SyncResult:
     """Storage calls made on the remote (reads, writes, listings)."""
     refs: dict[str, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
     """Ref name (local for fetch, remote for push) -> (old, new)."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Refs the remote listed that were not taken: (name, why): invalid names, oversized files."""
 
 
 # -- configuration ---------------------------------------------------------------
@@ -56,6 +59,7 @@ def remotes(repo: Repo) -> dict[str, dict[str, Any]]:
 
 def remote_add(repo: Repo, name: str, url: str, options: dict[str, Any] | None = None) -> None:
     check_ref_name(name, "remote")
+    check_full_ref(f"{REMOTES}{name}/x")  # push and fetch must be able to name its tracking refs
     config = _config(repo)
     if name in config.get("remotes", {}):
         raise BadInput(f"remote {name!r} already exists ({config['remotes'][name]['url']})", "remove it first, or pick another name")
@@ -97,13 +101,31 @@ def upstream(repo: Repo, branch: str) -> tuple[str, str] | None:
 # -- fetch -------------------------------------------------------------------------
 
 
+def _valid_refs(loc: Location) -> dict[str, ObjectId]:
+    """The remote's valid refs; RemoteError where it lists refs and none is valid."""
+    theirs = loc.refs()
+    if not theirs and loc.skipped:
+        name, why = loc.skipped[0]
+        raise RemoteError(f"remote {loc.name} ({loc.url}) has no valid ref: {len(loc.skipped)} skipped, e.g. {name!r} ({why})",
+                          "repair the remote: push to it from a good repository")
+    return theirs
+
+
 def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_base: bool = False,
           progress: ProgressFactory = no_progress) -> SyncResult:
     """Bring the objects of the remote's branches (all, or ``branches``) and update
     ``refs/remotes/<remote>/<branch>``; tags and bases the repository lacks come along."""
     loc = location(repo, remote)
-    theirs = loc.refs()
-    heads = {n[len(HEADS):]: o for n, o in theirs.items() if n.startswith(HEADS)}
+    theirs = _valid_refs(loc)
+    result = SyncResult(remote, skipped=list(loc.skipped))
+    heads = {}
+    for name, oid in theirs.items():
+        if name.startswith(HEADS):
+            problem = full_ref_problem(f"{REMOTES}{remote}/{name[len(HEADS):]}")
+            if problem:
+                result.skipped.append((name, f"its tracking ref refs/remotes/{remote}/… would be invalid: {problem}"))
+            else:
+                heads[name[len(HEADS):]] = oid
     if branches:
         unknown = [b for b in branches if b not in heads]
         if unknown:
@@ -111,7 +133,6 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
         heads = {b: heads[b] for b in branches}
     extra = {} if branches else {n: o for n, o in theirs.items() if not n.startswith(HEADS) and repo.refs.resolve(n) is None}
     roots = list(heads.values()) + list(extra.values())
-    result = SyncResult(remote)
     write = store_verified(repo.store, loc)
     sizes = loc.object_sizes()  # one listing (and the pack indexes): totals for the progress bars
 
@@ -222,6 +243,7 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
         if oid is None:
             raise RefNotFound(f"no branch {b!r}", "dithub branch lists the branches")
         mine[b] = oid
+        check_full_ref(f"{REMOTES}{remote}/{b}")  # before the remote moves: the tracking ref must be writable here
     theirs = loc.refs()
     for b, oid in mine.items():
         old = theirs.get(HEADS + b)
@@ -330,7 +352,7 @@ def clone(url: str, directory: str | Path, *, name: str = "origin", options: dic
     if directory.exists() and any(directory.iterdir()):
         raise BadInput(f"{directory} exists and is not empty", "clone into a new directory")
     first = Location(url, name, options)
-    heads = first.refs()
+    heads = _valid_refs(first)
     if not heads:
         raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
     branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
@@ -339,8 +361,10 @@ def clone(url: str, directory: str | Path, *, name: str = "origin", options: dic
     result = fetch(repo, name, with_base=True, progress=progress)
     result.requests += first.requests
     for b in branches:
-        repo.refs.set_if_equals(HEADS + b, None, repo.refs.resolve(f"{REMOTES}{name}/{b}"), f"clone {url}")  # type: ignore[arg-type]
-        set_upstream(repo, b, name)
+        tracked = repo.refs.resolve(f"{REMOTES}{name}/{b}")
+        if tracked is not None:  # (None: fetch skipped it, and said why)
+            repo.refs.set_if_equals(HEADS + b, None, tracked, f"clone {url}")
+            set_upstream(repo, b, name)
     return repo, result
 
 

@@ -16,6 +16,7 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,25 +43,75 @@ class ReflogEntry:
         return {"old": self.old, "new": self.new, "author": self.author, "time": self.time, "message": self.message}
 
 
-def check_ref_name(name: str, what: str = "ref") -> None:
-    """Reject names git would reject (``..``, spaces, ``~^:?*[\\``, ``.lock``…)."""
-    problem = None
+MAX_NAME_BYTES = 1024
+"""The longest full ref name (``refs/heads/…``), in UTF-8 bytes."""
+MAX_COMPONENT_BYTES = 255
+"""The longest part between slashes (a file name on every common file system)."""
+MAX_REF_BYTES = 4096
+"""A ref file holds one id or ``ref: NAME``: anything longer is not read."""
+SPECIAL = ("HEAD", "ORIG_HEAD")
+NAMESPACES = ("refs/heads/", "refs/tags/", "refs/bases/", "refs/remotes/")
+
+
+def ref_name_problem(name: str) -> str | None:
+    """Why git would refuse ``name`` (``..``, spaces, ``~^:?*[\\``, ``.lock``, over-long…), or None."""
     if not name:
-        problem = "it is empty"
-    elif _BAD_CHARS.search(name):
-        problem = "it contains a space, a control character or one of ~^:?*[\\"
-    elif ".." in name:
-        problem = "it contains '..'"
-    elif "@{" in name or name == "@":
-        problem = "it contains '@{'"
-    elif name.startswith("/") or name.endswith("/") or "//" in name:
-        problem = "it starts or ends with '/' or contains '//'"
-    elif name.endswith("."):
-        problem = "it ends with '.'"
-    elif any(part.startswith(".") or part.endswith(".lock") for part in name.split("/")):
-        problem = "a component starts with '.' or ends with '.lock'"
+        return "it is empty"
+    if _BAD_CHARS.search(name):
+        return "it contains a space, a control character or one of ~^:?*[\\"
+    if ".." in name:
+        return "it contains '..'"
+    if "@{" in name or name == "@":
+        return "it contains '@{'"
+    if name.startswith("/") or name.endswith("/") or "//" in name:
+        return "it starts or ends with '/' or contains '//'"
+    if name.endswith("."):
+        return "it ends with '.'"
+    parts = name.split("/")
+    if any(part.startswith(".") or part.endswith(".lock") for part in parts):
+        return "a component starts with '.' or ends with '.lock'"
+    if len(name.encode()) > MAX_NAME_BYTES:
+        return f"it is longer than {MAX_NAME_BYTES} bytes"
+    if any(len(part.encode()) > MAX_COMPONENT_BYTES for part in parts):
+        return f"a component is longer than {MAX_COMPONENT_BYTES} bytes"
+    return None
+
+
+def full_ref_problem(name: str, namespaces: tuple[str, ...] = NAMESPACES) -> str | None:
+    """Why ``name`` is not a usable full ref (``HEAD``, or one of ``namespaces`` + a valid name), or None."""
+    if name in SPECIAL:
+        return None
+    space = next((ns for ns in namespaces if name.startswith(ns)), None)
+    if space is None:
+        return f"it is not under {', '.join(namespaces)}"
+    return ref_name_problem(name[len(space):]) or ref_name_problem(name)
+
+
+def check_ref_name(name: str, what: str = "ref") -> None:
+    """Reject names git would reject (``..``, spaces, ``~^:?*[\\``, ``.lock``, over-long…): BadInput."""
+    problem = ref_name_problem(name)
     if problem:
         raise BadInput(f"invalid {what} name {name!r}: {problem}", "use letters, digits, '-', '_', '.' and '/' (e.g. class/dog)")
+
+
+def check_full_ref(name: str) -> None:
+    """BadInput unless ``name`` is ``HEAD`` or a valid name under a known namespace."""
+    problem = full_ref_problem(name)
+    if problem:
+        raise BadInput(f"invalid ref {name!r}: {problem}", "use letters, digits, '-', '_', '.' and '/' (e.g. class/dog)")
+
+
+def split_valid(names: Iterable[str], namespaces: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
+    """The names that are valid refs under ``namespaces``, and (name, why) for the others: the one
+    filter every ref name arriving from outside goes through before any path is formed from it."""
+    valid, invalid = [], []
+    for name in names:
+        problem = full_ref_problem(name, namespaces)
+        if problem:
+            invalid.append((name, problem))
+        else:
+            valid.append(name)
+    return valid, invalid
 
 
 class BaseRefStore(ABC):
@@ -167,16 +218,31 @@ class DiskRefStore(BaseRefStore):
         self.root = Path(root)
 
     def _path(self, name: str) -> Path:
-        return self.root / name
+        """The file of ref ``name``; BadInput for a name that is no valid ref or whose path would leave
+        the repository's refs (defence in depth: names are checked where they enter, too)."""
+        check_full_ref(name)
+        path = self.root / name
+        inside = self.root if name in SPECIAL else self.root / "refs"
+        if os.path.commonpath([os.path.normpath(path), os.path.normpath(inside)]) != os.path.normpath(inside):
+            raise BadInput(f"invalid ref {name!r}: its path leaves {inside}")
+        return path
 
     def _log_path(self, name: str) -> Path:
+        check_full_ref(name)
         return self.root / "logs" / name
 
     def read_raw(self, name: str) -> str | None:
+        if full_ref_problem(name):
+            return None  # no such ref can exist: nothing is read
         try:
-            value = self._path(name).read_text().strip()
+            with open(self._path(name), "rb") as f:
+                data = f.read(MAX_REF_BYTES + 1)
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             return None
+        if len(data) > MAX_REF_BYTES:
+            raise CorruptObject(f"ref {name} is not a ref: its file is over {MAX_REF_BYTES} bytes",
+                                f"delete {self._path(name)} or point it at a commit (dithub branch -f)")
+        value = data.decode(errors="replace").strip()
         return value or None
 
     def names(self, prefix: str = "refs/") -> list[str]:

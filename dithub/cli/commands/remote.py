@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from ...errors import BadInput
 from ..options import Json
-from ..output import emit, human_bytes, out, progress_bars, short
+from ..output import emit, err, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
 app = typer.Typer(help="Remote repositories on a path, file://, memory:// or s3:// (fsspec).", no_args_is_help=True)
@@ -60,7 +61,10 @@ def list_(ctx: typer.Context, as_json: Json = False) -> None:
 
 def _report(as_json: bool, verb: str, result: Any) -> None:
     data = {"remote": result.remote, "objects": result.objects, "bytes": result.bytes, "requests": result.requests,
-            "refs": {r: {"old": o, "new": n} for r, (o, n) in result.refs.items()}}
+            "refs": {r: {"old": o, "new": n} for r, (o, n) in result.refs.items()},
+            "skipped": [{"ref": name, "why": why} for name, why in result.skipped]}
+    for name, why in result.skipped:  # one line each, on stderr, whatever the output format
+        err.print(f"[yellow]warning:[/] skipped ref {escape(ascii(name))} from {result.remote}: {escape(why)}")
 
     def human() -> None:
         out.print(f"{verb} {result.objects} objects ({human_bytes(result.bytes)}) {'from' if verb != 'Pushed' else 'to'} {result.remote}"
