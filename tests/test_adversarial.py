@@ -153,3 +153,102 @@ def test_a_ref_path_cannot_leave_the_refs_folder(source):
         source.refs.set_if_equals("refs/heads/../../../escape", None, source.resolve("class/a"), "attack")
     assert not (source.path / "escape").exists() and not (source.path / ".dithub" / "escape").exists()
     assert source.refs.read_raw("refs/../config.json") is None  # a read of such a name finds nothing
+
+
+# -- 2. the git hooks and the policy from a checked-out tree ------------------------------------------
+
+
+def _host(repo: Repo):
+    """A git repository around ``repo`` (its worktree is the dithub repository's folder)."""
+    import git
+
+    host = git.Repo.init(repo.path)
+    with host.config_writer() as c:
+        c.set_value("user", "name", "t").set_value("user", "email", "t@example.com")
+    (repo.path / ".gitignore").write_text(".dithub/\n")
+    return host
+
+
+def _git_commit(repo: Repo, host, message: str, extra: tuple[str, ...] = ()) -> None:
+    (repo.path / "notes.txt").write_text(message)
+    host.index.add(["notes.txt", ".gitignore", *extra])
+    host.git.commit("-m", message)  # the git CLI: runs the hooks
+
+
+def _nan_main(repo: Repo, tmp_path: Path) -> None:
+    t = {"layer.weight": torch.full((16, 16), float("nan")), "layer.bias": torch.zeros(16)}
+    save_file(t, str(tmp_path / "nan.safetensors"))
+    repo.commit(tmp_path / "nan.safetensors", "nan", branch="main", base="tiny")
+
+
+def test_a_module_in_the_worktree_cannot_shadow_the_hooks_dithub(source, tmp_path):
+    import git
+
+    from dithub.verify.hooks import install
+
+    host = _host(source)
+    _nan_main(source, tmp_path)
+    install(source)
+    (source.path / "rich.py").write_text("raise SystemExit(0)\n")  # a pull request's file: would end the hook with 0
+    (source.path / "typer.py").write_text("raise SystemExit(0)\n")
+    with pytest.raises(git.GitCommandError) as blocked:
+        _git_commit(source, host, "try", ("rich.py", "typer.py"))
+    assert "numeric.finite" in blocked.value.stderr  # verify ran, and failed the commit
+    assert len(list(host.iter_commits("HEAD", max_count=1))) == 0 if host.head.is_valid() is False else True
+
+
+def test_a_policy_from_the_worktree_cannot_name_code(source, tmp_path):
+    import git
+
+    from dithub.verify.hooks import install
+
+    host = _host(source)
+    marker = tmp_path / "pwned"
+    (source.path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').write('x')\ndef probe():\n    return []\n")
+    (source.path / "dithub.toml").write_text('[verify]\nprobe = "evilmod:probe"\nmin_accuracy = 0.0\n')
+    source.create_branch("main", "class/a", force=False) if "main" not in source.branches() else None
+    install(source)
+    with pytest.raises(git.GitCommandError) as blocked:
+        _git_commit(source, host, "policy names code", ("evilmod.py", "dithub.toml"))
+    assert "--allow-code" in blocked.value.stderr and not marker.exists()
+    install(source, allow_code=True)  # the user opts in: still never from the worktree
+    hook = (Path(host.git_dir) / "hooks" / "pre-commit").read_text()
+    assert "--allow-code" in hook
+    with pytest.raises(git.GitCommandError) as blocked:
+        _git_commit(source, host, "policy names code, opted in", ("evilmod.py", "dithub.toml"))
+    assert "evilmod" in blocked.value.stderr and not marker.exists()
+
+
+def test_policy_code_needs_the_opt_in_and_never_comes_from_the_repository(source, tmp_path, monkeypatch):
+    from dithub.verify import load_policy
+
+    marker = tmp_path / "pwned"
+    (source.path / "evilmetric.py").write_text(f"open({str(marker)!r}, 'w').write('x')\ndef m(model, probe):\n    return 1.0\n")
+    path = source.path / "dithub.toml"
+    path.write_text('[verify]\nmetric = "evilmetric:m"\n')
+    with pytest.raises(BadInput, match="allow-code"):
+        load_policy(path)
+    path.write_text('[tasks]\n"class/*" = "evilmetric:m"\n')
+    with pytest.raises(BadInput, match="allow-code"):
+        load_policy(path)
+    monkeypatch.syspath_prepend(str(source.path))  # even on sys.path, a module inside the repository is refused
+    from dithub.eval.entry import load_entry_point
+
+    with pytest.raises(BadInput, match="inside"):
+        load_entry_point("evilmetric:m", "metric", forbid=[source.path])
+    assert not marker.exists()
+
+
+def test_a_hook_that_cannot_run_verify_fails_the_git_command(source, tmp_path):
+    import shutil
+
+    import git
+
+    from dithub.verify.hooks import install
+
+    host = _host(source)
+    install(source)
+    _git_commit(source, host, "fine")  # nothing changed on a covered branch that fails: passes
+    shutil.rmtree(source.path / ".dithub")
+    with pytest.raises(git.GitCommandError):
+        _git_commit(source, host, "no repository")
