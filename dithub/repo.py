@@ -502,14 +502,16 @@ class Repo:
 
     # -- maintenance ------------------------------------------------------
     def verify(self, rev: str = "HEAD", *, policy: str | Path | Policy | None = None, against: list[str] | None = None,
-               checks: list[str] | None = None, progress: ProgressFactory = no_progress) -> VerifyReport:
+               checks: list[str] | None = None, allow_code: bool = False, progress: ProgressFactory = no_progress) -> VerifyReport:
         """Run the verify checks on ``rev`` with a policy (a ``dithub.toml`` path, a Policy, or
-        None: ``dithub.toml`` at the repository root if present, else the defaults); see ``dithub.verify``."""
+        None: ``dithub.toml`` at the repository root if present, else the defaults); see ``dithub.verify``.
+        ``allow_code``: a policy file may name probe/metric functions (``module:function``)."""
         from .verify import Policy, load_policy, verify
 
         if not isinstance(policy, Policy):
             default = self.path / "dithub.toml" if self.path is not None else None
-            policy = load_policy(policy if policy is not None else (default if default is not None and default.is_file() else None))
+            policy = load_policy(policy if policy is not None else (default if default is not None and default.is_file() else None),
+                                 allow_code=allow_code)
         return verify(self, rev, policy, against=against, checks=checks, progress=progress)
 
     def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:

@@ -194,7 +194,7 @@ def test_a_module_in_the_worktree_cannot_shadow_the_hooks_dithub(source, tmp_pat
     with pytest.raises(git.GitCommandError) as blocked:
         _git_commit(source, host, "try", ("rich.py", "typer.py"))
     assert "numeric.finite" in blocked.value.stderr  # verify ran, and failed the commit
-    assert len(list(host.iter_commits("HEAD", max_count=1))) == 0 if host.head.is_valid() is False else True
+    assert not host.head.is_valid()  # no commit was made
 
 
 def test_a_policy_from_the_worktree_cannot_name_code(source, tmp_path):
@@ -206,7 +206,7 @@ def test_a_policy_from_the_worktree_cannot_name_code(source, tmp_path):
     marker = tmp_path / "pwned"
     (source.path / "evilmod.py").write_text(f"open({str(marker)!r}, 'w').write('x')\ndef probe():\n    return []\n")
     (source.path / "dithub.toml").write_text('[verify]\nprobe = "evilmod:probe"\nmin_accuracy = 0.0\n')
-    source.create_branch("main", "class/a", force=False) if "main" not in source.branches() else None
+    source.create_branch("main", "class/a")
     install(source)
     with pytest.raises(git.GitCommandError) as blocked:
         _git_commit(source, host, "policy names code", ("evilmod.py", "dithub.toml"))

@@ -225,7 +225,9 @@ def test_a_user_metric_function(repo, tmp_path, monkeypatch):
         "        return -float(torch.nn.functional.cross_entropy(model(pixel_values=x).logits, y))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     policy = _policy(repo, f'[verify]\nprobe = "{PROBES / "rot90.safetensors"}"\nmetric = "mymetric:neg_loss"\nmin_accuracy = 0.0\n')
-    row = _row(repo.verify("good", checks=["behaviour"], policy=policy), "behaviour.accuracy")
+    with pytest.raises(BadInput, match="allow-code"):  # a policy file names code only with the user's opt-in
+        repo.verify("good", checks=["behaviour"], policy=policy)
+    row = _row(repo.verify("good", checks=["behaviour"], policy=policy, allow_code=True), "behaviour.accuracy")
     assert row.status == "fail" and row.figure < 0  # a loss is never above 0 when negated: the floor 0 fails
     assert "mymetric:neg_loss" in row.detail
 
@@ -253,7 +255,9 @@ def test_branch_patterns_and_task_probes(tmp_path):
     path = tmp_path / "dithub.toml"
     path.write_text('[verify]\nmin_accuracy = 0.5\n[branches."class/*"]\nmin_accuracy = 0.8\n[branches."class/dog"]\nmax_drop = 0.1\n'
                     '[tasks]\n"domain/*" = "probes/{name}.safetensors"\n"class/*" = "pkg.probes:{branch}"\n[hooks]\nrefs = ["main"]\n')
-    policy = load_policy(path)
+    with pytest.raises(BadInput, match="tasks.'class/\\*'.*names Python code"):
+        load_policy(path)
+    policy = load_policy(path, allow_code=True)
     assert policy.for_branch("main").min_accuracy == 0.5 and policy.for_branch(None).min_accuracy == 0.5
     dog = policy.for_branch("class/dog")
     assert (dog.min_accuracy, dog.max_drop) == (0.8, 0.1) and policy.for_branch("class/cat").max_drop is None

@@ -1,12 +1,13 @@
 """Scores of a model on a probe: accuracy, or a user's function named ``module:function``."""
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterable
 
 import torch
 
 from ..errors import BadInput
+from .entry import load_entry_point
 from .probe import Probe
 
 Metric = Callable[[torch.nn.Module, Probe], float]
@@ -23,19 +24,12 @@ def accuracy(model: torch.nn.Module, probe: Probe) -> float:
     return correct / max(1, probe.size)
 
 
-def load_metric(spec: str) -> Metric:
-    """``accuracy``, or ``module:function`` taking (model, probe) and returning a float, higher better."""
+def load_metric(spec: str, forbid: Iterable[str | os.PathLike[str]] = ()) -> Metric:
+    """``accuracy``, or ``module:function`` taking (model, probe) and returning a float, higher better
+    (never a module inside a folder of ``forbid``: see ``eval.entry``)."""
     if spec == "accuracy":
         return accuracy
-    module, _, name = spec.partition(":")
-    if not module or not name:
-        raise BadInput(f"metric {spec!r} is neither 'accuracy' nor module:function", "name a function on PYTHONPATH")
-    try:
-        fn = getattr(importlib.import_module(module), name)
-    except (ImportError, AttributeError) as exc:
-        raise BadInput(f"metric {spec!r} cannot be loaded: {exc}", "give module:function on PYTHONPATH") from None
-    if not callable(fn):
-        raise BadInput(f"metric {spec!r} is not a function")
+    fn = load_entry_point(spec, "metric", forbid)
 
     def metric(model: torch.nn.Module, probe: Probe) -> float:
         value = fn(model, probe)

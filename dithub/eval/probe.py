@@ -8,13 +8,15 @@ integer (N, L)); ``labels`` are integer class ids (N,). A method that needs only
 """
 from __future__ import annotations
 
-import importlib
+import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..errors import BadInput
+from .entry import load_entry_point
 
 
 @dataclass(frozen=True)
@@ -29,16 +31,14 @@ class Probe:
         return sum(len(labels) for _, labels in self.batches)
 
 
-def load_probe(spec: str, batch_size: int = 256, *, labels: bool = True) -> Probe:
-    """Read a probe from a safetensors file or a ``module:function`` entry point; with
-    ``labels=False`` a file without labels is accepted."""
+def load_probe(spec: str, batch_size: int = 256, *, labels: bool = True,
+               forbid: Iterable[str | os.PathLike[str]] = ()) -> Probe:
+    """Read a probe from a safetensors file or a ``module:function`` entry point (never a module
+    inside a folder of ``forbid``: see ``eval.entry``); with ``labels=False`` a file without labels
+    is accepted."""
     path = Path(spec)
     if not path.exists() and ":" in spec:
-        module, _, fn = spec.partition(":")
-        try:
-            batches = list(getattr(importlib.import_module(module), fn)())
-        except (ImportError, AttributeError) as exc:
-            raise BadInput(f"probe entry point {spec!r} cannot be loaded: {exc}", "give module:function on PYTHONPATH") from None
+        batches = list(load_entry_point(spec, "probe", forbid)())
         return Probe([(x, y) for x, y in batches], spec)
     if not path.is_file():
         raise BadInput(f"{spec}: no such probe file", "give a .safetensors file with inputs and labels, or module:function")

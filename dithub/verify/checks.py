@@ -169,7 +169,8 @@ def _evaluator(t: Target) -> Callable[[ObjectId, str], float]:
     from ..eval import ScaledAdapter, load_base_model, load_metric, load_probe
 
     assert t.base is not None
-    metric = load_metric(t.settings.metric)
+    forbid = t.policy.code_forbidden(t.repo.path)
+    metric = load_metric(t.settings.metric, forbid)
     models: list[Any] = []
     probes: dict[str, Any] = {}
     scores: dict[tuple[ObjectId, str], float] = {}
@@ -177,7 +178,7 @@ def _evaluator(t: Target) -> Callable[[ObjectId, str], float]:
     def score(oid: ObjectId, probe: str) -> float:
         if (oid, probe) not in scores:
             if probe not in probes:
-                probes[probe] = load_probe(probe)
+                probes[probe] = load_probe(probe, forbid=forbid)
             if not models:
                 models.append(load_base_model(t.repo, t.base))  # type: ignore[arg-type]
             tree = t.repo.store.read_tree(t.repo.store.read_commit(oid).tree)

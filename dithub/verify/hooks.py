@@ -45,15 +45,23 @@ def hooks_dir(start: Path) -> Path:
     return Path(host.git_dir) / "hooks"
 
 
-def _script(repo_path: Path, hook: str, policy: Path | None) -> str:
-    args = [sys.executable, "-m", "dithub", "-C", str(repo_path), "hooks", "run", hook]
+def _script(repo_path: Path, hook: str, policy: Path | None, allow_code: bool) -> str:
+    """The hook: this interpreter in isolated mode (``-I``: neither the working directory, which git
+    sets to the worktree, nor PYTHONPATH or user site-packages on ``sys.path``), so nothing a
+    checked-out tree holds is imported in place of dithub or its dependencies. Any failure to run
+    (no interpreter, no dithub, a crash) exits non-zero, which fails the git command."""
+    args = [sys.executable, "-I", "-m", "dithub", "-C", str(repo_path), "hooks", "run", hook]
     if policy is not None:
         args += ["--policy", str(policy)]
+    if allow_code:
+        args.append("--allow-code")
     return f"#!/bin/sh\n{MARK}: verifies the dithub branches that changed\nexec {shlex.join(args)}\n"
 
 
-def install(repo: Repo, *, git_dir: Path | None = None, policy: Path | None = None, force: bool = False) -> list[Path]:
-    """Write the pre-commit and pre-push hooks; returns their paths."""
+def install(repo: Repo, *, git_dir: Path | None = None, policy: Path | None = None, force: bool = False,
+            allow_code: bool = False) -> list[Path]:
+    """Write the pre-commit and pre-push hooks; returns their paths. ``allow_code``: the policy may
+    name probe and metric functions (recorded in the hook; modules still never come from the tree)."""
     if repo.path is None:
         raise BadInput("an in-memory repository cannot have hooks")
     folder = hooks_dir(git_dir or repo.path)
@@ -66,7 +74,7 @@ def install(repo: Repo, *, git_dir: Path | None = None, policy: Path | None = No
                 raise BadInput(f"{path} exists and was not written by dithub",
                                "pass --force to keep it as " + path.name + BACKUP + " and install dithub's")
             os.replace(path, path.with_name(path.name + BACKUP))
-        atomic_write(path, _script(repo.path.resolve(), hook, policy.resolve() if policy else None).encode())
+        atomic_write(path, _script(repo.path.resolve(), hook, policy.resolve() if policy else None, allow_code).encode())
         path.chmod(0o755)
         written.append(path)
     return written

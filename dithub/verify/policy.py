@@ -72,6 +72,14 @@ class Policy:
     tasks: tuple[tuple[str, str], ...] = ()
     hook_refs: tuple[str, ...] = ("*",)
     source: str | None = None
+    allow_code: bool = False
+    """The person running verify opted in to the ``module:function`` entries this file names."""
+
+    def code_forbidden(self, repo_path: Path | None) -> list[Path]:
+        """Folders a probe or metric module named by this policy must not come from: the repository's
+        tree, the policy's folder and the working directory (a checked-out tree in a hook or CI job)."""
+        places = [repo_path, Path(self.source).parent if self.source else None, Path.cwd()]
+        return [p for p in places if p is not None]
 
     def for_branch(self, branch: str | None) -> Settings:
         """The defaults, overridden by every ``[branches."PATTERN"]`` that matches, in file order."""
@@ -96,7 +104,14 @@ def _fail(where: str, message: str) -> BadInput:
     return BadInput(f"{where}: {message}", "see docs/verify.md for the policy keys")
 
 
-def _settings(table: Any, where: str, folder: Path) -> dict[str, Any]:
+def _code(value: str, where: str, allow_code: bool) -> None:
+    """A ``module:function`` in a policy file runs code: only with the user's opt-in."""
+    if not allow_code:
+        raise BadInput(f"{where}: {value!r} names Python code; a policy file may name code only when the person running "
+                       "verify opts in", "pass --allow-code (verify, hooks install), or name a probe file instead")
+
+
+def _settings(table: Any, where: str, folder: Path, allow_code: bool = False) -> dict[str, Any]:
     """Validated overrides from one table of the policy file."""
     if not isinstance(table, dict):
         raise _fail(where, "must be a table")
@@ -123,12 +138,15 @@ def _settings(table: Any, where: str, folder: Path) -> dict[str, Any]:
                 raise _fail(name, f"{value} is out of range ({'0 to 1' if key != 'max_norm_ratio' else '≥ 0'})")
         elif key in ("probe", "metric") and value != "accuracy" and ":" not in value:
             value = str(folder / value)
+        elif key in ("probe", "metric") and value != "accuracy":
+            _code(value, name, allow_code)
         out[key] = value
     return out
 
 
-def load_policy(path: str | Path | None) -> Policy:
-    """Read and validate a policy file; None (no file) gives the built-in defaults."""
+def load_policy(path: str | Path | None, *, allow_code: bool = False) -> Policy:
+    """Read and validate a policy file; None (no file) gives the built-in defaults. ``module:function``
+    entries (code) are refused unless ``allow_code``."""
     if path is None:
         return Policy()
     path = Path(path)
@@ -143,15 +161,19 @@ def load_policy(path: str | Path | None) -> Policy:
     unknown = [k for k in doc if k not in ("verify", "tasks", "branches", "hooks")]
     if unknown:
         raise _fail(f"{where}: {unknown[0]}", "unknown table (valid: verify, tasks, branches, hooks)")
-    defaults = Settings(**_settings(doc.get("verify", {}), f"{where}: verify", folder))
+    defaults = Settings(**_settings(doc.get("verify", {}), f"{where}: verify", folder, allow_code))
     branches = doc.get("branches", {})
     if not isinstance(branches, dict):
         raise _fail(f"{where}: branches", "must be a table of branch patterns")
-    overrides = tuple((pattern, _settings(table, f"{where}: branches.{pattern!r}", folder)) for pattern, table in branches.items())
+    overrides = tuple((pattern, _settings(table, f"{where}: branches.{pattern!r}", folder, allow_code))
+                      for pattern, table in branches.items())
     tasks = doc.get("tasks", {})
     if not isinstance(tasks, dict) or not all(isinstance(v, str) for v in tasks.values()):
         raise _fail(f"{where}: tasks", "must map branch patterns to probe files (strings)")
     tasks_out = tuple((p, v if ":" in v and not (folder / v).exists() else str(folder / v)) for p, v in tasks.items())
+    for pattern, value in tasks_out:
+        if ":" in value and not Path(value).exists():
+            _code(value, f"{where}: tasks.{pattern!r}", allow_code)
     hooks = doc.get("hooks", {})
     if not isinstance(hooks, dict):
         raise _fail(f"{where}: hooks", "must be a table")
@@ -161,4 +183,4 @@ def load_policy(path: str | Path | None) -> Policy:
     refs = hooks.get("refs", ["*"])
     if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
         raise _fail(f"{where}: hooks.refs", f"must be a list of branch patterns, got {refs!r}")
-    return Policy(defaults, overrides, tasks_out, tuple(refs), str(path))
+    return Policy(defaults, overrides, tasks_out, tuple(refs), str(path), allow_code)

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from ...verify import VerifyReport
 
 Policy = Annotated[Optional[Path], typer.Option("--policy", help="Policy file (default: dithub.toml at the repository root).")]
+AllowCode = Annotated[bool, typer.Option("--allow-code", help="Let the policy name probe/metric functions (module:function) "
+                                        "of installed packages; never modules inside the repository or the working tree.")]
 STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
 
 
@@ -56,6 +58,7 @@ def verify(
     policy: Policy = None,
     against: Annotated[Optional[list[str]], typer.Option("--against", help="Known-bad refs (glob) for the backdoor screen, e.g. 'refs/tags/known-bad/*'.")] = None,
     check: Annotated[Optional[list[str]], typer.Option("--check", help=f"Run only these checks ({', '.join(CHECKS)}).")] = None,
+    allow_code: AllowCode = False,
     as_json: Json = False,
 ) -> None:
     """Run the policy's checks on a commit; exit 11 if any fails."""
@@ -63,7 +66,7 @@ def verify(
         if name not in CHECKS:
             raise typer.BadParameter(f"unknown check {name!r} (valid: {', '.join(CHECKS)})")
     repo = open_repo(ctx)
-    rules = load_policy(_policy_path(ctx, policy))
+    rules = load_policy(_policy_path(ctx, policy), allow_code=allow_code)
     with progress_bars() as progress:
         report = repo.verify(rev, policy=rules, against=against, checks=check, progress=progress)
     emit(as_json, report.to_json(), lambda: render(report))
@@ -80,11 +83,12 @@ def hooks_install(
     git: Annotated[Optional[Path], typer.Option("--git", help="A folder inside the host git repository (default: this one).")] = None,
     policy: Policy = None,
     force: Annotated[bool, typer.Option("--force", help="Replace hooks dithub did not write (kept as *.dithub-backup).")] = False,
+    allow_code: AllowCode = False,
 ) -> None:
     """Install pre-commit and pre-push hooks in the host git repository."""
     from ...verify import hooks as git_hooks
 
-    for path in git_hooks.install(open_repo(ctx), git_dir=git, policy=policy, force=force):
+    for path in git_hooks.install(open_repo(ctx), git_dir=git, policy=policy, force=force, allow_code=allow_code):
         out.print(f"installed {path}")
 
 
@@ -108,13 +112,14 @@ def hooks_run(
     ctx: typer.Context,
     hook: Annotated[str, typer.Argument(help="pre-commit or pre-push (what the installed hook passes).")] = "pre-commit",
     policy: Policy = None,
+    allow_code: AllowCode = False,
     as_json: Json = False,
 ) -> None:
     """Verify every covered branch whose head changed since it last passed (what the hooks run)."""
     from ...verify import hooks as git_hooks
 
     repo = open_repo(ctx)
-    rules = load_policy(_policy_path(ctx, policy))
+    rules = load_policy(_policy_path(ctx, policy), allow_code=allow_code)
     with progress_bars() as progress:
         reports = git_hooks.run_hook(repo, rules, progress=progress, on_report=(lambda r: None) if as_json else (lambda r: render(r, err)))
     if as_json:
