@@ -50,7 +50,7 @@ def test_class_tasks_hold_only_their_classes_and_partition_the_domain():
 
 def test_a_short_pre_training_beats_chance():
     split = domain_split("original")
-    model = train_base(split, seed=0, epochs=3)
+    model = train_base(split, seed=0, epochs=5)  # 3 epochs reached only 0.47 with transformers 5.24 (0.68 at 5)
     assert evaluate(model, split.x_test, split.y_test) > 0.5  # chance is 0.1
 
 
