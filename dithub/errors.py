@@ -74,6 +74,13 @@ class VerifyFailed(DithubError):
     exit_code = 11
 
 
+class StorageError(DithubError):
+    """The machine refused a file operation: disk full, read-only file system, permission denied,
+    file too large. Not damage: free space or fix permissions, and run the command again."""
+
+    exit_code = 12
+
+
 __all__ = [
     "DithubError",
     "BadInput",
@@ -85,4 +92,5 @@ __all__ = [
     "IncompatibleAdapters",
     "RemoteError",
     "VerifyFailed",
+    "StorageError",
 ]

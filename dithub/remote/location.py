@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadInput, RefConflict, RemoteError
+from ..errors import BadInput, DithubError, RefConflict, RemoteError
 from ..store import ObjectId, atomic_write, is_object_id, object_id
 from ..store.refs import MAX_REF_BYTES, full_ref_problem
 from .packs import Pack, build_packs, decode_index
@@ -299,16 +299,22 @@ class Location:
         with ThreadPoolExecutor(WORKERS) as pool:
             return dict(zip(oids, pool.map(self.read_object, oids)))
 
-    def write_object(self, oid: ObjectId, data: bytes | memoryview | Path, advance: Callable[[int], None] | None = None) -> None:
-        """Store one loose object (its bytes, or a local file holding them); a file's bytes are
-        reported to ``advance`` as they go."""
-        self._put(self._object(oid), data, f"object {oid}", advance)
+    def write_object(self, oid: ObjectId, data: bytes | memoryview | Iterable[bytes | memoryview],
+                     advance: Callable[[int], None] | None = None, size: int | None = None) -> None:
+        """Store one loose object: its bytes, or a stream of chunks (``size`` bytes in all) reported
+        to ``advance`` as they go. A stream that raises midway (a local object found damaged as it
+        is read) publishes nothing."""
+        self._put(self._object(oid), data, f"object {oid}", advance, size)
 
-    def _put(self, path: str, data: bytes | memoryview | Path, what: str, advance: Callable[[int], None] | None = None) -> None:
-        """Write one remote file whole: under a temporary name, then renamed (a put on S3 is atomic).
-        A local ``Path`` is copied by the filesystem (no read into memory here), reporting progress."""
-        size = data.stat().st_size if isinstance(data, Path) else len(data)
-        progress = _Bytes(advance or (lambda n: None), size)
+    def _put(self, path: str, data: bytes | memoryview | Iterable[bytes | memoryview], what: str,
+             advance: Callable[[int], None] | None = None, size: int | None = None) -> None:
+        """Write one remote file whole: on a file system under a temporary name, then renamed (a
+        failure removes the temporary file); elsewhere a put of the bytes, or for a stream an
+        upload that is committed only once the last chunk was written (discarded otherwise)."""
+        whole = isinstance(data, (bytes, bytearray, memoryview))
+        total = len(data) if whole else (size or 0)  # type: ignore[arg-type]
+        progress = _Bytes(advance or (lambda n: None), total)
+        chunks: Iterable[bytes | memoryview] = [data] if whole else data  # type: ignore[list-item]
         try:
             if self._local:
                 folder = path.rpartition("/")[0]
@@ -316,18 +322,39 @@ class Location:
                     self.fs.makedirs(folder, exist_ok=True)
                     self._made.add(folder)
                 tmp = f"{path}.tmp-{time.monotonic_ns()}-{threading.get_ident()}"
-                if isinstance(data, Path):
-                    self.fs.put_file(str(data), tmp, callback=progress.callback)
-                else:
-                    self.fs.pipe_file(tmp, data)
-                self.fs.mv(tmp, path)
-            elif isinstance(data, Path):
-                self.fs.put_file(str(data), path, callback=progress.callback)
+                try:
+                    with self.fs.open(tmp, "wb") as f:
+                        for chunk in chunks:
+                            f.write(chunk)
+                            progress.report(len(chunk))
+                    self.fs.mv(tmp, path)
+                except BaseException:
+                    self._remove_quietly(tmp)
+                    raise
+            elif whole:
+                self.fs.pipe_file(path, bytes(data))  # type: ignore[arg-type]
             else:
-                self.fs.pipe_file(path, bytes(data))
+                f = self.fs.open(path, "wb", autocommit=False)
+                try:
+                    for chunk in chunks:
+                        f.write(chunk)
+                        progress.report(len(chunk))
+                    f.close()
+                    f.commit()
+                except BaseException:
+                    f.discard()
+                    raise
+        except DithubError:
+            raise  # the local side's own error (a damaged object): it names itself
         except Exception as exc:  # noqa: BLE001
             raise self._fail(f"writing {what}", exc) from None
         progress.finish()
+
+    def _remove_quietly(self, path: str) -> None:
+        try:
+            self.fs.rm_file(path)
+        except Exception:  # noqa: BLE001  gone already, or the remote refuses: gc's temp sweep finds it
+            pass
 
     # -- refs ------------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:

@@ -257,10 +257,11 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
     result = SyncResult(remote, todo.count)
     large = [t for t in todo.tensors if repo.store.size(t) >= PACKED_BELOW]
     set_large = set(large)
-    # a large tensor goes as a loose object, copied from its file where the store has one
-    read = repo.store.path if isinstance(repo.store, DiskObjectStore) else repo.store.read_buffer
-    result.bytes = send_tensors(large, lambda oid, advance: loc.write_object(oid, read(oid), advance), repo.store.size,
-                                progress, f"pushing to {remote}")
+    # a large tensor goes as a loose object, streamed from the store and verified as it is read: a
+    # damaged one stops the push (CorruptObject) before anything of it is published or any ref moves
+    result.bytes = send_tensors(large, lambda oid, advance: loc.write_object(oid, repo.store.iter_object_bytes(oid), advance,
+                                                                             repo.store.size(oid)),
+                                repo.store.size, progress, f"pushing to {remote}")
     # the rest in packs, in any order: `have` trusts only complete objects, so a partial upload resumes
     small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in set_large] + todo.small
     nbytes = sum(len(d) for _, d in small)

@@ -21,6 +21,7 @@ from typing import TypeVar
 import xxhash
 
 from ..errors import CorruptObject, ObjectNotFound
+from . import files
 from .atomic import atomic_write_parts, fsync_dir
 from .ids import ObjectId, is_object_id, object_id, object_id_of_parts
 from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_header
@@ -29,10 +30,10 @@ Buffer = bytes | bytearray | memoryview
 K = TypeVar("K")
 
 
-def _corrupt(oid: ObjectId) -> CorruptObject:
+def _corrupt(oid: ObjectId, moved: bool = False) -> CorruptObject:
     return CorruptObject(
-        f"object {oid} is corrupt: its bytes no longer hash to its id",
-        "restore it from a remote (dithub fetch) or re-commit the adapter; run `dithub fsck`",
+        f"object {oid} is corrupt: its bytes no longer hash to its id" + (" (moved aside to .dithub/damaged/)" if moved else ""),
+        "`dithub fsck --repair REMOTE` fetches it again; re-committing the adapter that holds it also restores it",
     )
 
 
@@ -79,11 +80,21 @@ class BaseObjectStore(ABC):
     def _freshen(self, oid: ObjectId) -> None:
         """Mark an existing object as just written (gc's grace period counts from here)."""
 
+    def _present(self, oid: ObjectId, size: int) -> bool:
+        """Stored, and (where cheap to tell) of the right size: a write replaces a copy that is not."""
+        return self.contains(oid)
+
+    def set_aside(self, oid: ObjectId) -> bool:
+        """Take a damaged object out of the store (kept for inspection where the store can), so that
+        the next write of its bytes — a commit, a fetch, ``fsck --repair`` — restores it."""
+        self.delete(oid)
+        return True
+
     # -- writing -----------------------------------------------------------
     def put(self, parts: Sequence[Buffer]) -> tuple[ObjectId, bool]:
         """Store the concatenation of ``parts``; (id, whether it was new)."""
         oid = object_id_of_parts(parts)
-        if self.contains(oid):
+        if self._present(oid, sum(len(memoryview(p).cast("B")) for p in parts)):
             self._freshen(oid)
             return oid, False
         self._store(oid, parts)
@@ -116,7 +127,7 @@ class BaseObjectStore(ABC):
                 for key, parts in items:
                     oid = object_id_of_parts(parts)
                     fut = None
-                    if oid not in claimed and not self.contains(oid):
+                    if oid not in claimed and not self._present(oid, sum(len(memoryview(p).cast("B")) for p in parts)):
                         fut = pool.submit(self._store, oid, parts)
                     elif oid not in claimed:
                         self._freshen(oid)
@@ -150,12 +161,18 @@ class BaseObjectStore(ABC):
         return self.write(commit.encode())
 
     # -- reading -----------------------------------------------------------
-    def read_buffer(self, oid: ObjectId) -> memoryview:
-        """The bytes of ``oid``, checked against the id."""
+    def read_buffer(self, oid: ObjectId, *, set_aside: bool = True) -> memoryview:
+        """The bytes of ``oid``, checked against the id. Damaged bytes raise CorruptObject and (unless
+        ``set_aside`` is False: fsck's report) the object leaves the store, so a write restores it."""
         buf = self._load(oid)
         if object_id(buf) != oid:
-            raise _corrupt(oid)
+            raise _corrupt(oid, set_aside and self.set_aside(oid))
         return buf
+
+    def iter_object_bytes(self, oid: ObjectId) -> Iterator[memoryview]:
+        """An object's whole bytes in chunks, verified by the end (a mismatch raises CorruptObject
+        after the last chunk: a streaming copy never publishes damaged bytes)."""
+        yield self.read_buffer(oid)
 
     def read(self, oid: ObjectId) -> bytes:
         return bytes(self.read_buffer(oid))
@@ -229,11 +246,18 @@ class DiskObjectStore(BaseObjectStore):
         atomic_write_parts(final, parts, tmp_dir=self.tmp_dir, durable_dir=False, mode=0o444)
         self._dirty.add(final.parent)
 
-    def receive(self, oid: ObjectId, fill: Callable[[Path], None]) -> None:
+    def size(self, oid: ObjectId) -> int:
+        try:
+            return self.path(oid).stat().st_size
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
+
+    def receive(self, oid: ObjectId, fill: Callable[[Path], None], size: int | None = None) -> None:
         """Store ``oid`` from a file that ``fill(path)`` writes (a download straight to disk, no copy
         through memory); the file is re-hashed before it is renamed into place. A file that does
-        not hash to ``oid`` is deleted and a CorruptObject raised."""
-        if self.contains(oid):
+        not hash to ``oid`` is deleted and a CorruptObject raised. A stored copy of another
+        ``size`` than the one expected is replaced."""
+        if self._present(oid, size) if size else self.contains(oid):
             return
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{oid}.", dir=self.tmp_dir)
@@ -242,7 +266,7 @@ class DiskObjectStore(BaseObjectStore):
         try:
             fill(tmp)
             hasher = xxhash.xxh3_128()
-            with open(tmp, "rb") as f:
+            with files.open_read(tmp) as f:
                 while chunk := f.read(16 << 20):
                     hasher.update(chunk)
                 if hasher.hexdigest() != oid:
@@ -263,10 +287,27 @@ class DiskObjectStore(BaseObjectStore):
             fsync_dir(self.root)
         self._dirty.clear()
 
+    def _present(self, oid: ObjectId, size: int) -> bool:
+        try:
+            return self.path(oid).stat().st_size == size
+        except FileNotFoundError:
+            return False
+
+    def set_aside(self, oid: ObjectId) -> bool:
+        """Move a damaged object to ``damaged/`` beside ``objects/`` (False if that failed: a
+        read-only store keeps it, and reports it again)."""
+        try:
+            target = self.root.parent / "damaged" / oid
+            target.parent.mkdir(exist_ok=True)
+            os.replace(self.path(oid), target)
+            return True
+        except OSError:
+            return False
+
     def _load(self, oid: ObjectId) -> memoryview:
         path = self.path(oid)
         try:
-            with open(path, "rb") as f:
+            with files.open_read(path) as f:
                 size = os.fstat(f.fileno()).st_size
                 if size == 0:
                     return memoryview(b"")
@@ -295,27 +336,32 @@ class DiskObjectStore(BaseObjectStore):
         except FileNotFoundError:
             pass
 
-    def iter_tensor_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
+    def iter_object_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
         """Chunks read into one reused buffer: each is valid until the next is asked for."""
         try:
-            f = open(self.path(oid), "rb")
+            f = files.open_read(self.path(oid))
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
         with f:
             total = os.fstat(f.fileno()).st_size
             buf = memoryview(bytearray(min(chunk, total) or 1))
             hasher = xxhash.xxh3_128()
-            offset = None
             while n := f.readinto(buf):
-                view = buf[:n]
-                hasher.update(view)
-                if offset is None:
-                    _dtype, _shape, offset = parse_tensor_header(oid, view, total)
-                    view = view[offset:]
-                if len(view):
-                    yield view
+                hasher.update(buf[:n])
+                yield buf[:n]
         if hasher.hexdigest() != oid:
-            raise _corrupt(oid)
+            raise _corrupt(oid, self.set_aside(oid))
+
+    def iter_tensor_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
+        """A tensor's data bytes in chunks (see ``iter_object_bytes``)."""
+        offset = None
+        total = self.size(oid)
+        for view in self.iter_object_bytes(oid, chunk):
+            if offset is None:
+                _dtype, _shape, offset = parse_tensor_header(oid, view, total)
+                view = view[offset:]
+            if len(view):
+                yield view
 
     def _freshen(self, oid: ObjectId) -> None:
         try:
