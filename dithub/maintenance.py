@@ -24,6 +24,8 @@ class FsckReport:
     temp_files: int = 0
     absent_bases: list[ObjectId] = field(default_factory=list)
     """Base checkpoints commits record but a selective fetch left out (not damage: fetch --with-base)."""
+    repaired: list[ObjectId] = field(default_factory=list)
+    """Objects ``fsck --repair`` restored (damaged or missing ones, fetched again from a remote)."""
 
     @property
     def ok(self) -> bool:
@@ -38,10 +40,11 @@ class GcReport:
     kept_objects: int = 0
 
 
-def check_object(store: BaseObjectStore, oid: ObjectId) -> str | None:
-    """None if ``oid`` hashes right and parses as its type, else the reason."""
+def check_object(store: BaseObjectStore, oid: ObjectId, set_aside: bool = False) -> str | None:
+    """None if ``oid`` hashes right and parses as its type, else the reason (a damaged object leaves
+    the store when ``set_aside``: a repair then restores it)."""
     try:
-        buf = store.read_buffer(oid)
+        buf = store.read_buffer(oid, set_aside=set_aside)
         kind = object_type(buf)
         if kind == "tensor":
             parse_tensor_header(oid, buf)
@@ -53,6 +56,8 @@ def check_object(store: BaseObjectStore, oid: ObjectId) -> str | None:
             return "unknown object type"
     except CorruptObject as exc:
         return exc.message
+    except OSError as exc:  # unreadable (permission denied, an I/O error of the disk): damage to report
+        return f"unreadable: {exc.strerror or exc}"
     return None
 
 
@@ -99,8 +104,10 @@ def ref_roots(refs: BaseRefStore, with_reflogs: bool) -> tuple[dict[str, ObjectI
     return tips, extra
 
 
-def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory = no_progress) -> FsckReport:
-    """Re-hash every object, check every ref and that everything reachable is present."""
+def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory = no_progress, *,
+         set_aside: bool = False) -> FsckReport:
+    """Re-hash every object, check every ref and that everything reachable is present; with
+    ``set_aside``, damaged objects leave the store (so a fetch of their bytes restores them)."""
     report = FsckReport()
     ids = list(store)
     advance = progress("checking objects", len(ids))
@@ -108,9 +115,9 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
         report.objects += 1
         try:
             report.bytes += store.size(oid)
-        except DithubError:
+        except (DithubError, OSError):
             pass
-        reason = check_object(store, oid)
+        reason = check_object(store, oid, set_aside)
         if reason:
             report.corrupt.append((oid, reason))
         advance(1)

@@ -514,8 +514,21 @@ class Repo:
                                  allow_code=allow_code)
         return verify(self, rev, policy, against=against, checks=checks, progress=progress)
 
-    def fsck(self, *, progress: ProgressFactory = no_progress) -> FsckReport:
-        return maintenance.fsck(self.store, self.refs, progress)
+    def fsck(self, *, repair: bool = False, remote: str | None = None, progress: ProgressFactory = no_progress) -> FsckReport:
+        """Re-hash every object and check connectivity. ``repair``: damaged objects leave the store
+        and, with the missing ones, are fetched again from ``remote`` (default: origin, or the only
+        remote); the report is of the repaired repository, ``repaired`` listing what came back."""
+        if not repair:
+            return maintenance.fsck(self.store, self.refs, progress)
+        from .remote.sync import default_remote, restore
+
+        first = maintenance.fsck(self.store, self.refs, progress, set_aside=True)
+        remote = remote or (default_remote(self) if self.path is not None else None)
+        wanted = [oid for oid, _why in first.corrupt] + [oid for oid, _why in first.missing]
+        restored = restore(self, remote, wanted, progress) if remote and wanted else []
+        report = maintenance.fsck(self.store, self.refs, progress) if restored else first
+        report.repaired = restored
+        return report
 
     def gc(self, *, grace_seconds: float = 3600.0) -> GcReport:
         return maintenance.gc(self.store, self.refs, grace_seconds)

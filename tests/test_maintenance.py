@@ -37,10 +37,15 @@ def test_flipped_byte_in_a_tensor_is_named_by_read_and_fsck(repo, cli):
     with pytest.raises(CorruptObject, match=oid):
         repo.export("main", repo.path / "out")
     assert not (repo.path / "out").exists()
+    report = repo.fsck()  # the read set the damaged copy aside: now missing, so a write of its bytes restores it
+    assert [o for o, _ in report.missing] == [oid] and not report.ok
+    assert (repo.path / ".dithub" / "damaged" / oid).is_file()
+    other = repo.tree_of("main").tensors["b"].id
+    _flip(repo.store.path(other))  # damage no read has met yet: fsck names it corrupt, and leaves it in place
     report = repo.fsck()
-    assert [o for o, _ in report.corrupt] == [oid] and not report.ok
+    assert [o for o, _ in report.corrupt] == [other] and repo.store.contains(other)
     res = cli("fsck", cwd=repo.path)
-    assert res.code == CorruptObject.exit_code and oid in res.out and "1 corrupt" in res.err
+    assert res.code == CorruptObject.exit_code and other in res.out and "1 corrupt" in res.err
 
 
 def test_missing_object_is_reported_with_its_referrer(repo):

@@ -343,6 +343,7 @@ class Location:
                     f.commit()
                 except BaseException:
                     f.discard()
+                    f.closed = True  # discarded: nothing left to flush when it is collected
                     raise
         except DithubError:
             raise  # the local side's own error (a damaged object): it names itself

@@ -14,7 +14,7 @@ from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, obj
 from ..store.refs import check_full_ref, full_ref_problem
 from .location import Location
 from .packs import PACKED_BELOW
-from .transfer import dependency_order, plan, receive_large, send_tensors, store_verified
+from .transfer import dependency_order, plan, receive_large, receive_one, send_tensors, store_verified
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -137,10 +137,7 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
     sizes = loc.object_sizes()  # one listing (and the pack indexes): totals for the progress bars
 
     def copy(oid: ObjectId, advance: Callable[[int], None]) -> None:
-        if receive_large(repo.store, loc, oid, sizes.get(oid, 0), advance) is None:
-            data = loc.read_object(oid)
-            write(oid, data)
-            advance(len(data))
+        receive_one(repo.store, loc, oid, sizes.get(oid, 0), advance)
 
     if not branches:  # everything: every missing object of the listing, many in flight; the walk then checks
         _fetch_listed(repo, loc, sizes, result, progress)
@@ -222,6 +219,36 @@ def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result
         stored.append(len(data))
     result.objects += len(stored)
     result.bytes += sum(stored)
+
+
+def default_remote(repo: Repo) -> str | None:
+    """``origin`` if configured, else the only remote, else None."""
+    known = remotes(repo)
+    return "origin" if "origin" in known else (next(iter(known)) if len(known) == 1 else None)
+
+
+def restore(repo: Repo, remote: str, oids: list[ObjectId], progress: ProgressFactory = no_progress) -> list[ObjectId]:
+    """Fetch ``oids`` (objects found damaged and set aside, or missing) from ``remote`` again, and
+    what restoring them shows to be missing below them (a tree's tensors); returns those restored."""
+    from ..maintenance import reachable, ref_roots
+
+    loc = location(repo, remote)
+    sizes = loc.object_sizes()
+    roots = list(ref_roots(repo.refs, with_reflogs=False)[0].values())
+    restored: list[ObjectId] = []
+    tried: set[ObjectId] = set()
+    todo = list(dict.fromkeys(oids))
+    advance = progress(f"restoring from {remote}", len(todo))
+    while todo:
+        for oid in todo:
+            tried.add(oid)
+            if oid in sizes and not repo.store.contains(oid):
+                receive_one(repo.store, loc, oid, sizes[oid])
+                restored.append(oid)
+            advance(1)
+        repo.store.sync()
+        todo = [oid for oid, _why in reachable(repo.store, roots)[1] if oid not in tried]
+    return restored
 
 
 # -- push --------------------------------------------------------------------------

@@ -130,10 +130,23 @@ def receive_large(store: BaseObjectStore, location: Location, oid: ObjectId, siz
     if not isinstance(store, DiskObjectStore) or oid in location.packed(refresh=False):
         return None
     try:
-        store.receive(oid, lambda path: location.download(oid, path, advance, size))
+        store.receive(oid, lambda path: location.download(oid, path, advance, size), size)
     except CorruptObject:
         raise location.corrupt(oid) from None
     return store.size(oid)
+
+
+def receive_one(store: BaseObjectStore, location: Location, oid: ObjectId, size: int,
+                advance: Callable[[int], None] = lambda n: None) -> int:
+    """Bring one object into ``store``: a large loose one streamed to disk, any other read whole;
+    re-hashed either way. Returns its size."""
+    n = receive_large(store, location, oid, size, advance)
+    if n is None:
+        data = location.read_object(oid)
+        store_verified(store, location)(oid, data)
+        advance(len(data))
+        n = len(data)
+    return n
 
 
 def store_verified(store: BaseObjectStore, location: Location) -> Callable[[ObjectId, bytes | memoryview], None]:

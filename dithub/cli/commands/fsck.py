@@ -3,18 +3,31 @@ from __future__ import annotations
 
 import typer
 
-from ...errors import CorruptObject
+from typing import Annotated, Optional
+
+from ...errors import BadInput, CorruptObject
 from ..options import Json
 from ..output import emit, human_bytes, out, progress_bars
 from ..state import repo as open_repo
 
 
-def fsck(ctx: typer.Context, as_json: Json = False) -> None:
+def fsck(
+    ctx: typer.Context,
+    remote: Annotated[Optional[str], typer.Argument(help="With --repair: the remote to fetch damaged or missing objects from (default: origin, or the only remote).")] = None,
+    repair: Annotated[bool, typer.Option("--repair", help="Set damaged objects aside and fetch them, and missing ones, from a remote.")] = False,
+    as_json: Json = False,
+) -> None:
     """Re-hash every object and check that everything a ref reaches is present."""
+    if remote and not repair:
+        raise BadInput(f"a remote ({remote}) is only used with --repair", "dithub fsck --repair REMOTE")
     with progress_bars() as progress:
-        report = open_repo(ctx).fsck(progress=progress)
+        report = open_repo(ctx).fsck(repair=repair, remote=remote, progress=progress)
 
     def human() -> None:
+        if repair:
+            out.print(f"repaired {len(report.repaired)} objects" + (":" if report.repaired else ""))
+            for oid in report.repaired:
+                out.print(f"  [green]restored[/] {oid}")
         for oid, why in report.corrupt:
             out.print(f"[red]corrupt[/] {oid}: {why}")
         for oid, why in report.missing:
@@ -33,5 +46,5 @@ def fsck(ctx: typer.Context, as_json: Json = False) -> None:
         raise CorruptObject(
             f"fsck found {len(report.corrupt)} corrupt and {len(report.missing)} missing objects, "
             f"{len(report.bad_refs)} bad refs",
-            "restore the named objects from a remote (dithub fetch) or re-commit the adapters",
+            "dithub fsck --repair REMOTE fetches them again; re-committing the adapters also restores them",
         )
