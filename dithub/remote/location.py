@@ -261,13 +261,17 @@ class Location:
                 if data is None:
                     if missing_ok:
                         raise
-                    raise RemoteError(f"remote {self.name} ({self.url}) lacks object {oid}",
-                                      "the remote is incomplete; push it again from a complete clone") from None
+                    raise self.lacks(oid) from None
             except Exception as exc:  # noqa: BLE001
                 raise self._fail(f"reading object {oid}", exc) from None
         if object_id(data) != oid:
             raise self.corrupt(oid)
         return data
+
+    def lacks(self, oid: ObjectId) -> RemoteError:
+        """The error for an object this remote should hold and does not."""
+        return RemoteError(f"remote {self.name} ({self.url}) lacks object {oid}",
+                           "the remote is incomplete; push it again from a complete clone")
 
     def corrupt(self, oid: ObjectId) -> RemoteError:
         """The error for an object from this remote whose bytes do not hash to its id."""

@@ -14,7 +14,7 @@ from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, obj
 from ..store.refs import check_full_ref, full_ref_problem
 from .location import Location
 from .packs import PACKED_BELOW
-from .transfer import dependency_order, plan, receive_large, receive_one, send_tensors, store_verified
+from .transfer import Receiver, plan, send_tensors
 
 if TYPE_CHECKING:
     from ..repo import Repo
@@ -133,14 +133,11 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
         heads = {b: heads[b] for b in branches}
     extra = {} if branches else {n: o for n, o in theirs.items() if not n.startswith(HEADS) and repo.refs.resolve(n) is None}
     roots = list(heads.values()) + list(extra.values())
-    write = store_verified(repo.store, loc)
+    receiver = Receiver(repo.store, loc)
     sizes = loc.object_sizes()  # one listing (and the pack indexes): totals for the progress bars
 
-    def copy(oid: ObjectId, advance: Callable[[int], None]) -> None:
-        receive_one(repo.store, loc, oid, sizes.get(oid, 0), advance)
-
     if not branches:  # everything: every missing object of the listing, many in flight; the walk then checks
-        _fetch_listed(repo, loc, sizes, result, progress)
+        _fetch_listed(repo, loc, receiver, sizes, result, progress)
     for pass_roots in (roots, None):
         if pass_roots is None:  # the second pass: base checkpoints the fetched commits record
             if not (with_base or not branches):
@@ -148,10 +145,9 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
             pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
-        result.bytes += send_tensors(todo.tensors, copy, lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
-        for oid, data in todo.small:
-            write(oid, data)
-            result.bytes += len(data)
+        result.bytes += send_tensors(todo.tensors, lambda oid, advance: receiver.tensor(oid, sizes.get(oid, 0), advance, todo.expect.get(oid)),
+                                     lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
+        result.bytes += receiver.put_all(dict(todo.small))
     repo.store.sync()
     for branch, oid in heads.items():
         ref = f"{REMOTES}{remote}/{branch}"
@@ -172,7 +168,8 @@ are stored as soon as they arrive; smaller ones are held until all have arrived 
 in dependency order."""
 
 
-def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result: SyncResult, progress: ProgressFactory) -> None:
+def _fetch_listed(repo: Repo, loc: Location, receiver: Receiver, listed: dict[ObjectId, int], result: SyncResult,
+                  progress: ProgressFactory) -> None:
     """Fetch every object the remote lists that the local store lacks, concurrently: loose objects
     one request each, packed ones a whole pack at a time."""
     from concurrent.futures import ThreadPoolExecutor
@@ -185,26 +182,21 @@ def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result
     for oid in sizes:
         if oid in packed:
             by_pack.setdefault(packed[oid][0], []).append(oid)
-    write = store_verified(repo.store, loc)
     advance = progress(f"fetching from {loc.name}", sum(sizes.values()))
     held: dict[ObjectId, bytes] = {}
     stored: list[int] = []
 
     def one(oid: ObjectId) -> None:
         try:
-            if sizes[oid] >= BIG:  # a large loose object: straight to disk, re-hashed there
-                n = receive_large(repo.store, loc, oid, sizes[oid], advance)
+            if sizes[oid] >= BIG:  # a large loose tensor: straight to disk, re-hashed and checked there
+                n = receiver.large(oid, sizes[oid], advance)
                 if n is not None:
                     stored.append(n)
                     return
-            data = loc.read_object(oid, missing_ok=True)
+            data = receiver.read(oid, sizes[oid], missing_ok=True)
         except FileNotFoundError:  # listed but gone (a listing cache): the walk that follows fetches what is needed
             return
-        if sizes[oid] >= BIG and object_type(data) == "tensor":
-            write(oid, data)  # nothing depends on a tensor being stored late
-            stored.append(len(data))
-        else:
-            held[oid] = data
+        held[oid] = data  # stored below, each once what it names is
         advance(len(data))
 
     def pack(oids: list[ObjectId]) -> None:
@@ -214,8 +206,8 @@ def _fetch_listed(repo: Repo, loc: Location, listed: dict[ObjectId, int], result
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(pack, by_pack.values()))
         list(pool.map(one, [o for o in sizes if o not in packed]))
-    for oid, data in dependency_order(held, repo.store.contains, f"remote {loc.name}"):
-        write(oid, data)
+    for oid, data in receiver.in_order(held):
+        receiver.put(oid, data)
         stored.append(len(data))
     result.objects += len(stored)
     result.bytes += sum(stored)
@@ -233,19 +225,29 @@ def restore(repo: Repo, remote: str, oids: list[ObjectId], progress: ProgressFac
     from ..maintenance import reachable, ref_roots
 
     loc = location(repo, remote)
+    receiver = Receiver(repo.store, loc)
     sizes = loc.object_sizes()
     roots = list(ref_roots(repo.refs, with_reflogs=False)[0].values())
     restored: list[ObjectId] = []
     tried: set[ObjectId] = set()
     todo = list(dict.fromkeys(oids))
-    advance = progress(f"restoring from {remote}", len(todo))
+    advance = progress(f"restoring from {remote}", 0)
     while todo:
-        for oid in todo:
+        held: dict[ObjectId, bytes] = {}
+        while todo:  # what is asked for, and what the held objects name that is missing too
+            oid = todo.pop()
+            if oid in tried or oid not in sizes or repo.store.contains(oid):
+                continue
             tried.add(oid)
-            if oid in sizes and not repo.store.contains(oid):
-                receive_one(repo.store, loc, oid, sizes[oid])
+            if receiver.large(oid, sizes[oid]) is not None:
                 restored.append(oid)
+            else:
+                held[oid] = receiver.read(oid, sizes[oid])
+                todo.extend(link.id for link in receiver.missing(oid, held[oid]))
             advance(1)
+        for oid, data in receiver.in_order(held):
+            receiver.put(oid, data)
+            restored.append(oid)
         repo.store.sync()
         todo = [oid for oid, _why in reachable(repo.store, roots)[1] if oid not in tried]
     return restored

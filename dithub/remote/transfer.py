@@ -6,18 +6,27 @@ are read during the walk, many at a time; tensors are sent afterwards, concurren
 bytes counted. The receiver stores dependencies before what depends on them — tensors, then trees,
 then commits from the oldest — so an interrupted transfer leaves only complete objects behind, and
 running it again skips what already arrived. Refs move last.
+
+What a remote sends is untrusted: a ``Receiver`` stores an object only once its bytes hash to its
+id, it parses as its kind within bounds (``store.objects``), and everything it names is stored
+already, of the kind — for a tensor, the dtype and shape — that the naming object says.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from ..errors import CorruptObject, RemoteError
+from ..errors import CorruptObject, ObjectNotFound, RemoteError
 from ..progress import ProgressFactory
 from ..store import BaseObjectStore, DiskObjectStore, ObjectId, object_id, object_type
-from ..store.objects import decode_commit, decode_tree
+from ..store.objects import MAX_JSON_BYTES, Link, decode_commit, decode_tree, links, parse_tensor_header
+from ..store.objectstore import PEEK_BYTES
 from .location import WORKERS, Location
+
+Kind = tuple[str, str | None, tuple[int, ...] | None]
+"""(kind, dtype, shape) of an object: dtype and shape for tensors only."""
 
 
 @dataclass
@@ -27,6 +36,8 @@ class Plan:
     small: list[tuple[ObjectId, bytes]] = field(default_factory=list)
     """Trees, then commits from the oldest: each after everything it names."""
     tensors: list[ObjectId] = field(default_factory=list)
+    expect: dict[ObjectId, Link] = field(default_factory=dict)
+    """What the trees say each tensor is (dtype, shape)."""
 
     @property
     def count(self) -> int:
@@ -40,6 +51,7 @@ def plan(roots: Iterable[ObjectId], have: Callable[[ObjectId], bool], read_many:
     commits: list[tuple[ObjectId, bytes]] = []
     trees: list[tuple[ObjectId, bytes]] = []
     tensors: list[ObjectId] = []
+    expect: dict[ObjectId, Link] = {}
     frontier = [r for r in dict.fromkeys(roots) if not have(r)]
     seen.update(frontier)
     while frontier:
@@ -58,6 +70,7 @@ def plan(roots: Iterable[ObjectId], have: Callable[[ObjectId], bool], read_many:
                         if e.id not in seen and not have(e.id):
                             seen.add(e.id)
                             tensors.append(e.id)
+                            expect[e.id] = Link(e.id, "tensor", e.dtype, e.shape)
                     continue
                 else:
                     raise CorruptObject(f"object {oid} is a {kind}, where a commit or tree was expected")
@@ -67,44 +80,7 @@ def plan(roots: Iterable[ObjectId], have: Callable[[ObjectId], bool], read_many:
                 if n not in seen and not have(n):
                     seen.add(n)
                     frontier.append(n)
-    return Plan(trees[::-1] + commits[::-1], tensors)
-
-
-def dependency_order(objects: dict[ObjectId, bytes], present: Callable[[ObjectId], bool], where: str) -> list[tuple[ObjectId, bytes]]:
-    """The objects that can be stored with everything they name (here or already ``present``), in
-    an order safe to store: tensors, trees, then commits after their parents. The others are left
-    out (a listing can be older than the objects it names); a walk fetches what they need."""
-    kinds = {oid: object_type(data) for oid, data in objects.items()}
-    names: dict[ObjectId, list[ObjectId]] = {}
-    try:
-        for oid, data in objects.items():
-            if kinds[oid] == "tree":
-                names[oid] = [e.id for e in decode_tree(oid, data).tensors.values()]
-            elif kinds[oid] == "commit":
-                c = decode_commit(oid, data)
-                names[oid] = [c.tree, *c.parents]  # the base is optional (a selective fetch leaves it out)
-    except CorruptObject as exc:
-        raise RemoteError(f"{where}: {exc.message}") from None
-    ok: dict[ObjectId, bool] = {}
-    ordered: list[ObjectId] = []
-    for start in [o for o in objects if kinds[o] == "tensor"] + [o for o in objects if kinds[o] != "tensor"]:
-        stack = [(start, False)]
-        while stack:  # depth-first, dependencies first
-            oid, expanded = stack.pop()
-            if oid in ok:
-                continue
-            if oid not in objects:
-                ok[oid] = present(oid)
-                continue
-            deps = names.get(oid, [])
-            if expanded:
-                ok[oid] = kinds[oid] in ("tensor", "tree", "commit") and all(ok.get(d, False) for d in deps)
-                if ok[oid]:
-                    ordered.append(oid)
-            else:
-                stack.append((oid, True))
-                stack.extend((d, False) for d in deps if d not in ok)
-    return [(o, objects[o]) for o in ordered]
+    return Plan(trees[::-1] + commits[::-1], tensors, expect)
 
 
 def send_tensors(ids: list[ObjectId], copy: Callable[[ObjectId, Callable[[int], None]], None], size: Callable[[ObjectId], int],
@@ -118,42 +94,196 @@ def send_tensors(ids: list[ObjectId], copy: Callable[[ObjectId, Callable[[int], 
         copy(oid, advance)
         return size(oid)
 
-    with ThreadPoolExecutor(WORKERS) as pool:
-        return sum(pool.map(one, ids))
+    with ThreadPoolExecutor(WORKERS) as pool:  # the first failure cancels what has not started
+        futures = [pool.submit(one, oid) for oid in ids]
+        done, pending = wait(futures, return_when=FIRST_EXCEPTION)
+        failed = next((f for f in done if f.exception() is not None), None)
+        if failed is not None:
+            for f in pending:
+                f.cancel()
+            raise failed.exception()  # type: ignore[misc]
+        return sum(f.result() for f in futures)
 
 
-def receive_large(store: BaseObjectStore, location: Location, oid: ObjectId, size: int,
-                  advance: Callable[[int], None] = lambda n: None) -> int | None:
-    """Download a large loose object straight into the store's temp folder, re-hash it there and
-    move it into place (no copy through memory); None where that does not apply (a packed object,
-    a store in memory): read it and store it instead."""
-    if not isinstance(store, DiskObjectStore) or oid in location.packed(refresh=False):
+class _NotATensor(Exception):
+    """A large loose object that is not a tensor: read it whole instead (and check it as such)."""
+
+
+class Receiver:
+    """Stores what ``location`` sends into ``store``, once checked (see the module docstring)."""
+
+    def __init__(self, store: BaseObjectStore, location: Location) -> None:
+        self.store, self.location = store, location
+        self.where = f"remote {location.name} ({location.url})"
+        self._known: dict[ObjectId, Kind] = {}
+        self._lock = threading.Lock()
+
+    def refuse(self, oid: ObjectId, why: str) -> RemoteError:
+        return RemoteError(f"{self.where} sent object {oid}, which {why}",
+                           "nothing of it was stored; repair the remote (push to it from a good repository)")
+
+    def _note(self, oid: ObjectId, kind: Kind) -> None:
+        with self._lock:
+            self._known[oid] = kind
+
+    def kind_here(self, oid: ObjectId) -> Kind | None:
+        """(kind, dtype, shape) of an object stored here, or None if it is not."""
+        with self._lock:
+            if oid in self._known:
+                return self._known[oid]
+        if not self.store.contains(oid):
+            return None
+        head = self.store.peek(oid, PEEK_BYTES)
+        kind = object_type(head)
+        if kind != "tensor":
+            return (kind, None, None)
+        try:
+            dtype, shape, _offset = parse_tensor_header(oid, head, self.store.size(oid))
+        except (CorruptObject, ObjectNotFound):
+            return None  # damaged here: as good as absent
+        return ("tensor", dtype, shape)
+
+    def _mismatch(self, link: Link, have: Kind) -> str | None:
+        if have[0] != link.kind:
+            return f"names {link.id} as a {link.kind}, but that object is a {have[0]}"
+        if link.kind == "tensor" and (have[1], have[2]) != (link.dtype, link.shape):
+            return f"names tensor {link.id} as {link.dtype} {list(link.shape or ())}, but it is {have[1]} {list(have[2] or ())}"
         return None
-    try:
-        store.receive(oid, lambda path: location.download(oid, path, advance, size), size)
-    except CorruptObject:
-        raise location.corrupt(oid) from None
-    return store.size(oid)
 
+    def missing(self, oid: ObjectId, data: bytes) -> list[Link]:
+        """What ``data`` names that is not stored yet; RemoteError if it does not parse, or names
+        something stored that is not what it says."""
+        try:
+            named = links(oid, data)
+        except CorruptObject as exc:
+            raise self.refuse(oid, f"is malformed: {exc.message}") from None
+        out = []
+        for link in named:
+            have = self.kind_here(link.id)
+            if have is None:
+                out.append(link)
+            elif why := self._mismatch(link, have):
+                raise self.refuse(oid, why)
+        return out
 
-def receive_one(store: BaseObjectStore, location: Location, oid: ObjectId, size: int,
-                advance: Callable[[int], None] = lambda n: None) -> int:
-    """Bring one object into ``store``: a large loose one streamed to disk, any other read whole;
-    re-hashed either way. Returns its size."""
-    n = receive_large(store, location, oid, size, advance)
-    if n is None:
-        data = location.read_object(oid)
-        store_verified(store, location)(oid, data)
-        advance(len(data))
-        n = len(data)
-    return n
-
-
-def store_verified(store: BaseObjectStore, location: Location) -> Callable[[ObjectId, bytes | memoryview], None]:
-    """A writer into the local store that refuses bytes that do not hash to their id."""
-    def write(oid: ObjectId, data: bytes | memoryview) -> None:
+    def put(self, oid: ObjectId, data: bytes | memoryview, expect: Link | None = None) -> bool:
+        """Store ``data`` if it is ``oid``, well formed, of the ``expect``ed kind, and everything it
+        names (but an optional base) is stored; False (nothing stored) when something is not yet."""
+        data = bytes(data)
         if object_id(data) != oid:
-            raise location.corrupt(oid)
-        store.put([data])
+            raise self.location.corrupt(oid)
+        kind = self._kind_of(oid, data)
+        if expect is not None and (why := self._mismatch(expect, kind)):
+            raise self.refuse(oid, f"was asked for by a tree that {why}")
+        if any(not link.optional for link in self.missing(oid, data)):
+            return False
+        self.store.put([data])
+        self._note(oid, kind)
+        return True
 
-    return write
+    def _kind_of(self, oid: ObjectId, data: bytes) -> Kind:
+        kind = object_type(data)
+        try:
+            if kind == "tensor":
+                dtype, shape, _offset = parse_tensor_header(oid, data)
+                return ("tensor", dtype, shape)
+            if kind == "tree":
+                decode_tree(oid, data)
+            elif kind == "commit":
+                decode_commit(oid, data)
+            else:
+                raise CorruptObject("it is of no known kind")
+        except CorruptObject as exc:
+            raise self.refuse(oid, f"is malformed: {exc.message}") from None
+        return (kind, None, None)
+
+    def large(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None,
+              expect: Link | None = None) -> int | None:
+        """Download a large loose tensor straight into the store's temp folder, re-hash and check
+        its header there, and move it into place (no copy through memory); None where that does
+        not apply (a packed object, a store in memory, an object that is not a tensor)."""
+        if not isinstance(self.store, DiskObjectStore) or oid in self.location.packed(refresh=False):
+            return None
+        found: list[Kind] = []
+
+        def check(head: bytes, total: int) -> None:
+            if object_type(head) != "tensor":
+                raise _NotATensor
+            try:
+                dtype, shape, _offset = parse_tensor_header(oid, head, total)
+            except CorruptObject as exc:
+                raise self.refuse(oid, f"is malformed: {exc.message}") from None
+            if expect is not None and (why := self._mismatch(expect, ("tensor", dtype, shape))):
+                raise self.refuse(oid, f"was asked for by a tree that {why}")
+            found.append(("tensor", dtype, shape))
+
+        try:
+            self.store.receive(oid, lambda path: self.location.download(oid, path, advance, size), size, check)
+        except CorruptObject:
+            raise self.location.corrupt(oid) from None
+        except _NotATensor:
+            return None
+        if found:
+            self._note(oid, found[0])
+        return self.store.size(oid)
+
+    def read(self, oid: ObjectId, size: int = 0, missing_ok: bool = False) -> bytes:
+        """The bytes of a remote object (verified), within the bounds of a tree or commit when not a
+        tensor (``missing_ok``: FileNotFoundError for an object the remote does not hold)."""
+        if size > MAX_JSON_BYTES and oid not in self.location.packed(refresh=False):
+            raise self.refuse(oid, f"is {size} bytes and not a tensor stored as one")
+        return self.location.read_object(oid, missing_ok=missing_ok)
+
+    def tensor(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None,
+               expect: Link | None = None) -> int:
+        """Bring one tensor (``expect``: what the tree naming it says it is) into the store."""
+        try:
+            n = self.large(oid, size, advance, expect)
+        except FileNotFoundError:
+            raise self.location.lacks(oid) from None
+        if n is None:
+            data = self.read(oid, size)
+            if object_type(data) != "tensor":
+                raise self.refuse(oid, f"is a {object_type(data)}, where a tree names a tensor")
+            self.put(oid, data, expect)
+            advance(len(data))
+            n = len(data)
+        return n
+
+    def in_order(self, objects: dict[ObjectId, bytes]) -> list[tuple[ObjectId, bytes]]:
+        """The held ``objects`` that can be stored now, dependencies first (tensors, trees, commits
+        after their parents); the others (naming what is neither here nor held) are left out — a
+        listing can be older than the objects it names; a walk then fetches what they need."""
+        needs = {oid: [link.id for link in self.missing(oid, data) if not link.optional] for oid, data in objects.items()}
+        ok: dict[ObjectId, bool] = {}
+        ordered: list[ObjectId] = []
+        for start in objects:
+            stack = [(start, False)]
+            while stack:  # depth-first, dependencies first
+                oid, expanded = stack.pop()
+                if oid in ok:
+                    continue
+                if oid not in objects:
+                    ok[oid] = False  # missing() already counted what is stored here
+                    continue
+                if expanded:
+                    ok[oid] = all(ok.get(d, False) for d in needs[oid])
+                    if ok[oid]:
+                        ordered.append(oid)
+                else:
+                    stack.append((oid, True))
+                    stack.extend((d, False) for d in needs[oid] if d not in ok)
+        return [(o, objects[o]) for o in ordered]
+
+    def put_all(self, objects: dict[ObjectId, bytes]) -> int:
+        """Store every held object, dependencies first; RemoteError naming the first that names
+        what neither this store nor ``objects`` holds. Returns the bytes stored."""
+        ordered = self.in_order(objects)
+        if len(ordered) < len(objects):
+            done = {o for o, _ in ordered}
+            oid = next(o for o in objects if o not in done)
+            gone = [link.id for link in self.missing(oid, objects[oid]) if not link.optional and link.id not in objects]
+            raise self.refuse(oid, f"names {gone[0] if gone else 'an object'}, which the remote does not hold")
+        for oid, data in ordered:
+            self.put(oid, data)
+        return sum(len(d) for _, d in ordered)

@@ -33,6 +33,12 @@ _TENSOR_TAG = b"tensor "
 _TREE_TAG = b"tree\n"
 _COMMIT_TAG = b"commit\n"
 MAX_HEADER = 1 << 20
+MAX_NDIM = 32
+MAX_TREE_ENTRIES = 1 << 20
+"""A tree names at most this many tensors (the largest checkpoints have tens of thousands)."""
+MAX_PARENTS = 1024
+MAX_JSON_BYTES = 256 << 20
+"""A tree or commit is at most this large (a tree of MAX_TREE_ENTRIES entries fits)."""
 
 
 def nbytes_of(dtype: str, shape: tuple[int, ...] | list[int]) -> int:
@@ -64,13 +70,22 @@ def parse_tensor_header(
         raise CorruptObject(f"tensor object {oid} has no header end")
     try:
         head = json.loads(bytes(buf[len(_TENSOR_TAG) : end]))
-        dtype, shape = head["dtype"], tuple(int(d) for d in head["shape"])
+        dtype, shape = head["dtype"], check_shape(head["shape"])
         expected = nbytes_of(dtype, shape)
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise CorruptObject(f"tensor object {oid} has a malformed header: {exc}") from None
     if total - (end + 1) != expected:
         raise CorruptObject(f"tensor object {oid} holds {total - end - 1} data bytes, header says {expected}")
     return dtype, shape, end + 1
+
+
+def check_shape(value: Any) -> tuple[int, ...]:
+    """A shape: at most MAX_NDIM non-negative integers (ValueError otherwise)."""
+    if not isinstance(value, list) or len(value) > MAX_NDIM:
+        raise ValueError(f"shape must be a list of at most {MAX_NDIM} sizes")
+    if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in value):
+        raise ValueError(f"shape {value[:MAX_NDIM]!r} has a size that is not a non-negative integer")
+    return tuple(value)
 
 
 @dataclass(frozen=True)
@@ -165,8 +180,12 @@ def object_type(data: bytes | memoryview) -> str:
 def _load_json(oid: ObjectId, data: bytes, tag: bytes, what: str) -> dict[str, Any]:
     if not data.startswith(tag):
         raise CorruptObject(f"object {oid} is not a {what}", f"it is a {object_type(data)}")
+    if len(data) > MAX_JSON_BYTES:
+        raise CorruptObject(f"{what} object {oid} is {len(data)} bytes, over the limit of {MAX_JSON_BYTES}")
     try:
         value = json.loads(data[len(tag) :])
+    except RecursionError:
+        raise CorruptObject(f"{what} object {oid} is malformed: nested too deeply") from None
     except ValueError as exc:
         raise CorruptObject(f"{what} object {oid} is not valid JSON: {exc}") from None
     if not isinstance(value, dict):
@@ -178,15 +197,17 @@ def decode_tree(oid: ObjectId, data: bytes) -> Tree:
     """Parse a tree object's bytes."""
     value = _load_json(oid, data, _TREE_TAG, "tree")
     try:
+        if len(value["tensors"]) > MAX_TREE_ENTRIES:
+            raise ValueError(f"{len(value['tensors'])} entries, over the limit of {MAX_TREE_ENTRIES}")
         tensors = {
-            name: TensorEntry(e["id"], e["dtype"], tuple(int(d) for d in e["shape"]))
+            name: TensorEntry(e["id"], e["dtype"], check_shape(e["shape"]))
             for name, e in value["tensors"].items()
         }
         tree = Tree(value["kind"], value["config"], tensors)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise CorruptObject(f"tree object {oid} lacks a field: {exc}") from None
-    bad = [n for n, e in tensors.items() if not is_object_id(e.id) or e.dtype not in DTYPE_SIZES]
-    if tree.kind not in TREE_KINDS or bad:
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise CorruptObject(f"tree object {oid} is malformed: {exc}") from None
+    bad = [n for n, e in tensors.items() if not isinstance(e.id, str) or not is_object_id(e.id) or e.dtype not in DTYPE_SIZES]
+    if tree.kind not in TREE_KINDS or bad or not isinstance(tree.config, dict):
         raise CorruptObject(f"tree object {oid} is malformed (kind {tree.kind!r}, bad entries {bad[:3]})")
     return tree
 
@@ -196,6 +217,9 @@ def decode_commit(oid: ObjectId, data: bytes) -> Commit:
     value = _load_json(oid, data, _COMMIT_TAG, "commit")
     try:
         op = value.get("op") or {}
+        ids = [value["tree"], *value["parents"]] + ([value["base"]] if value.get("base") is not None else [])
+        if len(value["parents"]) > MAX_PARENTS or not all(isinstance(i, str) and is_object_id(i) for i in ids):
+            raise ValueError("its tree, parents or base are not object ids")
         return Commit(
             tree=value["tree"],
             parents=list(value["parents"]),
@@ -205,5 +229,32 @@ def decode_commit(oid: ObjectId, data: bytes) -> Commit:
             message=value["message"],
             op=Op(op.get("name", "commit"), op.get("method"), op.get("params", {}), op.get("inputs", [])),
         )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CorruptObject(f"commit object {oid} lacks a field: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptObject(f"commit object {oid} is malformed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class Link:
+    """One object naming another: the kind it must be (and, for a tensor, its dtype and shape)."""
+
+    id: ObjectId
+    kind: str
+    dtype: str | None = None
+    shape: tuple[int, ...] | None = None
+    optional: bool = False
+    """A commit's base: a selective fetch may leave it out."""
+
+
+def links(oid: ObjectId, data: bytes) -> list[Link]:
+    """What the object ``data`` names, parsed and checked (CorruptObject when it does not parse)."""
+    kind = object_type(data)
+    if kind == "tensor":
+        parse_tensor_header(oid, data)
+        return []
+    if kind == "tree":
+        return [Link(e.id, "tensor", e.dtype, e.shape) for e in decode_tree(oid, data).tensors.values()]
+    if kind == "commit":
+        c = decode_commit(oid, data)
+        return ([Link(c.tree, "tree")] + [Link(p, "commit") for p in c.parents]
+                + ([Link(c.base, "tree", optional=True)] if c.base else []))
+    raise CorruptObject(f"object {oid} is of no known kind")

@@ -27,6 +27,8 @@ from .ids import ObjectId, is_object_id, object_id, object_id_of_parts
 from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_header
 
 Buffer = bytes | bytearray | memoryview
+PEEK_BYTES = 64 << 10
+"""Enough of an object to hold any tensor header (its shape has at most MAX_NDIM sizes)."""
 K = TypeVar("K")
 
 
@@ -199,6 +201,10 @@ class BaseObjectStore(ABC):
     def size(self, oid: ObjectId) -> int:
         return len(self._load(oid))
 
+    def peek(self, oid: ObjectId, n: int) -> bytes:
+        """The first ``n`` bytes of ``oid``, unverified (its kind and header, without reading it all)."""
+        return bytes(self._load(oid)[:n])
+
 
 class MemoryObjectStore(BaseObjectStore):
     """Objects in a dict; for tests and scratch work."""
@@ -252,11 +258,19 @@ class DiskObjectStore(BaseObjectStore):
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
 
-    def receive(self, oid: ObjectId, fill: Callable[[Path], None], size: int | None = None) -> None:
+    def peek(self, oid: ObjectId, n: int) -> bytes:
+        try:
+            with files.open_read(self.path(oid)) as f:
+                return f.read(n)
+        except FileNotFoundError:
+            raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
+
+    def receive(self, oid: ObjectId, fill: Callable[[Path], None], size: int | None = None,
+                check: Callable[[bytes, int], None] = lambda head, total: None) -> None:
         """Store ``oid`` from a file that ``fill(path)`` writes (a download straight to disk, no copy
-        through memory); the file is re-hashed before it is renamed into place. A file that does
-        not hash to ``oid`` is deleted and a CorruptObject raised. A stored copy of another
-        ``size`` than the one expected is replaced."""
+        through memory); the file is re-hashed, and ``check(first bytes, size)`` may refuse it
+        (raising), before it is renamed into place. A file that does not hash to ``oid`` is deleted
+        and a CorruptObject raised. A stored copy of another ``size`` than expected is replaced."""
         if self._present(oid, size) if size else self.contains(oid):
             return
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -271,6 +285,9 @@ class DiskObjectStore(BaseObjectStore):
                     hasher.update(chunk)
                 if hasher.hexdigest() != oid:
                     raise _corrupt(oid)
+                total = f.tell()
+                f.seek(0)
+                check(f.read(PEEK_BYTES), total)
                 os.fsync(f.fileno())
             os.chmod(tmp, 0o444)
             final = self.path(oid)
