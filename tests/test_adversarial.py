@@ -481,3 +481,122 @@ def test_an_object_deleted_on_the_remote_is_a_remote_error(source, tmp_path, cli
         (url / "packs" / f"{victim}.pack").unlink()
     res = cli(["clone", str(url), str(tmp_path / "c")])
     assert res.code == 10 and victim in res.err, res.err
+
+
+# -- 5. faults of the machine are errors, not crashes ----------------------------------------------------
+
+
+def _fault(code: int):
+    import errno
+    import os
+
+    def raise_it(*_args, **_kwargs):
+        raise OSError(code, os.strerror(code))
+
+    return raise_it
+
+
+@pytest.mark.parametrize("code, point, args, named", [
+    ("ENOSPC", "pwrite", ["commit", "{tv}", "-m", "x", "-b", "more"], "disk is full"),
+    ("EROFS", "open_fd", ["branch", "newbranch", "class/a"], "read-only"),
+    ("EACCES", "open_read", ["export", "class/a", "-o", "{out}"], "permission denied"),
+    ("EFBIG", "write", ["tag", "v1", "class/a"], "too large"),
+])
+def test_storage_faults_are_one_line_with_exit_12(source, tmp_path, cli, monkeypatch, code, point, args, named):
+    import errno
+
+    import dithub.store.files as files
+
+    tv = _tv(tmp_path / "more.safetensors", 9)
+    monkeypatch.setattr(files, point, _fault(getattr(errno, code)))
+    res = cli([a.format(tv=tv, out=tmp_path / "out") for a in args], cwd=source.path)
+    assert res.code == 12, res.err
+    assert named in res.err and str(source.path) in res.err and "internal error" not in res.err
+    assert len(res.err.strip().splitlines()) == 1
+    monkeypatch.undo()
+    assert source.fsck().ok and source.fsck().temp_files == 0 and not source.refs.locks()
+
+
+def test_a_file_size_limit_is_a_storage_error(source, tmp_path):
+    import subprocess
+    import sys
+
+    big = _tv(tmp_path / "big.safetensors", 3, size=400)  # 640 KB of tensor data
+    code = ("import resource, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)); from dithub.cli import main; "
+            f"sys.exit(main(['-C', {str(source.path)!r}, 'commit', {str(big)!r}, '-m', 'big', '-b', 'big']))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 12 and "too large" in proc.stderr, proc.stderr
+    assert source.fsck().ok and "big" not in source.branches()
+
+
+def test_clone_into_a_full_disk_blames_the_disk_and_resumes(source, where, tmp_path, monkeypatch, cli):
+    import errno
+
+    import dithub.store.files as files
+
+    url, options = where
+    source.commit(_tv(tmp_path / "big.safetensors", 5, size=600), "big", branch="big")
+    remote_add(source, "origin", url, options)
+    push(source, "origin", ["class/a", "class/b", "big"])
+    monkeypatch.setattr(files, "write", _fault(errno.ENOSPC))  # downloads fill their files here
+    target = tmp_path / "clone"
+    res = cli(["clone", url] + [a for k, v in options.items() for a in ("-o", f"{k}={json.dumps(v)}")] + [str(target)])
+    assert res.code == 12 and "disk is full" in res.err and str(target) in res.err and "remote" not in res.err.split("—")[0]
+    monkeypatch.undo()
+    repo, _ = clone(url, target, options=options)  # the same clone again resumes into what arrived
+    assert repo.branches() == source.branches() and repo.fsck().ok
+
+
+def test_a_killed_clone_can_be_rerun(source, tmp_path, monkeypatch):
+    import dithub.remote.sync as sync
+
+    url = str(tmp_path / "remote")
+    remote_add(source, "origin", url)
+    push(source, "origin", ["class/a", "class/b"])
+    real = sync.fetch
+
+    def killed(*args, **kwargs):
+        real(*args, **kwargs)
+        raise KeyboardInterrupt  # as a kill after the objects arrived, before the branches were made
+
+    monkeypatch.setattr(sync, "fetch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        clone(url, tmp_path / "c")
+    monkeypatch.undo()
+    repo, _ = clone(url, tmp_path / "c")
+    assert repo.branches() == source.branches() and repo.fsck().ok
+    with pytest.raises(BadInput, match="not empty"):  # a finished clone is not resumed into
+        clone(url, tmp_path / "c")
+
+
+def test_a_full_remote_leaves_no_temp_files_and_remote_refs_are_replaced_atomically(source, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from fsspec.implementations.local import LocalFileSystem
+
+    from dithub.errors import DithubError
+
+    url = tmp_path / "remote"
+    remote_add(source, "origin", str(url))
+    push(source, "origin", ["class/a"])
+    ref = url / "refs" / "heads" / "class" / "a"
+    before = os.stat(ref).st_ino
+    source.commit(_tv(tmp_path / "a2.safetensors", 11), "a2", branch="class/a")
+    push(source, "origin", ["class/a"])
+    assert os.stat(ref).st_ino != before  # a new file renamed over the old: a reader sees one or the other
+    assert ref.read_text().strip() == source.resolve("class/a")
+
+    real_mv = LocalFileSystem.mv
+
+    def full(self, src, dst, *a, **k):
+        if "/objects/" in str(dst) or "/packs/" in str(dst):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_mv(self, src, dst, *a, **k)
+
+    monkeypatch.setattr(LocalFileSystem, "mv", full)
+    source.commit(_tv(tmp_path / "a3.safetensors", 12), "a3", branch="class/a")
+    with pytest.raises(DithubError, match="full"):
+        push(source, "origin", ["class/a"])
+    assert not [p for p in url.rglob("*") if ".tmp-" in p.name]
