@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import CorruptObject, DithubError, ObjectNotFound
+from .errors import CorruptObject, DithubError, ObjectNotFound, StorageError
 from .progress import ProgressFactory, no_progress
 from .store import BaseObjectStore, BaseRefStore, DiskObjectStore, DiskRefStore, ObjectId, object_type
 from .store.objects import decode_commit, decode_tree, parse_tensor_header
@@ -56,7 +56,9 @@ def check_object(store: BaseObjectStore, oid: ObjectId, set_aside: bool = False)
             return "unknown object type"
     except CorruptObject as exc:
         return exc.message
-    except OSError as exc:  # unreadable (permission denied, an I/O error of the disk): damage to report
+    except StorageError as exc:  # unreadable (permission denied): damage to report
+        return f"unreadable: {exc.message}"
+    except OSError as exc:  # an I/O error of the disk
         return f"unreadable: {exc.strerror or exc}"
     return None
 

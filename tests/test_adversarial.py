@@ -539,7 +539,7 @@ def test_clone_into_a_full_disk_blames_the_disk_and_resumes(source, where, tmp_p
     source.commit(_tv(tmp_path / "big.safetensors", 5, size=600), "big", branch="big")
     remote_add(source, "origin", url, options)
     push(source, "origin", ["class/a", "class/b", "big"])
-    monkeypatch.setattr(files, "write", _fault(errno.ENOSPC))  # downloads fill their files here
+    monkeypatch.setattr(files, "receive_file", _fault(errno.ENOSPC))  # where downloads fill their files
     target = tmp_path / "clone"
     res = cli(["clone", url] + [a for k, v in options.items() for a in ("-o", f"{k}={json.dumps(v)}")] + [str(target)])
     assert res.code == 12 and "disk is full" in res.err and str(target) in res.err and "remote" not in res.err.split("—")[0]

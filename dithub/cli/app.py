@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from ..errors import DithubError
+from ..store.files import storage_error
 from .commands import base, branch, checkout, commit, diff, export, fsck, gc, init, log, merge, rebase, reflog, remote, revert, show, status, tag, verify
 from .output import error_line
 from .state import State
@@ -68,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         app(args=args, prog_name="dithub", standalone_mode=False)
         return 0
     except DithubError as exc:
-        error_line(f"{exc.message}" + (f" — {exc.hint}" if exc.hint else ""))
-        return exc.exit_code
+        return _refused(exc)
     except _EXIT as exc:
         return exc.exit_code  # type: ignore[attr-defined]
     except _USAGE as exc:  # usage errors: click's own message, exit 2
@@ -79,7 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         error_line("interrupted")
         return INTERRUPTED
     except Exception as exc:  # never a traceback unless asked for
+        classified = storage_error(exc, None, "access") if isinstance(exc, OSError) else None
+        if classified is not None and not debug:  # a fault of the machine outside the stores' own I/O
+            return _refused(classified)
         if debug:
             raise
         error_line(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for the traceback, and report it)")
         return INTERNAL_ERROR
+
+
+def _refused(exc: DithubError) -> int:
+    error_line(f"{exc.message}" + (f" — {exc.hint}" if exc.hint else ""))
+    return exc.exit_code

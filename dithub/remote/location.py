@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, DithubError, RefConflict, RemoteError
-from ..store import ObjectId, atomic_write, is_object_id, object_id
+from ..store import ObjectId, atomic_write, files, is_object_id, object_id
 from ..store.refs import MAX_REF_BYTES, full_ref_problem
 from .packs import Pack, build_packs, decode_index
 
@@ -140,7 +140,11 @@ class Location:
             raise BadInput(f"invalid ref {name!r} for remote {self.name}: {problem}")
         return f"{self.root}/{name}"
 
-    def _fail(self, what: str, exc: Exception) -> RemoteError:
+    def _fail(self, what: str, exc: Exception) -> DithubError:
+        """The error for a failed storage call: a StorageError where the remote's storage refused
+        (full, read-only, permission denied, as a file system says it), a RemoteError otherwise."""
+        if isinstance(exc, OSError) and (classified := files.storage_error(exc, None, f"finish {what} on remote {self.name} ({self.url})")):
+            return classified
         return RemoteError(f"remote {self.name} ({self.url}): {what}: {exc}", "check the URL, the credentials and the network")
 
     # -- objects ---------------------------------------------------------------
@@ -283,10 +287,14 @@ class Location:
         bytes to ``advance`` as they arrive (not verified here: the receiving store re-hashes it)."""
         progress = _Bytes(advance, size)
         try:
-            self.fs.get_file(self._object(oid), str(dest), callback=progress.callback)
+            files.receive_file(lambda path: self.fs.get_file(self._object(oid), path, callback=progress.callback), dest)
             progress.finish()
         except FileNotFoundError:
             raise
+        except OSError as exc:  # this machine's disk (full, read-only, the file refused) is not the remote's fault
+            local = exc.errno in files.LOCAL_ONLY or (exc.filename is not None and Path(exc.filename) == dest)
+            classified = files.storage_error(exc, dest, "write") if local else None
+            raise classified or self._fail(f"reading object {oid}", exc) from None
         except Exception as exc:  # noqa: BLE001
             raise self._fail(f"reading object {oid}", exc) from None
 
@@ -449,7 +457,7 @@ class Location:
                 raise RefConflict(f"{name} on remote {self.name} moved to {current[:12] if current else 'nothing'} "
                                   f"while this push ran (expected {old[:12] if old else 'nothing'})",
                                   "fetch, merge or rebase, and push again")
-            self.fs.pipe_file(self._ref(name), f"{new}\n".encode())
+            self._put(self._ref(name), f"{new}\n".encode(), name)  # on a file system: renamed into place
         except RefConflict:
             raise
         except Exception as exc:  # noqa: BLE001

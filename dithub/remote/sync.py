@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import BadInput, RefConflict, RefNotFound, RemoteError
+from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
 from ..history import is_ancestor
 from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
@@ -373,28 +373,46 @@ def _bases_used(repo: Repo, tips: list[ObjectId]) -> dict[str, ObjectId]:
 # -- clone, pull ---------------------------------------------------------------------
 
 
+CLONING = "CLONING"
+"""A file in ``.dithub`` while a clone runs (it holds the URL): a clone killed or failed midway is
+resumed by running it again (only missing objects travel)."""
+
+
 def clone(url: str, directory: str | Path, *, name: str = "origin", options: dict[str, Any] | None = None,
           progress: ProgressFactory = no_progress) -> tuple[Repo, SyncResult]:
-    """A new repository at ``directory`` with every branch, tag and base of the remote at ``url``."""
+    """A new repository at ``directory`` with every branch, tag and base of the remote at ``url``;
+    a clone of the same URL that stopped midway is resumed."""
     from ..repo import Repo
 
     directory = Path(directory)
-    if directory.exists() and any(directory.iterdir()):
+    marker = directory / ".dithub" / CLONING
+    resuming = marker.is_file() and marker.read_text(errors="replace") == url
+    if directory.exists() and any(directory.iterdir()) and not resuming:
         raise BadInput(f"{directory} exists and is not empty", "clone into a new directory")
     first = Location(url, name, options)
     heads = _valid_refs(first)
     if not heads:
         raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
     branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
-    repo = Repo.init(directory, branch="main" if "main" in branches or not branches else branches[0])
-    remote_add(repo, name, url, options)
-    result = fetch(repo, name, with_base=True, progress=progress)
+    if resuming:
+        repo = Repo.open(directory)
+    else:
+        repo = Repo.init(directory, branch="main" if "main" in branches or not branches else branches[0])
+        atomic_write(marker, url.encode())
+        remote_add(repo, name, url, options)
+    try:
+        result = fetch(repo, name, with_base=True, progress=progress)
+    except DithubError as exc:
+        exc.hint = f"{exc.hint}; then " if exc.hint else ""
+        exc.hint += f"run the same clone again: it resumes into {directory} (or delete it)"
+        raise
     result.requests += first.requests
     for b in branches:
         tracked = repo.refs.resolve(f"{REMOTES}{name}/{b}")
         if tracked is not None:  # (None: fetch skipped it, and said why)
-            repo.refs.set_if_equals(HEADS + b, None, tracked, f"clone {url}")
+            repo.refs.set_if_equals(HEADS + b, repo.refs.resolve(HEADS + b), tracked, f"clone {url}")
             set_upstream(repo, b, name)
+    marker.unlink()
     return repo, result
 
 

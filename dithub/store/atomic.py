@@ -7,6 +7,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from . import files
+
 _CHUNK = 64 << 20
 _WRITEBACK_WINDOW = 64 << 20
 
@@ -40,7 +42,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:  # appends at the file
     view = memoryview(data).cast("B")
     pos = 0
     while pos < len(view):
-        pos += os.write(fd, view[pos : pos + _CHUNK])
+        pos += files.write(fd, view[pos : pos + _CHUNK])
 
 
 @contextmanager
@@ -53,22 +55,23 @@ def atomic_file(
     failure (or a kill) ``path`` is untouched and the temp file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", dir=tmp_dir or path.parent)
-    try:
-        yield fd
-        os.fsync(fd)
-        os.fchmod(fd, mode)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        if fd >= 0:
+    with files.faults(path, "write"):  # a full disk, a read-only file system…: StorageError naming the file
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:40]}.", dir=tmp_dir or path.parent)
+        try:
+            yield fd
+            os.fsync(fd)
+            os.fchmod(fd, mode)
             os.close(fd)
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if durable_dir:
-        fsync_dir(path.parent)
+            fd = -1
+            os.replace(tmp, path)
+        except BaseException:
+            if fd >= 0:
+                os.close(fd)
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        if durable_dir:
+            fsync_dir(path.parent)
 
 
 def pwrite_chunks(fd: int, chunks: Iterable[bytes | memoryview], offset: int) -> int:
@@ -78,7 +81,7 @@ def pwrite_chunks(fd: int, chunks: Iterable[bytes | memoryview], offset: int) ->
         view = memoryview(chunk).cast("B")
         done = 0
         while done < len(view):
-            done += os.pwrite(fd, view[done : done + _CHUNK], pos + done)
+            done += files.pwrite(fd, view[done : done + _CHUNK], pos + done)
         pos += len(view)
         if pos - flushed >= _WRITEBACK_WINDOW:
             _start_writeback(fd, flushed, pos - flushed)

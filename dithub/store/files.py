@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
@@ -66,4 +66,14 @@ def write(fd: int, data: memoryview) -> int:
     return os.write(fd, data)
 
 
-__all__ = ["faults", "open_fd", "open_read", "pwrite", "storage_error", "write"]
+def receive_file(copy: Callable[[str], None], dest: Path) -> None:
+    """Fill local file ``dest`` with ``copy(path)``: a download that a remote's client library
+    writes (fsspec: sendfile locally, concurrent ranged reads from S3)."""
+    copy(str(dest))
+
+
+LOCAL_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
+"""Faults a download can only meet on the machine it writes to (a read never fills a disk)."""
+
+
+__all__ = ["LOCAL_ONLY", "faults", "open_fd", "open_read", "pwrite", "receive_file", "storage_error", "write"]

@@ -260,7 +260,7 @@ class DiskObjectStore(BaseObjectStore):
 
     def peek(self, oid: ObjectId, n: int) -> bytes:
         try:
-            with files.open_read(self.path(oid)) as f:
+            with files.faults(self.path(oid), "read"), files.open_read(self.path(oid)) as f:
                 return f.read(n)
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
@@ -322,6 +322,10 @@ class DiskObjectStore(BaseObjectStore):
             return False
 
     def _load(self, oid: ObjectId) -> memoryview:
+        with files.faults(self.path(oid), "read"):
+            return self._map(oid)
+
+    def _map(self, oid: ObjectId) -> memoryview:
         path = self.path(oid)
         try:
             with files.open_read(path) as f:
@@ -356,7 +360,8 @@ class DiskObjectStore(BaseObjectStore):
     def iter_object_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
         """Chunks read into one reused buffer: each is valid until the next is asked for."""
         try:
-            f = files.open_read(self.path(oid))
+            with files.faults(self.path(oid), "read"):
+                f = files.open_read(self.path(oid))
         except FileNotFoundError:
             raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
         with f:

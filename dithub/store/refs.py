@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import BadInput, CorruptObject, RefConflict
+from . import files
 from .atomic import fsync_dir, write_all
 from .ids import ObjectId, is_object_id
 
@@ -286,7 +287,7 @@ class DiskRefStore(BaseRefStore):
             raise BadInput(f"cannot create {name}: refs exist below it ({name}/…)", "pick another name")
         for _attempt in range(2):
             try:
-                fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = files.open_fd(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 if self._break_stale(lock):
                     continue
@@ -325,6 +326,10 @@ class DiskRefStore(BaseRefStore):
             os.close(fd)
 
     def _cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
+        with files.faults(self._path(name), "update ref"):
+            self._locked_cas(name, old, new, entry)
+
+    def _locked_cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
         fd, lock = self._acquire(name)
         renamed = False
         try:
@@ -356,7 +361,7 @@ class DiskRefStore(BaseRefStore):
         path = self._log_path(name)
         path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(entry.to_json(), sort_keys=True) + "\n").encode()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+        fd = files.open_fd(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
