@@ -600,3 +600,51 @@ def test_a_full_remote_leaves_no_temp_files_and_remote_refs_are_replaced_atomica
     with pytest.raises(DithubError, match="full"):
         push(source, "origin", ["class/a"])
     assert not [p for p in url.rglob("*") if ".tmp-" in p.name]
+
+
+# -- 6. parameters are checked against their ranges before anything is read or written ---------------------
+
+
+@pytest.mark.parametrize("method, param, value, allowed", [
+    ("ties", "density", "0", "(0, 1]"), ("ties", "density", "-1", "(0, 1]"), ("ties", "density", "2", "(0, 1]"),
+    ("task_arithmetic", "alpha", "nan", "finite"), ("task_arithmetic", "alpha", "inf", "finite"),
+    ("dare", "p", "1", "[0, 1)"), ("dare", "combine", "max", "ta, ties"), ("dare", "seed", "-3", "[0, "),
+    ("breadcrumbs", "gamma", "1", "[0, 1)"), ("iso_cts", "common", "1.5", "[0, 1]"), ("magmax", "alpha", "-inf", "finite"),
+    ("core_space", "rank", "-1", "[0, "), ("core_space", "rule", "opcm", "task_arithmetic"), ("ema", "beta", "1.01", "[0, 1]"),
+])
+def test_merge_parameters_out_of_range_are_refused_before_anything_is_written(source, cli, method, param, value, allowed):
+    objects, refs = set(source.store), source.refs.as_dict()
+    res = cli(["merge", "class/a", "class/b", "--method", method, "-p", f"{param}={value}", "--into", "m"], cwd=source.path)
+    assert res.code == 3, res.err
+    line = res.err.strip()
+    assert len(line.splitlines()) == 1 and repr(param) in line and value in line and allowed in line
+    assert set(source.store) == objects and source.refs.as_dict() == refs
+
+
+def test_non_finite_scales_are_refused_everywhere(source, cli):
+    objects = set(source.store)
+    for args in (["merge", "class/a", "class/b", "--method", "ties", "--alpha", "nan", "--into", "m"],
+                 ["merge", "--method", "opcm", "--into", "seq", "class/a", "-p", "alpha=inf"],
+                 ["merge", "--method", "opcm", "--into", "seq", "class/a", "-p", "alpha=2"],
+                 ["rebase", "class/a", "--onto", "tiny", "--alpha", "nan"],
+                 ["revert", "class/a", "--method", "negation", "--alpha", "inf"]):
+        res = cli(args, cwd=source.path)
+        assert res.code == 3 and "internal error" not in res.err, (args, res.err)
+    assert set(source.store) == objects
+    (source.path / "dithub.toml").write_text("[verify]\nmin_accuracy = nan\n")
+    res = cli(["verify", "class/a"], cwd=source.path)
+    assert res.code == 3 and "min_accuracy" in res.err
+
+
+def test_every_registered_parameter_declares_what_it_may_be():
+    from dithub.merge import REGISTRY
+    from dithub.rebase.registry import REGISTRY as REBASES
+
+    for algo in [*REGISTRY.values(), *REBASES.values()]:
+        for name, default in algo.defaults.items():
+            if isinstance(default, bool):
+                continue
+            if isinstance(default, str):
+                assert default in algo.choices.get(name, ()), (algo.name, name)
+            else:
+                assert name in algo.ranges and algo.ranges[name].contains(default), (algo.name, name)
