@@ -22,6 +22,7 @@ from .formats.hf_names import model_names
 from .formats.merge_into import lora_delta
 from .formats.torch_io import to_torch
 from .merging import put_tensor
+from .params import scale_value
 from .progress import ProgressFactory, no_progress
 from .rebase import RebaseContext, RebaseMethod, Transport, get_rebase
 from .store import Commit, ObjectId, Op, Tree, TensorEntry
@@ -219,11 +220,7 @@ def rebase(repo: Repo, onto: str, branches: list[str], method_name: str, params:
     full = method.params(params)
     if alpha == "auto" and probe is None:
         raise BadInput("--alpha auto picks the scale on a probe set", "pass --probe FILE")
-    if alpha != "auto":
-        try:
-            alpha = float(alpha)
-        except ValueError:
-            raise BadInput(f"--alpha must be a number or auto, got {alpha!r}") from None
+    alpha = scale_value(alpha)
     new_id = _base_tree_id(repo, onto)
     jobs = _jobs(repo, branches, new_id, tip_only)
     new = repo.store.read_tree(new_id)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInput, IncompatibleAdapters
 from .formats.torch_io import TORCH_DTYPES, to_torch
 from .merge.sequential import DEFAULTS, opcm_accumulate
+from .params import UNIT, resolve_params
 from .merging import delta_loader, expanded_specs, put_tensor
 from .progress import ProgressFactory, no_progress
 from .store import ObjectId, Op, Tree
@@ -21,13 +22,8 @@ if TYPE_CHECKING:
 
 
 def opcm_params(given: dict[str, Any] | None) -> dict[str, float]:
-    unknown = sorted(set(given or {}) - set(DEFAULTS))
-    if unknown:
-        raise BadInput(f"method 'opcm' has no parameter {unknown[0]!r}", "valid parameters: alpha=0.5")
-    try:
-        return {"alpha": float((given or {}).get("alpha", DEFAULTS["alpha"]))}
-    except ValueError:
-        raise BadInput(f"parameter 'alpha' of 'opcm' must be float, got {given['alpha']!r}") from None  # type: ignore[index]
+    """OPCM's parameters: alpha, the share of the running merge's spectrum it keeps clear, in [0, 1]."""
+    return resolve_params("opcm", DEFAULTS, given, {"alpha": UNIT})
 
 
 def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None = None, *,

@@ -131,10 +131,9 @@ class DeviceMerge:
             return torch.stack([magnitude_threshold(h.to(self.device) if fits else h, density).to(self.device)
                                 for h in staged.host])
         if method == "dare":
-            from ..merge.full_space import check_dare, draw_source
+            from ..merge.full_space import draw_source
 
-            p, mask, rng, seed = params["p"], params["mask"], params["rng"], params["seed"]
-            check_dare(p=p, combine=params["combine"], mask=mask, rng=rng)
+            p, mask, rng, seed = params["p"], params["mask"], params["rng"], params["seed"]  # checked by params()
             limit, keep_prob = dare_limit(p, mask)
             if rng == "philox":  # drawn inside the kernel, keyed by the tensor's seed
                 return limit, keep_prob, tensor_seed(seed, key, 0), None

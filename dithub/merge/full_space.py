@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
+from ..params import NATURAL, REAL, Range
 from ..kernels import COMPILE_MIN_NUMEL, fused, kth_largest_abs, native, philox
 from ..kernels.fused import runs_fused
 from .primitives import dare_limit, draw, magnitude_thresholds, running_sum, tensor_seed
@@ -133,13 +134,14 @@ def _magmax_kernel(xs: list[Tensor], alpha: Tensor) -> Tensor:
     return best * alpha
 
 
-@register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3})
+@register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3}, ranges={"alpha": REAL})
 def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     xs = _flat(vectors)
     return running_sum(xs, torch.float32).mul_(alpha).reshape(vectors[0].shape)  # in place: at the memory bound
 
 
-@register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0})
+@register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0},
+          ranges={"density": Range(0.0, 1.0, low_open=True), "lam": REAL})
 def ties(vectors: Sequence[Tensor], *, density: float, lam: float) -> Tensor:
     xs = _flat(vectors)
     thresholds = magnitude_thresholds(xs, density)
@@ -149,10 +151,11 @@ def ties(vectors: Sequence[Tensor], *, density: float, lam: float) -> Tensor:
 
 @register("dare", paper="2311.03099",
           defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16", "rng": "torch"},
-          legacy={"mask": "float32"})
+          legacy={"mask": "float32"}, ranges={"p": Range(0.0, 1.0, high_open=True), "lam": REAL, "seed": NATURAL},
+          choices={"combine": ("ta", "ties"), "mask": ("uint16", "float32"), "rng": ("torch", "philox")},
+          check=lambda p: "rng=philox draws 16-bit uniforms: use mask=uint16" if p["rng"] == "philox" and p["mask"] != "uint16" else None)
 def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, mask: str, rng: str,
          key: str) -> Tensor:
-    check_dare(p=p, combine=combine, mask=mask, rng=rng)
     xs = _flat(vectors)
     limit, keep_prob = dare_limit(p, mask)
     params = {"p": p, "combine": combine, "lam": lam, "mask": mask}
@@ -179,20 +182,6 @@ def draw_source(n_inputs: int, *, p: float, seed: int, mask: str, rng: str, key:
     return lambda start, stop: [draw(g, stop - start, p, mask) for g in gens]
 
 
-def check_dare(*, p: float, combine: str, mask: str, rng: str) -> None:
-    """DARE's parameters, each checked against what it may be (BadInput naming the bad one)."""
-    if combine not in ("ta", "ties"):
-        raise BadInput(f"dare: combine must be 'ta' or 'ties', got {combine!r}")
-    if not 0.0 <= p < 1.0:
-        raise BadInput(f"dare: p must be in [0, 1), got {p}")
-    if mask not in ("uint16", "float32"):
-        raise BadInput(f"dare: mask must be 'uint16' or 'float32', got {mask!r}")
-    if rng not in ("torch", "philox"):
-        raise BadInput(f"dare: rng must be 'torch' or 'philox', got {rng!r}")
-    if rng == "philox" and mask != "uint16":
-        raise BadInput("dare: rng=philox draws 16-bit uniforms", "use --param mask=uint16 with rng=philox")
-
-
 def dare_chunk(xs: list[Tensor], draws: list[Tensor], params: dict, limit: int, keep_prob: float) -> Tensor:
     """DARE's fused keep-rescale-combine over flat inputs ``xs`` and their ``draws`` (fp32, flat)."""
     kernel = _dare_ta_kernel if params["combine"] == "ta" else _dare_ties_kernel
@@ -204,10 +193,10 @@ DARE_CHUNK = 1 << 21
 """Entries merged per pass by DARE (a multiple of four: see ``primitives.draw``)."""
 
 
-@register("breadcrumbs", paper="2312.06795", defaults={"beta": 0.1, "gamma": 0.01, "alpha": 0.3})
+@register("breadcrumbs", paper="2312.06795", defaults={"beta": 0.1, "gamma": 0.01, "alpha": 0.3},
+          ranges={"beta": Range(0.0, 1.0, low_open=True), "gamma": Range(0.0, 1.0, high_open=True), "alpha": REAL},
+          check=lambda p: f"need beta <= 1 - gamma (got beta={p['beta']}, gamma={p['gamma']})" if p["beta"] > 1 - p["gamma"] else None)
 def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: float) -> Tensor:
-    if not (0 <= gamma < 1 and 0 < beta <= 1 - gamma):
-        raise BadInput(f"breadcrumbs: need 0 <= gamma < 1 and 0 < beta <= 1 - gamma (got beta={beta}, gamma={gamma})")
     xs = _flat(vectors)
     lows, highs = [], []
     for x in xs:
@@ -220,7 +209,7 @@ def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: 
     return out.reshape(vectors[0].shape)
 
 
-@register("magmax", paper="2407.06322", defaults={"alpha": 1.0})
+@register("magmax", paper="2407.06322", defaults={"alpha": 1.0}, ranges={"alpha": REAL})
 def magmax(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     xs = _flat(vectors)
     return _magmax_kernel(xs, _scalar(alpha, xs[0])).reshape(vectors[0].shape)

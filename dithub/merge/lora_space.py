@@ -21,8 +21,12 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
+from ..params import NATURAL, REAL, UNIT
 from .primitives import svd
 from .registry import register
+
+CORE_RULES = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts")
+"""The full-space methods Core Space can run on the cores (tests check these are the registered ones)."""
 
 Factors = tuple[Tensor, Tensor, float]
 
@@ -35,7 +39,7 @@ def _concat(factors: Sequence[Factors], weight: float) -> tuple[Tensor, Tensor]:
     return a, b
 
 
-@register("concat", paper="2106.09685", defaults={"alpha": 1.0}, space="lora")
+@register("concat", paper="2106.09685", defaults={"alpha": 1.0}, space="lora", ranges={"alpha": REAL})
 def concat(factors: Sequence[Factors], *, alpha: float) -> tuple[Tensor, Tensor]:
     return _concat(factors, alpha)
 
@@ -136,7 +140,8 @@ class _CoreFrame:
 
 @register("core_space", paper="2509.17786",
           defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat", "bases": "implicit"},
-          space="lora", legacy={"linear": "core", "bases": "explicit"})
+          space="lora", legacy={"linear": "core", "bases": "explicit"}, ranges={"rank": NATURAL, "seed": NATURAL},
+          choices={"rule": CORE_RULES, "linear": ("concat", "core"), "bases": ("implicit", "explicit")})
 def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, bases: str,
                key: str) -> tuple[Tensor, Tensor]:
     """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
@@ -163,15 +168,9 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     """
     from .registry import get_method
 
-    inner = get_method(rule)
-    if inner.space != "full":
-        raise BadInput(f"core_space: rule {rule!r} is not a full-space method")
+    inner = get_method(rule)  # rule, linear and bases: checked against their choices by params()
     if not factors:
         raise BadInput("a merge needs at least one input")
-    if linear not in ("concat", "core"):
-        raise BadInput(f"core_space: linear must be 'concat' or 'core', got {linear!r}")
-    if bases not in ("implicit", "explicit"):
-        raise BadInput(f"core_space: bases must be 'implicit' or 'explicit', got {bases!r}")
     total = sum(fa.shape[0] for fa, _fb, _s in factors)
     m, n = factors[0][1].shape[0], factors[0][0].shape[1]
     if linear == "concat" and rule == "task_arithmetic" and (not rank or rank >= total) and total <= min(m, n):
@@ -193,7 +192,7 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     return v_ref.T, u_ref @ merged
 
 
-@register("ema", paper="2503.09271", defaults={"beta": 0.7}, space="lora")
+@register("ema", paper="2503.09271", defaults={"beta": 0.7}, space="lora", ranges={"beta": UNIT})
 def ema(factors: Sequence[Factors], *, beta: float) -> tuple[Tensor, Tensor]:
     """DitHub's update of a class module that reappears: per factor, β·new + (1−β)·old.
 

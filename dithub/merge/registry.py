@@ -16,7 +16,7 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import BadInput
-from ..params import Algorithm
+from ..params import Algorithm, Range
 
 MergeFn = Callable[..., Tensor]
 
@@ -52,9 +52,11 @@ REGISTRY: dict[str, MergeMethod] = {}
 
 def register(
     name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
-    matrices_only: bool = False, legacy: dict[str, Any] | None = None,
+    matrices_only: bool = False, legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
+    choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
-    """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key)."""
+    """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key), each
+    numeric one with its range and each string one with its choices."""
 
     def wrap(fn: MergeFn) -> MergeFn:
         sig = inspect.signature(fn)
@@ -65,7 +67,8 @@ def register(
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
         if random and "seed" not in (defaults or {}):
             raise TypeError(f"{name}: a method taking key must declare a seed default")
-        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), random, space, matrices_only)
+        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
+                                     dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only)
         return fn
 
     return wrap

@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ..params import Range
 from .registry import RebaseContext, Transport, as_float, register_rebase
 
 
@@ -41,7 +42,7 @@ class SignMask(Transport):
         return None
 
 
-@register_rebase("gradfix", paper="2510.09658", defaults={"samples": 64}, needs="labels")
+@register_rebase("gradfix", paper="2510.09658", defaults={"samples": 64}, needs="labels", ranges={"samples": Range(1, None)})
 def gradfix(ctx: RebaseContext, *, samples: int) -> Transport:
     """Mask the update by the per-sample majority sign of −∇L at the new base."""
     assert ctx.grad_signs is not None, "the executor computes gradient signs for methods that need labels"

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ..errors import BadInput
-from ..params import Algorithm
+from ..params import Algorithm, Range
 
 
 @dataclass
@@ -65,15 +65,6 @@ class RebaseMethod(Algorithm):
     """``nothing`` (data-free), ``inputs`` (unlabelled probe inputs) or ``labels`` (a labelled probe)."""
     equal_widths: bool = True
     """Whether the two bases must have tensors of the same shapes."""
-    choices: dict[str, tuple[str, ...]] = field(default_factory=dict)
-    """The values a string parameter may take."""
-
-    def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        out = super().params(given)
-        for name, allowed in self.choices.items():
-            if out[name] not in allowed:
-                raise BadInput(f"parameter {name!r} of {self.name!r} must be {' or '.join(allowed)}, got {out[name]!r}")
-        return out
 
     def __call__(self, ctx: RebaseContext, **params: Any) -> Transport:
         return self.fn(ctx, **self.params(params))
@@ -83,7 +74,8 @@ REGISTRY: dict[str, RebaseMethod] = {}
 
 
 def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = None, needs: str = "nothing",
-                    equal_widths: bool = True, choices: dict[str, tuple[str, ...]] | None = None) -> Callable[[RebaseFn], RebaseFn]:
+                    equal_widths: bool = True, choices: dict[str, tuple[str, ...]] | None = None,
+                    ranges: dict[str, Range] | None = None) -> Callable[[RebaseFn], RebaseFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults``."""
     if needs not in ("nothing", "inputs", "labels"):
         raise TypeError(f"{name}: needs must be nothing, inputs or labels")
@@ -92,7 +84,8 @@ def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = 
         kw = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if kw != set(defaults or {}):
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(defaults or {})}")
-        REGISTRY[name] = RebaseMethod(name, fn, paper, dict(defaults or {}), {}, needs, equal_widths, dict(choices or {}))
+        REGISTRY[name] = RebaseMethod(name, fn, paper, dict(defaults or {}), {}, dict(ranges or {}), dict(choices or {}),
+                                      needs=needs, equal_widths=equal_widths)
         return fn
 
     return wrap

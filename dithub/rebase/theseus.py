@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from ..errors import IncompatibleAdapters
+from ..params import Range
 from .registry import RebaseContext, Transport, as_float, register_rebase
 
 
@@ -104,7 +105,8 @@ def layer_maps(w_old: Tensor, w_new: Tensor, activations: tuple[Tensor, Tensor, 
 
 
 @register_rebase("theseus", paper="2602.12952", defaults={"samples": 256, "data": "activations", "rounds": 10},
-                 needs="inputs", equal_widths=False, choices={"data": ("activations", "weights")})
+                 needs="inputs", equal_widths=False, choices={"data": ("activations", "weights")},
+                 ranges={"samples": Range(1, None), "rounds": Range(1, None)})
 def theseus(ctx: RebaseContext, *, samples: int, data: str, rounds: int) -> Transport:
     """Per linear layer, Procrustes maps between the bases (from activations and weights, or weights)."""
     maps: dict[str, tuple[Tensor, Tensor]] = {}

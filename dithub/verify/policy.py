@@ -26,6 +26,7 @@ Relative paths are relative to the policy file's folder.
 from __future__ import annotations
 
 import fnmatch
+import math
 import sys
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
@@ -134,6 +135,8 @@ def _settings(table: Any, where: str, folder: Path, allow_code: bool = False) ->
             value = tuple(value)
         elif isinstance(value, (int, float)):
             value = float(value)
+            if not math.isfinite(value):
+                raise _fail(name, f"{value} is not a finite number")
             if value < 0 or (key in ("min_accuracy", "max_drop", "max_backdoor_cosine") and value > 1):
                 raise _fail(name, f"{value} is out of range ({'0 to 1' if key != 'max_norm_ratio' else '≥ 0'})")
         elif key in ("probe", "metric") and value != "accuracy" and ":" not in value:

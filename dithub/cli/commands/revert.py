@@ -6,6 +6,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput
+from ...params import scale_value
 from ..options import Json
 from ..output import emit, out, short
 from ..state import repo as open_repo
@@ -29,12 +30,7 @@ def revert(
     """Undo a commit, or remove one input from a merge (unlearning), as a new commit; history is kept."""
     if method not in METHODS:
         raise BadInput(f"unknown revert method {method!r}", f"valid methods: {', '.join(METHODS)}")
-    value: float | str | None = alpha
-    if alpha is not None and alpha != "auto":
-        try:
-            value = float(alpha)
-        except ValueError:
-            raise BadInput(f"--alpha must be a number or auto, got {alpha!r}") from None
+    value = scale_value(alpha) if alpha is not None else None
     repo = open_repo(ctx)
     oid = repo.revert(rev, from_merge=from_merge, method=method, alpha=value, probe=probe, force=force, margin=margin,
                       branch=into, message=message)
