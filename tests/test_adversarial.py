@@ -487,7 +487,6 @@ def test_an_object_deleted_on_the_remote_is_a_remote_error(source, tmp_path, cli
 
 
 def _fault(code: int):
-    import errno
     import os
 
     def raise_it(*_args, **_kwargs):
@@ -651,3 +650,16 @@ def test_every_registered_parameter_declares_what_it_may_be():
     from dithub.merge.lora_space import CORE_RULES
 
     assert set(CORE_RULES) == {n for n, m in REGISTRY.items() if m.space == "full"}  # what Core Space may run
+
+
+def test_an_oversized_pack_index_is_never_read(source, tmp_path):
+    url = tmp_path / "remote"
+    remote_add(source, "origin", str(url))
+    push(source, "origin", ["class/a"])
+    with open(url / "packs" / f"{'f' * 32}.idx", "wb") as f:
+        f.truncate(300 << 20)  # sparse: listed with its size, never read
+    repo = Repo.init(tmp_path / "dst")
+    remote_add(repo, "origin", str(url))
+    with pytest.raises(RemoteError, match="larger than any push writes"):
+        fetch(repo, "origin")
+    assert repo.fsck().ok

@@ -104,7 +104,7 @@ def test_dare_with_philox_draws_on_the_cpu_matches_its_definition(combine):
 
 
 def test_dare_rejects_an_unknown_rng_and_philox_with_float_draws():
-    with pytest.raises(BadInput, match="rng must be 'torch' or 'philox'"):
+    with pytest.raises(BadInput, match="parameter 'rng' of 'dare' is 'mt', not one of torch, philox"):
         get_method("dare")(_inputs(), rng="mt", key="w")
     with pytest.raises(BadInput, match="rng=philox draws 16-bit uniforms"):
         get_method("dare")(_inputs(), rng="philox", mask="float32", key="w")
@@ -206,7 +206,7 @@ def test_device_merge_checks_dare_parameters_as_the_cpu_does(tk):
     merger = _merger(tk)
     with pytest.raises(BadInput, match="rng=philox draws 16-bit uniforms"):
         merger.merge("dare", {"rng": "philox", "mask": "float32"}, merger.stage(xs), "w")
-    with pytest.raises(BadInput, match="combine must be 'ta' or 'ties'"):
+    with pytest.raises(BadInput, match="parameter 'combine' of 'dare' is 'magmax', not one of ta, ties"):
         merger.merge("dare", {"combine": "magmax"}, merger.stage(xs), "w")
 
 

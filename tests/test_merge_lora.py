@@ -226,9 +226,9 @@ def test_core_space_shortcut_only_where_it_is_the_same_merge():
     a, b = core(wide, key="m")
     a_ref, b_ref = core(wide, key="m", linear="core")
     torch.testing.assert_close((a, b), (a_ref, b_ref), rtol=0, atol=0)
-    with pytest.raises(BadInput, match="linear must be 'concat' or 'core'"):
+    with pytest.raises(BadInput, match="parameter 'linear' of 'core_space' is 'qr', not one of concat, core"):
         core(factors, key="m", linear="qr")
-    with pytest.raises(BadInput, match="bases must be 'implicit' or 'explicit'"):
+    with pytest.raises(BadInput, match="parameter 'bases' of 'core_space' is 'svd', not one of implicit, explicit"):
         core(factors, key="m", rule="ties", bases="svd")
 
 

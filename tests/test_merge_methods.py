@@ -100,7 +100,7 @@ def test_dare_float32_masks_are_the_first_release_rule():
     torch.testing.assert_close(out, expected)
     assert get_method("dare").recorded({"p": 0.7}) == {"p": 0.7, "mask": "float32"}
     assert get_method("dare").recorded({"mask": "uint16"}) == {"mask": "uint16"}
-    with pytest.raises(BadInput, match="mask must be"):
+    with pytest.raises(BadInput, match="parameter 'mask' of 'dare' is 'float64', not one of uint16, float32"):
         get_method("dare")(vs, mask="float64")
 
 

@@ -380,7 +380,7 @@ def test_transfusion_refuses_an_architecture_without_attention_blocks(tmp_path):
     repo.commit(tmp_path / "tv.safetensors", "tv", branch="t", base="mlp-v1")
     with pytest.raises(IncompatibleAdapters, match=r"transfusion cannot read the attention blocks of base mlp-v1 \(TinyMLP\).*naive and gradfix"):
         repo.rebase("mlp-v2", "t", "transfusion")
-    with pytest.raises(BadInput, match="parameter 'data' of 'theseus' must be activations or weights, got 'gram'"):
+    with pytest.raises(BadInput, match="parameter 'data' of 'theseus' is 'gram', not one of activations, weights"):
         repo.rebase("mlp-v2", "t", "theseus", {"data": "gram"})
     repo.rebase("mlp-v2", "t", "theseus", {"data": "weights"})  # data-free: from the weights themselves
     assert repo.commit_object("t").op.params == {"samples": 256, "data": "weights", "rounds": 10, "alpha": 1.0}

@@ -21,12 +21,16 @@ from typing import Any
 from ..errors import BadInput, DithubError, RefConflict, RemoteError
 from ..store import ObjectId, atomic_write, files, is_object_id, object_id
 from ..store.refs import MAX_REF_BYTES, full_ref_problem
-from .packs import Pack, build_packs, decode_index
+from ..store.objects import MAX_JSON_BYTES
+from .packs import PACK_BYTES, Pack, build_packs, decode_index
 
 STALE_LOCK_SECONDS = 60.0
 REMOTE_NAMESPACES = ("refs/heads/", "refs/tags/", "refs/bases/")
 """The refs a remote holds (a bare repository: no remote-tracking refs)."""
 WORKERS = 8
+MAX_PACK_BYTES = PACK_BYTES + MAX_JSON_BYTES
+"""No push writes a larger pack (small objects fill up to PACK_BYTES; a larger tree gets one of its own)."""
+MAX_INDEX_BYTES = 128 << 20
 PACK_CACHE_BYTES = 256 << 20
 """Packs read whole are kept in memory up to this many bytes (a walk reads one generation of
 commits at a time; their parents are usually in the same pack)."""
@@ -179,12 +183,17 @@ class Location:
                 return self._where
             try:
                 self.fs.invalidate_cache(f"{self.root}/packs")
-                names = [p.rpartition("/")[2] for p in self.fs.ls(f"{self.root}/packs", detail=False)]
+                listing = self.fs.ls(f"{self.root}/packs", detail=True)
+                sizes = {str(e["name"]).rpartition("/")[2]: int(e.get("size") or 0) for e in listing}
             except FileNotFoundError:
-                names = []
+                sizes = {}
             except Exception as exc:  # noqa: BLE001
                 raise self._fail("listing packs", exc) from None
-            new = [n[:-4] for n in names if n.endswith(".idx") and is_object_id(n[:-4]) and n[:-4] not in self._indexed]
+            new = [n[:-4] for n in sizes if n.endswith(".idx") and is_object_id(n[:-4]) and n[:-4] not in self._indexed]
+            for name in new:  # bounded reads: an index or pack larger than any push writes is not read
+                if sizes[name + ".idx"] > MAX_INDEX_BYTES or sizes.get(name + ".pack", 0) > MAX_PACK_BYTES:
+                    raise RemoteError(f"remote {self.name} ({self.url}): pack {name} or its index is larger than any push writes",
+                                      "repair the remote: push again from a complete clone")
             where = dict(self._where or {})
             with ThreadPoolExecutor(WORKERS) as pool:
                 for pack_id, index in zip(new, pool.map(self._read_index, new)):

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
 from ..history import is_ancestor
-from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
+from ..store import ObjectId, atomic_write, check_ref_name, object_type
 from ..store.refs import check_full_ref, full_ref_problem
 from .location import Location
 from .packs import PACKED_BELOW

@@ -250,8 +250,8 @@ class DiskRefStore(BaseRefStore):
         base = self.root / "refs"
         out = []
         if base.is_dir():
-            for dirpath, _dirs, files in os.walk(base):
-                for f in files:
+            for dirpath, _dirs, found in os.walk(base):
+                for f in found:
                     if f.endswith(".lock") or f.startswith("."):
                         continue
                     name = os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/")
