@@ -320,22 +320,20 @@ class Location:
         with ThreadPoolExecutor(WORKERS) as pool:
             return dict(zip(oids, pool.map(self.read_object, oids)))
 
-    def write_object(self, oid: ObjectId, data: bytes | memoryview | Iterable[bytes | memoryview],
-                     advance: Callable[[int], None] | None = None, size: int | None = None) -> None:
-        """Store one loose object: its bytes, or a stream of chunks (``size`` bytes in all) reported
-        to ``advance`` as they go. A stream that raises midway (a local object found damaged as it
-        is read) publishes nothing."""
-        self._put(self._object(oid), data, f"object {oid}", advance, size)
+    def write_object(self, oid: ObjectId, data: bytes | memoryview | Path, advance: Callable[[int], None] | None = None,
+                     verify: Callable[[], None] | None = None) -> None:
+        """Store one loose object: its bytes, or a local file holding them, whose bytes are reported
+        to ``advance`` as they go. ``verify`` (raising on damage) checks the file while it is copied
+        (before, where the copy publishes as it ends): a damaged file publishes nothing."""
+        self._put(self._object(oid), data, f"object {oid}", advance, verify)
 
-    def _put(self, path: str, data: bytes | memoryview | Iterable[bytes | memoryview], what: str,
-             advance: Callable[[int], None] | None = None, size: int | None = None) -> None:
+    def _put(self, path: str, data: bytes | memoryview | Path, what: str, advance: Callable[[int], None] | None = None,
+             verify: Callable[[], None] | None = None) -> None:
         """Write one remote file whole: on a file system under a temporary name, then renamed (a
-        failure removes the temporary file); elsewhere a put of the bytes, or for a stream an
-        upload that is committed only once the last chunk was written (discarded otherwise)."""
-        whole = isinstance(data, (bytes, bytearray, memoryview))
-        total = len(data) if whole else (size or 0)  # type: ignore[arg-type]
-        progress = _Bytes(advance or (lambda n: None), total)
-        chunks: Iterable[bytes | memoryview] = [data] if whole else data  # type: ignore[list-item]
+        failure removes the temporary file); elsewhere one put (atomic on S3). A local ``Path`` is
+        copied by the filesystem (no read into memory here), reporting progress."""
+        size = data.stat().st_size if isinstance(data, Path) else len(data)
+        progress = _Bytes(advance or (lambda n: None), size)
         try:
             if self._local:
                 folder = path.rpartition("/")[0]
@@ -344,28 +342,27 @@ class Location:
                     self._made.add(folder)
                 tmp = f"{path}.tmp-{time.monotonic_ns()}-{threading.get_ident()}"
                 try:
-                    with self.fs.open(tmp, "wb") as f:
-                        for chunk in chunks:
-                            f.write(chunk)
-                            progress.report(len(chunk))
+                    with ThreadPoolExecutor(1) as pool:  # the check reads the file while the kernel copies it
+                        checked = pool.submit(verify) if verify is not None else None
+                        try:
+                            if isinstance(data, Path):
+                                self.fs.put_file(str(data), tmp, callback=progress.callback)
+                            else:
+                                self.fs.pipe_file(tmp, data)
+                        finally:
+                            if checked is not None:
+                                checked.result()
                     self.fs.mv(tmp, path)
                 except BaseException:
                     self._remove_quietly(tmp)
                     raise
-            elif whole:
-                self.fs.pipe_file(path, bytes(data))  # type: ignore[arg-type]
             else:
-                f = self.fs.open(path, "wb", autocommit=False)
-                try:
-                    for chunk in chunks:
-                        f.write(chunk)
-                        progress.report(len(chunk))
-                    f.close()
-                    f.commit()
-                except BaseException:
-                    f.discard()
-                    f.closed = True  # discarded: nothing left to flush when it is collected
-                    raise
+                if verify is not None:
+                    verify()
+                if isinstance(data, Path):
+                    self.fs.put_file(str(data), path, callback=progress.callback)
+                else:
+                    self.fs.pipe_file(path, bytes(data))
         except DithubError:
             raise  # the local side's own error (a damaged object): it names itself
         except Exception as exc:  # noqa: BLE001

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
 from ..history import is_ancestor
-from ..store import ObjectId, atomic_write, check_ref_name, object_type
+from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
 from ..store.refs import check_full_ref, full_ref_problem
 from .location import Location
 from .packs import PACKED_BELOW
@@ -286,11 +286,17 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
     result = SyncResult(remote, todo.count)
     large = [t for t in todo.tensors if repo.store.size(t) >= PACKED_BELOW]
     set_large = set(large)
-    # a large tensor goes as a loose object, streamed from the store and verified as it is read: a
-    # damaged one stops the push (CorruptObject) before anything of it is published or any ref moves
-    result.bytes = send_tensors(large, lambda oid, advance: loc.write_object(oid, repo.store.iter_object_bytes(oid), advance,
-                                                                             repo.store.size(oid)),
-                                repo.store.size, progress, f"pushing to {remote}")
+    # a large tensor goes as a loose object, copied from its file where the store has one and verified
+    # as it is copied: a damaged one stops the push (CorruptObject) before it is published or any ref moves
+    disk = isinstance(repo.store, DiskObjectStore)
+
+    def send(oid: ObjectId, advance: Callable[[int], None]) -> None:
+        if disk:
+            loc.write_object(oid, repo.store.path(oid), advance, verify=lambda: repo.store.verify(oid))  # type: ignore[attr-defined]
+        else:
+            loc.write_object(oid, repo.store.read_buffer(oid), advance)
+
+    result.bytes = send_tensors(large, send, repo.store.size, progress, f"pushing to {remote}")
     # the rest in packs, in any order: `have` trusts only complete objects, so a partial upload resumes
     small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in set_large] + todo.small
     nbytes = sum(len(d) for _, d in small)

@@ -176,6 +176,11 @@ class BaseObjectStore(ABC):
         after the last chunk: a streaming copy never publishes damaged bytes)."""
         yield self.read_buffer(oid)
 
+    def verify(self, oid: ObjectId) -> None:
+        """Re-hash ``oid`` (streamed): CorruptObject, and the object set aside, if it is damaged."""
+        for _chunk in self.iter_object_bytes(oid):
+            pass
+
     def read(self, oid: ObjectId) -> bytes:
         return bytes(self.read_buffer(oid))
 
