@@ -147,7 +147,8 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
         result.objects += todo.count
         result.bytes += send_tensors(todo.tensors, lambda oid, advance: receiver.tensor(oid, sizes.get(oid, 0), advance, todo.expect.get(oid)),
                                      lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
-        result.bytes += receiver.put_all(dict(todo.small))
+        result.bytes += sum(len(data) for _oid, data in todo.small)
+        receiver.put_held(dict(todo.small), strict=True)
     repo.store.sync()
     for branch, oid in heads.items():
         ref = f"{REMOTES}{remote}/{branch}"
@@ -206,9 +207,7 @@ def _fetch_listed(repo: Repo, loc: Location, receiver: Receiver, listed: dict[Ob
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(pack, by_pack.values()))
         list(pool.map(one, [o for o in sizes if o not in packed]))
-    for oid, data in receiver.in_order(held):
-        receiver.put(oid, data)
-        stored.append(len(data))
+    stored.extend(len(held[oid]) for oid in receiver.put_held(held, strict=False))
     result.objects += len(stored)
     result.bytes += sum(stored)
 
@@ -245,9 +244,7 @@ def restore(repo: Repo, remote: str, oids: list[ObjectId], progress: ProgressFac
                 held[oid] = receiver.read(oid, sizes[oid])
                 todo.extend(link.id for link in receiver.missing(oid, held[oid]))
             advance(1)
-        for oid, data in receiver.in_order(held):
-            receiver.put(oid, data)
-            restored.append(oid)
+        restored.extend(receiver.put_held(held, strict=False))
         repo.store.sync()
         todo = [oid for oid, _why in reachable(repo.store, roots)[1] if oid not in tried]
     return restored

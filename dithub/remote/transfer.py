@@ -14,14 +14,14 @@ already, of the kind — for a tensor, the dtype and shape — that the naming o
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from ..errors import CorruptObject, ObjectNotFound, RemoteError
 from ..progress import ProgressFactory
-from ..store import BaseObjectStore, DiskObjectStore, ObjectId, object_id, object_type
-from ..store.objects import MAX_JSON_BYTES, Link, decode_commit, decode_tree, links, parse_tensor_header
+from ..store import BaseObjectStore, DiskObjectStore, ObjectId, object_type
+from ..store.objects import MAX_JSON_BYTES, Link, decode_commit, decode_tree, inspect, parse_tensor_header
 from ..store.objectstore import PEEK_BYTES
 from .location import WORKERS, Location
 
@@ -150,52 +150,83 @@ class Receiver:
             return f"names tensor {link.id} as {link.dtype} {list(link.shape or ())}, but it is {have[1]} {list(have[2] or ())}"
         return None
 
-    def missing(self, oid: ObjectId, data: bytes) -> list[Link]:
-        """What ``data`` names that is not stored yet; RemoteError if it does not parse, or names
-        something stored that is not what it says."""
+    def _check(self, oid: ObjectId, data: bytes) -> tuple[Kind, list[Link]]:
+        """What ``data`` is and what it names, parsed once; RemoteError if it does not parse."""
         try:
-            named = links(oid, data)
+            kind, dtype, shape, named = inspect(oid, data)
         except CorruptObject as exc:
             raise self.refuse(oid, f"is malformed: {exc.message}") from None
+        return (kind, dtype, shape), named
+
+    def _absent(self, oid: ObjectId, named: list[Link], held: Mapping[ObjectId, Kind] | None = None) -> list[Link]:
+        """The links that are neither stored here nor ``held``; RemoteError for one that is, but
+        is not what it says."""
         out = []
         for link in named:
-            have = self.kind_here(link.id)
+            have = (held or {}).get(link.id) or self.kind_here(link.id)
             if have is None:
                 out.append(link)
             elif why := self._mismatch(link, have):
                 raise self.refuse(oid, why)
         return out
 
-    def put(self, oid: ObjectId, data: bytes | memoryview, expect: Link | None = None) -> bool:
-        """Store ``data`` if it is ``oid``, well formed, of the ``expect``ed kind, and everything it
-        names (but an optional base) is stored; False (nothing stored) when something is not yet."""
-        data = bytes(data)
-        if object_id(data) != oid:
-            raise self.location.corrupt(oid)
-        kind = self._kind_of(oid, data)
-        if expect is not None and (why := self._mismatch(expect, kind)):
-            raise self.refuse(oid, f"was asked for by a tree that {why}")
-        if any(not link.optional for link in self.missing(oid, data)):
-            return False
+    def missing(self, oid: ObjectId, data: bytes) -> list[Link]:
+        """What ``data`` names that is not stored yet (RemoteError if it does not parse, or names
+        something stored that is not what it says)."""
+        return self._absent(oid, self._check(oid, data)[1])
+
+    def _store(self, oid: ObjectId, data: bytes | memoryview, kind: Kind) -> None:
         self.store.put([data])
         self._note(oid, kind)
+
+    def put(self, oid: ObjectId, data: bytes | memoryview, expect: Link | None = None) -> bool:
+        """Store ``data`` (bytes a Location read and re-hashed) if it is well formed, of the
+        ``expect``ed kind, and everything it names (but an optional base) is stored; False
+        (nothing stored) when something is not yet."""
+        kind, named = self._check(oid, bytes(data))
+        if expect is not None and (why := self._mismatch(expect, kind)):
+            raise self.refuse(oid, f"was asked for by a tree that {why}")
+        if any(not link.optional for link in self._absent(oid, named)):
+            return False
+        self._store(oid, data, kind)
         return True
 
-    def _kind_of(self, oid: ObjectId, data: bytes) -> Kind:
-        kind = object_type(data)
-        try:
-            if kind == "tensor":
-                dtype, shape, _offset = parse_tensor_header(oid, data)
-                return ("tensor", dtype, shape)
-            if kind == "tree":
-                decode_tree(oid, data)
-            elif kind == "commit":
-                decode_commit(oid, data)
-            else:
-                raise CorruptObject("it is of no known kind")
-        except CorruptObject as exc:
-            raise self.refuse(oid, f"is malformed: {exc.message}") from None
-        return (kind, None, None)
+    def put_held(self, objects: dict[ObjectId, bytes], *, strict: bool) -> list[ObjectId]:
+        """Store the held ``objects`` (read and re-hashed) whose dependencies are stored here or
+        held, dependencies first (tensors, trees, commits after their parents); returns those
+        stored. The others name what is neither: ``strict``, that is a RemoteError naming the first;
+        otherwise they are left out (a listing can be older than the objects it names; a walk
+        then fetches what they need)."""
+        checked = {oid: self._check(oid, data) for oid, data in objects.items()}
+        held = {oid: kind for oid, (kind, _named) in checked.items()}
+        blocked: dict[ObjectId, ObjectId] = {}
+        for oid, (_kind, named) in checked.items():
+            gone = [link.id for link in self._absent(oid, named, held) if not link.optional]
+            if gone:
+                blocked[oid] = gone[0]
+        ok: dict[ObjectId, bool] = {}
+        ordered: list[ObjectId] = []
+        for start in objects:
+            stack = [(start, False)]
+            while stack:  # depth-first, dependencies first
+                oid, expanded = stack.pop()
+                if oid in ok:
+                    continue
+                deps = [link.id for link in checked[oid][1] if link.id in objects]
+                if expanded:
+                    ok[oid] = oid not in blocked and all(ok.get(d, False) for d in deps)
+                    if ok[oid]:
+                        ordered.append(oid)
+                else:
+                    stack.append((oid, True))
+                    stack.extend((d, False) for d in deps if d not in ok)
+        for oid in ordered:
+            self._store(oid, objects[oid], held[oid])
+        if strict and len(ordered) < len(objects):
+            oid = next(o for o in objects if not ok.get(o))
+            first = blocked.get(oid) or next(link.id for link in checked[oid][1] if link.id in objects and not ok.get(link.id))
+            raise self.refuse(oid, f"names {first}, which the remote does not hold (or cannot be stored)")
+        return ordered
 
     def large(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None,
               expect: Link | None = None) -> int | None:
@@ -249,41 +280,3 @@ class Receiver:
             advance(len(data))
             n = len(data)
         return n
-
-    def in_order(self, objects: dict[ObjectId, bytes]) -> list[tuple[ObjectId, bytes]]:
-        """The held ``objects`` that can be stored now, dependencies first (tensors, trees, commits
-        after their parents); the others (naming what is neither here nor held) are left out — a
-        listing can be older than the objects it names; a walk then fetches what they need."""
-        needs = {oid: [link.id for link in self.missing(oid, data) if not link.optional] for oid, data in objects.items()}
-        ok: dict[ObjectId, bool] = {}
-        ordered: list[ObjectId] = []
-        for start in objects:
-            stack = [(start, False)]
-            while stack:  # depth-first, dependencies first
-                oid, expanded = stack.pop()
-                if oid in ok:
-                    continue
-                if oid not in objects:
-                    ok[oid] = False  # missing() already counted what is stored here
-                    continue
-                if expanded:
-                    ok[oid] = all(ok.get(d, False) for d in needs[oid])
-                    if ok[oid]:
-                        ordered.append(oid)
-                else:
-                    stack.append((oid, True))
-                    stack.extend((d, False) for d in needs[oid] if d not in ok)
-        return [(o, objects[o]) for o in ordered]
-
-    def put_all(self, objects: dict[ObjectId, bytes]) -> int:
-        """Store every held object, dependencies first; RemoteError naming the first that names
-        what neither this store nor ``objects`` holds. Returns the bytes stored."""
-        ordered = self.in_order(objects)
-        if len(ordered) < len(objects):
-            done = {o for o, _ in ordered}
-            oid = next(o for o in objects if o not in done)
-            gone = [link.id for link in self.missing(oid, objects[oid]) if not link.optional and link.id not in objects]
-            raise self.refuse(oid, f"names {gone[0] if gone else 'an object'}, which the remote does not hold")
-        for oid, data in ordered:
-            self.put(oid, data)
-        return sum(len(d) for _, d in ordered)

@@ -245,16 +245,17 @@ class Link:
     """A commit's base: a selective fetch may leave it out."""
 
 
-def links(oid: ObjectId, data: bytes) -> list[Link]:
-    """What the object ``data`` names, parsed and checked (CorruptObject when it does not parse)."""
+def inspect(oid: ObjectId, data: bytes) -> tuple[str, str | None, tuple[int, ...] | None, list[Link]]:
+    """(kind, dtype, shape, what it names) of the object ``data``, parsed and checked in one pass
+    (CorruptObject when it does not parse); dtype and shape for tensors only."""
     kind = object_type(data)
     if kind == "tensor":
-        parse_tensor_header(oid, data)
-        return []
+        dtype, shape, _offset = parse_tensor_header(oid, data)
+        return kind, dtype, shape, []
     if kind == "tree":
-        return [Link(e.id, "tensor", e.dtype, e.shape) for e in decode_tree(oid, data).tensors.values()]
+        return kind, None, None, [Link(e.id, "tensor", e.dtype, e.shape) for e in decode_tree(oid, data).tensors.values()]
     if kind == "commit":
         c = decode_commit(oid, data)
-        return ([Link(c.tree, "tree")] + [Link(p, "commit") for p in c.parents]
-                + ([Link(c.base, "tree", optional=True)] if c.base else []))
+        named = [Link(c.tree, "tree")] + [Link(p, "commit") for p in c.parents]
+        return kind, None, None, named + ([Link(c.base, "tree", optional=True)] if c.base else [])
     raise CorruptObject(f"object {oid} is of no known kind")

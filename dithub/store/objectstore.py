@@ -27,7 +27,7 @@ from .ids import ObjectId, is_object_id, object_id, object_id_of_parts
 from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_header
 
 Buffer = bytes | bytearray | memoryview
-PEEK_BYTES = 64 << 10
+PEEK_BYTES = 4096
 """Enough of an object to hold any tensor header (its shape has at most MAX_NDIM sizes)."""
 K = TypeVar("K")
 
