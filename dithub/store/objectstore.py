@@ -177,9 +177,9 @@ class BaseObjectStore(ABC):
         yield self.read_buffer(oid)
 
     def verify(self, oid: ObjectId) -> None:
-        """Re-hash ``oid`` (streamed): CorruptObject, and the object set aside, if it is damaged."""
-        for _chunk in self.iter_object_bytes(oid):
-            pass
+        """Re-hash ``oid`` (on disk: hashed where it is mapped, no copy): CorruptObject, and the
+        object set aside, if it is damaged."""
+        self.read_buffer(oid)
 
     def read(self, oid: ObjectId) -> bytes:
         return bytes(self.read_buffer(oid))
