@@ -39,6 +39,10 @@ def _corrupt(oid: ObjectId, moved: bool = False) -> CorruptObject:
     )
 
 
+def _nbytes(parts: Sequence[Buffer]) -> int:
+    return sum(len(memoryview(p).cast("B")) for p in parts)
+
+
 @dataclass(frozen=True)
 class TensorData:
     """A stored tensor: dtype, shape and a (zero-copy) view of its bytes."""
@@ -96,7 +100,7 @@ class BaseObjectStore(ABC):
     def put(self, parts: Sequence[Buffer]) -> tuple[ObjectId, bool]:
         """Store the concatenation of ``parts``; (id, whether it was new)."""
         oid = object_id_of_parts(parts)
-        if self._present(oid, sum(len(memoryview(p).cast("B")) for p in parts)):
+        if self._present(oid, _nbytes(parts)):
             self._freshen(oid)
             return oid, False
         self._store(oid, parts)
@@ -129,7 +133,7 @@ class BaseObjectStore(ABC):
                 for key, parts in items:
                     oid = object_id_of_parts(parts)
                     fut = None
-                    if oid not in claimed and not self._present(oid, sum(len(memoryview(p).cast("B")) for p in parts)):
+                    if oid not in claimed and not self._present(oid, _nbytes(parts)):
                         fut = pool.submit(self._store, oid, parts)
                     elif oid not in claimed:
                         self._freshen(oid)
@@ -170,11 +174,6 @@ class BaseObjectStore(ABC):
         if object_id(buf) != oid:
             raise _corrupt(oid, set_aside and self.set_aside(oid))
         return buf
-
-    def iter_object_bytes(self, oid: ObjectId) -> Iterator[memoryview]:
-        """An object's whole bytes in chunks, verified by the end (a mismatch raises CorruptObject
-        after the last chunk: a streaming copy never publishes damaged bytes)."""
-        yield self.read_buffer(oid)
 
     def verify(self, oid: ObjectId) -> None:
         """Re-hash ``oid`` (on disk: hashed where it is mapped, no copy): CorruptObject, and the
@@ -363,7 +362,9 @@ class DiskObjectStore(BaseObjectStore):
             pass
 
     def iter_object_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
-        """Chunks read into one reused buffer: each is valid until the next is asked for."""
+        """An object's whole bytes in chunks read into one reused buffer (each valid until the next
+        is asked for), verified by the end: a mismatch raises CorruptObject after the last chunk,
+        so a streaming copy never publishes damaged bytes."""
         try:
             with files.faults(self.path(oid), "read"):
                 f = files.open_read(self.path(oid))
