@@ -16,7 +16,6 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,19 +99,6 @@ def check_full_ref(name: str) -> None:
     problem = full_ref_problem(name)
     if problem:
         raise BadInput(f"invalid ref {name!r}: {problem}", "use letters, digits, '-', '_', '.' and '/' (e.g. class/dog)")
-
-
-def split_valid(names: Iterable[str], namespaces: tuple[str, ...]) -> tuple[list[str], list[tuple[str, str]]]:
-    """The names that are valid refs under ``namespaces``, and (name, why) for the others: the one
-    filter every ref name arriving from outside goes through before any path is formed from it."""
-    valid, invalid = [], []
-    for name in names:
-        problem = full_ref_problem(name, namespaces)
-        if problem:
-            invalid.append((name, problem))
-        else:
-            valid.append(name)
-    return valid, invalid
 
 
 class BaseRefStore(ABC):
