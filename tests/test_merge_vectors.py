@@ -1,0 +1,71 @@
+"""1-D tensors (biases, norm weights) are merged by the method itself, as the methods' reference code
+(and mergekit, peft) does; merges recorded before that (no ``vectors`` in the op) replay as they were
+made, with such tensors averaged (issue 18, point 1)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from conftest import commit_task_vectors
+from dithub import Repo
+from dithub.merge import get_method
+from dithub.merging import replay_merge
+from dithub.store import Commit, Op
+
+ELEMENTWISE = [("task_arithmetic", {"alpha": 0.3}), ("ties", {"density": 0.4}), ("dare", {"p": 0.3, "seed": 5}),
+               ("breadcrumbs", {"beta": 0.5, "gamma": 0.1}), ("magmax", {})]
+
+
+def _tv(path, seed):
+    g = torch.Generator().manual_seed(seed)
+    tv = {"w.weight": torch.randn(12, 10, generator=g), "w.bias": torch.randn(12, generator=g), "norm.weight": torch.randn(10, generator=g)}
+    save_file(tv, str(path))
+    return tv
+
+
+@pytest.fixture
+def three(tmp_path):
+    repo = Repo.init(tmp_path / "r")
+    return repo, commit_task_vectors(repo, tmp_path, _tv)
+
+
+def _got(repo, rev, name, shape):
+    tree = repo.tree_of(rev)
+    return torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32).reshape(shape)
+
+
+def test_task_arithmetic_scales_the_sum_of_every_tensor(three):
+    repo, tvs = three
+    repo.merge(["task/0", "task/1", "task/2"], "task_arithmetic", {"alpha": "0.3"}, into="m")
+    for name in ("w.weight", "w.bias", "norm.weight"):  # λ·Στ for every tensor (arXiv 2212.04089, eq. 1)
+        torch.testing.assert_close(_got(repo, "m", name, tvs[0][name].shape), 0.3 * sum(t[name] for t in tvs))
+    assert repo.commit_object("m").op.params["vectors"] == "method"
+
+
+@pytest.mark.parametrize("method, params", ELEMENTWISE)
+def test_every_elementwise_method_merges_1d_tensors_as_it_merges_matrices(three, method, params):
+    repo, tvs = three
+    repo.merge(["task/0", "task/1", "task/2"], method, {k: str(v) for k, v in params.items()}, into="m")
+    for name in ("w.bias", "norm.weight"):
+        expected = get_method(method)([t[name] for t in tvs], key=name, **params)
+        torch.testing.assert_close(_got(repo, "m", name, tvs[0][name].shape), expected)
+        assert not torch.allclose(expected, sum(t[name] for t in tvs) / 3)  # not the mean it used to be
+    assert replay_merge(repo, repo.commit_object("m")) == repo.commit_object("m").tree
+
+
+def test_a_merge_recorded_without_vectors_replays_with_1d_tensors_averaged(three):
+    repo, tvs = three
+    heads = [repo.resolve(f"task/{i}") for i in range(3)]
+    legacy = Commit("0" * 32, heads, None, "t", 0.0, "recorded before", Op("merge", "ties", {"density": 0.4, "lam": 1.0}, heads))
+    tree = repo.store.read_tree(replay_merge(repo, legacy))
+    bias = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors["w.bias"].id).data), dtype=torch.float32)
+    torch.testing.assert_close(bias, sum(t["w.bias"] for t in tvs) / 3)
+
+
+def test_negation_removes_an_input_from_every_tensor_of_a_linear_merge(three):
+    repo, tvs = three
+    repo.merge(["task/0", "task/1", "task/2"], "task_arithmetic", {"alpha": "0.3"}, into="m")
+    repo.revert("task/1", from_merge="m", method="negation", branch="m")
+    for name in ("w.weight", "w.bias"):
+        torch.testing.assert_close(_got(repo, "m", name, tvs[0][name].shape), 0.3 * (tvs[0][name] + tvs[2][name]))
