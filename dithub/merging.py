@@ -21,6 +21,7 @@ from .formats.lora import strip_prefix
 from .formats.merge_into import lora_delta
 from .formats.torch_io import TORCH_DTYPES, from_torch, to_torch
 from .merge import REGISTRY, get_method
+from .merge.registry import VECTORS
 from .progress import ProgressFactory, no_progress
 from .store import Commit, ObjectId, Op, TensorEntry, Tree, nbytes_of
 from .kernels.device import DeviceMerge, to_host, triton_kernels
@@ -49,12 +50,16 @@ class MergePlan:
     dtype: str | None = None
     sources: list[dict[str, str]] | None = None
     """Per input, output tensor name -> the input's own name (mixed LoRA and task vectors)."""
-    """Output dtype (``--dtype``); None keeps each input tensor's dtype."""
+    vectors: str | None = None
+    """For elementwise methods: ``method`` (1-D tensors merged by the method) or ``mean`` (averaged:
+    merges recorded before the key existed); None for methods it does not apply to."""
 
     @property
     def op(self) -> Op:
-        params = {**self.params, "dtype": self.dtype} if self.dtype else self.params
-        return Op("merge", self.method, params, self.inputs)
+        extra = {"dtype": self.dtype} if self.dtype else {}
+        if self.vectors is not None:
+            extra["vectors"] = self.vectors
+        return Op("merge", self.method, {**self.params, **extra}, self.inputs)
 
     def out_dtype(self, like: torch.dtype) -> torch.dtype:
         return TORCH_DTYPES[self.dtype] if self.dtype else like
@@ -70,6 +75,13 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     dtype = params.pop("dtype", None)
     if dtype is not None and dtype not in OUT_DTYPES:
         raise BadInput(f"--dtype {dtype!r} is not supported", f"choose one of {', '.join(OUT_DTYPES)}")
+    vectors = params.pop("vectors", None)
+    if m.elementwise:
+        vectors = vectors or "method"
+        if vectors not in VECTORS:
+            raise BadInput(f"parameter 'vectors' of {method!r} is {vectors!r}, not one of {', '.join(VECTORS)}")
+    elif vectors is not None:
+        raise BadInput(f"method {method!r} has no parameter 'vectors'", "only elementwise methods choose how 1-D tensors merge")
     full_params = m.params(params)
     if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
@@ -80,7 +92,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
     if m.space == "full" and {t.kind for t in trees} == {"lora", "task_vector"}:
-        return _plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype)
+        return _plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors)
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
@@ -91,11 +103,12 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
             "commit the adapters with --base NAME to merge them in full space")
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
-                     "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype)
+                     "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
+                     vectors=vectors)
 
 
 def _plan_mixed(repo: Repo, revs: list[str], ids: list[ObjectId], commits: list[Commit], trees: list[Tree],
-                m: Any, params: dict[str, Any], dtype: str | None) -> MergePlan:
+                m: Any, params: dict[str, Any], dtype: str | None, vectors: str | None) -> MergePlan:
     """LoRA adapters and task vectors together: both become deltas on the base's checkpoint names."""
     bases = {c.base for c in commits}
     if len(bases) > 1 or None in bases:
@@ -123,7 +136,7 @@ def _plan_mixed(repo: Repo, revs: list[str], ids: list[ObjectId], commits: list[
                 raise IncompatibleAdapters(f"base tensor {name!r}: {list(specs[0][name][1])} in {revs[0]} but {list(shape)} in {rev}")
     largest = max((nbytes_of("F32", sh) for _, sh in specs[0].values()), default=0)
     return MergePlan(m.name, m.paper, params, ids, revs, commits[0].base, "task_vector", specs[0],
-                     peak_bytes=(len(ids) + 2) * largest, dtype=dtype, sources=sources)
+                     peak_bytes=(len(ids) + 2) * largest, dtype=dtype, sources=sources, vectors=vectors)
 
 
 def _module_outputs(tree: Tree) -> set[str]:
@@ -229,15 +242,15 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     def load(name: str) -> Any:
         dtype, shape = plan.tensors[name]
         vectors = [get(src.get(name, name)).reshape(shape) for get, src in zip(loaders, sources)]
-        if merger is not None and method.applies_to(shape):
+        if merger is not None and method.applies_to(shape, plan.vectors):
             return merger.stage(vectors)
         return [v.to(dev) for v in vectors]
 
     def compute(name: str, loaded: Any) -> Any:
         dtype, shape = plan.tensors[name]
-        if merger is not None and method.applies_to(shape):
+        if merger is not None and method.applies_to(shape, plan.vectors):
             merged = merger.merge(plan.method, plan.params, loaded, name)
-        elif not method.applies_to(shape):  # biases, norms (and non-matrices for SVD methods): averaged
+        elif not method.applies_to(shape, plan.vectors):  # non-matrices for SVD methods (and 1-D tensors of old merges): averaged
             merged = torch.stack([v.float() for v in loaded]).mean(0)
         else:
             merged = method(loaded, key=name, **plan.params)

@@ -159,8 +159,10 @@ def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> O
     """The merge's update minus α times the removed input's, in full space (tensors the merge
     averaged lose the input from their mean)."""
     from .merge import get_method
+    from .merge.registry import recorded_params
 
     method = get_method(merge.op.method) if merge.op.method != "opcm" else None
+    vectors = recorded_params(merge.op.method or "", merge.op.params).get("vectors")
     n = len(merge.op.inputs)
     m_specs, m_load = _deltas(repo, merge)
     r_specs, r_load = _deltas(repo, removed)
@@ -172,7 +174,7 @@ def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> O
         merged = m_load(name).reshape(shape)
         if name not in r_specs:
             out[name] = (dtype, merged.float())
-        elif method is not None and not method.applies_to(shape) and n > 1:
+        elif method is not None and not method.applies_to(shape, vectors) and n > 1:
             out[name] = (dtype, remove_from_mean(merged, r_load(name).reshape(shape), n))
         else:
             out[name] = (dtype, negate(merged, r_load(name).reshape(shape), alpha))

@@ -33,10 +33,11 @@ def test_merge_commit_records_parents_op_and_result(three):
     commit = repo.store.read_commit(oid)
     heads = [repo.resolve(f"task/{i}") for i in range(3)]
     assert commit.parents == heads and repo.resolve("main") == oid
-    assert commit.op.to_json() == {"name": "merge", "method": "task_arithmetic", "params": {"alpha": 0.5}, "inputs": heads}
+    assert commit.op.to_json() == {"name": "merge", "method": "task_arithmetic", "params": {"alpha": 0.5, "vectors": "method"},
+                                   "inputs": heads}
     tree = repo.tree_of("main")
-    expected = {"a.weight": 0.5 * sum(t["a.weight"] for t in tvs), "b.bias": sum(t["b.bias"] for t in tvs) / 3}
-    for name in ("a.weight", "b.bias"):  # 1-D tensors are averaged, whatever the method
+    expected = {"a.weight": 0.5 * sum(t["a.weight"] for t in tvs), "b.bias": 0.5 * sum(t["b.bias"] for t in tvs)}
+    for name in ("a.weight", "b.bias"):  # 1-D tensors too are merged by the method (test_merge_vectors.py)
         got = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32)
         torch.testing.assert_close(got.reshape(tvs[0][name].shape), expected[name])
 
@@ -62,7 +63,7 @@ def test_replay_reproduces_the_tree_bit_for_bit(three):
     repo, _ = three
     oid = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "7", "combine": "ties"})
     commit = repo.store.read_commit(oid)
-    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7, "mask": "uint16", "rng": "torch"}
+    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7, "mask": "uint16", "rng": "torch", "vectors": "method"}
     assert replay_merge(repo, commit) == commit.tree
     other = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "8", "combine": "ties"}, into="x")
     assert repo.store.read_commit(other).tree != commit.tree  # the seed matters
@@ -134,7 +135,7 @@ def test_dtype_option_is_recorded_and_replayed(three):
     oid = repo.merge(["task/0", "task/1"], "ties", {"dtype": "BF16"})
     commit = repo.store.read_commit(oid)
     assert {e.dtype for e in repo.tree_of("main").tensors.values()} == {"BF16"}
-    assert commit.op.params == {"density": 0.2, "lam": 1.0, "dtype": "BF16"}
+    assert commit.op.params == {"density": 0.2, "lam": 1.0, "dtype": "BF16", "vectors": "method"}
     assert replay_merge(repo, commit) == commit.tree
     with pytest.raises(BadInput, match="--dtype 'F8'"):
         repo.merge(["task/0", "task/1"], "ties", {"dtype": "F8"})

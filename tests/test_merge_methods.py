@@ -171,7 +171,8 @@ def test_svd_methods_merge_matrices_only_and_others_are_averaged():
     for name in ("tsv", "iso_c", "iso_cts"):
         m = REGISTRY[name]
         assert m.applies_to((4, 3)) and not m.applies_to((1, 1, 64)) and not m.applies_to((8, 1, 2, 2))
-    assert REGISTRY["ties"].applies_to((8, 1, 2, 2)) and not REGISTRY["ties"].applies_to((5,))
+    assert REGISTRY["ties"].applies_to((8, 1, 2, 2)) and REGISTRY["ties"].applies_to((5,))  # elementwise: every tensor
+    assert not REGISTRY["ties"].applies_to((5,), "mean")  # as merges recorded before issue 18 ran
 
 
 def test_svd_falls_back_to_fp64_when_fp32_does_not_converge(monkeypatch):

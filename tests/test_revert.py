@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import json
 
+from dataclasses import replace
+
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -11,7 +13,8 @@ from conftest import commit_task_vectors, lora_adapter, tiny_vit
 from dithub import Repo
 from dithub.errors import BadInput, ObjectNotFound
 from dithub.merge import REGISTRY
-from dithub.store import DiskObjectStore
+from dithub.merging import replay_merge
+from dithub.store import Commit, DiskObjectStore
 
 
 def _tv(path, seed, names=("a.weight", "b.weight", "b.bias")):
@@ -94,10 +97,16 @@ def test_negation_equals_the_formula_and_refuses_non_linear_merges(three):
         merged = 0.4 * (tvs[0][name] + tvs[1][name] + tvs[2][name])
         torch.testing.assert_close(_tensor(repo, oid, name), merged - 0.4 * tvs[1][name], rtol=0, atol=1e-6)
         torch.testing.assert_close(_tensor(repo, oid, name), 0.4 * (tvs[0][name] + tvs[2][name]), rtol=1e-5, atol=1e-5)
-    # the merge averaged the 1-D bias: the input leaves the mean, (3·m − τ)/2, which is the others' mean
+    # the 1-D bias was merged by the method too: negated like the weights
+    torch.testing.assert_close(_tensor(repo, oid, "b.bias"), 0.4 * (tvs[0]["b.bias"] + tvs[2]["b.bias"]), rtol=1e-5, atol=1e-6)
+    # a merge recorded before (no ``vectors``: its 1-D tensors averaged): the input leaves the mean, (3·m − τ)/2
+    old_ta = repo.store.read_commit(repo.resolve("ta~1"))
+    legacy = Commit(replay_merge(repo, replace(old_ta, op=replace(old_ta.op, params={"alpha": 0.4}))), old_ta.parents, None,
+                    "t", 0.0, "recorded before", replace(old_ta.op, params={"alpha": 0.4}))
+    repo.commit_tree(legacy.tree, "legacy", branch="legacy", parents=legacy.parents, base=None, op=legacy.op)
+    oid_legacy = repo.revert("task/1", from_merge="legacy", method="negation", branch="legacy")
     mean = (tvs[0]["b.bias"] + tvs[1]["b.bias"] + tvs[2]["b.bias"]) / 3
-    torch.testing.assert_close(_tensor(repo, oid, "b.bias"), (3 * mean - tvs[1]["b.bias"]) / 2, rtol=0, atol=1e-6)
-    torch.testing.assert_close(_tensor(repo, oid, "b.bias"), (tvs[0]["b.bias"] + tvs[2]["b.bias"]) / 2, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(_tensor(repo, oid_legacy, "b.bias"), (3 * mean - tvs[1]["b.bias"]) / 2, rtol=0, atol=1e-6)
     assert repo.commit_object(oid).op.params["alpha"] == 0.4  # the merge's own scale, by default
     repo.revert("task/2", from_merge="ta~1", method="negation", alpha=0.1, branch="ta")
     torch.testing.assert_close(_tensor(repo, "ta", "a.weight"), _tensor(repo, "ta~2", "a.weight") - 0.1 * tvs[2]["a.weight"])

@@ -2,9 +2,10 @@
 
 Trimming and thresholds are per tensor (as mergekit does), which is what lets
 a merge stream a model tensor by tensor; the papers state them per model.
-The executor applies these to tensors of two or more dimensions; 1-D tensors
-(biases, norms) are averaged whatever the method. LoRA inputs are expanded to
-ΔW = s·B@A first (the result is a task vector).
+The executor applies these to every tensor, 1-D biases and norms included, as
+their reference code (and mergekit, peft) does; merges recorded before that
+(no ``vectors`` in the op) replay with 1-D tensors averaged. LoRA inputs are
+expanded to ΔW = s·B@A first (the result is a task vector).
 
 * ``task_arithmetic`` — Ilharco et al., "Editing Models with Task Arithmetic", arXiv 2212.04089:
   α · Σ τ_t. Default α = 0.3 (fusion_bench's scaling factor).

@@ -31,9 +31,18 @@ class MergeMethod(Algorithm):
     matrices_only: bool = False
     """Defined on 2-D weights only (SVD methods); the executor averages every other tensor."""
 
-    def applies_to(self, shape: Sequence[int]) -> bool:
-        """Whether this method merges a tensor of ``shape`` (others are averaged: the documented rule)."""
-        return len(shape) == 2 if self.matrices_only else len(shape) >= 2
+    @property
+    def elementwise(self) -> bool:
+        """Defined entry by entry on tensors of any shape (full space, not matrices only)."""
+        return self.space == "full" and not self.matrices_only
+
+    def applies_to(self, shape: Sequence[int], vectors: str | None = None) -> bool:
+        """Whether this method merges a tensor of ``shape`` (others are averaged): matrices-only
+        methods 2-D tensors; elementwise methods every tensor, or (``vectors="mean"``, merges
+        recorded before 1-D tensors were merged by the method) those of two or more dimensions."""
+        if self.matrices_only:
+            return len(shape) == 2
+        return vectors != "mean" or len(shape) >= 2
 
     @property
     def scale_param(self) -> str | None:
@@ -74,9 +83,19 @@ def register(
     return wrap
 
 
+VECTORS = ("method", "mean")
+"""How an elementwise merge treats 1-D tensors: by the method (the default), or averaged."""
+
+
 def recorded_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
-    """What a recorded merge op ran with (see ``Algorithm.legacy``); OPCM records every parameter."""
-    return REGISTRY[method].recorded(params) if method in REGISTRY else dict(params)
+    """What a recorded merge op ran with (see ``Algorithm.legacy``; an elementwise merge recorded
+    without ``vectors`` averaged its 1-D tensors); OPCM records every parameter."""
+    if method not in REGISTRY:
+        return dict(params)
+    out = REGISTRY[method].recorded(params)
+    if REGISTRY[method].elementwise and "vectors" not in out:
+        out["vectors"] = "mean"
+    return out
 
 
 def get_method(name: str) -> MergeMethod:
