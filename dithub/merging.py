@@ -96,7 +96,8 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
-    specs = expanded_specs(first) if expand else {n: (e.dtype, e.shape) for n, e in first.tensors.items()}
+    each = [expanded_specs(t) if expand else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
+    specs = {n: (promoted([s[n][0] for s in each]), shape) for n, (_dtype, shape) in each[0].items()}
     if expand and commits[0].base is None and any(n not in _module_outputs(first) for n in specs):
         raise IncompatibleAdapters(
             f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
@@ -184,12 +185,39 @@ def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree],
             raise IncompatibleAdapters(f"tensor {missing[0]!r} is in {owner} but not in {other}",
                                        "merge adapters that adapt the same tensors")
         for name, got in sh.items():
-            if got != shapes[0][name]:
-                raise IncompatibleAdapters(f"tensor {name!r} is {_fmt(shapes[0][name])} in {revs[0]} but {_fmt(got)} in {r}")
+            first = shapes[0][name]
+            if got[1] != first[1] or (got[0] != first[0] and not {got[0], first[0]} <= FLOAT_DTYPES):
+                raise IncompatibleAdapters(f"tensor {name!r} is {_fmt(first)} in {revs[0]} but {_fmt(got)} in {r}",
+                                           "merge adapters of the same shapes; float dtypes may differ, other dtypes must agree")
+
+
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 
 
 def _fmt(spec: tuple[str, tuple[int, ...]]) -> str:
-    return f"{spec[0]}{list(spec[1])}"
+    return f"{spec[0]} [{', '.join('r' if d == -1 else str(d) for d in spec[1])}]"
+
+
+def common_dtype(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Inputs of different float dtypes, promoted to one (the same tensors when they agree, so a
+    merge of same-dtype inputs computes as it always did)."""
+    if len({t.dtype for t in tensors}) <= 1:
+        return tensors
+    out = tensors[0].dtype
+    for t in tensors[1:]:
+        out = torch.promote_types(out, t.dtype)
+    return [t.to(out) for t in tensors]
+
+
+def promoted(dtypes: Sequence[str]) -> str:
+    """The dtype inputs of these (float) dtypes are merged in: the first if all agree, else their
+    promotion (BF16 and F16 give F32)."""
+    if len(set(dtypes)) == 1:
+        return dtypes[0]
+    out = TORCH_DTYPES[dtypes[0]]
+    for d in dtypes[1:]:
+        out = torch.promote_types(out, TORCH_DTYPES[d])
+    return next(name for name, t in TORCH_DTYPES.items() if t == out)
 
 
 def _merge_shapes(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -241,7 +269,7 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
 
     def load(name: str) -> Any:
         dtype, shape = plan.tensors[name]
-        vectors = [get(src.get(name, name)).reshape(shape) for get, src in zip(loaders, sources)]
+        vectors = common_dtype([get(src.get(name, name)).reshape(shape) for get, src in zip(loaders, sources)])
         if merger is not None and method.applies_to(shape, plan.vectors):
             return merger.stage(vectors)
         return [v.to(dev) for v in vectors]
@@ -305,7 +333,8 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
     entries: dict[str, TensorEntry] = {}
     ranks: dict[str, int] = {}
     for name, m in modules.items():
-        factors = [(load(t, m.a_key), load(t, m.b_key), scaling(t.config, name)) for t in trees]
+        a_s, b_s = common_dtype([load(t, m.a_key) for t in trees]), common_dtype([load(t, m.b_key) for t in trees])
+        factors = [(a, b, scaling(t.config, name)) for a, b, t in zip(a_s, b_s, trees)]
         a, b = method(factors, key=name, **plan.params)
         entries[m.a_key] = put_tensor(repo, a.to(plan.out_dtype(factors[0][0].dtype)).cpu())
         entries[m.b_key] = put_tensor(repo, b.to(plan.out_dtype(factors[0][1].dtype)).cpu())
@@ -314,7 +343,7 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
     factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
     for key in trees[0].tensors:
         if key not in factor_keys:
-            whole = [load(t, key) for t in trees]
+            whole = common_dtype([load(t, key) for t in trees])
             mean = torch.stack([w.float() for w in whole]).mean(0)
             entries[key] = put_tensor(repo, mean.to(plan.out_dtype(whole[0].dtype)).cpu())
             advance(1)

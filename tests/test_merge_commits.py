@@ -164,7 +164,7 @@ def test_bad_merges_are_one_line_errors_that_write_nothing(three, cli, tmp_path,
     assert isinstance(store, DiskObjectStore)
     before = set(store)
     cases = [
-        ("merge task/0 wide --method ties", IncompatibleAdapters, "F32[16, 8] in task/0 but F32[16, 9] in wide"),
+        ("merge task/0 wide --method ties", IncompatibleAdapters, "F32 [16, 8] in task/0 but F32 [16, 9] in wide"),
         ("merge task/0 less --method ties", IncompatibleAdapters, "'b.bias' is in task/0 but not in less"),
         ("merge task/0 lora --method ties", IncompatibleAdapters, "shared base checkpoint"),
         ("merge task/0 based --method ties", IncompatibleAdapters, "different base checkpoints"),

@@ -51,7 +51,8 @@ def test_a_bf16_and_an_fp32_lora_concatenate(tmp_path):
     key = next(k for k in tree.tensors if k.endswith("lora_A.weight"))
     got, dtype = _read(repo, "m", key)
     a_in, _ = _read(repo, "a", key)
-    assert dtype == "F32" and torch.equal(got[:4], a_in.float())  # the bf16 factor, promoted exactly
+    # concat stores scale 1: the bf16 factor times s = alpha / r = 2, promoted exactly
+    assert dtype == "F32" and torch.equal(got[:4], 2 * a_in.float())
 
 
 def test_a_float_and_an_integer_tensor_do_not_merge(tmp_path):
