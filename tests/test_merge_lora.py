@@ -412,3 +412,29 @@ def test_dare_matches_peft_dare_svd_in_distribution(combine, peft_fn):
         total = sum(d.double() for d in deltas)
         assert ((ours.mean(0) - total).abs() <= 5 * torch.sqrt(ours.var(0) / draws) + 1e-9).all()
         torch.testing.assert_close(ours.var(0), sum(d.double() ** 2 for d in deltas) * p / (1 - p), rtol=0.2, atol=1e-6)
+
+
+def test_core_space_passes_the_inner_rules_parameters_and_alpha(adapters, tmp_path, cli):
+    """-p density=… reaches Core Space's inner TIES (validated against TIES' own definition), and
+    --alpha sets the inner rule's final scale (issue 18, point 5)."""
+    from dithub.merging import replay_merge
+
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(adapters / "a", "a", branch="class/a")
+    repo.commit(adapters / "b", "b", branch="class/b")
+    repo.merge(["class/a", "class/b"], "core_space", {"rule": "ties", "density": "0.5"}, into="d5")
+    repo.merge(["class/a", "class/b"], "core_space", {"rule": "ties", "density": "0.9"}, into="d9")
+    commit = repo.commit_object("d5")
+    assert commit.op.params["density"] == 0.5 and commit.op.params["lam"] == 1.0
+    assert replay_merge(repo, commit) == commit.tree
+    module = next(iter(lora_modules(repo.tree_of("d5").tensors)))
+    assert not torch.allclose(_delta(repo, "d5", module), _delta(repo, "d9", module))  # the density reached TIES
+    res = cli(["merge", "class/a", "class/b", "--method", "core_space", "--alpha", "0.5", "--into", "half"], cwd=repo.path)
+    assert res.code == 0, res.err
+    for module in lora_modules(repo.tree_of("half").tensors):  # task arithmetic (the default rule) at α = 0.5
+        expected = 0.5 * (_delta(repo, "class/a", module) + _delta(repo, "class/b", module))
+        torch.testing.assert_close(_delta(repo, "half", module), expected, rtol=1e-4, atol=1e-6)
+    res = cli(["merge", "class/a", "class/b", "--method", "core_space", "-p", "rule=ties", "-p", "alpha=2"], cwd=repo.path)
+    assert res.code == 3 and "'alpha'" in res.err and "density" in res.err  # ties has no alpha: its own parameters listed
+    res = cli(["merge", "class/a", "class/b", "--method", "core_space", "-p", "rule=ties", "-p", "density=0"], cwd=repo.path)
+    assert res.code == 3 and "(0, 1]" in res.err
