@@ -384,7 +384,7 @@ def sweep_alpha(repo: Repo, plan: MergePlan, probe_spec: str, metric: str = "acc
 
     from .eval import ScaledAdapter, load_metric, load_probe
 
-    scale = get_method(plan.method).scale_param
+    scale = get_method(plan.method).scale_for(plan.params)
     if scale is None:
         raise BadInput(f"method {plan.method!r} has no final scale to tune", "drop --alpha auto")
     if plan.base is None:

@@ -413,7 +413,7 @@ class Repo:
         note = ""
         if probe is not None:
             best, accuracies = sweep_alpha(self, plan, probe, metric)
-            scale = get_method(method).scale_param
+            scale = get_method(method).scale_for(plan.params)
             plan = replace(plan, params={**plan.params, scale: best})
             note = f"\n\n{scale} = {best} chosen on {probe} by {metric}: " + ", ".join(f"{a}: {acc:.3f}" for a, acc in accuracies.items())
         previous = self.refs.resolve(HEADS + branch)

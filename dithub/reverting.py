@@ -151,7 +151,7 @@ def _scale_of(commit: Commit) -> float | None:
 
     if commit.op.method == "opcm":
         return None
-    name = get_method(commit.op.method or "").scale_param
+    name = get_method(commit.op.method or "").scale_for(commit.op.params)
     return float(commit.op.params[name]) if name and name in commit.op.params else None
 
 

@@ -16,6 +16,7 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -141,14 +142,15 @@ class _CoreFrame:
 @register("core_space", paper="2509.17786",
           defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat", "bases": "implicit"},
           space="lora", legacy={"linear": "core", "bases": "explicit"}, ranges={"rank": NATURAL, "seed": NATURAL},
-          choices={"rule": CORE_RULES, "linear": ("concat", "core"), "bases": ("implicit", "explicit")})
+          choices={"rule": CORE_RULES, "linear": ("concat", "core"), "bases": ("implicit", "explicit")}, inner="rule")
 def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, bases: str,
-               key: str) -> tuple[Tensor, Tensor]:
+               key: str, **rule_params: Any) -> tuple[Tensor, Tensor]:
     """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
 
     Project every ΔW_t = s_t B_t A_t onto the joint bases U_ref (from the stacked B's) and V_ref (from
     the stacked A's): M_t = (U_refᵀ s_t B_t)(A_t V_ref), an R x R core with R ≤ Σ r_t. Merge the cores
-    with any full-space ``rule`` (run with its own defaults; default task_arithmetic), and map back:
+    with any full-space ``rule`` (default task_arithmetic; its parameters — ``density``, ``alpha``… — are
+    passed through, ``seed`` being Core Space's own; ``--alpha`` sets the rule's scale), and map back:
     B = U_ref M, A = V_refᵀ (rank R), or with ``rank`` k > 0 the top-k SVD of M. No m x n matrix is
     ever formed; the projection is lossless (each ΔW_t lies in the span of the bases), so core-space
     task arithmetic equals full-space task arithmetic.
@@ -174,14 +176,14 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     total = sum(fa.shape[0] for fa, _fb, _s in factors)
     m, n = factors[0][1].shape[0], factors[0][0].shape[1]
     if linear == "concat" and rule == "task_arithmetic" and (not rank or rank >= total) and total <= min(m, n):
-        return _concat(factors, inner.defaults["alpha"])
+        return _concat(factors, float(rule_params.get("alpha", inner.defaults["alpha"])))
     frame = _CoreFrame.of(factors) if bases == "implicit" else None
     if frame is not None:
         cores = frame.cores([fa.shape[0] for fa, _fb, _s in factors])
     else:
         u_ref, v_ref = core_bases(factors)
         cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
-    merged = inner(cores, key=key, seed=seed) if inner.random else inner(cores)
+    merged = inner(cores, key=key, seed=seed, **rule_params) if inner.random else inner(cores, **rule_params)
     if rank and rank < merged.shape[0]:
         p, sv, qh = svd(merged)
         if frame is not None:

@@ -9,14 +9,14 @@ name), so each tensor's randomness is fixed by the recorded seed alone.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
 from ..errors import BadInput
-from ..params import Algorithm, Range
+from ..params import Algorithm, Range, describe
 
 MergeFn = Callable[..., Tensor]
 
@@ -30,6 +30,31 @@ class MergeMethod(Algorithm):
     """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1."""
     matrices_only: bool = False
     """Defined on 2-D weights only (SVD methods); the executor averages every other tensor."""
+    inner: str | None = None
+    """The parameter naming an inner full-space rule (Core Space's ``rule``): the method also takes
+    that rule's parameters (but ``seed``, its own), checked against the rule's definition."""
+
+    def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overridden by ``given``; with an inner rule, that rule's parameters too (every
+        one recorded, so a replay does not depend on the rule's defaults)."""
+        if self.inner is None:
+            return super().params(given)
+        given = dict(given or {})
+        own = super().params({k: v for k, v in given.items() if k in self.defaults})
+        rule = REGISTRY[own[self.inner]]
+        rest = {k: v for k, v in given.items() if k not in self.defaults}
+        unknown = sorted(set(rest) - set(rule.defaults) | (set(rest) & {"seed"}))
+        if unknown:
+            raise BadInput(f"method {self.name!r} with {self.inner}={rule.name} has no parameter {unknown[0]!r}",
+                           f"valid parameters: {describe(self)}; of {rule.name}: {describe(rule)} (seed is {self.name}'s)")
+        return {**own, **{k: v for k, v in rule.params(rest).items() if k != "seed"}}
+
+    def scale_for(self, params: Mapping[str, Any]) -> str | None:
+        """The parameter that scales the merged update last, given the chosen ``params`` (with an
+        inner rule: that rule's scale)."""
+        if self.inner is not None:
+            return get_method(str(params.get(self.inner, self.defaults[self.inner]))).scale_param
+        return self.scale_param
 
     @property
     def elementwise(self) -> bool:
@@ -63,6 +88,7 @@ def register(
     name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
     matrices_only: bool = False, legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
     choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
+    inner: str | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key), each
     numeric one with its range and each string one with its choices."""
@@ -77,7 +103,8 @@ def register(
         if random and "seed" not in (defaults or {}):
             raise TypeError(f"{name}: a method taking key must declare a seed default")
         REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
-                                     dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only)
+                                     dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
+                                     inner=inner)
         return fn
 
     return wrap

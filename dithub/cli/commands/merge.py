@@ -24,11 +24,11 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
-def scale_param(method: str) -> str:
-    """The parameter ``--alpha`` sets for ``method``."""
+def scale_param(method: str, params: dict[str, str]) -> str:
+    """The parameter ``--alpha`` sets for ``method`` with ``params`` (Core Space: its rule's scale)."""
     from ...merge import get_method  # loads torch; only when --alpha is given
 
-    name = get_method(method).scale_param if method != "opcm" else None
+    name = get_method(method).scale_for(params) if method != "opcm" else None
     if name is None:
         raise BadInput(f"method {method!r} has no final scale for --alpha", "pass its parameters with --param")
     return name
@@ -57,9 +57,9 @@ def merge(
     if alpha == "auto":
         if probe is None:
             raise BadInput("--alpha auto needs --probe FILE", "a .safetensors file with inputs and labels")
-        scale_param(method)
+        scale_param(method, params)
     elif alpha is not None:
-        params[scale_param(method)] = alpha
+        params[scale_param(method, params)] = alpha
     elif probe is not None:
         raise BadInput("--probe is used with --alpha auto")
     if metric != "accuracy" and alpha != "auto":
