@@ -438,3 +438,27 @@ def test_core_space_passes_the_inner_rules_parameters_and_alpha(adapters, tmp_pa
     assert res.code == 3 and "'alpha'" in res.err and "density" in res.err  # ties has no alpha: its own parameters listed
     res = cli(["merge", "class/a", "class/b", "--method", "core_space", "-p", "rule=ties", "-p", "density=0"], cwd=repo.path)
     assert res.code == 3 and "(0, 1]" in res.err
+
+
+def test_mean_ba_of_modules_sharing_b_keeps_rank_r():
+    """DitHub's layout: one B per layer shared by the classes, one A per class; the mean of the
+    products is then B · mean(s A_c), of rank r (issue 18, point 7). Different B's still stack."""
+    from dithub.merge import get_method
+
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(12, 4, generator=g)
+    a_s = [torch.randn(4, 10, generator=g) for _ in range(3)]
+    a, b_out = get_method("mean_ba")([(x, b, 2.0) for x in a_s], key="m")
+    assert a.shape == (4, 10) and b_out.shape == (12, 4)
+    expected = sum(2.0 * b @ x for x in a_s) / 3
+    torch.testing.assert_close(b_out @ a, expected, rtol=1e-5, atol=1e-6)
+    a2, _ = get_method("mean_ba")([(x, b, 2.0) for x in a_s], key="m", shared_b="stack")  # as recorded before
+    assert a2.shape == (12, 10)
+    other = [(x, torch.randn(12, 4, generator=g), 2.0) for x in a_s]
+    assert get_method("mean_ba")(other, key="m")[0].shape == (12, 10)
+
+
+def test_dithub_is_cited_by_its_first_author():
+    from dithub.merge import lora_space
+
+    assert "Cappellino et al., arXiv 2503.09271" in lora_space.__doc__ and "Cazzato" not in lora_space.__doc__
