@@ -5,8 +5,9 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
 
 * ``concat`` — the exact linear merge: A = [α s_1 A_1; …; α s_T A_T], B = [B_1 … B_T], so
   B @ A = α Σ s_t B_t A_t (peft's ``add_weighted_adapter(combination_type="cat")``). Default α = 1.
-* ``mean_ba`` — DitHub (Cazzato et al., arXiv 2503.09271): the mean of the selected class modules'
-  products B_c A_c, i.e. ``concat`` with α = 1/T; exact, no parameters.
+* ``mean_ba`` — DitHub (Cappellino et al., arXiv 2503.09271): the mean of the selected class modules'
+  products B_c A_c, i.e. ``concat`` with α = 1/T; exact. Modules that share one B (DitHub's layout)
+  give B · mean(s_c A_c), of rank r (``shared_b='merge'``, default; ``stack`` keeps rank Σ r).
 * ``ema`` — DitHub's blend of an old and a new module of the same class: per factor,
   0.7·new + 0.3·old (default β = 0.7); see ``ema``.
 * ``core_space`` — LoRA Core Space, Panariello et al., arXiv 2509.17786: merge in the R x R core of
@@ -45,8 +46,16 @@ def concat(factors: Sequence[Factors], *, alpha: float) -> tuple[Tensor, Tensor]
     return _concat(factors, alpha)
 
 
-@register("mean_ba", paper="2503.09271", defaults={}, space="lora")
-def mean_ba(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
+@register("mean_ba", paper="2503.09271", defaults={"shared_b": "merge"}, space="lora",
+          choices={"shared_b": ("merge", "stack")}, legacy={"shared_b": "stack"})
+def mean_ba(factors: Sequence[Factors], *, shared_b: str) -> tuple[Tensor, Tensor]:
+    """The mean of the modules' products. Where every input has the same B (DitHub's layout: one B
+    per layer shared by the classes) and ``shared_b='merge'`` (default), that is B · mean(s_c A_c),
+    of rank r; otherwise (or ``shared_b='stack'``, as merges recorded before the parameter did)
+    the stacked factors of rank Σ r."""
+    if shared_b == "merge" and len(factors) > 1 and all(torch.equal(fb, factors[0][1]) for _fa, fb, _s in factors[1:]):
+        a = sum(s * fa.float() for fa, _fb, s in factors) / len(factors)
+        return a, factors[0][1].float()  # type: ignore[return-value]
     return _concat(factors, 1.0 / len(factors))
 
 
