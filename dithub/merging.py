@@ -8,6 +8,8 @@ input commits, so ``replay_merge`` recomputes the same tree bit for bit.
 """
 from __future__ import annotations
 
+import functools
+
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -203,10 +205,12 @@ def common_dtype(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     merge of same-dtype inputs computes as it always did)."""
     if len({t.dtype for t in tensors}) <= 1:
         return tensors
-    out = tensors[0].dtype
-    for t in tensors[1:]:
-        out = torch.promote_types(out, t.dtype)
+    out = _promote([t.dtype for t in tensors])
     return [t.to(out) for t in tensors]
+
+
+def _promote(dtypes: Sequence[torch.dtype]) -> torch.dtype:
+    return functools.reduce(torch.promote_types, dtypes)
 
 
 def promoted(dtypes: Sequence[str]) -> str:
@@ -214,9 +218,7 @@ def promoted(dtypes: Sequence[str]) -> str:
     promotion (BF16 and F16 give F32)."""
     if len(set(dtypes)) == 1:
         return dtypes[0]
-    out = TORCH_DTYPES[dtypes[0]]
-    for d in dtypes[1:]:
-        out = torch.promote_types(out, TORCH_DTYPES[d])
+    out = _promote([TORCH_DTYPES[d] for d in dtypes])
     return next(name for name, t in TORCH_DTYPES.items() if t == out)
 
 
