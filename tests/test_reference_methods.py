@@ -1,0 +1,187 @@
+"""dithub's merge methods against the independent implementations in ``tests/reference/``.
+
+Inputs are built without near-ties at the trim thresholds (distinct magnitudes), so the kept
+masks compare exactly; where a convention decides ties, inputs with many equal magnitudes check
+its tie rule. Shapes 1-D, 2-D and 3-D; N = 2, 3, 8; fp32 and bf16.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import torch
+from reference import magmax as ref_magmax
+from reference import mergekit_gta, ties_merging
+
+from dithub.merge import get_method
+
+SHAPES = [(37,), (12, 9), (4, 5, 6)]
+COUNTS = [2, 3, 8]
+DTYPES = [torch.float32, torch.bfloat16]
+
+
+def distinct(n_inputs: int, shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -> list[torch.Tensor]:
+    """Inputs whose entries have pairwise distinct magnitudes within each input, exactly
+    representable in ``dtype`` (bf16: 8 significant bits, so values m/128 · 2^e, m in 128..255)."""
+    g = torch.Generator().manual_seed(seed)
+    numel = torch.Size(shape).numel()
+    levels = torch.tensor([m / 128 * 2.0 ** e for e in range(-4, 5) for m in range(128, 256)], dtype=torch.float64)
+    out = []
+    for _ in range(n_inputs):
+        mags = levels[torch.randperm(len(levels), generator=g)[:numel]]
+        signs = torch.where(torch.rand(numel, generator=g) < 0.5, -1.0, 1.0).double()
+        out.append((mags * signs).reshape(shape).to(dtype))
+    return out
+
+
+def tied(n_inputs: int, numel: int, seed: int = 0) -> list[torch.Tensor]:
+    """Inputs of small integers: many equal magnitudes (and exact zero sums)."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(-3, 4, (numel,), generator=g).float() for _ in range(n_inputs)]
+
+
+def assert_same(got: torch.Tensor, want: torch.Tensor, dtype: torch.dtype) -> None:
+    assert torch.equal(got != 0, want != 0), "kept entries differ"
+    if dtype == torch.float32:
+        torch.testing.assert_close(got, want.float(), rtol=1e-6, atol=0)
+    else:  # the reference computes in bf16's values widened to fp32; dithub too: one rounding of the output
+        torch.testing.assert_close(got.bfloat16().float(), want.float().bfloat16().float(), rtol=2 ** -7, atol=0)
+
+
+def test_reference_modules_share_no_code_with_dithub():
+    for path in Path(__file__).with_name("reference").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        names = [a.name for node in ast.walk(tree) if isinstance(node, ast.Import) for a in node.names]
+        names += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not any(n.split(".")[0] == "dithub" for n in names), path.name
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_inputs", COUNTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ties_follows_the_papers_code(shape, n_inputs, dtype):
+    vs = distinct(n_inputs, shape, dtype, seed=n_inputs)
+    for density in (0.2, 0.3, 0.5):
+        got = get_method("ties")(vs, density=density, lam=0.9)
+        assert_same(got, ties_merging.ties(vs, density, lam=0.9), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_inputs", COUNTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_ties_convention_mergekit_follows_mergekit(shape, n_inputs, dtype):
+    vs = distinct(n_inputs, shape, dtype, seed=10 + n_inputs)
+    for density in (0.2, 0.3, 0.5):
+        got = get_method("ties")(vs, density=density, lam=0.9, convention="mergekit")
+        assert_same(got, mergekit_gta.ties(vs, density, lam=0.9), dtype)
+
+
+def test_ties_conventions_differ_in_the_count_they_keep():
+    """n = 10 at density 0.3: the paper's code keeps ≥ the 7th smallest magnitude (4 entries),
+    mergekit exactly int(3.0…) = 3, the first release round(3.0…) = 3 by threshold."""
+    v = torch.arange(1.0, 11.0)
+    kept = {c: int((get_method("ties")([v], density=0.3, convention=c) != 0).sum()) for c in ("paper", "mergekit", "round")}
+    assert kept == {"paper": 4, "mergekit": 3, "round": 3}
+
+
+def test_ties_gives_a_zero_sum_the_majority_sign():
+    """Entry 0 sums to exactly 0 (+2 and −2); most entries sum negative, so the paper's code elects −
+    there (mean of the negatives: −2) where mergekit's convention elects + (+2)."""
+    a = torch.tensor([2.0, -1.0, -1.0, -1.0, 1.0])
+    b = torch.tensor([-2.0, -1.0, -1.0, -1.0, 0.5])
+    paper = get_method("ties")([a, b], density=1.0)
+    assert float(paper[0]) == -2.0
+    assert float(get_method("ties")([a, b], density=1.0, convention="mergekit")[0]) == 2.0
+    torch.testing.assert_close(paper, ties_merging.ties([a, b], 1.0))
+    # a tied vote (as many positive as negative sums) gives sign 0, which the reference reads as −
+    c, d = torch.tensor([3.0, 1.0, -1.0]), torch.tensor([-3.0, 1.0, -1.0])
+    assert float(get_method("ties")([c, d], density=1.0)[0]) == -3.0
+    torch.testing.assert_close(get_method("ties")([c, d], density=1.0), ties_merging.ties([c, d], 1.0))
+
+
+@pytest.mark.parametrize("n_inputs", COUNTS)
+def test_ties_conventions_on_tied_magnitudes(n_inputs):
+    """Many equal magnitudes: the paper's threshold keeps every tie, mergekit's count keeps exactly
+    int(density·n), ties going to the lower index; both with their own sign rules."""
+    vs = tied(n_inputs, 500, seed=n_inputs)
+    for density in (0.1, 0.25, 0.6):
+        torch.testing.assert_close(get_method("ties")(vs, density=density), ties_merging.ties(vs, density), rtol=1e-6, atol=0)
+        got = get_method("ties")(vs, density=density, convention="mergekit")
+        torch.testing.assert_close(got, mergekit_gta.ties(vs, density), rtol=1e-6, atol=0)
+
+
+def test_ties_large_inputs_take_the_same_rule_on_the_fused_kernel():
+    """Above the small-input path's size the fused kernel runs: the same conventions hold there."""
+    vs = tied(3, 300_000, seed=5)
+    vs[0][:10] = torch.tensor([3.0] * 10)
+    vs[1][:10] = torch.tensor([-3.0] * 10)  # zero sums with both signs present
+    for convention, ref in (("paper", ties_merging.ties), ("mergekit", mergekit_gta.ties)):
+        got = get_method("ties")(vs, density=0.3, convention=convention)
+        torch.testing.assert_close(got, ref(vs, 0.3), rtol=1e-6, atol=0)
+
+
+def test_dare_ties_gives_a_zero_sum_the_majority_sign():
+    a = torch.tensor([2.0, -1.0, -1.0, -1.0, 1.0])
+    b = torch.tensor([-2.0, -1.0, -1.0, -1.0, 0.5])
+    keeps = [torch.ones(5, dtype=torch.bool)] * 2
+    got = get_method("dare")([a, b], p=0.0, combine="ties")
+    torch.testing.assert_close(got, ties_merging.dare_ties([a, b], keeps, 1.0))
+    assert float(get_method("dare")([a, b], p=0.0, combine="ties", convention="mergekit")[0]) == 2.0
+
+
+def test_dare_ties_majority_holds_across_chunks(monkeypatch):
+    """DARE merges long tensors chunk by chunk: the majority is the whole tensor's."""
+    from dithub.merge import full_space
+
+    monkeypatch.setattr(full_space, "DARE_CHUNK", 64)
+    n = 1000
+    a = -torch.ones(n)
+    b = -torch.ones(n)
+    a[3], b[3] = 2.0, -2.0  # a zero sum in the first chunk, before the negative majority is known
+    got = get_method("dare")([a, b], p=0.0, combine="ties")
+    assert float(got[3]) == -2.0
+    torch.testing.assert_close(got, ties_merging.dare_ties([a, b], [torch.ones(n, dtype=torch.bool)] * 2, 1.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_inputs", COUNTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_breadcrumbs_follows_mergekits_counts(shape, n_inputs, dtype):
+    vs = distinct(n_inputs, shape, dtype, seed=20 + n_inputs)
+    for convention in ("paper", "mergekit"):
+        got = get_method("breadcrumbs")(vs, beta=0.3, gamma=0.05, alpha=0.7, convention=convention)
+        assert_same(got, mergekit_gta.breadcrumbs(vs, 0.3, 0.05, alpha=0.7), dtype)
+
+
+def test_breadcrumbs_mergekit_convention_breaks_ties_by_index():
+    vs = tied(3, 400, seed=2)
+    got = get_method("breadcrumbs")(vs, beta=0.2, gamma=0.1, alpha=1.0, convention="mergekit")
+    torch.testing.assert_close(got, mergekit_gta.breadcrumbs(vs, 0.2, 0.1), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_inputs", COUNTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_magmax_follows_the_papers_code(shape, n_inputs, dtype):
+    vs = distinct(n_inputs, shape, dtype, seed=30 + n_inputs)
+    vs[1].view(-1)[:3] = -vs[0].view(-1)[:3]  # equal magnitudes: the later input wins
+    got = get_method("magmax")(vs)
+    torch.testing.assert_close(got, ref_magmax.magmax([v.float() for v in vs]), rtol=0, atol=0)
+
+
+def test_magmax_ties_and_scale_follow_the_reference_on_large_inputs():
+    vs = tied(4, 300_000, seed=1)
+    torch.testing.assert_close(get_method("magmax")(vs), ref_magmax.magmax(vs), rtol=0, atol=0)
+
+
+def test_ops_recorded_before_the_conventions_replay_with_the_first_rules():
+    from dithub.merge.registry import recorded_params
+
+    assert recorded_params("ties", {"density": 0.3, "lam": 1.0})["convention"] == "round"
+    assert recorded_params("breadcrumbs", {"beta": 0.1})["convention"] == "round"
+    assert recorded_params("dare", {"p": 0.5})["convention"] == "mergekit"
+    assert recorded_params("magmax", {"alpha": 1.0})["tie"] == "first"
+    assert recorded_params("core_space", {"rule": "ties", "rank": 0})["convention"] == "round"
+    assert get_method("ties").params({})["convention"] == "paper"
+    assert get_method("magmax").params({}) == {"alpha": 0.5, "tie": "later"}
