@@ -181,9 +181,9 @@ def _merger(tk, budget=None):
 @pytest.mark.parametrize("budget", [None, 3000])
 @pytest.mark.parametrize(("method", "params"), [
     ("task_arithmetic", {"alpha": 0.4}),
-    ("ties", {"density": 0.3, "lam": 1.2}),
-    ("magmax", {}),
-    ("dare", {"p": 0.5, "seed": 2, "rng": "philox", "combine": "ties"}),
+    ("ties", {"density": 0.3, "lam": 1.2, "convention": "round"}),
+    ("magmax", {"tie": "first"}),
+    ("dare", {"p": 0.5, "seed": 2, "rng": "philox", "combine": "ties", "convention": "mergekit"}),
     ("dare", {"p": 0.5, "seed": 2}),
 ])
 def test_device_merge_equals_the_torch_method_whole_or_in_chunks(tk, method, params, budget):
@@ -199,6 +199,23 @@ def test_device_merge_equals_the_torch_method_whole_or_in_chunks(tk, method, par
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
     if method == "dare":
         assert torch.equal(out == 0, ref == 0)
+
+
+@pytest.mark.parametrize(("method", "params"), [
+    ("ties", {"density": 0.3}), ("magmax", {}), ("dare", {"p": 0.5, "seed": 2, "rng": "philox", "combine": "ties"})])
+def test_the_papers_rules_run_the_torch_method_on_the_device(tk, method, params):
+    """The Triton kernels implement the first release's rules; the papers' (the defaults: the whole
+    tensor's majority sign on zero sums, MagMax's later input on a tie) run as the torch method on
+    the device, bit for bit, and a tensor that does not fit is refused with the way out."""
+    xs = [x.reshape(60, 100) for x in _inputs(3, m=6000, seed=7)]
+    for x in xs[1:]:
+        x.view(-1)[:50] = -xs[0].view(-1)[:50]  # zero sums and ties in magnitude
+    merger = _merger(tk)
+    out = merger.merge(method, params, merger.stage(xs), "layer.weight")
+    assert torch.equal(out, get_method(method)(xs, key="layer.weight", **params))
+    small = _merger(tk, budget=3000)
+    with pytest.raises(BadInput, match="convention=round.*tie=first"):
+        small.merge(method, params, small.stage(xs), "layer.weight")
 
 
 def test_device_merge_checks_dare_parameters_as_the_cpu_does(tk):
@@ -236,7 +253,7 @@ def test_a_merge_through_the_device_path_stores_what_the_cpu_path_stores(tk, tmp
 
     repo = Repo.init(tmp_path / "r")
     commit_task_vectors(repo, tmp_path, make)
-    for method, params in [("ties", {}), ("dare", {"rng": "philox", "seed": 5}), ("task_arithmetic", {})]:
+    for method, params in [("ties", {"convention": "round"}), ("dare", {"rng": "philox", "seed": 5}), ("task_arithmetic", {})]:
         plan = plan_merge(repo, [repo.resolve(f"task/{i}") for i in range(3)], method, params)
         cpu = repo.store.read_tree(run_merge(repo, plan))
         dev = repo.store.read_tree(run_merge(repo, plan, merger=_merger(tk, budget=2000)))
@@ -327,8 +344,8 @@ def test_cuda_dare_with_philox_keeps_what_the_cpu_keeps(combine):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize(("method", "params"), [("task_arithmetic", {}), ("ties", {}), ("magmax", {}),
-                                                ("dare", {"seed": 1})])
+@pytest.mark.parametrize(("method", "params"), [("task_arithmetic", {}), ("ties", {"convention": "round"}),
+                                                ("magmax", {"tie": "first"}), ("dare", {"seed": 1})])
 def test_cuda_chunked_merge_matches_the_cpu(method, params):
     from dithub.kernels.device import DeviceMerge, triton_kernels
 

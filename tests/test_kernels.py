@@ -118,9 +118,11 @@ def test_small_ties_equals_the_plain_kernel_bit_for_bit():
             xs[0][::7] = [float("nan"), float("inf"), -float("inf")][trial % 3]
         thresholds = torch.stack([magnitude_threshold(x.float(), 0.3) for x in xs])
         lam = torch.tensor(-0.5 if trial % 2 else 1.3)
-        small = full_space._ties_small(xs, thresholds, lam)
-        plain = full_space._ties_kernel.plain(xs, thresholds, lam)
+        zero_positive = torch.tensor(trial % 5 != 0)
+        small, small_counts = full_space._ties_small(xs, thresholds, lam, zero_positive)
+        plain, plain_counts = full_space._ties_kernel.plain(xs, thresholds, lam, zero_positive)
         assert torch.equal(small.view(torch.int32), plain.view(torch.int32)), trial
+        assert torch.equal(small_counts, plain_counts), trial
 
 
 KERNEL_CASES = [
@@ -131,6 +133,11 @@ KERNEL_CASES = [
     ("dare", {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 3, "mask": "float32"}),
     ("breadcrumbs", {"beta": 0.1, "gamma": 0.01, "alpha": 0.3}),
     ("magmax", {"alpha": 1.0}),
+    ("ties", {"density": 0.2, "convention": "mergekit"}),
+    ("ties", {"density": 0.2, "convention": "round"}),
+    ("dare", {"p": 0.5, "combine": "ties", "seed": 3, "convention": "mergekit"}),
+    ("breadcrumbs", {"convention": "round"}),
+    ("magmax", {"tie": "first"}),
 ]
 FUSED = ("_ties_kernel", "_dare_ta_kernel", "_dare_ties_kernel", "_band_kernel", "_magmax_kernel")
 
@@ -140,6 +147,8 @@ def _inputs(n: int) -> list[torch.Tensor]:
     vs = [torch.randn(n, generator=g) * (i + 1) for i in range(3)]
     vs[1] = vs[1].half()  # a mixed-precision input is cast inside the kernel (chunk by chunk)
     vs[2][::11] = 0.0
+    vs[0][::13] = vs[1][::13].float()
+    vs[2][::13] = -2 * vs[1][::13].float()  # zero sums with entries of both signs, ties in magnitude
     return vs
 
 
@@ -151,13 +160,13 @@ def test_native_kernels_equal_plain_ones_bit_for_bit(monkeypatch, n):
     for kernel in FUSED:
         fn = getattr(full_space, kernel)
         monkeypatch.setattr(full_space, kernel, lambda *a, fn=fn, kernel=kernel: calls.append(kernel) or fn(*a))
-    vs = _inputs(n)
-    for name, params in KERNEL_CASES:
-        fused = get_method(name)(vs, key="w", **params)
-        monkeypatch.setenv("DITHUB_COMPILE", "0")
-        plain = get_method(name)(vs, key="w", **params)
-        monkeypatch.delenv("DITHUB_COMPILE")
-        assert torch.equal(fused.view(torch.int32), plain.view(torch.int32)), name
+    for vs in (_inputs(n), [-v for v in _inputs(n)]):  # either majority sign
+        for name, params in KERNEL_CASES:
+            fused = get_method(name)(vs, key="w", **params)
+            monkeypatch.setenv("DITHUB_COMPILE", "0")
+            plain = get_method(name)(vs, key="w", **params)
+            monkeypatch.delenv("DITHUB_COMPILE")
+            assert torch.equal(fused.view(torch.int32), plain.view(torch.int32)), name
     assert set(calls) == set(FUSED)
 
 
@@ -188,16 +197,21 @@ def test_compiled_kernels_equal_plain_ones_bit_for_bit():
     """Off the CPU the plain kernels are compiled by torch.compile; its CPU backend checks that
     the kernels compile to the plain bits (the GPU tests compare the device path)."""
     try:
-        torch.compile(full_space._ties_kernel.plain, dynamic=True)([torch.ones(8)], torch.zeros(1), torch.tensor(1.0))
+        torch.compile(full_space._ties_kernel.plain, dynamic=True)([torch.ones(8)], torch.zeros(1), torch.tensor(1.0),
+                                                                   torch.tensor(True))
     except Exception:  # noqa: BLE001
         pytest.skip("torch.compile cannot build CPU kernels here (no C++ compiler)")
     vs = [v.float() for v in _inputs(COMPILE_MIN_NUMEL + 4097)]
     args = {
-        "_ties_kernel": (torch.tensor([0.5, 1.0, 2.0]), torch.tensor(0.7)),
-        "_magmax_kernel": (torch.tensor(1.0),),
+        "_ties_kernel": (torch.tensor([0.5, 1.0, 2.0]), torch.tensor(0.7), torch.tensor(False)),
+        "_magmax_kernel": (torch.tensor(1.0), torch.tensor(True)),
         "_band_kernel": (torch.tensor([0.1, 0.2, 0.3]), torch.tensor([2.0, 3.0, float("inf")]), torch.tensor(0.3)),
     }
     for kernel, extra in args.items():
         plain = getattr(full_space, kernel).plain
-        assert torch.equal(torch.compile(plain, dynamic=True)(vs, *extra), plain(vs, *extra)), kernel
+        compiled, expected = torch.compile(plain, dynamic=True)(vs, *extra), plain(vs, *extra)
+        if not isinstance(compiled, tuple):  # the electing kernels return (merged, counts)
+            compiled, expected = (compiled,), (expected,)
+        for got, want in zip(compiled, expected):
+            assert torch.equal(got, want), kernel
 

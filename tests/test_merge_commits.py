@@ -63,7 +63,7 @@ def test_replay_reproduces_the_tree_bit_for_bit(three):
     repo, _ = three
     oid = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "7", "combine": "ties"})
     commit = repo.store.read_commit(oid)
-    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7, "mask": "uint16", "rng": "torch", "vectors": "method"}
+    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7, "mask": "uint16", "rng": "torch", "convention": "paper", "vectors": "method"}
     assert replay_merge(repo, commit) == commit.tree
     other = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "8", "combine": "ties"}, into="x")
     assert repo.store.read_commit(other).tree != commit.tree  # the seed matters
@@ -135,7 +135,7 @@ def test_dtype_option_is_recorded_and_replayed(three):
     oid = repo.merge(["task/0", "task/1"], "ties", {"dtype": "BF16"})
     commit = repo.store.read_commit(oid)
     assert {e.dtype for e in repo.tree_of("main").tensors.values()} == {"BF16"}
-    assert commit.op.params == {"density": 0.2, "lam": 1.0, "dtype": "BF16", "vectors": "method"}
+    assert commit.op.params == {"density": 0.2, "lam": 1.0, "convention": "paper", "dtype": "BF16", "vectors": "method"}
     assert replay_merge(repo, commit) == commit.tree
     with pytest.raises(BadInput, match="--dtype 'F8'"):
         repo.merge(["task/0", "task/1"], "ties", {"dtype": "F8"})
@@ -146,7 +146,7 @@ def test_dry_run_writes_nothing(three, cli):
     before = set(repo.store)
     res = cli("merge task/0 task/1 --method ties --dry-run --json", cwd=repo.path)
     plan = json.loads(res.out)
-    assert plan["params"] == {"density": 0.2, "lam": 1.0} and plan["paper"] == "2306.01708"
+    assert plan["params"] == {"density": 0.2, "lam": 1.0, "convention": "paper"} and plan["paper"] == "2306.01708"
     assert set(repo.store) == before and "main" not in repo.branches()
 
 

@@ -359,7 +359,8 @@ def test_full_space_ties_equals_peft_ties_svd_before_truncation(adapters, tmp_pa
     repo = Repo.init(tmp_path / "r")
     repo.commit(adapters / "a", "a", branch="class/a")
     repo.commit(adapters / "b", "b", branch="class/b")
-    repo.merge(["class/a", "class/b"], "ties", {"density": "0.25"})  # 0.25·1024 entries: no rounding question
+    # peft trims to exactly int(density·n) by topk and elects + on a zero sum: mergekit's convention
+    repo.merge(["class/a", "class/b"], "ties", {"density": "0.25", "convention": "mergekit"})
     tree = repo.tree_of("main")
     model = PeftModel.from_pretrained(tiny_vit(), adapters / "a", adapter_name="a")
     model.load_adapter(adapters / "b", adapter_name="b")

@@ -51,7 +51,9 @@ def test_task_arithmetic_is_scaled_sum_and_linear():
     torch.testing.assert_close(ta(vs[:1], alpha=1.0), vs[0])
 
 
-def test_ties_matches_its_definition():
+def test_ties_round_convention_matches_the_first_release_definition():
+    """``convention=round`` (what merges recorded before the conventions replay with): keep the top
+    round(density·n) magnitudes, + on a zero sum. The papers' conventions: test_reference_methods.py."""
     vs = _vectors(t=4)
     trimmed = [torch.where(_topk_mask(v, 0.2), v, torch.zeros_like(v)) for v in vs]
     total = sum(trimmed)
@@ -59,12 +61,12 @@ def test_ties_matches_its_definition():
     num = sum(torch.where((torch.sign(t) == sign) & (t != 0), t, torch.zeros_like(t)) for t in trimmed)
     cnt = sum(((torch.sign(t) == sign) & (t != 0)).float() for t in trimmed)
     expected = 0.7 * num / cnt.clamp(min=1)
-    torch.testing.assert_close(get_method("ties")(vs, lam=0.7), expected)
+    torch.testing.assert_close(get_method("ties")(vs, lam=0.7, convention="round"), expected)
 
 
 def test_ties_single_input_returns_its_trimmed_self():
     (v,) = _vectors(t=1)
-    out = get_method("ties")([v], density=0.5)
+    out = get_method("ties")([v], density=0.5, convention="round")
     torch.testing.assert_close(out, torch.where(_topk_mask(v, 0.5), v, torch.zeros_like(v)))
     torch.testing.assert_close(get_method("ties")([v], density=1.0), v)
 
@@ -98,8 +100,8 @@ def test_dare_float32_masks_are_the_first_release_rule():
         keep = torch.rand(v.shape, generator=torch.Generator().manual_seed(tensor_seed(5, "w", i))) >= 0.7
         expected += torch.where(keep, v / 0.3, 0.0)
     torch.testing.assert_close(out, expected)
-    assert get_method("dare").recorded({"p": 0.7}) == {"p": 0.7, "mask": "float32"}
-    assert get_method("dare").recorded({"mask": "uint16"}) == {"mask": "uint16"}
+    assert get_method("dare").recorded({"p": 0.7}) == {"p": 0.7, "mask": "float32", "convention": "mergekit"}
+    assert get_method("dare").recorded({"mask": "uint16", "convention": "paper"}) == {"mask": "uint16", "convention": "paper"}
     with pytest.raises(BadInput, match="parameter 'mask' of 'dare' is 'float64', not one of uint16, float32"):
         get_method("dare")(vs, mask="float64")
 
@@ -122,9 +124,10 @@ def test_breadcrumbs_keeps_the_band_below_the_outliers():
 
 
 def test_magmax_picks_the_largest_magnitude():
-    a = torch.tensor([1.0, -5.0, 0.5])
-    b = torch.tensor([-2.0, 3.0, 0.25])
-    torch.testing.assert_close(get_method("magmax")([a, b]), torch.tensor([-2.0, -5.0, 0.5]))
+    a = torch.tensor([1.0, -5.0, 0.5, 2.0])
+    b = torch.tensor([-2.0, 3.0, 0.25, -2.0])
+    torch.testing.assert_close(get_method("magmax")([a, b], alpha=1.0), torch.tensor([-2.0, -5.0, 0.5, -2.0]))
+    torch.testing.assert_close(get_method("magmax")([a, b], alpha=1.0, tie="first"), torch.tensor([-2.0, -5.0, 0.5, 2.0]))
 
 
 def test_parameters_are_validated():
@@ -132,7 +135,7 @@ def test_parameters_are_validated():
         get_method("ties").params({"k": 3})
     with pytest.raises(BadInput, match="must be float"):
         get_method("ties").params({"density": "lots"})
-    assert get_method("ties").params({"density": "0.5"}) == {"density": 0.5, "lam": 1.0}
+    assert get_method("ties").params({"density": "0.5"}) == {"density": 0.5, "lam": 1.0, "convention": "paper"}
     with pytest.raises(BadInput, match="valid methods: .*ties"):
         get_method("tie")
     with pytest.raises(BadInput, match="combine"):

@@ -24,7 +24,23 @@ from torch import Tensor
 from ..errors import BadInput
 
 ELEMENTWISE = ("task_arithmetic", "ties", "dare", "magmax")
-"""Methods the Triton kernels merge, chunk by chunk when a tensor does not fit."""
+"""Methods the Triton kernels merge, chunk by chunk when a tensor does not fit (with the rules
+``on_kernels`` names)."""
+
+
+def on_kernels(method: str, params: dict[str, Any]) -> bool:
+    """Whether the Triton kernels compute ``method`` with ``params``. They implement dithub's first
+    rules: TIES trimmed at round(density·n) (``convention=round``) and a zero sum elected + (DARE-TIES
+    ``convention=mergekit``), MagMax's first input on a tie (``tie=first``). The papers' rules (the
+    defaults) take the majority sign of the whole tensor and a later input on a tie, so they run as
+    the registered torch function on the device, which needs the whole tensor to fit."""
+    if method == "ties":
+        return params["convention"] == "round"
+    if method == "dare":
+        return params["combine"] == "ta" or params["convention"] == "mergekit"
+    if method == "magmax":
+        return params["tie"] == "first"
+    return method in ELEMENTWISE
 
 _log = logging.getLogger("dithub.kernels")
 
@@ -89,9 +105,9 @@ class DeviceMerge:
         """The merged update (fp32, ``staged.shape``), on the device, or on the host if it was chunked."""
         from ..merge import get_method
 
-        if self.kernels is None or method not in ELEMENTWISE:
-            return get_method(method)([v.reshape(staged.shape) for v in self._whole(staged, key)], key=key, **params)
         full = get_method(method).params(params)
+        if self.kernels is None or not on_kernels(method, full):
+            return get_method(method)([v.reshape(staged.shape) for v in self._whole(staged, key)], key=key, **params)
         stats = self._stats(method, full, staged, key)
         numel = staged.host[0].numel()
         if staged.stacked is not None:
@@ -113,7 +129,7 @@ class DeviceMerge:
             raise BadInput(f"tensor {key!r}: its {len(staged.host)} inputs need {need / 2**20:.0f} MiB on "
                            f"{self.device}, more than the {self.budget / 2**20:.0f} MiB this merge may use there",
                            "merge with --device cpu, or with a method that merges in chunks ("
-                           + ", ".join(ELEMENTWISE) + ")")
+                           + ", ".join(ELEMENTWISE) + "; TIES with -p convention=round, MagMax with -p tie=first)")
         staged.wait()
         return list(staged.stacked.unbind(0))
 
@@ -156,7 +172,7 @@ class DeviceMerge:
         from ..merge.full_space import dare_chunk
 
         chunk = [d.to(stacked.device) for d in draws(offset, offset + stacked.shape[1])]
-        return dare_chunk(list(stacked.unbind(0)), chunk, params, limit, keep_prob)
+        return dare_chunk(list(stacked.unbind(0)), chunk, params, limit, keep_prob)[0]
 
     def _chunk(self, host: list[Tensor]) -> int:
         """Entries per chunk: as many as fit the budget, a multiple of four (DARE's draws)."""

@@ -19,6 +19,14 @@
     _Pragma("omp parallel for schedule(static) num_threads(nt)")            \
     for (int64_t b = 0; b < n; b += BLOCK)
 
+/* BLOCKS, also summing the sign election's counts (see SIGN_MEAN) over the threads. */
+#define BLOCKS_ELECTING                                                                          \
+    int64_t pos = 0, neg = 0, zsum = 0;                                                          \
+    _Pragma("omp parallel for schedule(static) num_threads(nt) reduction(+ : pos, neg, zsum)")   \
+    for (int64_t b = 0; b < n; b += BLOCK)
+
+#define ELECTED stats[0] = pos; stats[1] = neg; stats[2] = zsum
+
 #define SPAN const int64_t m = n - b < BLOCK ? n - b : BLOCK
 
 /* total[j] = VALUE(j) of input 0 + … + of input N-1, added in that order; input i's value
@@ -34,7 +42,9 @@
         for (int64_t j = 0; j < m; j++) total[j] = total[j] + VALUE(j);     \
     }
 
-/* TIES' sign election (sign of the sum, + on 0) and disjoint mean, times lam: `_sign_mean`. */
+/* TIES' sign election (sign of the sum; a zero sum takes + if zs, else −) and disjoint mean,
+ * times lam: `_sign_mean`. Counts the sums > 0 (pos), < 0 (neg), and = 0 with an agreeing entry
+ * (zsum: where the zero-sum rule decided a nonzero result), inside a BLOCKS_ELECTING loop. */
 #define SIGN_MEAN(SETUP, VALUE)                                             \
     RUNNING_SUM(SETUP, VALUE)                                               \
     float num[BLOCK], count[BLOCK];                                         \
@@ -43,21 +53,29 @@
         SETUP(i);                                                           \
         for (int64_t j = 0; j < m; j++) {                                   \
             const float v = VALUE(j);                                       \
-            const int agree = (total[j] >= 0.0f ? v : -v) > 0.0f;           \
+            const int up = (total[j] > 0.0f) | ((total[j] == 0.0f) & zs);   \
+            const int agree = (up ? v : -v) > 0.0f;                         \
             num[j] = num[j] + (agree ? v : 0.0f);                           \
             count[j] = count[j] + (agree ? 1.0f : 0.0f);                    \
         }                                                                   \
     }                                                                       \
-    for (int64_t j = 0; j < m; j++) out[b + j] = num[j] / (count[j] > 1.0f ? count[j] : 1.0f) * lam;
+    for (int64_t j = 0; j < m; j++) {                                       \
+        out[b + j] = num[j] / (count[j] > 1.0f ? count[j] : 1.0f) * lam;    \
+        pos += total[j] > 0.0f;                                             \
+        neg += total[j] < 0.0f;                                             \
+        zsum += (total[j] == 0.0f) & (count[j] > 0.0f);                     \
+    }
 
 #define TIES_SETUP(i) const float *restrict x = xs[i] + b; const float t = th[i]
 #define TIES_KEPT(j) (fabsf(x[j]) >= t ? x[j] : 0.0f)
 
-void ties(const float **xs, int N, int64_t n, const float *th, float lam, float *restrict out, int nt) {
-    BLOCKS {
+void ties(const float **xs, int N, int64_t n, const float *th, float lam, int zs, float *restrict out, int64_t *stats,
+          int nt) {
+    BLOCKS_ELECTING {
         SPAN;
         SIGN_MEAN(TIES_SETUP, TIES_KEPT)
     }
+    ELECTED;
 }
 
 #define DARE_SETUP(i) const float *restrict x = xs[i] + b; const __typeof__(**ds) *restrict d = ds[i] + b
@@ -73,11 +91,12 @@ void ties(const float **xs, int N, int64_t n, const float *th, float lam, float 
         }                                                                                               \
     }                                                                                                   \
     void dare_ties_##SUFFIX(const float **xs, const DRAW **ds, int N, int64_t n, DRAW limit, float keep, \
-                            float lam, float *restrict out, int nt) {                                   \
-        BLOCKS {                                                                                        \
+                            float lam, int zs, float *restrict out, int64_t *stats, int nt) {           \
+        BLOCKS_ELECTING {                                                                               \
             SPAN;                                                                                       \
             SIGN_MEAN(DARE_SETUP, DARE_KEPT)                                                            \
         }                                                                                               \
+        ELECTED;                                                                                        \
     }
 
 DARE_KERNELS(i16, int16_t)
@@ -99,14 +118,18 @@ void band(const float **xs, int N, int64_t n, const float *lows, const float *hi
     }
 }
 
-void magmax(const float **xs, int N, int64_t n, float alpha, float *out, int nt) {
+/* Per entry the input of largest magnitude: on a tie the later input if `later`, else the first. */
+void magmax(const float **xs, int N, int64_t n, float alpha, int later, float *out, int nt) {
     BLOCKS {
         SPAN;
         float best[BLOCK];
         for (int64_t j = 0; j < m; j++) best[j] = xs[0][b + j];
         for (int i = 1; i < N; i++) {
             const float *x = xs[i] + b;
-            for (int64_t j = 0; j < m; j++) best[j] = fabsf(x[j]) > fabsf(best[j]) ? x[j] : best[j];
+            if (later)
+                for (int64_t j = 0; j < m; j++) best[j] = fabsf(x[j]) >= fabsf(best[j]) ? x[j] : best[j];
+            else
+                for (int64_t j = 0; j < m; j++) best[j] = fabsf(x[j]) > fabsf(best[j]) ? x[j] : best[j];
         }
         for (int64_t j = 0; j < m; j++) out[b + j] = best[j] * alpha;
     }

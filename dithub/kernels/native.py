@@ -110,34 +110,58 @@ def _chunks(xs: Sequence[Tensor], aux: Sequence[Tensor]) -> list[tuple[int, int,
              [a[s:s + _CHUNK].contiguous() for a in aux]) for s in range(0, n, _CHUNK)]
 
 
-def _run(name: str, xs: Sequence[Tensor], aux: Sequence[Tensor], args: tuple, aux_type: type | None = None) -> Tensor:
-    """``name``(xs, [aux,] N, n, *args, out, nt) over the inputs, chunk by chunk where converted."""
+def _run(name: str, xs: Sequence[Tensor], aux: Sequence[Tensor], args: tuple, aux_type: type | None = None,
+         stats: ctypes.Array | None = None) -> Tensor:
+    """``name``(xs, [aux,] N, n, *args, out, [stats,] nt) over the inputs, chunk by chunk where
+    converted; ``stats`` (the sign election's counts) are summed over the chunks."""
     fn = getattr(library(), name)
     out = torch.empty(xs[0].numel(), dtype=torch.float32)
     nt = _threads()
+    part = (ctypes.c_int64 * 3)()
     for start, stop, fx, fa in _chunks(xs, aux):
         ptrs = [_pointers(fx, ctypes.c_float)] + ([_pointers(fa, aux_type)] if aux_type else [])
         dest = ctypes.cast(out.data_ptr() + 4 * start, ctypes.POINTER(ctypes.c_float))
-        fn(*ptrs, ctypes.c_int(len(fx)), ctypes.c_int64(stop - start), *args, dest, nt)
+        fn(*ptrs, ctypes.c_int(len(fx)), ctypes.c_int64(stop - start), *args, dest, *([part] if stats is not None else []), nt)
+        if stats is not None:
+            for i in range(3):
+                stats[i] += part[i]
     return out
 
 
-def ties(xs: Sequence[Tensor], thresholds: Tensor, lam: Tensor) -> Tensor:
-    return _run("ties", xs, [], (_f32(thresholds), ctypes.c_float(float(lam))))
+def _elected(name: str, xs: Sequence[Tensor], aux: Sequence[Tensor], args: tuple, zero_positive: Tensor,
+             aux_type: type | None = None) -> tuple[Tensor, Tensor]:
+    stats = (ctypes.c_int64 * 3)()
+    out = _run(name, xs, aux, (*args, ctypes.c_int(int(bool(zero_positive)))), aux_type, stats)
+    return out, torch.tensor(list(stats), dtype=torch.int64)
 
 
-def dare(xs: Sequence[Tensor], draws: Sequence[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor, *, combine: str) -> Tensor:
-    suffix, ctype, ltype = ("i16", ctypes.c_int16, ctypes.c_int16) if draws[0].dtype == torch.int16 else ("u8", ctypes.c_uint8, ctypes.c_uint8)
-    name = f"dare_{'ta' if combine == 'ta' else 'ties'}_{suffix}"
-    return _run(name, xs, draws, (ltype(int(limit)), ctypes.c_float(float(keep_prob)), ctypes.c_float(float(lam))), ctype)
+def ties(xs: Sequence[Tensor], thresholds: Tensor, lam: Tensor, zero_positive: Tensor) -> tuple[Tensor, Tensor]:
+    """(merged, [#sums > 0, #sums < 0, #zero sums with agreeing entries]): see ``full_space._sign_mean``."""
+    return _elected("ties", xs, [], (_f32(thresholds), ctypes.c_float(float(lam))), zero_positive)
+
+
+def _dare_args(draws: Sequence[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> tuple[str, type, tuple]:
+    suffix, ctype = ("i16", ctypes.c_int16) if draws[0].dtype == torch.int16 else ("u8", ctypes.c_uint8)
+    return suffix, ctype, (ctype(int(limit)), ctypes.c_float(float(keep_prob)), ctypes.c_float(float(lam)))
+
+
+def dare_ta(xs: Sequence[Tensor], draws: Sequence[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor) -> Tensor:
+    suffix, ctype, args = _dare_args(draws, limit, keep_prob, lam)
+    return _run(f"dare_ta_{suffix}", xs, draws, args, ctype)
+
+
+def dare_ties(xs: Sequence[Tensor], draws: Sequence[Tensor], limit: Tensor, keep_prob: Tensor, lam: Tensor,
+              zero_positive: Tensor) -> tuple[Tensor, Tensor]:
+    suffix, ctype, args = _dare_args(draws, limit, keep_prob, lam)
+    return _elected(f"dare_ties_{suffix}", xs, draws, args, zero_positive, ctype)
 
 
 def band(xs: Sequence[Tensor], lows: Tensor, highs: Tensor, alpha: Tensor) -> Tensor:
     return _run("band", xs, [], (_f32(lows), _f32(highs), ctypes.c_float(float(alpha))))
 
 
-def magmax(xs: Sequence[Tensor], alpha: Tensor) -> Tensor:
-    return _run("magmax", xs, [], (ctypes.c_float(float(alpha)),))
+def magmax(xs: Sequence[Tensor], alpha: Tensor, later: Tensor) -> Tensor:
+    return _run("magmax", xs, [], (ctypes.c_float(float(alpha)), ctypes.c_int(int(bool(later)))))
 
 
 def kth_largest_abs_rows(rows: Tensor, k: int) -> Tensor:

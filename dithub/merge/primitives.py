@@ -32,11 +32,69 @@ def magnitude_threshold(x: Tensor, density: float) -> Tensor:
     return kth_largest_abs(x, max(1, round(density * x.numel())))
 
 
-def magnitude_thresholds(xs: Sequence[Tensor], density: float) -> Tensor:
-    """``magnitude_threshold`` of each input ([N], float32): small CPU inputs ranked in one call."""
-    if not 0.0 < density < 1.0:
-        return torch.stack([magnitude_threshold(x, density) for x in xs]).to(xs[0].device)
-    return kth_largest_abs_each(xs, max(1, round(density * xs[0].numel())))
+CONVENTIONS = ("paper", "mergekit", "round")
+"""How a magnitude trim counts what it keeps (TIES, Breadcrumbs) and how TIES' election signs a zero
+sum: ``paper`` as the TIES authors' code, ``mergekit`` as mergekit, ``round`` as dithub's first
+release (what merges recorded before the parameter replay with); see ``trim_rank``."""
+
+
+def trim_rank(n: int, density: float, convention: str) -> int:
+    """The rank (1 = largest) of the magnitude a trim to ``density`` of ``n`` entries keeps down to.
+
+    ``paper``: int(density·n) + 1, as prateeky2806/ties-merging keeps every entry ≥ the
+    (n − int(density·n))-th smallest magnitude (ties at it kept too); ``mergekit``: exactly
+    int(density·n) (see ``top_mask``); ``round``: max(1, round(density·n)), ties kept."""
+    count = int(density * n)
+    if convention == "paper":
+        return min(n, count + 1)
+    if convention == "mergekit":
+        return count
+    return max(1, round(density * n))
+
+
+def magnitude_thresholds(xs: Sequence[Tensor], density: float, convention: str = "round") -> Tensor:
+    """The magnitude each input is trimmed at ([N], float32; entries ≥ it are kept): 0 keeps
+    everything (density ≥ 1), +inf nothing. Small CPU inputs are ranked in one call."""
+    n = xs[0].numel()
+    rank = trim_rank(n, density, convention) if density < 1.0 else 0
+    if density >= 1.0 or density <= 0.0 or rank == 0:
+        value = 0.0 if density >= 1.0 else float("inf")
+        return torch.full((len(xs),), value, dtype=torch.float32, device=xs[0].device)
+    return kth_largest_abs_each(xs, rank)
+
+
+def top_mask(x: Tensor, k: int, threshold: Tensor | None = None) -> Tensor:
+    """The k entries of largest magnitude of flat ``x`` (a boolean mask of exactly k), ties at the
+    k-th going to the lower index: a stable descending sort's first k, found without sorting.
+    ``threshold`` is x's k-th largest magnitude when the caller has it."""
+    if k <= 0:
+        return torch.zeros_like(x, dtype=torch.bool)
+    if k >= x.numel():
+        return torch.ones_like(x, dtype=torch.bool)
+    t = kth_largest_abs(x, k) if threshold is None else threshold
+    magnitude = x.abs()
+    keep = magnitude > t.to(x.device, magnitude.dtype)
+    need = k - int(keep.sum())
+    at = (magnitude == t.to(x.device, magnitude.dtype)).nonzero().flatten()
+    keep[at[:need]] = True
+    return keep
+
+
+def trimmed(xs: Sequence[Tensor], density: float, convention: str) -> tuple[list[Tensor], Tensor]:
+    """(inputs, thresholds) for TIES' trim: each input keeps its entries ≥ its threshold. Under
+    ``mergekit``, an input with ties at its threshold comes back with exactly int(density·n)
+    entries kept (``top_mask``) and threshold 0."""
+    thresholds = magnitude_thresholds(xs, density, convention)
+    if convention != "mergekit" or not 0.0 < density < 1.0:
+        return list(xs), thresholds
+    rank, out = trim_rank(xs[0].numel(), density, convention), []
+    for i, x in enumerate(xs):
+        if rank == 0 or int((x.abs() >= thresholds[i]).sum()) == rank:
+            out.append(x)
+            continue
+        out.append(torch.where(top_mask(x, rank, thresholds[i]), x, 0.0))
+        thresholds[i] = 0.0
+    return out, thresholds
 
 
 def tensor_seed(seed: int, key: str, index: int) -> int:

@@ -49,6 +49,15 @@ class MergeMethod(Algorithm):
                            f"valid parameters: {describe(self)}; of {rule.name}: {describe(rule)} (seed is {self.name}'s)")
         return {**own, **{k: v for k, v in rule.params(rest).items() if k != "seed"}}
 
+    def recorded(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """With an inner rule, that rule's ``legacy`` values too (but ``seed``, Core Space's own)."""
+        own = super().recorded(params)
+        if self.inner is None:
+            return own
+        rule = REGISTRY.get(str(own.get(self.inner, self.defaults[self.inner])))
+        older = {k: v for k, v in (rule.legacy if rule else {}).items() if k not in own and k != "seed"}
+        return {**older, **own}
+
     def scale_for(self, params: Mapping[str, Any]) -> str | None:
         """The parameter that scales the merged update last, given the chosen ``params`` (with an
         inner rule: that rule's scale)."""
