@@ -273,15 +273,23 @@ def test_core_space_merge_commit_on_real_adapters(adapters, tmp_path):
         torch.testing.assert_close(_delta(repo, "main", module), expected, rtol=1e-4, atol=1e-6)
 
 
-def test_ema_blends_each_factor():
+def test_ema_blends_the_shared_b_and_keeps_the_new_a():
+    """DitHub's code (chiara-cap/DitHub, ``groundingdino/util/task_memory.py`` ``merge_B``): at the end
+    of a task the shared B ← 0.3·B_prev + 0.7·B_new; a class's A is blended (0.3·warm-up A + 0.7·old A)
+    only as the start of its training (``lora_pool.py`` ``enable_per_class``), so the trained A_new
+    is the module's A. ``a_rule=blend`` (ops recorded before) blends A as well."""
     from dithub.merge import get_method
 
     g = torch.Generator().manual_seed(3)
     old = (torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 2.0)
     new = (torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 2.0)
     a, b = get_method("ema")([old, new])
-    torch.testing.assert_close(a, 0.7 * new[0] + 0.3 * old[0])
+    assert torch.equal(a, new[0])
     torch.testing.assert_close(b, 2.0 * (0.7 * new[1] + 0.3 * old[1]))  # the scale moves into B (output scale 1)
+    a, b = get_method("ema")([old, new], a_rule="blend")
+    torch.testing.assert_close(a, 0.7 * new[0] + 0.3 * old[0])
+    torch.testing.assert_close(b, 2.0 * (0.7 * new[1] + 0.3 * old[1]))
+    assert get_method("ema").recorded({"beta": 0.6}) == {"beta": 0.6, "a_rule": "blend"}
     with pytest.raises(BadInput, match="exactly two"):
         get_method("ema")([old, new, new])
     with pytest.raises(BadInput, match="equal LoRA scales"):
