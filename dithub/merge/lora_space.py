@@ -8,8 +8,8 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
 * ``mean_ba`` — DitHub (Cappellino et al., arXiv 2503.09271): the mean of the selected class modules'
   products B_c A_c, i.e. ``concat`` with α = 1/T; exact. Modules that share one B (DitHub's layout)
   give B · mean(s_c A_c), of rank r (``shared_b='merge'``, default; ``stack`` keeps rank Σ r).
-* ``ema`` — DitHub's blend of an old and a new module of the same class: per factor,
-  0.7·new + 0.3·old (default β = 0.7); see ``ema``.
+* ``ema`` — DitHub's update of a module whose class reappears: B ← 0.3·B_old + 0.7·B_new (default
+  β = 0.7), A = A_new (``a_rule='new'``); see ``ema``.
 * ``core_space`` — LoRA Core Space, Panariello et al., arXiv 2509.17786: merge in the R x R core of
   the joint bases of the inputs (defaults: rule task_arithmetic with its own defaults, rank 0 = keep
   R = Σ r_t, seed 0 for random rules, linear 'concat', bases 'implicit'); see ``core_space``.
@@ -203,12 +203,19 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     return v_ref.T, u_ref @ merged
 
 
-@register("ema", paper="2503.09271", defaults={"beta": 0.7}, space="lora", ranges={"beta": UNIT})
-def ema(factors: Sequence[Factors], *, beta: float) -> tuple[Tensor, Tensor]:
-    """DitHub's update of a class module that reappears: per factor, β·new + (1−β)·old.
+@register("ema", paper="2503.09271", defaults={"beta": 0.7, "a_rule": "new"}, space="lora", ranges={"beta": UNIT},
+          choices={"a_rule": ("new", "blend")}, legacy={"a_rule": "blend"})
+def ema(factors: Sequence[Factors], *, beta: float, a_rule: str) -> tuple[Tensor, Tensor]:
+    """DitHub's update of a class module that reappears, as the DitHub code does it
+    (chiara-cap/DitHub): the B shared by the classes is blended at the end of a task,
+    B ← β·B_new + (1−β)·B_prev with β = 0.7 (``groundingdino/util/task_memory.py``, ``merge_B``);
+    a class's A is blended (0.3·warm-up A + 0.7·its old A) only to start its training again
+    (``groundingdino/models/GroundingDINO/modules/lora_pool.py``, ``enable_per_class``), so the
+    trained A of the new module is kept (``a_rule='new'``, default). ``a_rule='blend'`` blends A
+    as B (β·A_new + (1−β)·A_old), which merges recorded before the parameter did.
 
-    Inputs are [old, new] (in that order), with equal ranks and scales; the blend is of A and of B
-    separately, as in DitHub (arXiv 2503.09271, β = 0.7), so it is not a blend of the products.
+    Inputs are [old, new] (in that order), with equal ranks and scales; it is a blend of the
+    factors, not of the products.
     """
     if len(factors) != 2:
         raise BadInput(f"ema blends exactly two inputs (old, new), got {len(factors)}")
@@ -217,6 +224,6 @@ def ema(factors: Sequence[Factors], *, beta: float) -> tuple[Tensor, Tensor]:
         raise BadInput(f"ema needs equal ranks: {a_old.shape[0]} (old) vs {a_new.shape[0]} (new)")
     if abs(s_old - s_new) > 1e-12 * max(abs(s_old), abs(s_new)):
         raise BadInput(f"ema needs equal LoRA scales (alpha/r): {s_old} (old) vs {s_new} (new)")
-    a = beta * a_new.float() + (1 - beta) * a_old.float()
+    a = a_new.float().clone() if a_rule == "new" else beta * a_new.float() + (1 - beta) * a_old.float()
     b = beta * b_new.float() + (1 - beta) * b_old.float()
     return a, s_new * b
