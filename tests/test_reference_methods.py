@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from reference import core_space as ref_core_space
 from reference import magmax as ref_magmax
 from reference import mergekit_gta, ties_merging
 
@@ -185,3 +186,68 @@ def test_ops_recorded_before_the_conventions_replay_with_the_first_rules():
     assert recorded_params("core_space", {"rule": "ties", "rank": 0})["convention"] == "round"
     assert get_method("ties").params({})["convention"] == "paper"
     assert get_method("magmax").params({}) == {"alpha": 0.5, "tie": "later"}
+
+
+def lora_factors(n_inputs: int, m: int = 48, n: int = 40, r: int = 4, seed: int = 0, scales: bool = True):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(r, n, generator=g), torch.randn(m, r, generator=g), 0.5 + i if scales else 2.0)
+            for i in range(n_inputs)]
+
+
+@pytest.mark.parametrize("n_inputs", COUNTS)
+@pytest.mark.parametrize(("rule", "params", "ref_rule"), [
+    ("ties", {"density": 0.3}, lambda cores: ties_merging.ties(cores, 0.3)),
+    ("magmax", {}, lambda cores: ref_magmax.magmax(cores)),
+    ("breadcrumbs", {"beta": 0.3, "gamma": 0.05, "alpha": 1.0}, lambda cores: mergekit_gta.breadcrumbs(cores, 0.3, 0.05)),
+])
+def test_core_space_entrywise_rules_use_the_papers_svd_bases(n_inputs, rule, params, ref_rule):
+    """An entrywise rule depends on the bases the cores are written in: the default is the paper's
+    (the SVDs of the stacks), checked against the authors' formulation in float64."""
+    factors = lora_factors(n_inputs, seed=n_inputs)
+    a, b = get_method("core_space")(factors, key="w", rule=rule, **params)
+    want = ref_core_space.core_space(factors, ref_rule)
+    scale = float(want.abs().max())
+    torch.testing.assert_close((b.double() @ a.double()) / scale, want / scale, rtol=0, atol=1e-4)
+
+
+def test_core_space_dare_uses_the_svd_bases():
+    """DARE's masks are random, so the check is of the bases: at p = 0 (keep all) with combine=ties the
+    rule is TIES' election without trimming, against the reference in the paper's bases."""
+    factors = lora_factors(3, seed=4)
+    a, b = get_method("core_space")(factors, key="w", rule="dare", p=0.0, combine="ties")
+    want = ref_core_space.core_space(factors, lambda cores: ties_merging.ties(cores, 1.0))
+    scale = float(want.abs().max())
+    torch.testing.assert_close((b.double() @ a.double()) / scale, want / scale, rtol=0, atol=1e-4)
+
+
+def test_core_space_triangular_bases_remain_a_named_variant():
+    """bases=implicit (triangular, the release before) is another algorithm for TIES: it differs from
+    the paper's bases, and ops that recorded it replay with it."""
+    factors = lora_factors(4, seed=9)
+    svd_a, svd_b = get_method("core_space")(factors, key="w", rule="ties", density=0.3)
+    tri_a, tri_b = get_method("core_space")(factors, key="w", rule="ties", density=0.3, bases="implicit")
+    assert float((svd_b @ svd_a - tri_b @ tri_a).norm() / (svd_b @ svd_a).norm()) > 0.05
+    assert get_method("core_space").params({})["bases"] == "svd"
+
+
+@pytest.mark.parametrize("rule", ["task_arithmetic", "tsv", "iso_c", "iso_cts"])
+def test_core_space_rotation_equivariant_rules_agree_in_every_basis(rule):
+    """Rules that commute with rotations of the cores give the same ΔW in the SVD and triangular
+    bases (so those may take the cheaper one)."""
+    factors = lora_factors(3, seed=11)
+    svd_a, svd_b = get_method("core_space")(factors, key="w", rule=rule, linear="core")
+    tri_a, tri_b = get_method("core_space")(factors, key="w", rule=rule, linear="core", bases="explicit")
+    want = ref_core_space.core_space(factors, lambda cores: get_method(rule)([c.float() for c in cores]).double())
+    for a, b in ((svd_a, svd_b), (tri_a, tri_b)):
+        torch.testing.assert_close((b.double() @ a.double()), want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+
+
+def test_core_space_svd_bases_on_rank_deficient_stacks():
+    """Modules sharing one B (DitHub's layout) leave the B stack of rank r: the bases are formed by
+    full SVDs of the stacks, as the reference does."""
+    factors = lora_factors(3, seed=2)
+    factors = [(a, factors[0][1], s) for a, _b, s in factors]
+    a, b = get_method("core_space")(factors, key="w", rule="ties", density=0.3)
+    want = ref_core_space.core_space(factors, lambda cores: ties_merging.ties(cores, 0.3))
+    scale = float(want.abs().max())
+    torch.testing.assert_close((b.double() @ a.double()) / scale, want / scale, rtol=0, atol=1e-4)
