@@ -254,18 +254,19 @@ def core_space_rows(ns: list[int], repeat: int) -> list[dict]:
             g = torch.Generator().manual_seed(n)
             mods = [[(torch.randn(16, cols, generator=g) * 0.01, torch.randn(rows_, 16, generator=g) * 0.01, 2.0)
                      for _ in range(n)] for rows_, cols in layers]
-            for rule, linear in (("task_arithmetic", "concat"), ("task_arithmetic", "core"), ("ties", "concat")):
+            for rule, linear, bases in (("task_arithmetic", "concat", "svd"), ("task_arithmetic", "core", "svd"),
+                                        ("ties", "concat", "svd"), ("ties", "concat", "implicit")):
                 def core():
                     for factors in mods:
-                        get_method("core_space")(factors, key="w", rule=rule, linear=linear)
+                        get_method("core_space")(factors, key="w", rule=rule, linear=linear, bases=bases)
 
                 def full():
                     for factors in mods:
                         get_method(rule)([s * b @ a for a, b, s in factors], key="w")
                 tc = min(_timed(core) for _ in range(repeat))
                 tf = min(_timed(full) for _ in range(repeat))
-                rows.append({"family": family, "n": n, "rule": rule, "linear": linear, "core_space_s": tc, "full_space_s": tf,
-                             "speedup": tf / tc})
+                rows.append({"family": family, "n": n, "rule": rule, "linear": linear, "bases": bases, "core_space_s": tc,
+                             "full_space_s": tf, "speedup": tf / tc})
     return rows
 
 
@@ -273,10 +274,10 @@ def core_space_table(ns: list[int], repeat: int, json_path: Path | None = None) 
     """Run ``core_space_rows``, print their table (and write them to ``json_path`` when given)."""
     core = core_space_rows(ns, repeat)
     ctable = Table(title="Core Space vs full space, rank-16 LoRAs (compute only)")
-    for col in ("layers", "N", "rule", "linear", "core_space s", "full space s", "speedup"):
+    for col in ("layers", "N", "rule", "linear", "bases", "core_space s", "full space s", "speedup"):
         ctable.add_column(col, justify="right")
     for r in core:
-        ctable.add_row(r["family"], str(r["n"]), r["rule"], r["linear"], f"{r['core_space_s']:.4f}",
+        ctable.add_row(r["family"], str(r["n"]), r["rule"], r["linear"], r["bases"], f"{r['core_space_s']:.4f}",
                        f"{r['full_space_s']:.3f}", f"{r['speedup']:.0f}x")
     console.print(ctable)
     if json_path is not None:

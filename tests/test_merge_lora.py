@@ -160,9 +160,10 @@ def _core_bases_by_hand(factors):
 
 
 @pytest.mark.parametrize("spread", [0.0, 0.9])  # independent and correlated modules
-def test_core_space_ties_equals_ties_on_cores_in_orthonormal_bases(spread, monkeypatch):
-    """Core Space TIES from its definition: project on orthonormal bases of the stacks (made here
-    by Gram-Schmidt in float64), TIES the cores as the paper does, map back. Input t's core is
+def test_core_space_ties_in_triangular_bases_equals_ties_on_cores_in_those_bases(spread, monkeypatch):
+    """The triangular variant (``bases=implicit``, dithub's first Core Space; the paper's SVD bases:
+    test_reference_methods.py) from its definition: project on the QR bases of the stacks (made here
+    by Gram-Schmidt in float64), TIES the cores by the first release's rule, map back. Input t's core is
     zero outside its top-left 3(t+1) x 3(t+1) block (B_t and A_tᵀ lie in the spans of the first
     3(t+1) basis vectors); those entries are snapped to 0 here, since TIES counts any nonzero entry that
     agrees in sign, and the implicit bases give exact zeros there (explicit ones give rounding
@@ -194,7 +195,7 @@ def test_core_space_ties_equals_ties_on_cores_in_orthonormal_bases(spread, monke
     householder = []
     qr = torch.linalg.qr
     monkeypatch.setattr(torch.linalg, "qr", lambda x, **kw: householder.append(x.shape) or qr(x, **kw))
-    a, b = get_method("core_space")(factors, key="m", rule="ties")
+    a, b = get_method("core_space")(factors, key="m", rule="ties", bases="implicit", convention="round")
     assert len(householder) == 1  # one stack's R by Cholesky of its Gram, the other's by Householder
     torch.testing.assert_close((b @ a).double(), expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()))
 
@@ -207,7 +208,7 @@ def test_core_space_implicit_bases_fall_back_on_rank_deficient_stacks():
     factors = _factors(6)
     for stack in (factors + [factors[0]], factors + [(factors[0][0], torch.zeros_like(factors[0][1]), 1.0)]):
         for params in ({"rule": "ties"}, {"linear": "core"}, {"rank": 3}):
-            got = get_method("core_space")(stack, key="m", **params)
+            got = get_method("core_space")(stack, key="m", bases="implicit", **params)
             ref = get_method("core_space")(stack, key="m", bases="explicit", **params)
             torch.testing.assert_close(got, ref, rtol=0, atol=0)
 
@@ -228,8 +229,8 @@ def test_core_space_shortcut_only_where_it_is_the_same_merge():
     torch.testing.assert_close((a, b), (a_ref, b_ref), rtol=0, atol=0)
     with pytest.raises(BadInput, match="parameter 'linear' of 'core_space' is 'qr', not one of concat, core"):
         core(factors, key="m", linear="qr")
-    with pytest.raises(BadInput, match="parameter 'bases' of 'core_space' is 'svd', not one of implicit, explicit"):
-        core(factors, key="m", rule="ties", bases="svd")
+    with pytest.raises(BadInput, match="parameter 'bases' of 'core_space' is 'qr', not one of svd, implicit, explicit"):
+        core(factors, key="m", rule="ties", bases="qr")
 
 
 def test_core_space_never_forms_an_m_by_n_matrix(monkeypatch):

@@ -194,16 +194,17 @@ def lora_factors(n_inputs: int, m: int = 48, n: int = 40, r: int = 4, seed: int 
             for i in range(n_inputs)]
 
 
+@pytest.mark.parametrize("m", [48, 400])  # stacks of condition ~10 (the triangular factor's SVD) and ~2 (the Gram's)
 @pytest.mark.parametrize("n_inputs", COUNTS)
 @pytest.mark.parametrize(("rule", "params", "ref_rule"), [
     ("ties", {"density": 0.3}, lambda cores: ties_merging.ties(cores, 0.3)),
     ("magmax", {}, lambda cores: ref_magmax.magmax(cores)),
     ("breadcrumbs", {"beta": 0.3, "gamma": 0.05, "alpha": 1.0}, lambda cores: mergekit_gta.breadcrumbs(cores, 0.3, 0.05)),
 ])
-def test_core_space_entrywise_rules_use_the_papers_svd_bases(n_inputs, rule, params, ref_rule):
+def test_core_space_entrywise_rules_use_the_papers_svd_bases(n_inputs, rule, params, ref_rule, m):
     """An entrywise rule depends on the bases the cores are written in: the default is the paper's
     (the SVDs of the stacks), checked against the authors' formulation in float64."""
-    factors = lora_factors(n_inputs, seed=n_inputs)
+    factors = lora_factors(n_inputs, m=m, n=m, seed=n_inputs)
     a, b = get_method("core_space")(factors, key="w", rule=rule, **params)
     want = ref_core_space.core_space(factors, ref_rule)
     scale = float(want.abs().max())

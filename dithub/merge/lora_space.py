@@ -12,7 +12,7 @@ the result (A, B) has scale 1 and rank Σ r_t (ranks may differ between inputs).
   β = 0.7), A = A_new (``a_rule='new'``); see ``ema``.
 * ``core_space`` — LoRA Core Space, Panariello et al., arXiv 2509.17786: merge in the R x R core of
   the joint bases of the inputs (defaults: rule task_arithmetic with its own defaults, rank 0 = keep
-  R = Σ r_t, seed 0 for random rules, linear 'concat', bases 'implicit'); see ``core_space``.
+  R = Σ r_t, seed 0 for random rules, linear 'concat', bases 'svd', the paper's); see ``core_space``.
 """
 from __future__ import annotations
 
@@ -60,19 +60,31 @@ def mean_ba(factors: Sequence[Factors], *, shared_b: str) -> tuple[Tensor, Tenso
 
 
 def core_bases(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
-    """Orthonormal bases of the stacked B's columns (m x R) and A's rows (n x R), R ≤ Σ r_t."""
+    """Orthonormal bases of the stacked B's columns (m x R) and A's rows (n x R), R ≤ Σ r_t, from
+    the QR factorizations of the stacks (``bases='explicit'``)."""
     b_stack, a_stack = _stacks(factors)
     u_ref, _ = torch.linalg.qr(b_stack)
     v_ref, _ = torch.linalg.qr(a_stack.T)
     return u_ref, v_ref
 
 
-def _stacks(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
-    """[s_1 B_1 … s_T B_T] (m x R) and [A_1; …; A_T] (R x n), in fp32."""
+def svd_bases(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
+    """The paper's bases: the left singular vectors of [B_1 … B_T] and the right singular vectors of
+    [A_1; …; A_T] (thin SVDs, formed), for stacks too close to rank deficiency for ``_SvdFrame``."""
+    b_stack, a_stack = _stacks(factors, scaled=False)
+    return svd(b_stack)[0], svd(a_stack)[2].T
+
+
+def _scales(factors: Sequence[Factors]) -> Tensor:
+    """s_t for each column of the B stack (row of the A stack)."""
+    return torch.cat([torch.full((fb.shape[1],), float(s)) for _fa, fb, s in factors])
+
+
+def _stacks(factors: Sequence[Factors], scaled: bool = True) -> tuple[Tensor, Tensor]:
+    """[s_1 B_1 … s_T B_T] (m x R; without the s_t if not ``scaled``) and [A_1; …; A_T] (R x n), in fp32."""
     b_stack = torch.cat([fb for _fa, fb, _s in factors], dim=1).float()
-    scales = torch.cat([torch.full((fb.shape[1],), float(s)) for _fa, fb, s in factors])
     a_stack = torch.cat([fa for fa, _fb, _s in factors], dim=0).float()
-    return b_stack.mul_(scales), a_stack
+    return (b_stack.mul_(_scales(factors)) if scaled else b_stack), a_stack
 
 
 BASES_CONDITION = 1e-3
@@ -104,6 +116,23 @@ def _triangular(x: Tensor) -> Tensor | None:
     return r if float(diag.min()) >= BASES_CONDITION * float(diag.max()) > 0 else None
 
 
+def _right_singular(x: Tensor) -> tuple[Tensor, Tensor] | None:
+    """(σ, W) of x = P Σ Wᵀ, σ descending, or None where x has more columns than rows or is near rank
+    deficient. From the eigendecomposition of the Gram xᵀx where x is well conditioned (σ_min ≥
+    ``GRAM_CONDITION`` σ_max, where squaring the condition number costs no accuracy; 2x cheaper than
+    an SVD), else from the SVD of x's triangular factor R (x = QR, so R has x's σ and W)."""
+    if x.shape[0] < x.shape[1]:
+        return None
+    lam, w = torch.linalg.eigh(x.T @ x)
+    if float(lam[0]) >= GRAM_CONDITION**2 * float(lam[-1]) > 0:
+        return lam.flip(0).sqrt(), w.flip(1)
+    r = _triangular(x)
+    if r is None:
+        return None
+    _p, sv, wh = torch.linalg.svd(r)
+    return (sv, wh.T) if float(sv[-1]) >= BASES_CONDITION * float(sv[0]) > 0 else None
+
+
 class _CoreFrame:
     """The joint bases of T LoRA modules, U_ref = B_stack R_B⁻¹ and V_ref = A_stackᵀ R_A⁻¹ (the
     QR factorizations B_stack = U_ref R_B and A_stackᵀ = V_ref R_A), kept implicit: the cores are
@@ -122,6 +151,14 @@ class _CoreFrame:
         r_a = _triangular(a_stack.T) if r_b is not None else None
         return None if r_a is None else cls(b_stack, a_stack, r_b, r_a)
 
+    def _from_b(self, x: Tensor) -> Tensor:
+        """Coordinates in the B stack's columns of U_ref x: R_B⁻¹ x."""
+        return torch.linalg.solve_triangular(self.r_b, x, upper=True)
+
+    def _from_a(self, x: Tensor) -> Tensor:
+        """Coordinates in the A stack's rows of V_ref x: R_A⁻¹ x."""
+        return torch.linalg.solve_triangular(self.r_a, x, upper=True)
+
     def cores(self, ranks: Sequence[int]) -> list[Tensor]:
         if len(set(ranks)) == 1:  # one batched product: [T, R, r] @ [T, r, R]
             width, r = self.r_b.shape[0], ranks[0]
@@ -137,21 +174,57 @@ class _CoreFrame:
     def factors(self, core: Tensor) -> tuple[Tensor, Tensor]:
         """(A, B) of the LoRA U_ref · core · V_refᵀ at rank R: B = B_stack, A = K A_stack with
         K = R_B⁻¹ core R_A⁻ᵀ (R x R), so no m x R product is computed either."""
-        left = torch.linalg.solve_triangular(self.r_b, core, upper=True)
-        k = torch.linalg.solve_triangular(self.r_a, left.T, upper=True).T
+        k = self._from_a(self._from_b(core).T).T
         return k @ self.a_stack, self.b_stack
 
     def truncated(self, left: Tensor, right_t: Tensor) -> tuple[Tensor, Tensor]:
         """(A, B) of the LoRA U_ref · left · right_tᵀ · V_refᵀ (left, right_t: R x k)."""
-        b = self.b_stack @ torch.linalg.solve_triangular(self.r_b, left, upper=True)
-        a = torch.linalg.solve_triangular(self.r_a, right_t, upper=True).T @ self.a_stack
-        return a, b
+        return self._from_a(right_t).T @ self.a_stack, self.b_stack @ self._from_b(left)
+
+
+class _SvdFrame(_CoreFrame):
+    """The paper's bases, U_ref (left singular vectors of B_stack = [B_1 … B_T]) and V_ref (right
+    singular vectors of A_stack), found without forming them or decomposing a tall stack: with
+    B_stack = P Σ_B W_Bᵀ, U_ref = P and U_refᵀ B_stack = Σ_B W_Bᵀ =: L_B, where Σ_B and W_B come from an
+    R x R problem (``_right_singular``); likewise L_A. So the cores are M_t = s_t L_B[:, t] L_A[:, t]ᵀ, and
+    U_ref x = B_stack W_B Σ_B⁻¹ x maps back. ``r_b``/``r_a`` hold s·L_B and L_A (the blocks
+    ``cores`` multiplies); the stacks carry no scale (the cores do)."""
+
+    def __init__(self, b_stack: Tensor, a_stack: Tensor, l_b: Tensor, l_a: Tensor, back_b: Tensor, back_a: Tensor) -> None:
+        super().__init__(b_stack, a_stack, l_b, l_a)
+        self.back_b, self.back_a = back_b, back_a
+
+    @classmethod
+    def of(cls, factors: Sequence[Factors]) -> _SvdFrame | None:  # type: ignore[override]
+        """The frame, or None where a stack has more columns than rows or is near rank deficient."""
+        b_stack, a_stack = _stacks(factors, scaled=False)
+        parts = []
+        for stack in (b_stack, a_stack.T):
+            found = _right_singular(stack)
+            if found is None:
+                return None
+            sv, w = found
+            parts.append((sv[:, None] * w.T, w / sv))  # L = Σ Wᵀ, and W Σ⁻¹
+        (l_b, back_b), (l_a, back_a) = parts
+        return cls(b_stack, a_stack, l_b * _scales(factors), l_a, back_b, back_a)
+
+    def _from_b(self, x: Tensor) -> Tensor:
+        return self.back_b @ x
+
+    def _from_a(self, x: Tensor) -> Tensor:
+        return self.back_a @ x
+
+
+ROTATION_EQUIVARIANT = ("task_arithmetic", "tsv", "iso_c", "iso_cts")
+"""Core rules that commute with rotations of the cores (f(Pᵀ M_t Q) = Pᵀ f(M_t) Q for orthogonal P, Q):
+their merge is the same in any orthonormal bases of the stacks, so ``bases='svd'`` runs them in the
+triangular ones, which need no SVD. Entrywise rules (TIES, DARE, Breadcrumbs, MagMax) do not."""
 
 
 @register("core_space", paper="2509.17786",
-          defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat", "bases": "implicit"},
+          defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat", "bases": "svd"},
           space="lora", legacy={"linear": "core", "bases": "explicit"}, ranges={"rank": NATURAL, "seed": NATURAL},
-          choices={"rule": CORE_RULES, "linear": ("concat", "core"), "bases": ("implicit", "explicit")}, inner="rule")
+          choices={"rule": CORE_RULES, "linear": ("concat", "core"), "bases": ("svd", "implicit", "explicit")}, inner="rule")
 def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, bases: str,
                key: str, **rule_params: Any) -> tuple[Tensor, Tensor]:
     """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
@@ -164,12 +237,22 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     ever formed; the projection is lossless (each ΔW_t lies in the span of the bases), so core-space
     task arithmetic equals full-space task arithmetic.
 
-    The bases are those of the QR factorizations of the stacks (B_stack = U_ref R_B, A_stackᵀ =
-    V_ref R_A). ``bases='implicit'`` (the default) never forms them: M_t = R_B[:, t] R_A[:, t]ᵀ and
-    the output is B = B_stack, A = R_B⁻¹ M R_A⁻ᵀ A_stack (see ``_CoreFrame``): the same product as
-    ``explicit``'s B = U_ref M, A = V_refᵀ, 2-3x cheaper. Stacks near rank deficiency (a diagonal entry
-    of R under ``BASES_CONDITION`` of the largest) form the bases; ``bases='explicit'`` always does,
-    as merges recorded before the parameter did (they replay with it).
+    ``bases='svd'`` (the default) are the paper's bases, as its code forms them
+    (apanariello4/core-space-merging, ``task_merger.py``, ``get_core_matrices``): the left singular
+    vectors of [B_1 … B_T] and the right singular vectors of [A_1; …; A_T]. An entrywise rule's result
+    depends on the bases (a core's entries are coordinates in them); the signs the SVD picks do not
+    matter, since these rules are odd in each entry. They come from the SVDs of the small triangular
+    factors of the stacks, never formed (``_SvdFrame``); stacks near rank deficiency (a singular value
+    under ``BASES_CONDITION`` of the largest) form them by thin SVDs of the stacks. Rules that commute
+    with rotations (``ROTATION_EQUIVARIANT``) give the same merge in any orthonormal bases and run in
+    the triangular ones.
+
+    ``bases='implicit'`` and ``'explicit'`` are the QR bases of the stacks (B_stack = U_ref R_B,
+    A_stackᵀ = V_ref R_A), another algorithm for entrywise rules (dithub's first, which merges recorded
+    with them replay with): ``implicit`` never forms them, M_t = R_B[:, t] R_A[:, t]ᵀ and the output
+    is B = B_stack, A = R_B⁻¹ M R_A⁻ᵀ A_stack (see ``_CoreFrame``), the same product as ``explicit``'s
+    B = U_ref M, A = V_refᵀ; stacks near rank deficiency form them; ``explicit`` always does, as
+    merges recorded before the parameter did.
 
     For the linear rule at full rank the bases cancel: U_ref Σ α M_t V_refᵀ = α Σ s_t B_t A_t, which
     is ``concat``'s product. ``linear='concat'`` (the default) then returns the stacked factors and
@@ -186,11 +269,14 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     m, n = factors[0][1].shape[0], factors[0][0].shape[1]
     if linear == "concat" and rule == "task_arithmetic" and (not rank or rank >= total) and total <= min(m, n):
         return _concat(factors, float(rule_params.get("alpha", inner.defaults["alpha"])))
-    frame = _CoreFrame.of(factors) if bases == "implicit" else None
+    if bases == "svd" and rule not in ROTATION_EQUIVARIANT:
+        frame: _CoreFrame | None = _SvdFrame.of(factors)
+    else:
+        frame = _CoreFrame.of(factors) if bases in ("svd", "implicit") else None
     if frame is not None:
         cores = frame.cores([fa.shape[0] for fa, _fb, _s in factors])
     else:
-        u_ref, v_ref = core_bases(factors)
+        u_ref, v_ref = svd_bases(factors) if bases == "svd" else core_bases(factors)
         cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
     merged = inner(cores, key=key, seed=seed, **rule_params) if inner.random else inner(cores, **rule_params)
     if rank and rank < merged.shape[0]:
