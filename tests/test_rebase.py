@@ -211,8 +211,11 @@ def _vit16(seed: int = 0):
                                                num_labels=10)).eval()
 
 
-@pytest.mark.parametrize("change,data", [("rotated", "activations"), ("rotated", "weights"), ("wider", "activations")])
-def test_theseus_recovers_the_function_across_a_rotation_and_a_width_change(tmp_path, change, data):
+@pytest.mark.parametrize("change,params", [("rotated", {"data": "activations"}),
+                                           ("rotated", {"data": "weights", "fit": "joint"}), ("wider", {"data": "activations"})])
+def test_theseus_recovers_the_function_across_a_rotation_and_a_width_change(tmp_path, change, params):
+    """No LoRA on fc1: its outputs span at most its input width, so theseus refuses an update there
+    (test_theseus_refuses_an_update_outside_what_the_probe_determines)."""
     from dataclasses import dataclass
 
     @dataclass
@@ -231,7 +234,7 @@ def test_theseus_recovers_the_function_across_a_rotation_and_a_width_change(tmp_
     torch.testing.assert_close(_logits(new_dir, None, vit.pixels), _logits(vit.base_dir, None, vit.pixels), rtol=1e-4, atol=1e-5)
     torch.manual_seed(9)
     save_file({"inputs": torch.rand(48, 1, 16, 16)}, str(tmp_path / "probe.safetensors"))  # unlabelled: theseus needs none
-    lora_adapter(_vit16(), tmp_path / "lora", seed=4, targets=("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2"))
+    lora_adapter(_vit16(), tmp_path / "lora", seed=4, targets=("q_proj", "k_proj", "v_proj", "o_proj", "fc2"))
     repo = Repo.init(tmp_path / "repo")
     repo.base_add("vit-v1", vit.base_dir)
     repo.base_add("vit-v2", new_dir)
@@ -239,10 +242,80 @@ def test_theseus_recovers_the_function_across_a_rotation_and_a_width_change(tmp_
     if change == "wider":
         with pytest.raises(IncompatibleAdapters, match="transfusion needs equal widths; theseus transports across widths"):
             repo.rebase("vit-v2", "class/dog", "transfusion")
-    repo.rebase("vit-v2", "class/dog", "theseus", {"data": data}, probe=str(tmp_path / "probe.safetensors"))
+    repo.rebase("vit-v2", "class/dog", "theseus", params, probe=str(tmp_path / "probe.safetensors"))
     out = repo.export("class/dog", tmp_path / "moved")
     torch.testing.assert_close(_logits(new_dir, out, vit.pixels), _logits(vit.base_dir, tmp_path / "lora", vit.pixels),
                                rtol=1e-3, atol=1e-4)
+
+
+def _planted_layer(out_dim: int, in_dim: int, seed: int):
+    """A linear layer on the old base and its planted image on the new one, W_new = P W_old Qᵀ, with
+    the probe's inputs and outputs on both (inputs x_new = Q x_old, so y_new = P y_old)."""
+    from dithub.rebase import RebaseContext
+
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(out_dim, in_dim, generator=g)
+    p = torch.linalg.qr(torch.randn(out_dim, out_dim, generator=g))[0]
+    q = torch.linalg.qr(torch.randn(in_dim, in_dim, generator=g))[0]
+    x_old = torch.randn(300, in_dim, generator=g)
+    x_new = x_old @ q.T
+    ctx = RebaseContext({"l.weight": w}, {"l.weight": p @ w @ q.T}, {}, {}, ["l.weight"])
+    ctx.activations = {"l.weight": (x_old, x_new, x_old @ w.T, x_new @ (p @ w @ q.T).T)}
+    return ctx, w, p, q, g
+
+
+def test_theseus_maps_are_the_authors_procrustes_of_each_side():
+    """tests/reference/theseus.py: T_in from the layer's inputs, T_out from its outputs, each fitted
+    on its own (the release before fitted them jointly with the weights; fit=joint)."""
+    from reference import theseus as ref
+
+    from dithub.rebase import get_rebase
+
+    ctx, w, p, q, g = _planted_layer(10, 10, seed=3)
+    x_old, x_new, y_old, y_new = ctx.activations["l.weight"]
+    y_new = y_new + 0.05 * torch.randn(y_new.shape, generator=g)  # not an exact relation: the fits differ
+    ctx.activations["l.weight"] = (x_old, x_new, y_old, y_new)
+    delta = torch.randn(10, 10, generator=g)
+    got = get_rebase("theseus")(ctx).dense("l.weight", delta)
+    torch.testing.assert_close(got.double(), ref.transport_weight(delta, x_old, x_new, y_old, y_new), rtol=1e-5, atol=1e-5)
+    bias = torch.randn(10, generator=g)
+    torch.testing.assert_close(get_rebase("theseus")(ctx).dense("l.bias", bias).double(), ref.transport_bias(bias, y_old, y_new),
+                               rtol=1e-5, atol=1e-5)
+    exact, *_ = _planted_layer(10, 10, seed=3)
+    torch.testing.assert_close(get_rebase("theseus")(exact).dense("l.weight", delta), p @ delta @ q.T, rtol=1e-4, atol=1e-4)
+
+
+def test_theseus_refuses_an_update_outside_what_the_probe_determines():
+    """A layer wider out than in (an MLP's first layer): its outputs span at most in-width
+    directions, so the output map is arbitrary elsewhere; an update writing there is refused, one
+    inside the span moves exactly (P ΔW Qᵀ)."""
+    from dithub.rebase import get_rebase
+
+    ctx, w, p, q, g = _planted_layer(12, 4, seed=5)
+    transport = get_rebase("theseus")(ctx)
+    with pytest.raises(IncompatibleAdapters, match=r"theseus: 'l.weight': the probe fixes the output map on 4 of its 12 "
+                                                   r"directions and .* of the update lies outside them"):
+        transport.dense("l.weight", torch.randn(12, 4, generator=g))
+    a, b = torch.randn(2, 4, generator=g), torch.randn(12, 2, generator=g)
+    with pytest.raises(IncompatibleAdapters, match="outside them"):
+        transport.factors("l.weight", a, b)
+    inside = w @ torch.randn(4, 4, generator=g)  # columns in the span of the layer's outputs
+    torch.testing.assert_close(transport.dense("l.weight", inside), p @ inside @ q.T, rtol=1e-4, atol=1e-4)
+    a2, b2 = transport.factors("l.weight", a, w @ torch.randn(4, 2, generator=g))
+    assert b2.shape == (12, 2) and a2.shape == (2, 4)
+
+
+def test_theseus_refuses_the_data_free_mode_it_cannot_make_reliable(tmp_path):
+    """A layer's weights fix its maps only up to a sign per singular direction (P U E Uᵀ and
+    Q V E Vᵀ give the same W_new for any signs E), so data=weights would move the update wrongly:
+    refused, unless the first release's joint fit is asked for by name."""
+    from dithub.rebase import get_rebase
+
+    ctx, *_ = _planted_layer(8, 8, seed=1)
+    with pytest.raises(BadInput, match="theseus -p data=weights.*up to a sign per singular direction"):
+        get_rebase("theseus")(ctx, data="weights")
+    get_rebase("theseus")(ctx, data="weights", fit="joint")
+    assert get_rebase("theseus").recorded({"data": "weights"}) == {"data": "weights", "fit": "joint"}
 
 
 def test_procrustes_is_the_orthogonal_least_squares_map():
@@ -382,8 +455,10 @@ def test_transfusion_refuses_an_architecture_without_attention_blocks(tmp_path):
         repo.rebase("mlp-v2", "t", "transfusion")
     with pytest.raises(BadInput, match="parameter 'data' of 'theseus' is 'gram', not one of activations, weights"):
         repo.rebase("mlp-v2", "t", "theseus", {"data": "gram"})
-    repo.rebase("mlp-v2", "t", "theseus", {"data": "weights"})  # data-free: from the weights themselves
-    assert repo.commit_object("t").op.params == {"samples": 256, "data": "weights", "rounds": 10, "alpha": 1.0}
+    with pytest.raises(BadInput, match="data=weights"):
+        repo.rebase("mlp-v2", "t", "theseus", {"data": "weights"})
+    repo.rebase("mlp-v2", "t", "theseus", {"data": "weights", "fit": "joint"})  # data-free: the first release's fit
+    assert repo.commit_object("t").op.params == {"samples": 256, "data": "weights", "rounds": 10, "fit": "joint", "alpha": 1.0}
 
 
 def test_cli_rebase(cli, vit, vit_pair, tmp_path):
