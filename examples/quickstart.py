@@ -40,6 +40,7 @@ from rich.table import Table  # noqa: E402
 from dithub import Repo  # noqa: E402
 from dithub.cli import main as dithub  # noqa: E402
 from dithub.demo import CLASS_TASKS, DOMAINS, TEXT_TASKS, Row, build_suite, build_text_suite, minilm_dir, score, score_text  # noqa: E402
+from dithub.errors import IncompatibleAdapters  # noqa: E402
 
 LORA_MERGES = ["task_arithmetic", "ties", "tsv", "iso_cts", "core_space", "mean_ba"]
 FULL_MERGES = ["task_arithmetic", "ties", "magmax", "tsv", "iso_cts"]
@@ -118,12 +119,21 @@ def rebase_step(r: Repo, repo: Path, work: Path, domain: str = "rot90") -> Table
         line = f"rebase rebased/{domain}-{m} --onto vit-v2 --method {m} --probe {probe}"
         if m == "gradfix":
             run(line, repo)
+        elif m == "theseus":  # the authors' fit refuses what its probe leaves undetermined; fit=joint is the first release's
+            try:
+                r.rebase("vit-v2", f"rebased/{domain}-{m}", m, probe=str(probe))
+            except IncompatibleAdapters as exc:
+                out.add_row("moved by theseus", "vit-v2", "refused", "")
+                console.print(f"theseus refused: {exc.message}")
+                r.rebase("vit-v2", f"rebased/{domain}-{m}", m, {"fit": "joint"}, probe=str(probe))
+                m = "theseus -p fit=joint"
         else:
             r.rebase("vit-v2", f"rebased/{domain}-{m}", m, probe=str(probe))
         seconds = time.perf_counter() - t0
         if m == "naive":
             out.add_row("none (zero-shot)", "vit-v2", f"{100 * score(r, f'rebased/{domain}-{m}', [domain], scale=0.0)[domain]:.1f}", "")
-        out.add_row(f"moved by {m}", "vit-v2", f"{100 * score(r, f'rebased/{domain}-{m}', [domain])[domain]:.1f}", f"{seconds:.1f}")
+        branch = f"rebased/{domain}-{m.split()[0]}"
+        out.add_row(f"moved by {m}", "vit-v2", f"{100 * score(r, branch, [domain])[domain]:.1f}", f"{seconds:.1f}")
     console.print(f"(and from Python, Repo.rebase: {', '.join(m for m in REBASE_METHODS if m != 'gradfix')})")
     return out
 

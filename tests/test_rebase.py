@@ -206,9 +206,16 @@ def _vit16(seed: int = 0):
     from transformers import ViTConfig, ViTForImageClassification
 
     torch.manual_seed(seed)
-    return ViTForImageClassification(ViTConfig(image_size=16, patch_size=2, num_channels=1, hidden_size=32,
-                                               num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                                               num_labels=10)).eval()
+    model = ViTForImageClassification(ViTConfig(image_size=16, patch_size=2, num_channels=1, hidden_size=32,
+                                                num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                                                num_labels=10)).eval()
+    with torch.no_grad():  # biases as a trained model has them: at init (all zero) LayerNorm outputs and the
+        for module in model.modules():  # projections after them never leave a hyperplane, so one direction goes unseen
+            if isinstance(module, (torch.nn.LayerNorm, torch.nn.Linear)) and module.bias is not None:
+                module.bias.normal_(0.0, 0.1)
+            if isinstance(module, torch.nn.Linear):  # and well-conditioned weights: a 32 x 32 Gaussian can have a
+                torch.nn.init.orthogonal_(module.weight, gain=1.5)  # direction of ~1e-5 relative gain, which the probe cannot fix
+    return model
 
 
 @pytest.mark.parametrize("change,params", [("rotated", {"data": "activations"}),

@@ -65,7 +65,7 @@ def _replay(repo: Repo, commit: Commit) -> ObjectId:
         source = repo.store.read_commit(op.inputs[0])
         tree, old, new = (repo.store.read_tree(t) for t in (source.tree, source.base, commit.base))
         method = get_rebase(op.method)
-        params = method.params({k: v for k, v in op.params.items() if k != "alpha"})
+        params = method.params(method.recorded({k: v for k, v in op.params.items() if k != "alpha"}))
         transport = prepare(repo, method, params, source.base, commit.base, _keys(old, [tree]), None)
         return repo.store.write_tree(transport_tree(repo, tree, old, new, transport, float(op.params["alpha"])))
     raise AssertionError(f"no replay for op {op.name} {op.method}")

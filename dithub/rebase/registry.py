@@ -75,7 +75,8 @@ REGISTRY: dict[str, RebaseMethod] = {}
 
 def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = None, needs: str = "nothing",
                     equal_widths: bool = True, choices: dict[str, tuple[str, ...]] | None = None,
-                    ranges: dict[str, Range] | None = None) -> Callable[[RebaseFn], RebaseFn]:
+                    ranges: dict[str, Range] | None = None, legacy: dict[str, Any] | None = None,
+                    ) -> Callable[[RebaseFn], RebaseFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults``."""
     if needs not in ("nothing", "inputs", "labels"):
         raise TypeError(f"{name}: needs must be nothing, inputs or labels")
@@ -84,7 +85,7 @@ def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = 
         kw = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if kw != set(defaults or {}):
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(defaults or {})}")
-        REGISTRY[name] = RebaseMethod(name, fn, paper, dict(defaults or {}), {}, dict(ranges or {}), dict(choices or {}),
+        REGISTRY[name] = RebaseMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}), dict(choices or {}),
                                       needs=needs, equal_widths=equal_widths)
         return fn
 
