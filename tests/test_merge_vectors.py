@@ -69,3 +69,30 @@ def test_negation_removes_an_input_from_every_tensor_of_a_linear_merge(three):
     repo.revert("task/1", from_merge="m", method="negation", branch="m")
     for name in ("w.weight", "w.bias"):
         torch.testing.assert_close(_got(repo, "m", name, tvs[0][name].shape), 0.3 * (tvs[0][name] + tvs[2][name]))
+
+
+@pytest.mark.parametrize("method", ["tsv", "iso_c", "iso_cts"])
+def test_spectral_methods_scale_the_averaged_tensors_with_the_rest(tmp_path, method):
+    """danielm1405/iso-merging (src/utils/iso.py, TSVM_utils.py) decomposes 2-D tensors but the
+    CLIP ``text_projection``, averages every other tensor, and applies the whole merged vector at
+    scaling coefficient α: the averaged tensors are scaled too."""
+    def tv(path, seed):
+        g = torch.Generator().manual_seed(seed)
+        t = {"w.weight": torch.randn(12, 10, generator=g), "w.bias": torch.randn(12, generator=g),
+             "text_projection": torch.randn(6, 6, generator=g)}
+        save_file(t, str(path))
+        return t
+
+    repo = Repo.init(tmp_path / "r")
+    tvs = commit_task_vectors(repo, tmp_path, tv)
+    repo.merge(["task/0", "task/1", "task/2"], method, {"alpha": "0.5"}, into="m")
+    for name, shape in (("w.bias", (12,)), ("text_projection", (6, 6))):
+        torch.testing.assert_close(_got(repo, "m", name, shape), 0.5 * sum(t[name] for t in tvs) / 3)
+    torch.testing.assert_close(_got(repo, "m", "w.weight", (12, 10)), get_method(method)([t["w.weight"] for t in tvs], alpha=0.5))
+    assert repo.commit_object("m").op.params["vectors"] == "method"
+    heads = [repo.resolve(f"task/{i}") for i in range(3)]
+    params = {k: v for k, v in repo.commit_object("m").op.params.items() if k != "vectors"}
+    legacy = Commit("0" * 32, heads, None, "t", 0.0, "recorded before", Op("merge", method, params, heads))
+    tree = repo.store.read_tree(replay_merge(repo, legacy))  # as merges before: averaged unscaled, every 2-D decomposed
+    bias = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors["w.bias"].id).data), dtype=torch.float32)
+    torch.testing.assert_close(bias, sum(t["w.bias"] for t in tvs) / 3)
