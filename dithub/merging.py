@@ -53,8 +53,9 @@ class MergePlan:
     sources: list[dict[str, str]] | None = None
     """Per input, output tensor name -> the input's own name (mixed LoRA and task vectors)."""
     vectors: str | None = None
-    """For elementwise methods: ``method`` (1-D tensors merged by the method) or ``mean`` (averaged:
-    merges recorded before the key existed); None for methods it does not apply to."""
+    """For full-space methods: ``method`` (tensors the method does not decompose merged as its
+    reference code does) or ``mean`` (averaged: merges recorded before the key existed); see
+    ``merge.registry.VECTORS``. None for methods it does not apply to."""
 
     @property
     def op(self) -> Op:
@@ -78,12 +79,13 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     if dtype is not None and dtype not in OUT_DTYPES:
         raise BadInput(f"--dtype {dtype!r} is not supported", f"choose one of {', '.join(OUT_DTYPES)}")
     vectors = params.pop("vectors", None)
-    if m.elementwise:
+    if m.chooses_vectors:
         vectors = vectors or "method"
         if vectors not in VECTORS:
             raise BadInput(f"parameter 'vectors' of {method!r} is {vectors!r}, not one of {', '.join(VECTORS)}")
     elif vectors is not None:
-        raise BadInput(f"method {method!r} has no parameter 'vectors'", "only elementwise methods choose how 1-D tensors merge")
+        raise BadInput(f"method {method!r} has no parameter 'vectors'",
+                       "only full-space methods choose how the tensors they do not decompose merge")
     full_params = m.params(params)
     if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
@@ -272,16 +274,18 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     def load(name: str) -> Any:
         dtype, shape = plan.tensors[name]
         vectors = common_dtype([get(src.get(name, name)).reshape(shape) for get, src in zip(loaders, sources)])
-        if merger is not None and method.applies_to(shape, plan.vectors):
+        if merger is not None and method.applies_to(shape, plan.vectors, name):
             return merger.stage(vectors)
         return [v.to(dev) for v in vectors]
 
     def compute(name: str, loaded: Any) -> Any:
         dtype, shape = plan.tensors[name]
-        if merger is not None and method.applies_to(shape, plan.vectors):
+        if merger is not None and method.applies_to(shape, plan.vectors, name):
             merged = merger.merge(plan.method, plan.params, loaded, name)
-        elif not method.applies_to(shape, plan.vectors):  # non-matrices for SVD methods (and 1-D tensors of old merges): averaged
+        elif not method.applies_to(shape, plan.vectors, name):  # non-matrices for SVD methods (and 1-D tensors of old merges): averaged
             merged = torch.stack([v.float() for v in loaded]).mean(0)
+            if method.matrices_only and plan.vectors == "method" and method.scale_param:  # α on the whole merged vector
+                merged = merged * float(plan.params[method.scale_param])
         else:
             merged = method(loaded, key=name, **plan.params)
         return to_host(merged.to(plan.out_dtype(TORCH_DTYPES[dtype])))

@@ -155,6 +155,13 @@ def _scale_of(commit: Commit) -> float | None:
     return float(commit.op.params[name]) if name and name in commit.op.params else None
 
 
+def _mean_scale(method: Any, params: dict[str, Any], vectors: str | None) -> float:
+    """The factor on the mean of the tensors a merge averaged (α of a matrices-only method, else 1)."""
+    if method.matrices_only and vectors == "method" and method.scale_param:
+        return float(params[method.scale_param])
+    return 1.0
+
+
 def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> ObjectId:
     """The merge's update minus α times the removed input's, in full space (tensors the merge
     averaged lose the input from their mean)."""
@@ -174,8 +181,9 @@ def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> O
         merged = m_load(name).reshape(shape)
         if name not in r_specs:
             out[name] = (dtype, merged.float())
-        elif method is not None and not method.applies_to(shape, vectors) and n > 1:
-            out[name] = (dtype, remove_from_mean(merged, r_load(name).reshape(shape), n))
+        elif method is not None and not method.applies_to(shape, vectors, name) and n > 1:
+            scale = _mean_scale(method, merge.op.params, vectors)  # α·mean for matrices-only methods
+            out[name] = (dtype, remove_from_mean(merged, scale * r_load(name).reshape(shape).float(), n))
         else:
             out[name] = (dtype, negate(merged, r_load(name).reshape(shape), alpha))
     return _write(repo, out)

@@ -96,3 +96,17 @@ def test_spectral_methods_scale_the_averaged_tensors_with_the_rest(tmp_path, met
     tree = repo.store.read_tree(replay_merge(repo, legacy))  # as merges before: averaged unscaled, every 2-D decomposed
     bias = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors["w.bias"].id).data), dtype=torch.float32)
     torch.testing.assert_close(bias, sum(t["w.bias"] for t in tvs) / 3)
+
+
+def test_negation_removes_an_input_from_the_scaled_mean_of_a_spectral_merge(tmp_path):
+    def tv(path, seed):
+        g = torch.Generator().manual_seed(seed)
+        t = {"w.weight": torch.randn(12, 10, generator=g), "w.bias": torch.randn(12, generator=g)}
+        save_file(t, str(path))
+        return t
+
+    repo = Repo.init(tmp_path / "r")
+    tvs = commit_task_vectors(repo, tmp_path, tv)
+    repo.merge(["task/0", "task/1", "task/2"], "iso_c", {"alpha": "0.5"}, into="m")
+    repo.revert("task/1", from_merge="m", method="negation", force=True, branch="m")
+    torch.testing.assert_close(_got(repo, "m", "w.bias", (12,)), 0.5 * (tvs[0]["w.bias"] + tvs[2]["w.bias"]) / 2)

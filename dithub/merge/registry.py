@@ -70,13 +70,19 @@ class MergeMethod(Algorithm):
         """Defined entry by entry on tensors of any shape (full space, not matrices only)."""
         return self.space == "full" and not self.matrices_only
 
-    def applies_to(self, shape: Sequence[int], vectors: str | None = None) -> bool:
-        """Whether this method merges a tensor of ``shape`` (others are averaged): matrices-only
-        methods 2-D tensors; elementwise methods every tensor, or (``vectors="mean"``, merges
-        recorded before 1-D tensors were merged by the method) those of two or more dimensions."""
+    def applies_to(self, shape: Sequence[int], vectors: str | None = None, name: str = "") -> bool:
+        """Whether this method merges tensor ``name`` of ``shape`` (others are averaged): matrices-only
+        methods 2-D tensors but CLIP's ``text_projection`` (as danielm1405/iso-merging; with
+        ``vectors="mean"``, merges recorded before, every 2-D tensor); elementwise methods every
+        tensor, or (``vectors="mean"``) those of two or more dimensions."""
         if self.matrices_only:
-            return len(shape) == 2
+            return len(shape) == 2 and (vectors == "mean" or "text_projection" not in name)
         return vectors != "mean" or len(shape) >= 2
+
+    @property
+    def chooses_vectors(self) -> bool:
+        """Whether merges by this method record ``vectors`` (how tensors it does not decompose merge)."""
+        return self.elementwise or self.matrices_only
 
     @property
     def scale_param(self) -> str | None:
@@ -120,7 +126,9 @@ def register(
 
 
 VECTORS = ("method", "mean")
-"""How an elementwise merge treats 1-D tensors: by the method (the default), or averaged."""
+"""How a merge treats the tensors its method is not defined on: as the method's reference code
+(the default: elementwise methods merge 1-D tensors too; matrices-only methods average the others
+and scale them by α with the rest), or ``mean`` (averaged, unscaled: merges recorded before)."""
 
 
 def recorded_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -129,7 +137,7 @@ def recorded_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     if method not in REGISTRY:
         return dict(params)
     out = REGISTRY[method].recorded(params)
-    if REGISTRY[method].elementwise and "vectors" not in out:
+    if REGISTRY[method].chooses_vectors and "vectors" not in out:
         out["vectors"] = "mean"
     return out
 

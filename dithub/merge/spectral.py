@@ -10,8 +10,12 @@
   τ_t with the common space projected out; the stacked bases are orthogonalized (polar factor) and
   the spectrum flattened to the mean; scaled by α = 1.
 
-Only 2-D weights are decomposed; the executor averages every other tensor (biases, norms,
-embeddings of other ranks, convolution kernels), as the reference code does. The papers tune α on
+Only 2-D weights are decomposed, but CLIP's ``text_projection``; the executor averages every other
+tensor (biases, norms, embeddings of other ranks, convolution kernels) and scales that mean by α
+with the rest of the merged vector, as the reference code does (danielm1405/iso-merging,
+``src/utils/iso.py`` and ``src/utils/TSVM_utils.py``: the merged vector is applied at scaling
+coefficient α); merges recorded before (no ``vectors`` in the op) replay with the mean unscaled and
+every 2-D tensor decomposed. The papers tune α on
 validation data (``--alpha auto --probe`` sweeps it); defaults follow the reference code
 (fusion_bench, danielm1405/iso-merging). Decompositions run in fp32 (fp64 inputs stay fp64).
 
