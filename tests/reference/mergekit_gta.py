@@ -39,20 +39,38 @@ def magnitude_outliers(x: Tensor, density: float, gamma: float) -> Tensor:
     return x * mask.reshape(x.shape)
 
 
-def sign_consensus_mean(deltas: list[Tensor], lam: float = 1.0) -> Tensor:
+def _weights(n: int, weights: list[float] | None) -> Tensor:
+    return torch.tensor(weights if weights is not None else [1.0] * n, dtype=torch.float32)
+
+
+def sign_consensus_mean(deltas: list[Tensor], lam: float = 1.0, weights: list[float] | None = None) -> Tensor:
+    """Weighted deltas, the sign of their sum (+ on ≥ 0), and the sum of the agreeing ones divided
+    by the sum of their weights (``normalize``)."""
     d = torch.stack([x.float() for x in deltas])
-    majority = (d.sum(dim=0) >= 0).float() * 2 - 1
-    mask = d.sign() == majority
-    mixed = (d * mask).sum(dim=0)
-    divisor = mask.float().sum(dim=0)
+    w = _weights(len(deltas), weights)
+    while w.dim() < d.dim():
+        w = w.unsqueeze(-1)
+    weighted = d * w
+    majority = (weighted.sum(dim=0) >= 0).float() * 2 - 1
+    mask = weighted.sign() == majority
+    mixed = (weighted * mask).sum(dim=0)
+    divisor = (w * mask).sum(dim=0)
     divisor[divisor == 0] = 1
     return mixed / divisor * lam
 
 
-def ties(vectors: list[Tensor], density: float, lam: float = 1.0) -> Tensor:
-    return sign_consensus_mean([magnitude(v.float(), density) for v in vectors], lam)
+def ties(vectors: list[Tensor], density: float, lam: float = 1.0, weights: list[float] | None = None) -> Tensor:
+    return sign_consensus_mean([magnitude(v.float(), density) for v in vectors], lam, weights)
 
 
-def breadcrumbs(vectors: list[Tensor], beta: float, gamma: float, alpha: float = 1.0) -> Tensor:
-    """``breadcrumbs`` (no sign consensus, no normalization): α · Σ of the banded inputs."""
-    return torch.stack([magnitude_outliers(v.float(), beta, gamma) for v in vectors]).sum(dim=0) * alpha
+def breadcrumbs(vectors: list[Tensor], beta: float, gamma: float, alpha: float = 1.0,
+                weights: list[float] | None = None) -> Tensor:
+    """``breadcrumbs`` (no sign consensus, no normalization): α · Σ w_t · (banded input t)."""
+    w = _weights(len(vectors), weights)
+    return sum(wt * magnitude_outliers(v.float(), beta, gamma) for wt, v in zip(w.tolist(), vectors)) * alpha
+
+
+def task_arithmetic(vectors: list[Tensor], lam: float = 1.0, weights: list[float] | None = None) -> Tensor:
+    """``task_arithmetic``: λ · Σ w_t τ_t."""
+    w = _weights(len(vectors), weights)
+    return sum(wt * v.float() for wt, v in zip(w.tolist(), vectors)) * lam
