@@ -12,7 +12,7 @@ import functools
 
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -23,7 +23,7 @@ from .formats.lora import strip_prefix
 from .formats.merge_into import lora_delta
 from .formats.torch_io import TORCH_DTYPES, from_torch, to_torch
 from .merge import REGISTRY, get_method
-from .merge.registry import VECTORS
+from .merge.registry import VECTORS, check_weights
 from .progress import ProgressFactory, no_progress
 from .store import Commit, ObjectId, Op, TensorEntry, Tree, nbytes_of
 from .kernels.device import DeviceMerge, to_host, triton_kernels
@@ -52,6 +52,8 @@ class MergePlan:
     dtype: str | None = None
     sources: list[dict[str, str]] | None = None
     """Per input, output tensor name -> the input's own name (mixed LoRA and task vectors)."""
+    weights: list[float] | None = None
+    """Per-input weights (None: all 1, the unweighted merge); recorded in the op."""
     vectors: str | None = None
     """For full-space methods: ``method`` (tensors the method does not decompose merged as its
     reference code does) or ``mean`` (averaged: merges recorded before the key existed); see
@@ -59,9 +61,11 @@ class MergePlan:
 
     @property
     def op(self) -> Op:
-        extra = {"dtype": self.dtype} if self.dtype else {}
+        extra: dict[str, Any] = {"dtype": self.dtype} if self.dtype else {}
         if self.vectors is not None:
             extra["vectors"] = self.vectors
+        if self.weights is not None:
+            extra["weights"] = list(self.weights)
         return Op("merge", self.method, {**self.params, **extra}, self.inputs)
 
     def out_dtype(self, like: torch.dtype) -> torch.dtype:
@@ -86,9 +90,11 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     elif vectors is not None:
         raise BadInput(f"method {method!r} has no parameter 'vectors'",
                        "only full-space methods choose how the tensors they do not decompose merge")
+    weights = params.pop("weights", None)
     full_params = m.params(params)
     if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
+    weights = check_weights(m, weights, len(revs))
     ids = [repo.resolve(r) for r in revs]
     if len(set(ids)) != len(ids):
         dup = next(r for r, i in zip(revs, ids) if ids.count(i) > 1)
@@ -96,7 +102,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
     if m.space == "full" and {t.kind for t in trees} == {"lora", "task_vector"}:
-        return _plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors)
+        return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights)
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
@@ -109,7 +115,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
                      "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
-                     vectors=vectors)
+                     vectors=vectors, weights=weights)
 
 
 def _plan_mixed(repo: Repo, revs: list[str], ids: list[ObjectId], commits: list[Commit], trees: list[Tree],
@@ -264,7 +270,7 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     if plan.kind == "lora":
         return _run_lora(repo, plan, trees, progress, dev)
     method = get_method(plan.method)
-    if merger is None and dev.type == "cuda":
+    if merger is None and dev.type == "cuda" and plan.weights is None:  # weighted merges: the torch methods, on the device
         merger = DeviceMerge(dev, triton_kernels(dev))
     advance = progress(f"merging with {plan.method}", len(plan.tensors))
     loaders = [delta_loader(repo, t, plan.base) for t in trees]
@@ -283,11 +289,11 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
         if merger is not None and method.applies_to(shape, plan.vectors, name):
             merged = merger.merge(plan.method, plan.params, loaded, name)
         elif not method.applies_to(shape, plan.vectors, name):  # non-matrices for SVD methods (and 1-D tensors of old merges): averaged
-            merged = torch.stack([v.float() for v in loaded]).mean(0)
+            merged = mean_of(loaded, plan.weights)
             if method.matrices_only and plan.vectors == "method" and method.scale_param:  # α on the whole merged vector
                 merged = merged * float(plan.params[method.scale_param])
         else:
-            merged = method(loaded, key=name, **plan.params)
+            merged = method(loaded, key=name, weights=plan.weights, **plan.params)
         return to_host(merged.to(plan.out_dtype(TORCH_DTYPES[dtype])))
 
     def store(name: str, result: Any) -> None:
@@ -298,6 +304,16 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
     return repo.store.write_tree(Tree(plan.kind, config, entries))
+
+
+def mean_of(tensors: Sequence[torch.Tensor], weights: Sequence[float] | None) -> torch.Tensor:
+    """The mean of the inputs of a tensor a method does not merge (with weights, Σ w_t x_t / Σ w_t)."""
+    if weights is None:
+        return torch.stack([t.float() for t in tensors]).mean(0)
+    total = sum(weights)
+    if total == 0:
+        raise BadInput("the weights sum to 0, so the tensors the method averages have no mean", "give weights whose sum is not 0")
+    return sum(w * t.float() for w, t in zip(weights, tensors)) / total  # type: ignore[return-value]
 
 
 def delta_loader(repo: Repo, tree: Tree, base: ObjectId | None) -> Callable[[str], torch.Tensor]:
@@ -341,7 +357,7 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
     for name, m in modules.items():
         a_s, b_s = common_dtype([load(t, m.a_key) for t in trees]), common_dtype([load(t, m.b_key) for t in trees])
         factors = [(a, b, scaling(t.config, name)) for a, b, t in zip(a_s, b_s, trees)]
-        a, b = method(factors, key=name, **plan.params)
+        a, b = method(factors, key=name, weights=plan.weights, **plan.params)
         entries[m.a_key] = put_tensor(repo, a.to(plan.out_dtype(factors[0][0].dtype)).cpu())
         entries[m.b_key] = put_tensor(repo, b.to(plan.out_dtype(factors[0][1].dtype)).cpu())
         ranks[name] = a.shape[0]
@@ -350,7 +366,7 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
     for key in trees[0].tensors:
         if key not in factor_keys:
             whole = common_dtype([load(t, key) for t in trees])
-            mean = torch.stack([w.float() for w in whole]).mean(0)
+            mean = mean_of(whole, plan.weights)
             entries[key] = put_tensor(repo, mean.to(plan.out_dtype(whole[0].dtype)).cpu())
             advance(1)
     return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), entries))

@@ -405,6 +405,9 @@ class Repo:
         if method == "opcm":  # sequential: each input joins the running merge in its own commit
             from .sequential import opcm_merge
 
+            if params and "weights" in params:
+                raise BadInput("opcm takes no per-input weights (its paper defines none)", "drop --weight")
+
             oid = ""
             for rev in revs:
                 oid = opcm_merge(self, rev, branch, params, message=message, author=author, progress=progress)

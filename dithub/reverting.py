@@ -127,7 +127,8 @@ def replay_without(repo: Repo, oid: ObjectId, removed: ObjectId, author: str) ->
         sub = repo.store.read_commit(i)
         tree = replay_without(repo, i, removed, author)
         return repo.store.write_commit(Commit(tree, [], sub.base, author, time.time(), f"{sub.message} (replayed without {removed[:12]})",
-                                              Op("merge", sub.op.method, sub.op.params, [x for x in sub.op.inputs if x != removed])))
+                                              Op("merge", sub.op.method, _without(sub.op.params, sub.op.inputs, removed),
+                                                 [x for x in sub.op.inputs if x != removed])))
 
     inputs = [kept(i) for i in merge_inputs(repo, oid) if i != removed]
     if not inputs:
@@ -142,8 +143,15 @@ def replay_without(repo: Repo, oid: ObjectId, removed: ObjectId, author: str) ->
     # one input may remain: every method is defined for it (a user-facing merge asks for two)
     from .merge.registry import recorded_params
 
-    params = recorded_params(commit.op.method or "", commit.op.params)
+    params = recorded_params(commit.op.method or "", _without(commit.op.params, commit.op.inputs, removed))
     return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1))
+
+
+def _without(params: dict[str, Any], inputs: list[ObjectId], removed: ObjectId) -> dict[str, Any]:
+    """A merge op's parameters for its inputs without ``removed``: its weight, if any, dropped."""
+    if "weights" not in params:
+        return dict(params)
+    return {**params, "weights": [w for i, w in zip(inputs, params["weights"]) if i != removed]}
 
 
 def _scale_of(commit: Commit) -> float | None:

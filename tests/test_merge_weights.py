@@ -73,7 +73,7 @@ def test_cli_weights_are_recorded_replayed_and_exactly_reverted(three, cli):
     repo, tvs = three
     res = cli(["merge", "task/0:2", "task/1", "task/2", "--weight", "task/1=0.5", "--weight", "task/2=1.5",
                "--method", "ties", "-p", "density=0.3", "--into", "m"], cwd=repo.path)
-    assert res.exit_code == 0, res.output
+    assert res.code == 0, res.err
     commit = repo.commit_object("m")
     assert commit.op.params["weights"] == W
     expected = get_method("ties")([t["w.weight"] for t in tvs], density=0.3, weights=W)
@@ -91,8 +91,8 @@ def test_weights_are_checked(three, cli):
     with pytest.raises(BadInput, match="magmax takes no per-input weights"):
         repo.merge(["task/0", "task/1"], "magmax", {"weights": [2.0, 1.0]}, into="x")
     res = cli(["merge", "task/0", "task/1", "--weight", "task/5=2", "--method", "ties"], cwd=repo.path)
-    assert res.exit_code == 3 and "--weight task/5=2 names no input" in res.output
+    assert res.code == 3 and "--weight task/5=2 names no input" in res.err
     res = cli(["merge", "task/0", "task/1", "--weight", "task/1=lots", "--method", "ties"], cwd=repo.path)
-    assert res.exit_code == 3 and "'lots' is not a number" in res.output
+    assert res.code == 3 and "'lots' is not a number" in res.err
     res = cli(["merge", "task/0:inf", "task/1", "--method", "ties"], cwd=repo.path)
-    assert res.exit_code == 3 and "finite" in res.output
+    assert res.code == 3 and "finite" in res.err

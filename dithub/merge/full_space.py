@@ -86,10 +86,7 @@ def _sign_mean(values: list[Tensor], lam: Tensor, zero_positive: Tensor) -> tupl
     of exactly 0 elects + if ``zero_positive``, else −. Also returns the election's counts
     [#sums > 0, #sums < 0, #zero sums with an agreeing entry] (int64): where the last is 0, the
     zero-sum rule decided nothing (see ``_elect``)."""
-    total = values[0]
-    for v in values[1:]:
-        total = total + v
-    positive = (total > 0) | ((total == 0) & zero_positive)
+    total, positive = _summed_sign(values, zero_positive)
     num = torch.zeros_like(total)
     count = torch.zeros_like(total)
     for v in values:
@@ -97,6 +94,14 @@ def _sign_mean(values: list[Tensor], lam: Tensor, zero_positive: Tensor) -> tupl
         num = num + torch.where(agree, v, 0.0)
         count = count + agree.float()
     return num / count.clamp(min=1.0) * lam, _election_counts(total, count)
+
+
+def _summed_sign(values: list[Tensor], zero_positive: Tensor) -> tuple[Tensor, Tensor]:
+    """Σ values (in input order) and where the elected sign is + (a zero sum: ``zero_positive``)."""
+    total = values[0]
+    for v in values[1:]:
+        total = total + v
+    return total, (total > 0) | ((total == 0) & zero_positive)
 
 
 def _election_counts(total: Tensor, count: Tensor) -> Tensor:
@@ -111,6 +116,23 @@ def _elect(kernel: Callable[..., tuple[Tensor, Tensor]], xs: list[Tensor], args:
     if majority and undecided(counts):
         out, _ = kernel(xs, *args, _flag(False, xs[0]))
     return out
+
+
+def _weighted_sign_mean(values: list[Tensor], weights: Sequence[float], lam: Tensor,
+                        zero_positive: Tensor) -> tuple[Tensor, Tensor]:
+    """``_sign_mean`` with per-input weights, as mergekit: the election on the weighted values, and
+    the agreeing weighted values summed and divided by the sum of their weights (1 where none agree)."""
+    weighted = [v.float() * w for v, w in zip(values, weights)]
+    total, positive = _summed_sign(weighted, zero_positive)
+    num = torch.zeros_like(total)
+    den = torch.zeros_like(total)
+    count = torch.zeros_like(total)
+    for v, w in zip(weighted, weights):
+        agree = torch.where(positive, v > 0, v < 0)
+        num = num + torch.where(agree, v, 0.0)
+        den = den + torch.where(agree, w, 0.0)
+        count = count + agree.float()
+    return num / torch.where(den == 0, 1.0, den) * lam, _election_counts(total, count)
 
 
 def undecided(counts: Tensor) -> bool:
@@ -184,16 +206,25 @@ def _magmax_kernel(xs: list[Tensor], alpha: Tensor, later: Tensor) -> Tensor:
 
 
 @register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3}, ranges={"alpha": REAL})
-def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
+def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float, weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
+    if weights is not None:  # α · Σ w_t τ_t (mergekit's task_arithmetic)
+        total = xs[0].to(torch.float32, copy=True).mul_(weights[0])
+        for x, w in zip(xs[1:], weights[1:]):
+            total.add_(x.float(), alpha=w)
+        return total.mul_(alpha).reshape(vectors[0].shape)
     return running_sum(xs, torch.float32).mul_(alpha).reshape(vectors[0].shape)  # in place: at the memory bound
 
 
 @register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0, "convention": "paper"},
           ranges={"density": Range(0.0, 1.0, low_open=True), "lam": REAL}, choices={"convention": CONVENTIONS},
           legacy={"convention": "round"})
-def ties(vectors: Sequence[Tensor], *, density: float, lam: float, convention: str) -> Tensor:
+def ties(vectors: Sequence[Tensor], *, density: float, lam: float, convention: str, weights: list[float] | None) -> Tensor:
     xs, thresholds = trimmed(_flat(vectors), density, convention)
+    if weights is not None:  # mergekit's weighted TIES: trimmed unweighted, elected and averaged weighted
+        kept = [torch.where(x.float().abs() >= thresholds[i], x.float(), 0.0) for i, x in enumerate(xs)]
+        return _elect(lambda _xs, zp: _weighted_sign_mean(kept, weights, _scalar(lam, xs[0]), zp), xs, (),
+                      convention == "paper").reshape(vectors[0].shape)
     kernel = _ties_small if xs[0].numel() < COMPILE_MIN_NUMEL and not runs_fused(xs[0]) else _ties_kernel
     return _elect(kernel, xs, (thresholds, _scalar(lam, xs[0])), convention == "paper").reshape(vectors[0].shape)
 
@@ -206,10 +237,10 @@ def ties(vectors: Sequence[Tensor], *, density: float, lam: float, convention: s
                    "convention": ("paper", "mergekit")},
           check=lambda p: "rng=philox draws 16-bit uniforms: use mask=uint16" if p["rng"] == "philox" and p["mask"] != "uint16" else None)
 def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, mask: str, rng: str,
-         convention: str, key: str) -> Tensor:
+         convention: str, key: str, weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
     limit, keep_prob = dare_limit(p, mask)
-    params = {"p": p, "combine": combine, "lam": lam, "mask": mask}
+    params = {"p": p, "combine": combine, "lam": lam, "mask": mask, "weights": weights}
     dev, n = xs[0].device, xs[0].numel()
     draws = draw_source(len(xs), p=p, seed=seed, mask=mask, rng=rng, key=key)
     majority = combine == "ties" and convention == "paper"
@@ -255,6 +286,15 @@ def dare_chunk(xs: list[Tensor], draws: list[Tensor], params: dict, limit: int, 
     with the election's counts under ``combine='ties'`` (``_sign_mean``; None under ``ta``)."""
     limit_t = torch.tensor(limit, dtype=torch.uint8 if params["mask"] == "float32" else torch.int16, device=xs[0].device)
     args = (xs, draws, limit_t, _scalar(keep_prob, xs[0]), _scalar(params["lam"], xs[0]))
+    weights = params.get("weights")
+    if weights is not None:  # mergekit: each input dropped and rescaled, then weighted
+        kept = [torch.where(d <= limit_t, x.float() / keep_prob, 0.0) for x, d in zip(xs, draws)]
+        if params["combine"] == "ta":
+            total = kept[0] * weights[0]
+            for k, w in zip(kept[1:], weights[1:]):
+                total = total + k * w
+            return total * params["lam"], None
+        return _weighted_sign_mean(kept, weights, args[4], _flag(zero_positive, xs[0]))
     if params["combine"] == "ta":
         return _dare_ta_kernel(*args), None
     return _dare_ties_kernel(*args, _flag(zero_positive, xs[0]))
@@ -268,7 +308,8 @@ DARE_CHUNK = 1 << 21
           ranges={"beta": Range(0.0, 1.0, low_open=True), "gamma": Range(0.0, 1.0, high_open=True), "alpha": REAL},
           choices={"convention": CONVENTIONS}, legacy={"convention": "round"},
           check=lambda p: f"need beta <= 1 - gamma (got beta={p['beta']}, gamma={p['gamma']})" if p["beta"] > 1 - p["gamma"] else None)
-def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: float, convention: str) -> Tensor:
+def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: float, convention: str,
+                weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
     n = xs[0].numel()
     lows, highs = [], []
@@ -286,7 +327,14 @@ def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: 
             lows.append(kth_largest_abs(x, bottom) if bottom > top else torch.tensor(float("inf")))
             highs.append(kth_largest_abs(x, top) if top > 0 else torch.tensor(float("inf")))
     dev = xs[0].device
-    out = _band_kernel(xs, torch.stack(lows).to(dev), torch.stack(highs).to(dev), _scalar(alpha, xs[0]))
+    lows_t, highs_t = torch.stack(lows).to(dev), torch.stack(highs).to(dev)
+    if weights is not None:  # α · Σ w_t (banded τ_t), as mergekit's breadcrumbs
+        total = torch.zeros(xs[0].shape, dtype=torch.float32, device=dev)
+        for i, (x, w) in enumerate(zip(xs, weights)):
+            a = x.float().abs()
+            total = total + torch.where((a >= lows_t[i]) & (a < highs_t[i]), x.float(), 0.0) * w
+        return (total * alpha).reshape(vectors[0].shape)
+    out = _band_kernel(xs, lows_t, highs_t, _scalar(alpha, xs[0]))
     return out.reshape(vectors[0].shape)
 
 

@@ -33,30 +33,42 @@ CORE_RULES = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv",
 Factors = tuple[Tensor, Tensor, float]
 
 
-def _concat(factors: Sequence[Factors], weight: float) -> tuple[Tensor, Tensor]:
+def _concat(factors: Sequence[Factors], weight: float, weights: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
+    """A = [weight w_t s_t A_t], B = [B_t]: the LoRA of weight · Σ w_t s_t B_t A_t (w_t = 1 without ``weights``)."""
     if not factors:
         raise BadInput("a merge needs at least one input")
-    a = torch.cat([weight * s * fa.float() for fa, _fb, s in factors], dim=0)
+    each = list(weights) if weights is not None else [1.0] * len(factors)
+    a = torch.cat([weight * w * s * fa.float() if w != 1.0 else weight * s * fa.float()
+                   for (fa, _fb, s), w in zip(factors, each)], dim=0)
     b = torch.cat([fb.float() for _fa, fb, _s in factors], dim=1)
     return a, b
 
 
 @register("concat", paper="2106.09685", defaults={"alpha": 1.0}, space="lora", ranges={"alpha": REAL})
-def concat(factors: Sequence[Factors], *, alpha: float) -> tuple[Tensor, Tensor]:
-    return _concat(factors, alpha)
+def concat(factors: Sequence[Factors], *, alpha: float, weights: list[float] | None) -> tuple[Tensor, Tensor]:
+    return _concat(factors, alpha, weights)
 
 
 @register("mean_ba", paper="2503.09271", defaults={"shared_b": "merge"}, space="lora",
           choices={"shared_b": ("merge", "stack")}, legacy={"shared_b": "stack"})
-def mean_ba(factors: Sequence[Factors], *, shared_b: str) -> tuple[Tensor, Tensor]:
-    """The mean of the modules' products. Where every input has the same B (DitHub's layout: one B
-    per layer shared by the classes) and ``shared_b='merge'`` (default), that is B · mean(s_c A_c),
-    of rank r; otherwise (or ``shared_b='stack'``, as merges recorded before the parameter did)
-    the stacked factors of rank Σ r."""
+def mean_ba(factors: Sequence[Factors], *, shared_b: str, weights: list[float] | None) -> tuple[Tensor, Tensor]:
+    """The mean of the modules' products (with ``weights``, the weighted mean Σ w_c s_c B_c A_c / Σ w_c).
+    Where every input has the same B (DitHub's layout: one B per layer shared by the classes) and
+    ``shared_b='merge'`` (default), that is B · mean(s_c A_c), of rank r; otherwise (or
+    ``shared_b='stack'``, as merges recorded before the parameter did) the stacked factors of rank Σ r."""
+    each = list(weights) if weights is not None else [1.0] * len(factors)
+    total = sum(each)
+    if total == 0:
+        raise BadInput("mean_ba: the weights sum to 0", "give weights whose sum is not 0")
     if shared_b == "merge" and len(factors) > 1 and all(torch.equal(fb, factors[0][1]) for _fa, fb, _s in factors[1:]):
-        a = sum(s * fa.float() for fa, _fb, s in factors) / len(factors)
+        if weights is None:
+            a = sum(s * fa.float() for fa, _fb, s in factors) / len(factors)
+        else:
+            a = sum(w * s * fa.float() for (fa, _fb, s), w in zip(factors, each)) / total
         return a, factors[0][1].float()  # type: ignore[return-value]
-    return _concat(factors, 1.0 / len(factors))
+    if weights is None:
+        return _concat(factors, 1.0 / len(factors))
+    return _concat(factors, 1.0 / total, weights)
 
 
 def core_bases(factors: Sequence[Factors]) -> tuple[Tensor, Tensor]:
@@ -226,7 +238,7 @@ triangular ones, which need no SVD. Entrywise rules (TIES, DARE, Breadcrumbs, Ma
           space="lora", legacy={"linear": "core", "bases": "explicit"}, ranges={"rank": NATURAL, "seed": NATURAL},
           choices={"rule": CORE_RULES, "linear": ("concat", "core"), "bases": ("svd", "implicit", "explicit")}, inner="rule")
 def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, bases: str,
-               key: str, **rule_params: Any) -> tuple[Tensor, Tensor]:
+               key: str, weights: list[float] | None, **rule_params: Any) -> tuple[Tensor, Tensor]:
     """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
 
     Project every ΔW_t = s_t B_t A_t onto the joint bases U_ref (from the stacked B's) and V_ref (from
@@ -268,7 +280,7 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     total = sum(fa.shape[0] for fa, _fb, _s in factors)
     m, n = factors[0][1].shape[0], factors[0][0].shape[1]
     if linear == "concat" and rule == "task_arithmetic" and (not rank or rank >= total) and total <= min(m, n):
-        return _concat(factors, float(rule_params.get("alpha", inner.defaults["alpha"])))
+        return _concat(factors, float(rule_params.get("alpha", inner.defaults["alpha"])), weights)
     if bases == "svd" and rule not in ROTATION_EQUIVARIANT:
         frame: _CoreFrame | None = _SvdFrame.of(factors)
     else:
@@ -278,7 +290,8 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     else:
         u_ref, v_ref = svd_bases(factors) if bases == "svd" else core_bases(factors)
         cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
-    merged = inner(cores, key=key, seed=seed, **rule_params) if inner.random else inner(cores, **rule_params)
+    extra = {"weights": weights} if weights is not None else {}  # the inner rule's own check refuses them if it has none
+    merged = inner(cores, key=key, seed=seed, **extra, **rule_params) if inner.random else inner(cores, **extra, **rule_params)
     if rank and rank < merged.shape[0]:
         p, sv, qh = svd(merged)
         if frame is not None:

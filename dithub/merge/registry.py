@@ -9,6 +9,7 @@ name), so each tensor's randomness is fixed by the recorded seed alone.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,8 @@ class MergeMethod(Algorithm):
     inner: str | None = None
     """The parameter naming an inner full-space rule (Core Space's ``rule``): the method also takes
     that rule's parameters (but ``seed``, its own), checked against the rule's definition."""
+    weighted: bool = False
+    """Takes per-input weights (``weights=``), as the paper or mergekit defines them."""
 
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``; with an inner rule, that rule's parameters too (every
@@ -89,14 +92,37 @@ class MergeMethod(Algorithm):
         """The parameter that scales the merged update last (what ``--alpha`` sets), if any."""
         return next((p for p in ("alpha", "lam") if p in self.defaults), None)
 
-    def __call__(self, vectors: Sequence[Any], *, key: str = "", **params: Any) -> Any:
+    def __call__(self, vectors: Sequence[Any], *, key: str = "", weights: Sequence[float] | None = None,
+                 **params: Any) -> Any:
         full = self.params(params)
         if self.random:
             full["key"] = key
+        weights = check_weights(self, weights, len(vectors))
+        if self.weighted:
+            full["weights"] = weights
         return self.fn(vectors, **full)
 
 
 REGISTRY: dict[str, MergeMethod] = {}
+
+
+def check_weights(method: MergeMethod, weights: Sequence[float] | None, n: int) -> list[float] | None:
+    """Per-input weights as floats, or None where there are none or all are 1 (the unweighted merge);
+    BadInput for a method that takes none, a count other than ``n`` or a weight that is not finite."""
+    if weights is None:
+        return None
+    out = [float(w) for w in weights]
+    if len(out) != n:
+        raise BadInput(f"{len(out)} weights for {n} inputs", "give one weight per input")
+    if not all(math.isfinite(w) for w in out):
+        raise BadInput(f"weights must be finite numbers, got {out}")
+    if all(w == 1.0 for w in out):
+        return None
+    if not method.weighted:
+        with_weights = ", ".join(sorted(m.name for m in REGISTRY.values() if m.weighted))
+        raise BadInput(f"{method.name} takes no per-input weights (neither its paper nor mergekit defines them)",
+                       f"methods with weights: {with_weights}")
+    return out
 
 
 def register(
@@ -105,21 +131,23 @@ def register(
     choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
     inner: str | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
-    """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key), each
-    numeric one with its range and each string one with its choices."""
+    """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key, and
+    ``weights`` for a method with per-input weights), each numeric one with its range and each
+    string one with its choices."""
 
     def wrap(fn: MergeFn) -> MergeFn:
         sig = inspect.signature(fn)
         kw = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         random = "key" in kw
-        declared = set(defaults or {}) | ({"key"} if random else set())
+        weighted = "weights" in kw
+        declared = set(defaults or {}) | ({"key"} if random else set()) | ({"weights"} if weighted else set())
         if kw != declared:
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
         if random and "seed" not in (defaults or {}):
             raise TypeError(f"{name}: a method taking key must declare a seed default")
         REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
                                      dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
-                                     inner=inner)
+                                     inner=inner, weighted=weighted)
         return fn
 
     return wrap

@@ -24,6 +24,41 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
+def _weight(text: str, what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadInput(f"{what}: {text!r} is not a number", "e.g. --weight task/a=0.5") from None
+    if value != value or value in (float("inf"), float("-inf")):
+        raise BadInput(f"{what}: weights must be finite, got {text!r}")
+    return value
+
+
+def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[float] | None]:
+    """The revisions without ``:W`` suffixes, and one weight per revision (``REV:W`` in the list or
+    ``--weight REV=W``; 1 where none is given), or None where none is given at all. A ref name
+    holds no ':' (git's rule), so a suffix after the last ':' is a weight."""
+    names, weights = [], []
+    for rev in revs:
+        name, sep, text = rev.rpartition(":")
+        if sep and name:
+            names.append(name)
+            weights.append(_weight(text, f"weight of {name}"))
+        else:
+            names.append(rev)
+            weights.append(None)
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not sep or not name:
+            raise BadInput(f"--weight {pair!r} is not REV=W", "e.g. --weight task/a=0.5")
+        if name not in names:
+            raise BadInput(f"--weight {pair} names no input", f"inputs: {', '.join(names)}")
+        weights[names.index(name)] = _weight(text, f"--weight {pair}")
+    if all(w is None for w in weights):
+        return names, None
+    return names, [1.0 if w is None else w for w in weights]
+
+
 def scale_param(method: str, params: dict[str, str]) -> str:
     """The parameter ``--alpha`` sets for ``method`` with ``params`` (Core Space: its rule's scale)."""
     from ...merge import get_method  # loads torch; only when --alpha is given
@@ -39,6 +74,7 @@ def merge(
     revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more; opcm: added one by one).")],
     method: Annotated[str, typer.Option("--method", help=f"Merge method: {', '.join(METHODS)}.")],
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
+    weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="An input's weight, REV=W (repeatable; or REV:W in the list).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
     alpha: Annotated[str | None, typer.Option("--alpha", help="The final scale of the merged update (the method's alpha or lam), or 'auto' with --probe.")] = None,
@@ -51,7 +87,10 @@ def merge(
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
     repo = open_repo(ctx)
-    params = _params(param or [])
+    params: dict = _params(param or [])
+    revs, weights = split_weights(revs, weight or [])
+    if weights is not None:
+        params["weights"] = weights
     if dtype:
         params["dtype"] = dtype.upper()
     if alpha == "auto":
