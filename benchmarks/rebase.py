@@ -36,6 +36,7 @@ def main() -> None:
     from dithub import Repo
     from dithub.demo import CLASS_TASKS, DOMAINS, build_suite, score, task_split, train_full, train_lora
     from dithub.demo.suite import CLASS_RECIPE, RECIPE
+    from dithub.errors import IncompatibleAdapters
 
     console = Console()
     suite = build_suite(args.suite, log=console.print)
@@ -69,11 +70,16 @@ def main() -> None:
                 repo.create_branch(name, branch)
                 with console.status(f"{name}"):
                     t0 = time.perf_counter()
-                    [result] = repo.rebase("vit-v2", name, method, alpha=alpha, probe=str(probe))
+                    refused: dict = {}
+                    try:
+                        [result] = repo.rebase("vit-v2", name, method, alpha=alpha, probe=str(probe))
+                    except IncompatibleAdapters as exc:  # theseus refuses what its probe leaves undetermined:
+                        refused = {"refused": exc.message, "params": {"fit": "joint"}}  # the first release's fit moves it
+                        [result] = repo.rebase("vit-v2", name, method, refused["params"], alpha=alpha, probe=str(probe))
                     seconds = time.perf_counter() - t0
                     acc = score(repo, name, [task])[task]
                 row["methods"][f"{method} α={alpha}"] = {"accuracy": acc, "seconds": seconds,
-                                                        "alpha": result.alphas[result.new_head]}
+                                                        "alpha": result.alphas[result.new_head], **refused}
         row["v2_zero_shot"] = score(repo, f"{branch}@naive-1.0", [task], scale=0.0)[task]  # vit-v2 without the adapter
         rows.append(row)
         console.print(f"{branch}: v1 {own:.3f}, v2 zero-shot {row['v2_zero_shot']:.3f}, refit {row['refit']['accuracy']:.3f}, "
