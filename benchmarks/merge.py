@@ -16,11 +16,17 @@ process's own baseline after importing torch):
 Methods: task_arithmetic, ties (density 0.2), dare (p 0.9, combine ta), tsv, iso_cts; peft and
 mergekit have no TSV or Iso-CTS.
 
+Agreement: dithub's task arithmetic and TIES (convention=mergekit) against mergekit's own merge code
+on the same tensors, entry by entry (where mergekit imports in this process).
+
+Rank cap: concat with -p rank=16 against peft's svd combination on the same LoRA adapters.
+
 Core Space: rank-16 LoRAs on ViT-B-shaped (768x768, 3072x768) and Llama-7B-shaped (4096x4096,
 11008x4096) layers, N = 2, 4, 8: `core_space` (rules task_arithmetic and ties) against the same
 full-space method on the expanded ΔW = B@A (expansion included), compute only.
 
     python benchmarks/merge.py [--work DIR] [--n 2 4 8] [--mergekit /path/to/python] [--repeat 2]
+    python benchmarks/merge.py --core-space-only | --agreement-only | --rank-cap-only
 """
 from __future__ import annotations
 
@@ -288,6 +294,141 @@ def core_space_table(ns: list[int], repeat: int, json_path: Path | None = None) 
     return core
 
 
+def agreement_rows(n: int = 8, seed: int = 0) -> list[dict] | None:
+    """dithub against mergekit's own merge code (``GeneralizedTaskArithmeticMerge.merge_group``, in
+    this process) on the same N task-vector tensors (Llama-shaped: 2048², 5504x2048, 2048), per
+    method: entries that differ, the largest difference, and how many of the differing entries are
+    explained by a tie in magnitude at an input's trim threshold (mergekit's argsort leaves their order
+    unspecified; dithub's ``convention=mergekit`` keeps the lower index). None without mergekit."""
+    try:
+        from mergekit.merge_methods import registry
+        from mergekit.merge_methods.base import TensorGroup
+    except ImportError:
+        return None
+    import torch
+
+    from dithub.merge import get_method
+    from dithub.merge.primitives import trim_rank
+
+    g = torch.Generator().manual_seed(seed)
+    shapes = {"attn": (2048, 2048), "mlp": (5504, 2048), "norm": (2048,)}
+    rows = []
+    for name, ours in (("task_arithmetic", {"alpha": 1.0}), ("ties", {"density": 0.2, "convention": "mergekit"})):
+        differ = tied = total = 0
+        largest = 0.0
+        seconds = {"dithub": 0.0, "mergekit": 0.0}
+        for shape in shapes.values():
+            xs = [torch.randn(shape, generator=g) for _ in range(n)]
+            group = TensorGroup.from_tensors([torch.zeros(shape), *xs], base_index=0)
+            ids = range(1, n + 1)
+            params = {"density": {i: 0.2 for i in ids}, "weight": {i: 1.0 for i in ids}, "normalize": name == "ties",
+                      "rescale": False, "lambda": 1.0, "int8_mask": False}
+            t0 = time.perf_counter()
+            theirs = registry.get(name).merge_group(group, **params)
+            seconds["mergekit"] += time.perf_counter() - t0
+            t0 = time.perf_counter()
+            mine = get_method(name)(xs, **ours)
+            seconds["dithub"] += time.perf_counter() - t0
+            diff = (theirs - mine).abs()
+            where = diff > 0
+            differ, total = differ + int(where.sum()), total + mine.numel()
+            largest = max(largest, float(diff.max()))
+            if name == "ties" and where.any():
+                k = trim_rank(mine.numel(), 0.2, "mergekit")
+                ties_at = torch.zeros(mine.shape, dtype=torch.bool)
+                for x in xs:
+                    t = x.abs().flatten().kthvalue(x.numel() - k + 1).values
+                    if int((x.abs() >= t).sum()) > k:  # more entries at the threshold than the count keeps
+                        ties_at |= x.abs() == t
+                tied += int((where & ties_at).sum())
+        rows.append({"method": name, "n": n, "entries": total, "differ": differ, "max_abs_diff": largest,
+                     "differ_at_tied_thresholds": tied, "dithub_s": seconds["dithub"], "mergekit_s": seconds["mergekit"]})
+    return rows
+
+
+def agreement_table(n: int, json_path: Path | None) -> None:
+    rows = agreement_rows(n)
+    if rows is None:
+        console.print("mergekit is not installed: no agreement rows (pip install mergekit, or PYTHONPATH to it)")
+        return
+    table = Table(title=f"dithub vs mergekit on the same {n} task-vector tensors (2048², 5504x2048, 2048)")
+    for col in ("method", "entries", "differ", "max |diff|", "of which tied at a threshold", "dithub s", "mergekit s"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["method"], str(r["entries"]), str(r["differ"]), f"{r['max_abs_diff']:.3g}",
+                      str(r["differ_at_tied_thresholds"]), f"{r['dithub_s']:.2f}", f"{r['mergekit_s']:.2f}")
+    console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                                         "cpus": os.cpu_count(), "agreement": rows}, indent=1))
+        console.print(f"wrote {json_path}")
+
+
+def rank_cap_rows(ns: list[int], repeat: int, rank: int = 16) -> list[dict]:
+    """A rank cap on merged LoRAs: dithub's concat with -p rank=R (factored: QRs of the stacks, SVD
+    of the small core) against peft's ``add_weighted_adapter(combination_type="svd")`` (the dense
+    ΔW, then its SVD) on the same rank-16 adapters of ViT-B-shaped layers, N = 2, 4, 8: time, and the
+    relative Frobenius error of each against the exact sum (both are the best rank-R approximation)."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from dithub.merge import get_method
+
+    class Layers(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn = torch.nn.Linear(768, 768)
+            self.mlp = torch.nn.Linear(768, 3072)
+
+    rows = []
+    for n in ns:
+        torch.manual_seed(n)
+        config = LoraConfig(r=16, lora_alpha=32, target_modules=["attn", "mlp"], init_lora_weights=False)
+        model = get_peft_model(Layers(), config, adapter_name="t0")
+        for i in range(1, n):
+            model.add_adapter(f"t{i}", config)
+        names = [f"t{i}" for i in range(n)]
+        modules = {m: getattr(model.base_model.model, m) for m in ("attn", "mlp")}
+        factors = {m: [(mod.lora_A[t].weight.detach(), mod.lora_B[t].weight.detach(), mod.scaling[t]) for t in names]
+                   for m, mod in modules.items()}
+        exact = {m: sum(s * b @ a for a, b, s in fs) for m, fs in factors.items()}
+
+        def peft_svd(tag: str) -> None:
+            model.add_weighted_adapter(names, [1.0] * n, tag, combination_type="svd", svd_rank=rank)
+
+        t_peft = []
+        for i in range(repeat):
+            t_peft.append(_timed(lambda i=i: peft_svd(f"svd{i}")))
+        ours = {}
+        t_ours = min(_timed(lambda: ours.update({m: get_method("concat")(fs, rank=rank) for m, fs in factors.items()}))
+                     for _ in range(repeat))
+        for method, got in (("dithub concat rank cap", {m: ours[m][1] @ ours[m][0] for m in modules}),
+                            ("peft svd", {m: mod.get_delta_weight("svd0").detach() for m, mod in modules.items()})):
+            err = (sum(float((got[m] - exact[m]).square().sum()) for m in modules)
+                   / sum(float(exact[m].square().sum()) for m in modules)) ** 0.5
+            rows.append({"n": n, "impl": method, "seconds": t_ours if method.startswith("dithub") else min(t_peft),
+                         "relative_error": err})
+    return rows
+
+
+def rank_cap_table(ns: list[int], repeat: int, json_path: Path | None) -> None:
+    rows = rank_cap_rows(ns, repeat)
+    table = Table(title="rank cap 16 on merged rank-16 LoRAs (768², 3072x768): dithub (factored) vs peft svd (dense)")
+    for col in ("N", "impl", "seconds", "relative Frobenius error", "peft / dithub"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        peer = next(x["seconds"] for x in rows if x["n"] == r["n"] and x["impl"] == "peft svd")
+        table.add_row(str(r["n"]), r["impl"], f"{r['seconds']:.4f}", f"{r['relative_error']:.6f}",
+                      f"{peer / r['seconds']:.0f}x" if r["impl"].startswith("dithub") else "")
+    console.print(table)
+    if json_path is not None:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                                         "cpus": os.cpu_count(), "rank_cap": rows}, indent=1))
+        console.print(f"wrote {json_path}")
+
+
 def _timed(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -305,9 +446,18 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=HERE / "results" / "merge.json")
     ap.add_argument("--impls", nargs="+", default=["dithub", "repo", "peft"], help="which rows besides the bound")
     ap.add_argument("--core-space-only", action="store_true", help="only the Core Space table (JSON: core_space.json)")
+    ap.add_argument("--agreement-only", action="store_true",
+                    help="only the agreement with mergekit's merge code, in this process (JSON: agreement.json)")
+    ap.add_argument("--rank-cap-only", action="store_true", help="only the rank cap against peft's svd (JSON: rank_cap.json)")
     args = ap.parse_args()
     if args.core_space_only:
         core_space_table(args.n, args.repeat, args.json.with_name("core_space.json"))
+        return
+    if args.agreement_only:
+        agreement_table(max(args.n), args.json.with_name("agreement.json"))
+        return
+    if args.rank_cap_only:
+        rank_cap_table(args.n, args.repeat, args.json.with_name("rank_cap.json"))
         return
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -353,6 +503,8 @@ def main() -> None:
                       f"{peak / r['mem_budget']:.2f}" + ("" if "peak_above_baseline" in r else " (whole process)"))
     console.print(table)
     core = core_space_table(args.n, args.repeat)
+    agreement_table(max(args.n), None)
+    rank_cap_table(args.n, args.repeat, None)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
                                      "cpus": os.cpu_count(), "shape": SHAPE, "largest_tensor_bytes": largest,

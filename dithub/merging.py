@@ -23,6 +23,7 @@ from .formats.lora import strip_prefix
 from .formats.merge_into import lora_delta
 from .formats.torch_io import TORCH_DTYPES, from_torch, to_torch
 from .merge import REGISTRY, get_method
+from .merge.lora_space import Capped
 from .merge.registry import VECTORS, check_weights
 from .progress import ProgressFactory, no_progress
 from .store import Commit, ObjectId, Op, TensorEntry, Tree, nbytes_of
@@ -91,6 +92,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
         raise BadInput(f"method {method!r} has no parameter 'vectors'",
                        "only full-space methods choose how the tensors they do not decompose merge")
     weights = params.pop("weights", None)
+    params.pop("rank_error", None)  # what a rank cap dropped, recorded by the merge: recomputed, not an input
     full_params = m.params(params)
     if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
@@ -257,18 +259,20 @@ CPU_PIPELINE_DEPTH = 0
 
 
 def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progress, device: str = "cpu",
-              merger: DeviceMerge | None = None, busy: dict[str, float] | None = None) -> ObjectId:
+              merger: DeviceMerge | None = None, busy: dict[str, float] | None = None,
+              report: dict[str, Any] | None = None) -> ObjectId:
     """Stream the planned merge (tensor by tensor, or module by module) on ``device``; store the tree.
 
     On a GPU (or with an explicit ``merger``) the stages overlap (``dithub.kernels.pipeline``): the
     inputs of tensor k+1 are staged on the device while tensor k merges and tensor k−1 is copied back
     and stored, so device memory holds about three tensors' inputs. On the CPU they run in turn.
-    ``busy`` collects each stage's working seconds (load, compute, store) for benchmarks.
+    ``busy`` collects each stage's working seconds (load, compute, store) for benchmarks;
+    ``report`` what the op should record besides its inputs (a rank cap's ``rank_error``).
     """
     dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
-        return _run_lora(repo, plan, trees, progress, dev)
+        return _run_lora(repo, plan, trees, progress, dev, report)
     method = get_method(plan.method)
     if merger is None and dev.type == "cuda" and plan.weights is None:  # weighted merges: the torch methods, on the device
         merger = DeviceMerge(dev, triton_kernels(dev))
@@ -346,18 +350,25 @@ def put_tensor(repo: Repo, tensor: Any) -> TensorEntry:
     return TensorEntry(repo.store.write_parts([tensor_header(raw.dtype, raw.shape), raw.data]), raw.dtype, raw.shape)
 
 
-def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: ProgressFactory, dev: torch.device) -> ObjectId:
-    """LoRA-native methods per module; tensors peft saves whole (heads, biases) are averaged."""
+def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: ProgressFactory, dev: torch.device,
+              report: dict[str, Any] | None) -> ObjectId:
+    """LoRA-native methods per module; tensors peft saves whole (heads, biases) are averaged. A
+    rank cap's error goes to ``report["rank_error"]``: overall (‖ΔW − B A‖_F / ‖ΔW‖_F over every
+    module) and the worst module's."""
     method = get_method(plan.method)
     modules = lora_modules(trees[0].tensors)
     load = lambda t, key: to_torch(repo.store.read_tensor(t.tensors[key].id)).to(dev)  # noqa: E731
     advance = progress(f"merging with {plan.method}", len(trees[0].tensors))
     entries: dict[str, TensorEntry] = {}
     ranks: dict[str, int] = {}
+    capped: list[Capped] = []
     for name, m in modules.items():
         a_s, b_s = common_dtype([load(t, m.a_key) for t in trees]), common_dtype([load(t, m.b_key) for t in trees])
         factors = [(a, b, scaling(t.config, name)) for a, b, t in zip(a_s, b_s, trees)]
-        a, b = method(factors, key=name, weights=plan.weights, **plan.params)
+        result = method(factors, key=name, weights=plan.weights, **plan.params)
+        if isinstance(result, Capped):
+            capped.append(result)
+        a, b = result
         entries[m.a_key] = put_tensor(repo, a.to(plan.out_dtype(factors[0][0].dtype)).cpu())
         entries[m.b_key] = put_tensor(repo, b.to(plan.out_dtype(factors[0][1].dtype)).cpu())
         ranks[name] = a.shape[0]
@@ -369,6 +380,10 @@ def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: Progress
             mean = mean_of(whole, plan.weights)
             entries[key] = put_tensor(repo, mean.to(plan.out_dtype(whole[0].dtype)).cpu())
             advance(1)
+    if capped and report is not None:
+        energy = sum(c.energy for c in capped)
+        overall = (sum(c.dropped for c in capped) / energy) ** 0.5 if energy > 0 else 0.0
+        report["rank_error"] = {"overall": round(overall, 6), "max": round(max(c.error for c in capped), 6)}
     return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), entries))
 
 

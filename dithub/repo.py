@@ -420,10 +420,12 @@ class Repo:
             plan = replace(plan, params={**plan.params, scale: best})
             note = f"\n\n{scale} = {best} chosen on {probe} by {metric}: " + ", ".join(f"{a}: {acc:.3f}" for a, acc in accuracies.items())
         previous = self.refs.resolve(HEADS + branch)
-        tree = run_merge(self, plan, progress, device)
+        report: dict = {}
+        tree = run_merge(self, plan, progress, device, report=report)
         parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs
         text = (message or f"merge {', '.join(revs)} with {method}") + note
-        return self.commit_tree(tree, text, branch=branch, parents=parents, base=plan.base, op=plan.op,
+        op = replace(plan.op, params={**plan.op.params, **report})  # and what a rank cap dropped
+        return self.commit_tree(tree, text, branch=branch, parents=parents, base=plan.base, op=op,
                                 author=author, expected=previous)
 
     def compose(self, revs: list[str], out: str | os.PathLike[str], method: str = "mean_ba",

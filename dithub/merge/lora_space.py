@@ -33,6 +33,44 @@ CORE_RULES = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv",
 Factors = tuple[Tensor, Tensor, float]
 
 
+class Capped(tuple):
+    """(A, B) of a merge capped at a rank, with ``dropped`` and ``energy``: the squared Frobenius norm
+    the cap removed from the merged ΔW and the merged ΔW's own (``error``: their ratio's root)."""
+
+    dropped: float
+    energy: float
+
+    def __new__(cls, a: Tensor, b: Tensor, dropped: float, energy: float) -> Capped:
+        pair = super().__new__(cls, (a, b))
+        pair.dropped, pair.energy = dropped, energy
+        return pair
+
+    @property
+    def error(self) -> float:
+        """‖ΔW − B A‖_F / ‖ΔW‖_F."""
+        return (self.dropped / self.energy) ** 0.5 if self.energy > 0 else 0.0
+
+
+def truncated_core(core: Tensor, rank: int) -> tuple[Tensor, Tensor, float, float]:
+    """The best rank-``rank`` factors (left: R x k with the singular values, right_t: R x k) of a core
+    written in orthonormal bases, and the squared norms dropped and kept in all (Eckart–Young)."""
+    p, sv, qh = svd(core)
+    energy = sv.double().square()
+    return p[:, :rank] * sv[:rank], qh[:rank].T, float(energy[rank:].sum()), float(energy.sum())
+
+
+def cap_rank(a: Tensor, b: Tensor, rank: int) -> tuple[Tensor, Tensor] | Capped:
+    """The best rank-``rank`` approximation of the LoRA B @ A (``Capped``), found from its factors:
+    B = Q_B R_B and Aᵀ = Q_A R_A (thin QRs), the SVD of the small core R_B R_Aᵀ, and back; no m x n
+    matrix is formed. Rank 0, or one at least A's rows, returns (A, B) unchanged."""
+    if not rank or rank >= a.shape[0]:
+        return a, b
+    q_b, r_b = torch.linalg.qr(b)
+    q_a, r_a = torch.linalg.qr(a.T)
+    left, right_t, dropped, energy = truncated_core(r_b @ r_a.T, rank)
+    return Capped(right_t.T @ q_a.T, q_b @ left, dropped, energy)
+
+
 def _concat(factors: Sequence[Factors], weight: float, weights: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
     """A = [weight w_t s_t A_t], B = [B_t]: the LoRA of weight · Σ w_t s_t B_t A_t (w_t = 1 without ``weights``)."""
     if not factors:
@@ -44,14 +82,19 @@ def _concat(factors: Sequence[Factors], weight: float, weights: Sequence[float] 
     return a, b
 
 
-@register("concat", paper="2106.09685", defaults={"alpha": 1.0}, space="lora", ranges={"alpha": REAL})
-def concat(factors: Sequence[Factors], *, alpha: float, weights: list[float] | None) -> tuple[Tensor, Tensor]:
-    return _concat(factors, alpha, weights)
+@register("concat", paper="2106.09685", defaults={"alpha": 1.0, "rank": 0}, space="lora",
+          ranges={"alpha": REAL, "rank": NATURAL})
+def concat(factors: Sequence[Factors], *, alpha: float, rank: int, weights: list[float] | None) -> tuple[Tensor, Tensor]:
+    return cap_rank(*_concat(factors, alpha, weights), rank)
 
 
-@register("mean_ba", paper="2503.09271", defaults={"shared_b": "merge"}, space="lora",
-          choices={"shared_b": ("merge", "stack")}, legacy={"shared_b": "stack"})
-def mean_ba(factors: Sequence[Factors], *, shared_b: str, weights: list[float] | None) -> tuple[Tensor, Tensor]:
+@register("mean_ba", paper="2503.09271", defaults={"shared_b": "merge", "rank": 0}, space="lora",
+          choices={"shared_b": ("merge", "stack")}, legacy={"shared_b": "stack"}, ranges={"rank": NATURAL})
+def mean_ba(factors: Sequence[Factors], *, shared_b: str, rank: int, weights: list[float] | None) -> tuple[Tensor, Tensor]:
+    return cap_rank(*_mean_ba(factors, shared_b, weights), rank)
+
+
+def _mean_ba(factors: Sequence[Factors], shared_b: str, weights: list[float] | None) -> tuple[Tensor, Tensor]:
     """The mean of the modules' products (with ``weights``, the weighted mean Σ w_c s_c B_c A_c / Σ w_c).
     Where every input has the same B (DitHub's layout: one B per layer shared by the classes) and
     ``shared_b='merge'`` (default), that is B · mean(s_c A_c), of rank r; otherwise (or
@@ -293,10 +336,10 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     extra = {"weights": weights} if weights is not None else {}  # the inner rule's own check refuses them if it has none
     merged = inner(cores, key=key, seed=seed, **extra, **rule_params) if inner.random else inner(cores, **extra, **rule_params)
     if rank and rank < merged.shape[0]:
-        p, sv, qh = svd(merged)
+        left, right_t, dropped, energy = truncated_core(merged, rank)
         if frame is not None:
-            return frame.truncated(p[:, :rank] * sv[:rank], qh[:rank].T)
-        return qh[:rank] @ v_ref.T, u_ref @ (p[:, :rank] * sv[:rank])
+            return Capped(*frame.truncated(left, right_t), dropped, energy)
+        return Capped(right_t.T @ v_ref.T, u_ref @ left, dropped, energy)
     if frame is not None:
         return frame.factors(merged)
     return v_ref.T, u_ref @ merged

@@ -113,5 +113,8 @@ def merge(
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
                          probe=probe if alpha == "auto" else None, metric=metric, device=device)
     commit = repo.store.read_commit(oid)
+    error = commit.op.params.get("rank_error")
+    capped = (f" (rank {commit.op.params['rank']}: relative Frobenius error {error['overall']:.3g}, worst module "
+              f"{error['max']:.3g})") if error else ""
     emit(as_json, {"id": oid, "branch": into or repo.current_branch(), "op": commit.op.to_json(), "parents": commit.parents},
-         lambda: out.print(f"Merged {', '.join(revs)} with {method} as {short(oid)} on {into or repo.current_branch()}"))
+         lambda: out.print(f"Merged {', '.join(revs)} with {method} as {short(oid)} on {into or repo.current_branch()}{capped}"))
