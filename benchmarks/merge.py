@@ -286,11 +286,7 @@ def core_space_table(ns: list[int], repeat: int, json_path: Path | None = None) 
         ctable.add_row(r["family"], str(r["n"]), r["rule"], r["linear"], r["bases"], f"{r['core_space_s']:.4f}",
                        f"{r['full_space_s']:.3f}", f"{r['speedup']:.0f}x")
     console.print(ctable)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-                                         "cpus": os.cpu_count(), "core_space": core}, indent=1))
-        console.print(f"wrote {json_path}")
+    _write_json(json_path, "core_space", core)
     return core
 
 
@@ -358,11 +354,7 @@ def agreement_table(n: int, json_path: Path | None) -> None:
         table.add_row(r["method"], str(r["entries"]), str(r["differ"]), f"{r['max_abs_diff']:.3g}",
                       str(r["differ_at_tied_thresholds"]), f"{r['dithub_s']:.2f}", f"{r['mergekit_s']:.2f}")
     console.print(table)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-                                         "cpus": os.cpu_count(), "agreement": rows}, indent=1))
-        console.print(f"wrote {json_path}")
+    _write_json(json_path, "agreement", rows)
 
 
 def rank_cap_rows(ns: list[int], repeat: int, rank: int = 16) -> list[dict]:
@@ -422,11 +414,17 @@ def rank_cap_table(ns: list[int], repeat: int, json_path: Path | None) -> None:
         table.add_row(str(r["n"]), r["impl"], f"{r['seconds']:.4f}", f"{r['relative_error']:.6f}",
                       f"{peer / r['seconds']:.0f}x" if r["impl"].startswith("dithub") else "")
     console.print(table)
-    if json_path is not None:
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
-                                         "cpus": os.cpu_count(), "rank_cap": rows}, indent=1))
-        console.print(f"wrote {json_path}")
+    _write_json(json_path, "rank_cap", rows)
+
+
+def _write_json(path: Path | None, key: str, rows: list[dict]) -> None:
+    """Write ``rows`` under ``key`` with the date and machine to ``path`` (nothing when None)."""
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
+                                "cpus": os.cpu_count(), key: rows}, indent=1))
+    console.print(f"wrote {path}")
 
 
 def _timed(fn) -> float:

@@ -118,3 +118,12 @@ def cli(capsys, tmp_path):
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def adapters(tmp_path_factory):
+    """Two peft LoRA adapters of ``tiny_vit`` with different ranks and scales (a: r 4, α 8; b: r 2, α 6)."""
+    root = tmp_path_factory.mktemp("loras")
+    lora_adapter(tiny_vit(), root / "a", seed=11, r=4, alpha=8)
+    lora_adapter(tiny_vit(), root / "b", seed=12, r=2, alpha=6)  # another rank and scale
+    return root

@@ -11,14 +11,6 @@ from dithub.errors import BadInput, IncompatibleAdapters
 from dithub.formats import lora_modules, scaling, to_torch
 
 
-@pytest.fixture(scope="module")
-def adapters(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loras")
-    lora_adapter(tiny_vit(), root / "a", seed=11, r=4, alpha=8)
-    lora_adapter(tiny_vit(), root / "b", seed=12, r=2, alpha=6)  # another rank and scale
-    return root
-
-
 def _delta(repo, rev, module):
     tree = repo.tree_of(rev)
     m = lora_modules(tree.tensors)[module]

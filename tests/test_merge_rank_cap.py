@@ -9,7 +9,7 @@ import torch
 from dithub import Repo
 from dithub.merge import get_method
 from dithub.merging import replay_merge
-from test_merge_lora import _delta, adapters  # noqa: F401  (the fixture)
+from test_merge_lora import _delta
 
 
 def _factors(seed: int, n: int = 3, r: int = 4, m: int = 30, k: int = 20):
@@ -50,7 +50,7 @@ def test_rank_cap_never_forms_the_dense_update(monkeypatch):
     assert calls and all(max(shape) <= 12 for shape in calls)  # the 12 x 12 core, not 300 x 200
 
 
-def test_merge_reports_and_records_the_error(adapters, tmp_path, cli):  # noqa: F811
+def test_merge_reports_and_records_the_error(adapters, tmp_path, cli):
     repo = Repo.init(tmp_path / "r")
     repo.commit(adapters / "a", "a", branch="class/a")
     repo.commit(adapters / "b", "b", branch="class/b")
