@@ -252,3 +252,86 @@ def test_core_space_svd_bases_on_rank_deficient_stacks():
     want = ref_core_space.core_space(factors, lambda cores: ties_merging.ties(cores, 0.3))
     scale = float(want.abs().max())
     torch.testing.assert_close((b.double() @ a.double()) / scale, want / scale, rtol=0, atol=1e-4)
+
+
+# -- spectral methods (float64 references; tolerance relative to the result's scale) -------------
+
+SPECTRAL_SHAPES = [(24, 16), (16, 40), (33, 33)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_inputs", COUNTS)
+@pytest.mark.parametrize("shape", SPECTRAL_SHAPES)
+def test_spectral_methods_follow_the_authors_code(shape, n_inputs, dtype):
+    from reference import spectral
+
+    g = torch.Generator().manual_seed(100 + n_inputs)
+    vs = [torch.randn(shape, generator=g).to(dtype) for _ in range(n_inputs)]
+    for name, ref in (("tsv", spectral.tsv), ("iso_c", spectral.iso_c), ("iso_cts", spectral.iso_cts)):
+        want = ref(vs)
+        got = get_method(name)(vs).double()
+        bound = 1e-5 * max(shape) * float(want.abs().max())  # fp32 decompositions against fp64: grows with the size
+        torch.testing.assert_close(got, want, rtol=0, atol=bound, msg=lambda m, name=name: f"{name}: {m}")
+
+
+# -- DARE: random, so checked by its distribution over 1,000 seeds --------------------------------
+
+def test_dare_is_unbiased_with_the_drop_rate_and_variance_of_its_definition():
+    """DARE (arXiv 2311.03099): each entry kept with probability q = 1 − p and rescaled by 1/q, so over
+    seeds the merge's mean is Σ τ_t, its per-entry variance Σ τ_t² (1 − q)/q, and a fraction p of
+    each input's entries is dropped. 1,000 seeds; bounds at 5 standard errors."""
+    g = torch.Generator().manual_seed(7)
+    vs = [torch.randn(64, generator=g) for _ in range(2)]
+    p, seeds = 0.7, 1000
+    runs = torch.stack([get_method("dare")(vs, p=p, seed=s, key="w") for s in range(seeds)]).double()
+    single = torch.stack([get_method("dare")(vs[:1], p=p, seed=s, key="w") for s in range(seeds)])
+    q = round(65536 * (1 - p)) / 65536  # the keep probability 16-bit draws realize
+    total = sum(v.double() for v in vs)
+    variance = sum(v.double().square() for v in vs) * (1 - q) / q
+    assert ((runs.mean(0) - total).abs() <= 5 * (variance / seeds).sqrt()).all()
+    assert ((runs.var(0) / variance) - 1).abs().max() < 5 * (2 / (seeds - 1)) ** 0.5 + 0.05
+    dropped = float((single == 0).double().mean())
+    assert abs(dropped - (1 - q)) < 5 * (q * (1 - q) / (seeds * 64)) ** 0.5
+
+
+# -- OPCM (sequential): the repository's chain against the authors' loop ---------------------------
+
+def test_opcm_follows_the_authors_code(tmp_path):
+    from reference import opcm as ref
+    from safetensors.torch import save_file
+
+    from conftest import commit_task_vectors
+    from dithub import Repo
+
+    def tv(path, seed):
+        g = torch.Generator().manual_seed(seed)
+        t = {"l.weight": torch.randn(12, 10, generator=g), "l.bias": torch.randn(12, generator=g),
+             "conv.weight": torch.randn(4, 3, 5, generator=g)}
+        save_file(t, str(path))
+        return t
+
+    repo = Repo.init(tmp_path / "r")
+    tvs = commit_task_vectors(repo, tmp_path, tv)
+    repo.merge(["task/0", "task/1", "task/2"], "opcm", {"alpha": "0.5"}, into="o")
+    want = ref.opcm(tvs, 0.5, linear=lambda name: name == "l.weight")
+    tree = repo.tree_of("o")
+    for name, expected in want.items():
+        entry = tree.tensors[name]
+        got = torch.frombuffer(bytearray(repo.store.read_tensor(entry.id).data), dtype=torch.float32).reshape(expected.shape)
+        torch.testing.assert_close(got.double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+
+
+# -- DitHub's operators -------------------------------------------------------------------------------
+
+def test_mean_ba_and_ema_follow_the_dithub_code():
+    from reference import dithub_code
+
+    g = torch.Generator().manual_seed(3)
+    b = torch.randn(12, 4, generator=g)
+    a_s = [torch.randn(4, 10, generator=g) for _ in range(3)]
+    a, b_out = get_method("mean_ba")([(x, b, 2.0) for x in a_s])
+    torch.testing.assert_close((b_out.double() @ a.double()), dithub_code.mean_of_classes(a_s, b, 2.0), rtol=1e-5, atol=1e-6)
+    old, new = (a_s[0], torch.randn(12, 4, generator=g), 2.0), (a_s[1], b, 2.0)
+    a, b_out = get_method("ema")([old, new])
+    torch.testing.assert_close(b_out.double(), 2.0 * dithub_code.merge_b(old[1], new[1]), rtol=1e-5, atol=1e-6)
+    assert torch.equal(a, new[0])
