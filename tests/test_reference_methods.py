@@ -335,3 +335,37 @@ def test_mean_ba_and_ema_follow_the_dithub_code():
     a, b_out = get_method("ema")([old, new])
     torch.testing.assert_close(b_out.double(), 2.0 * dithub_code.merge_b(old[1], new[1]), rtol=1e-5, atol=1e-6)
     assert torch.equal(a, new[0])
+
+
+def test_opcm_projects_only_linear_layers_weights_as_the_authors_code(tmp_path):
+    """fusion_bench projects the weights of ``nn.Linear`` modules only; an embedding table is 2-D too,
+    and is merged as every other parameter. With a recorded base dithub reads the module types from
+    the base's model class (built on the meta device)."""
+    from reference import opcm as ref
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertModel
+
+    from dithub import Repo
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=40, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                         max_position_embeddings=12)).save_pretrained(tmp_path / "bert")
+    repo = Repo.init(tmp_path / "r")
+    repo.base_add("bert", tmp_path / "bert")
+    names = {"embeddings.word_embeddings.weight": (40, 8), "encoder.layer.0.attention.self.query.weight": (8, 8),
+             "encoder.layer.0.attention.self.query.bias": (8,)}
+    tvs = []
+    for i in range(3):
+        g = torch.Generator().manual_seed(i)
+        tvs.append({n: torch.randn(shape, generator=g) for n, shape in names.items()})
+        save_file(tvs[-1], str(tmp_path / f"t{i}.safetensors"))
+        repo.commit(tmp_path / f"t{i}.safetensors", f"task {i}", branch=f"task/{i}", base="bert")
+    repo.merge(["task/0", "task/1", "task/2"], "opcm", {"alpha": "0.5"}, into="o")
+    assert repo.commit_object("o").op.params == {"alpha": 0.5, "project": "linear"}
+    want = ref.opcm(tvs, 0.5, linear=lambda name: name.endswith("query.weight"))
+    tree = repo.tree_of("o")
+    for name, expected in want.items():
+        got = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32)
+        torch.testing.assert_close(got.reshape(expected.shape).double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
+    every = ref.opcm(tvs, 0.5, linear=lambda name: len(names[name]) == 2)  # what projecting every 2-D tensor gives
+    assert not torch.allclose(every["embeddings.word_embeddings.weight"], want["embeddings.word_embeddings.weight"])
