@@ -116,7 +116,7 @@ def _check_present(repo: Repo, oid: ObjectId) -> None:
 
 def replay_without(repo: Repo, oid: ObjectId, removed: ObjectId, author: str) -> ObjectId:
     """The tree of merge ``oid`` recomputed from its recorded op without ``removed``."""
-    from .sequential import opcm_step
+    from .sequential import opcm_step, recorded_project
 
     commit = repo.store.read_commit(oid)
 
@@ -137,7 +137,7 @@ def replay_without(repo: Repo, oid: ObjectId, removed: ObjectId, author: str) ->
         state: tuple[Tree, ObjectId | None] | None = None
         tree_id = ""
         for i in inputs:
-            tree_id = opcm_step(repo, state, i, float(commit.op.params["alpha"]))
+            tree_id = opcm_step(repo, state, i, float(commit.op.params["alpha"]), project=recorded_project(commit.op.params))
             state = (repo.store.read_tree(tree_id), repo.store.read_commit(i).base)
         return tree_id
     # one input may remain: every method is defined for it (a user-facing merge asks for two)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import BadInput, IncompatibleAdapters
 from .formats.torch_io import TORCH_DTYPES, to_torch
-from .merge.sequential import DEFAULTS, opcm_accumulate
+from .merge.sequential import CHOICES, DEFAULTS, LEGACY, opcm_accumulate
 from .params import UNIT, resolve_params
 from .merging import delta_loader, expanded_specs, put_tensor
 from .progress import ProgressFactory, no_progress
@@ -21,16 +21,32 @@ if TYPE_CHECKING:
     from .repo import Repo
 
 
-def opcm_params(given: dict[str, Any] | None) -> dict[str, float]:
-    """OPCM's parameters: alpha, the share of the running merge's spectrum it keeps clear, in [0, 1]."""
-    return resolve_params("opcm", DEFAULTS, given, {"alpha": UNIT})
+def opcm_params(given: dict[str, Any] | None) -> dict[str, Any]:
+    """OPCM's parameters: alpha, the share of the running merge's spectrum it keeps clear, in [0, 1];
+    project, which tensors it projects (see ``merge.sequential``)."""
+    return resolve_params("opcm", DEFAULTS, given, {"alpha": UNIT}, CHOICES)
+
+
+def recorded_project(params: dict[str, Any]) -> str:
+    """What an OPCM op projected (``project``; merges recorded before it: every 2-D tensor)."""
+    return str(params.get("project", LEGACY["project"]))
+
+
+def _linear_names(repo: Repo, base: ObjectId | None) -> set[str] | None:
+    """The base's checkpoint names of ``nn.Linear`` weights, or None without a recorded base."""
+    if base is None:
+        return None
+    from .eval.model import linear_weights
+
+    return linear_weights(repo.store.read_tree(base))
 
 
 def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None = None, *,
                message: str | None = None, author: str | None = None,
                progress: ProgressFactory = no_progress) -> ObjectId:
     """Add ``rev`` to the OPCM merge running on ``branch`` (starting it if the branch is new)."""
-    alpha = opcm_params(params)["alpha"]
+    full = opcm_params(params)
+    alpha, project = full["alpha"], full["project"]
     ref = "refs/heads/" + branch
     previous = repo.refs.resolve(ref)
     new_id = repo.resolve(rev)
@@ -41,17 +57,18 @@ def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None 
         prev = (repo.store.read_tree(prev_commit.tree), prev_commit.base)
         if "opcm" not in prev[0].config:
             raise BadInput(f"branch {branch!r} does not hold an OPCM merge", "start one on a new branch: --into NEW")
-    tree = opcm_step(repo, prev, new_id, alpha, progress, what=rev, where=branch)
+    tree = opcm_step(repo, prev, new_id, alpha, progress, what=rev, where=branch, project=project)
     parents = ([previous] if previous else []) + [new_id]
     return repo.commit_tree(tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
-                            base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha}, [new_id]),
+                            base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha, "project": project}, [new_id]),
                             author=author, expected=previous)
 
 
 def opcm_step(repo: Repo, previous: tuple[Tree, ObjectId | None] | None, new_id: ObjectId, alpha: float,
-              progress: ProgressFactory = no_progress, *, what: str = "", where: str = "") -> ObjectId:
+              progress: ProgressFactory = no_progress, *, what: str = "", where: str = "",
+              project: str = "linear") -> ObjectId:
     """The tree of the running merge ``previous`` (its tree and base; None to start) with commit
-    ``new_id`` added; stored, no commit written."""
+    ``new_id`` added (``project``: which tensors are projected); stored, no commit written."""
     what, where = what or new_id[:12], where or "the running merge"
     new_commit = repo.store.read_commit(new_id)
     new_tree = repo.store.read_tree(new_commit.tree)
@@ -71,12 +88,13 @@ def opcm_step(repo: Repo, previous: tuple[Tree, ObjectId | None] | None, new_id:
             raise IncompatibleAdapters(f"{what} does not adapt the same tensors (names, shapes) as {where}")
         state = dict(prev_tree.config["opcm"])
         advance = progress(f"opcm: adding {what}", len(specs))
+        linear = _linear_names(repo, new_commit.base) if project == "linear" else None
         tensors, task_sq = {}, 0.0
         for name in specs:
             task = load_new(name).double()
             task_sq += float(task.pow(2).sum())
             prev = to_torch(repo.store.read_tensor(prev_tree.tensors[name].id)).double()
-            tensors[name] = opcm_accumulate(prev, task, state["lambda"], alpha)
+            tensors[name] = opcm_accumulate(prev, task, state["lambda"], alpha, linear is None or name in linear)
             advance(1)
         state["norms"] = [*state["norms"], math.sqrt(task_sq)]
         mean = sum(state["norms"]) / len(state["norms"])
@@ -91,4 +109,4 @@ def _norm(tensors: Any) -> float:
     return math.sqrt(sum(float(t.pow(2).sum()) for t in tensors))
 
 
-__all__ = ["opcm_merge", "opcm_params", "opcm_step"]
+__all__ = ["opcm_merge", "opcm_params", "opcm_step", "recorded_project"]

@@ -48,7 +48,7 @@ def test_running_merge_over_commits(tmp_path):
     assert torch.equal(load("cl", "w"), tvs[0]["w"])
     second = repo.merge(["task/1"], "opcm", into="cl")
     c = repo.store.read_commit(second)
-    assert c.parents == [first, repo.resolve("task/1")] and c.op.method == "opcm" and c.op.params == {"alpha": 0.5}
+    assert c.parents == [first, repo.resolve("task/1")] and c.op.method == "opcm" and c.op.params == {"alpha": 0.5, "project": "linear"}
     norm = lambda t: math.sqrt(sum(float(v.pow(2).sum()) for v in t.values()))  # noqa: E731
     u = {"w": tvs[0]["w"] + opcm_project(tvs[0]["w"], tvs[1]["w"], 0.5), "b": tvs[0]["b"] + tvs[1]["b"]}
     mean = (norm(tvs[0]) + norm(tvs[1])) / 2

@@ -40,11 +40,11 @@ def _replay(repo: Repo, commit: Commit) -> ObjectId:
     """The tree ``commit``'s op recomputes, from the op record alone."""
     op = commit.op
     if op.name == "merge" and op.method == "opcm":
-        from dithub.sequential import opcm_step
+        from dithub.sequential import opcm_step, recorded_project
 
         prev = next((repo.store.read_commit(p) for p in commit.parents if repo.store.read_commit(p).op.method == "opcm"), None)
         state = (repo.store.read_tree(prev.tree), prev.base) if prev else None
-        return opcm_step(repo, state, op.inputs[0], float(op.params["alpha"]))
+        return opcm_step(repo, state, op.inputs[0], float(op.params["alpha"]), project=recorded_project(op.params))
     if op.name == "merge":
         from dithub.merging import replay_merge
 

@@ -6,6 +6,7 @@ costs one parameter update and one evaluation per point.
 """
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from collections.abc import Sequence
@@ -36,6 +37,30 @@ def load_base_model(repo: Repo, base: Tree) -> torch.nn.Module:
         write_model_dir(out, base.config, base.tensors, lambda n: repo.store.iter_tensor_bytes(base.tensors[n].id))
         model = (cls or transformers.AutoModel).from_pretrained(out)
     return model.eval()
+
+
+def linear_weights(base: Tree) -> set[str]:
+    """The checkpoint names of ``base``'s tensors that are the weights of ``nn.Linear`` modules, from
+    its transformers class built on the meta device (no weights read); cached per base."""
+    key = json.dumps(base.config, sort_keys=True) + "\0" + "\0".join(sorted(base.tensors))
+    if key not in _LINEAR:
+        import transformers
+
+        arch = (base.config.get("architectures") or [None])[0]
+        cls = getattr(transformers, arch, None) if arch else None
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "config.json").write_text(json.dumps(base.config))
+            config = transformers.AutoConfig.from_pretrained(tmp)
+        with torch.device("meta"):
+            model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
+        modules = dict(model.named_modules())
+        names = model_names(base.config, base.tensors)
+        _LINEAR[key] = {k for k, n in names.items()
+                        if n.endswith(".weight") and isinstance(modules.get(n.rpartition(".")[0]), torch.nn.Linear)}
+    return _LINEAR[key]
+
+
+_LINEAR: dict[str, set[str]] = {}
 
 
 class ScaledAdapter:

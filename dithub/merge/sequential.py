@@ -4,9 +4,15 @@ A Sequential Approach to Scalable Continual Model Merging", arXiv 2501.09522.
 One task vector τ at a time joins a running merge τ̄ (state kept with the merge commit: the scale λ
 and the norms of every task vector merged so far):
 
-* 2-D weights: with τ̄ = U S Vᵀ (full SVD) and k the first index where cumsum(S)/ΣS > α (α = 0.5),
-  P = Uᵀ τ V with its diagonal and its top-left k x k block zeroed, τ' = U P Vᵀ — the part of τ
-  that does not interfere with τ̄'s dominant directions; other tensors: τ' = τ.
+* linear layers' weights: with τ̄ = U S Vᵀ (full SVD) and k the first index where cumsum(S)/ΣS > α
+  (α = 0.5), P = Uᵀ τ V with its diagonal and its top-left k x k block zeroed, τ' = U P Vᵀ — the
+  part of τ that does not interfere with τ̄'s dominant directions; other tensors: τ' = τ. As the
+  authors' code (tanganke/fusion_bench, ``fusion_bench/method/opcm/opcm.py``: ``merge_linear_weights``
+  for ``nn.Linear`` modules, ``merge_other_parameters`` for the rest), ``project='linear'`` (default)
+  projects the weights of the base model's ``nn.Linear`` modules only (an embedding table is 2-D
+  too), read from the recorded base's model class; without a recorded base it cannot tell them
+  apart and projects every 2-D tensor, which ``project='matrices'`` always does (merges recorded
+  before the parameter replay with it).
 * every tensor: u = λ τ̄ + τ'; then the whole model is rescaled so that its norm is the mean norm
   of the task vectors seen: λ_new = ‖u‖ / mean‖τ_i‖ and τ̄_new = u / λ_new.
 
@@ -17,13 +23,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-DEFAULTS = {"alpha": 0.5}
+DEFAULTS = {"alpha": 0.5, "project": "linear"}
+CHOICES = {"project": ("linear", "matrices")}
+LEGACY = {"project": "matrices"}
 PAPER = "2501.09522"
 
 
-def opcm_project(previous: Tensor, task: Tensor, alpha: float) -> Tensor:
-    """τ' for one tensor: the task update with τ̄'s dominant subspace (and diagonal) removed."""
-    if previous.dim() != 2:
+def opcm_project(previous: Tensor, task: Tensor, alpha: float, linear: bool = True) -> Tensor:
+    """τ' for one tensor: the task update with τ̄'s dominant subspace (and diagonal) removed, for a
+    linear layer's weight (``linear``, and 2-D); other tensors as they are."""
+    if previous.dim() != 2 or not linear:
         return task
     u, s, vh = torch.linalg.svd(previous.double(), full_matrices=True)
     total = s.sum()
@@ -34,6 +43,6 @@ def opcm_project(previous: Tensor, task: Tensor, alpha: float) -> Tensor:
     return (u @ p @ vh).to(task.dtype)
 
 
-def opcm_accumulate(previous: Tensor, task: Tensor, lam: float, alpha: float) -> Tensor:
+def opcm_accumulate(previous: Tensor, task: Tensor, lam: float, alpha: float, linear: bool = True) -> Tensor:
     """u = λ τ̄ + τ' (before the model-wide rescaling)."""
-    return lam * previous + opcm_project(previous, task, alpha)
+    return lam * previous + opcm_project(previous, task, alpha, linear)
