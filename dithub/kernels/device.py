@@ -30,16 +30,14 @@ ELEMENTWISE = ("task_arithmetic", "ties", "dare", "magmax")
 
 def on_kernels(method: str, params: dict[str, Any]) -> bool:
     """Whether the Triton kernels compute ``method`` with ``params``. They implement dithub's first
-    rules: TIES trimmed at round(density·n) (``convention=round``) and a zero sum elected + (DARE-TIES
-    ``convention=mergekit``), MagMax's first input on a tie (``tie=first``). The papers' rules (the
-    defaults) take the majority sign of the whole tensor and a later input on a tie, so they run as
-    the registered torch function on the device, which needs the whole tensor to fit."""
+    rules for the sign election: TIES trimmed at round(density·n) (``convention=round``) and a zero sum
+    elected + (DARE-TIES ``convention=mergekit``). The papers' (the defaults) give a zero sum the
+    majority sign of the whole tensor, so they run as the registered torch function on the device,
+    which needs the whole tensor to fit. MagMax runs either tie rule."""
     if method == "ties":
         return params["convention"] == "round"
     if method == "dare":
         return params["combine"] == "ta" or params["convention"] == "mergekit"
-    if method == "magmax":
-        return params["tie"] == "first"
     return method in ELEMENTWISE
 
 _log = logging.getLogger("dithub.kernels")
@@ -129,7 +127,7 @@ class DeviceMerge:
             raise BadInput(f"tensor {key!r}: its {len(staged.host)} inputs need {need / 2**20:.0f} MiB on "
                            f"{self.device}, more than the {self.budget / 2**20:.0f} MiB this merge may use there",
                            "merge with --device cpu, or with a method that merges in chunks ("
-                           + ", ".join(ELEMENTWISE) + "; TIES with -p convention=round, MagMax with -p tie=first)")
+                           + ", ".join(ELEMENTWISE) + "; TIES with -p convention=round, DARE-TIES with -p convention=mergekit)")
         staged.wait()
         return list(staged.stacked.unbind(0))
 
@@ -164,7 +162,7 @@ class DeviceMerge:
         if method == "ties":
             return k.ties(stacked, stats, params["lam"])
         if method == "magmax":
-            return k.magmax(stacked, params["alpha"])
+            return k.magmax(stacked, params["alpha"], later=params["tie"] == "later")
         limit, keep_prob, key_seed, draws = stats
         if draws is None:
             return k.dare(stacked, seed=key_seed, offset=offset, limit=limit, keep_prob=keep_prob,

@@ -80,10 +80,16 @@ def _dare_kernel(x_ptr, out_ptr, n_inputs, numel, stride, seed, offset, limit, k
 
 
 @triton.jit
-def _magmax_kernel(x_ptr, out_ptr, n_inputs, numel, stride, alpha, ROWS: tl.constexpr, BLOCK: tl.constexpr):
+def _magmax_kernel(x_ptr, out_ptr, n_inputs, numel, stride, alpha, LATER: tl.constexpr, ROWS: tl.constexpr,
+                   BLOCK: tl.constexpr):
     x, rows, cols = _tile(x_ptr, n_inputs, numel, stride, ROWS, BLOCK)
     size = tl.where(rows[:, None] < n_inputs, tl.abs(x), -1.0)
-    best = tl.argmax(size, axis=0, tie_break_left=True)  # the earliest input on a tie, as the torch path
+    largest = tl.max(size, axis=0)
+    at_largest = size == largest[None, :]
+    if LATER:  # the last input of largest magnitude (the reference's >=)
+        best = tl.max(tl.where(at_largest, rows[:, None], -1), axis=0)
+    else:  # the first (dithub's first rule)
+        best = tl.min(tl.where(at_largest, rows[:, None], ROWS), axis=0)
     picked = tl.sum(tl.where(rows[:, None] == best[None, :], x, 0.0), axis=0)
     tl.store(out_ptr + cols, picked * alpha, mask=cols < numel)
 
@@ -104,9 +110,10 @@ def dare(stacked: Tensor, *, seed: int, offset: int, limit: int, keep_prob: floa
     return _run(_dare_kernel, stacked, (), (seed, offset, limit, keep_prob, lam), TIES=combine == "ties")
 
 
-def magmax(stacked: Tensor, alpha: float) -> Tensor:
-    """Per entry the row value of largest magnitude (the earliest on a tie), × α."""
-    return _run(_magmax_kernel, stacked, (), (alpha,))
+def magmax(stacked: Tensor, alpha: float, later: bool = False) -> Tensor:
+    """Per entry the row value of largest magnitude (on a tie the last row's if ``later``, else the
+    first's), × α."""
+    return _run(_magmax_kernel, stacked, (), (alpha,), LATER=later)
 
 
 def _run(kernel, stacked: Tensor, before: tuple, after: tuple, **consts: bool) -> Tensor:  # noqa: ANN001
