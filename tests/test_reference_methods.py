@@ -369,3 +369,13 @@ def test_opcm_projects_only_linear_layers_weights_as_the_authors_code(tmp_path):
         torch.testing.assert_close(got.reshape(expected.shape).double(), expected, rtol=1e-5, atol=1e-5 * float(expected.abs().max()))
     every = ref.opcm(tvs, 0.5, linear=lambda name: len(names[name]) == 2)  # what projecting every 2-D tensor gives
     assert not torch.allclose(every["embeddings.word_embeddings.weight"], want["embeddings.word_embeddings.weight"])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n_inputs", COUNTS)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_task_arithmetic_follows_mergekit(shape, n_inputs, dtype):
+    vs = distinct(n_inputs, shape, dtype, seed=40 + n_inputs)
+    got = get_method("task_arithmetic")(vs, alpha=0.3)
+    want = mergekit_gta.task_arithmetic([v.float() for v in vs], 0.3)
+    assert_same(got, want, torch.float32)  # both sum the fp32 values of the inputs in order
