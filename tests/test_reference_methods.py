@@ -379,3 +379,14 @@ def test_task_arithmetic_follows_mergekit(shape, n_inputs, dtype):
     got = get_method("task_arithmetic")(vs, alpha=0.3)
     want = mergekit_gta.task_arithmetic([v.float() for v in vs], 0.3)
     assert_same(got, want, torch.float32)  # both sum the fp32 values of the inputs in order
+
+
+def test_core_space_passes_the_convention_to_its_rule():
+    """Core Space's TIES variant with convention=mergekit is mergekit's TIES on the paper's cores."""
+    factors = lora_factors(3, m=400, n=400, seed=12)
+    a, b = get_method("core_space")(factors, key="w", rule="ties", density=0.3, convention="mergekit")
+    want = ref_core_space.core_space(factors, lambda cores: mergekit_gta.ties(cores, 0.3))
+    scale = float(want.abs().max())
+    torch.testing.assert_close((b.double() @ a.double()) / scale, want / scale, rtol=0, atol=1e-4)
+    paper = ref_core_space.core_space(factors, lambda cores: ties_merging.ties(cores, 0.3))
+    assert not torch.allclose(want, paper)  # the conventions differ here, so the check could fail
