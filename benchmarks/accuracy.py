@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _setup import ROOT  # noqa: E402  (sys.path, offline hubs)
+from _setup import ROOT
 
 KINDS = {"full": "8 domains, task vectors", "lora": "8 domains, LoRA r8", "class": "5 class pairs, LoRA r8",
          "text": "MiniLM, 3 text tasks, LoRA r8"}

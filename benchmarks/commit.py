@@ -238,7 +238,7 @@ def print_table(r: dict) -> None:
         from rich.console import Console
         from rich.table import Table
     except ImportError:  # plain text without rich
-        Console = Table = None  # noqa: N806
+        Console = Table = None
     title = f"commit benchmark: {r['bytes'] / 1e9:.2f} GB in {r['tensors']} tensors, {r['date']}"
     cells = [(k, f"{v['seconds']:.2f}" if v["seconds"] else "n/a", f"{v['gb_per_s']:.2f}" if v["gb_per_s"] else "n/a",
               f"{v['peak_rss_bytes'] / 1e6:.0f}" if v.get("peak_rss_bytes") else "",

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _setup import HERE, ROOT  # noqa: E402  (sys.path, offline hubs)
+from _setup import HERE, ROOT
 
 METHODS = ("naive", "transfusion", "gradfix", "theseus")
 PROBE_SAMPLES = 64

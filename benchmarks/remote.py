@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from _setup import HERE  # noqa: E402  (sys.path)
+from _setup import HERE
 
 
 def fsync_tree(root: Path) -> None:

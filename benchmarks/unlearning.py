@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from _setup import HERE, ROOT  # noqa: E402  (sys.path, offline hubs)
+from _setup import HERE, ROOT
 sys.path.insert(0, str(ROOT / "examples"))
 
 

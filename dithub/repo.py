@@ -76,7 +76,7 @@ def default_author() -> str:
         return env
     try:
         return getpass.getuser()
-    except Exception:  # no login name in some containers
+    except Exception:  # noqa: BLE001  no login name in some containers
         return "unknown"
 
 

@@ -33,7 +33,7 @@ def pytest_report_header(config: pytest.Config) -> str:
     return "gpu: no CUDA device: tests marked gpu are deselected (run `pytest -m gpu` on a GPU machine)"
 
 
-def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:  # noqa: ANN001
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     count = getattr(config, "_dithub_gpu_deselected", 0)
     if count:
         terminalreporter.write_line(f"{count} gpu tests deselected: no CUDA device on this machine", yellow=True)

@@ -32,5 +32,5 @@ __all__ = [
     "Staged", "import_adapter", "import_model_dir", "import_peft_dir", "import_task_vector",
     "LoraModule", "check_lora", "lora_modules", "match_base_key", "scaling",
     "SafetensorsFile", "read_safetensors", "write_safetensors",
-    *_LAZY,
+    "lora_delta", "merged_loader", "write_merged_model", "DTYPE_NAMES", "TORCH_DTYPES", "from_torch", "to_torch",
 ]

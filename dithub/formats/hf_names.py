@@ -26,7 +26,7 @@ def model_names(config: dict[str, Any], checkpoint_names: Iterable[str]) -> dict
 def _mapping(config_json: str, names: tuple[str, ...]) -> dict[str, str]:
     try:
         return _renamed(json.loads(config_json), names)
-    except Exception:  # an unknown architecture or an older transformers: keep the names
+    except Exception:  # noqa: BLE001  an unknown architecture or an older transformers: keep the names
         return {}
 
 

@@ -109,7 +109,7 @@ def _entries(path: Path, header: dict, data: memoryview) -> dict[str, TensorData
         spans.append((begin, end, name))
         tensors[name] = TensorData(dtype, shape, data[begin:end])
     spans.sort()
-    for (b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
+    for (_b0, e0, n0), (b1, _e1, n1) in zip(spans, spans[1:]):
         if b1 < e0:
             raise _bad(path, f"tensors {n0!r} and {n1!r} overlap in the file")
     return tensors

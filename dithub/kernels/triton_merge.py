@@ -116,7 +116,7 @@ def magmax(stacked: Tensor, alpha: float, later: bool = False) -> Tensor:
     return _run(_magmax_kernel, stacked, (), (alpha,), LATER=later)
 
 
-def _run(kernel, stacked: Tensor, before: tuple, after: tuple, **consts: bool) -> Tensor:  # noqa: ANN001
+def _run(kernel, stacked: Tensor, before: tuple, after: tuple, **consts: bool) -> Tensor:
     """Launch ``kernel(x, *before, out, n, numel, stride, *after)`` over [N, M] ``stacked``."""
     n, m = stacked.shape
     if m and stacked.stride(1) != 1:

@@ -145,7 +145,7 @@ def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_ba
             pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
-        result.bytes += send_tensors(todo.tensors, lambda oid, advance: receiver.tensor(oid, sizes.get(oid, 0), advance, todo.expect.get(oid)),
+        result.bytes += send_tensors(todo.tensors, lambda oid, advance, todo=todo: receiver.tensor(oid, sizes.get(oid, 0), advance, todo.expect.get(oid)),
                                      lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
         result.bytes += sum(len(data) for _oid, data in todo.small)
         receiver.put_held(dict(todo.small), strict=True)

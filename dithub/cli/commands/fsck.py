@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from typing import Annotated, Optional
+from typing import Annotated
 
 from ...errors import BadInput, CorruptObject
 from ..options import Json
@@ -13,7 +13,7 @@ from ..state import repo as open_repo
 
 def fsck(
     ctx: typer.Context,
-    remote: Annotated[Optional[str], typer.Argument(help="With --repair: the remote to fetch damaged or missing objects from (default: origin, or the only remote).")] = None,
+    remote: Annotated[str | None, typer.Argument(help="With --repair: the remote to fetch damaged or missing objects from (default: origin, or the only remote).")] = None,
     repair: Annotated[bool, typer.Option("--repair", help="Set damaged objects aside and fetch them, and missing ones, from a remote.")] = False,
     as_json: Json = False,
 ) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,7 +18,7 @@ from ..state import repo as open_repo
 if TYPE_CHECKING:
     from ...verify import VerifyReport
 
-Policy = Annotated[Optional[Path], typer.Option("--policy", help="Policy file (default: dithub.toml at the repository root).")]
+Policy = Annotated[Path | None, typer.Option("--policy", help="Policy file (default: dithub.toml at the repository root).")]
 AllowCode = Annotated[bool, typer.Option("--allow-code", help="Let the policy name probe/metric functions (module:function) "
                                         "of installed packages; never modules inside the repository or the working tree.")]
 STYLE = {"pass": "green", "fail": "bold red", "skip": "yellow"}
@@ -56,8 +56,8 @@ def verify(
     ctx: typer.Context,
     rev: Rev = "HEAD",
     policy: Policy = None,
-    against: Annotated[Optional[list[str]], typer.Option("--against", help="Known-bad refs (glob) for the backdoor screen, e.g. 'refs/tags/known-bad/*'.")] = None,
-    check: Annotated[Optional[list[str]], typer.Option("--check", help=f"Run only these checks ({', '.join(CHECKS)}).")] = None,
+    against: Annotated[list[str] | None, typer.Option("--against", help="Known-bad refs (glob) for the backdoor screen, e.g. 'refs/tags/known-bad/*'.")] = None,
+    check: Annotated[list[str] | None, typer.Option("--check", help=f"Run only these checks ({', '.join(CHECKS)}).")] = None,
     allow_code: AllowCode = False,
     as_json: Json = False,
 ) -> None:
@@ -80,7 +80,7 @@ hooks = typer.Typer(help="Git hooks that run verify on the dithub branches that 
 @hooks.command("install")
 def hooks_install(
     ctx: typer.Context,
-    git: Annotated[Optional[Path], typer.Option("--git", help="A folder inside the host git repository (default: this one).")] = None,
+    git: Annotated[Path | None, typer.Option("--git", help="A folder inside the host git repository (default: this one).")] = None,
     policy: Policy = None,
     force: Annotated[bool, typer.Option("--force", help="Replace hooks dithub did not write (kept as *.dithub-backup).")] = False,
     allow_code: AllowCode = False,
@@ -95,7 +95,7 @@ def hooks_install(
 @hooks.command("uninstall")
 def hooks_uninstall(
     ctx: typer.Context,
-    git: Annotated[Optional[Path], typer.Option("--git", help="A folder inside the host git repository.")] = None,
+    git: Annotated[Path | None, typer.Option("--git", help="A folder inside the host git repository.")] = None,
 ) -> None:
     """Remove dithub's hooks (and put back any hook they replaced)."""
     from ...verify import hooks as git_hooks
