@@ -10,12 +10,16 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[test,demo]'
 	touch $@
 
-.PHONY: demo test bench
+.PHONY: demo test lint bench
 demo: $(VENV)/.installed
 	$(PY) examples/quickstart.py
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check dithub tests benchmarks examples
+	$(VENV)/bin/mypy dithub/store dithub/formats
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/commit.py

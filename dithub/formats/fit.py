@@ -16,15 +16,19 @@ from .lora import LoraModule, lora_modules, match_base_key
 
 
 class _Shaped(Protocol):
-    shape: tuple[int, ...]
+    @property
+    def shape(self) -> tuple[int, ...]: ...
 
 
 class AdapterLike(Protocol):
     """A stored ``Tree`` or a freshly imported ``Staged`` adapter."""
 
-    kind: str
-    config: dict[str, Any]
-    tensors: Mapping[str, _Shaped]
+    @property
+    def kind(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def tensors(self) -> Mapping[str, _Shaped]: ...
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ def check_fits(base: Tree, adapter: AdapterLike) -> None:
             assert edit.module is not None
             a = adapter.tensors[edit.module.a_key].shape
             b = adapter.tensors[edit.module.b_key].shape
-            got = (b[0], a[1])
+            got: tuple[int, ...] = (b[0], a[1])
             if edit.module.embedding or adapter.config.get("fan_in_fan_out"):
                 got = (a[1], b[0])
         else:

@@ -40,10 +40,10 @@ def _renamed(config: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
     cls = getattr(transformers, arch) if arch and hasattr(transformers, arch) else None
     cfg = transformers.AutoConfig.for_model(**config)
     previous = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
+    transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
         with torch.device("meta"):
-            model = cls(cfg) if cls else transformers.AutoModel.from_config(cfg)
+            model = cls(cfg) if cls else transformers.AutoModel.from_config(cfg)  # type: ignore[no-untyped-call]
     finally:
         transformers.logging.set_verbosity(previous)
     mapping = get_model_conversion_mapping(model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -19,7 +20,7 @@ from .lora import LoraModule, scaling
 from .torch_io import from_torch, to_torch
 
 
-def lora_delta(config: dict, module: LoraModule, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def lora_delta(config: dict[str, Any], module: LoraModule, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """ΔW of one LoRA module, in fp32, shaped like the base weight."""
     delta = (b.float() @ a.float()) * scaling(config, module.name)
     return delta.T if module.embedding or config.get("fan_in_fan_out") else delta

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..errors import BadInput
 from ..store import DTYPE_SIZES, TensorData, nbytes_of
@@ -86,7 +86,7 @@ def read_safetensors(path: Path) -> SafetensorsFile:
     return SafetensorsFile(path, {str(k): str(v) for k, v in metadata.items()}, tensors, mm, spans)
 
 
-def _entries(path: Path, header: dict, data: memoryview) -> dict[str, TensorData]:
+def _entries(path: Path, header: dict[str, Any], data: memoryview) -> dict[str, TensorData]:
     spans = []
     tensors: dict[str, TensorData] = {}
     for name, info in header.items():
@@ -116,8 +116,10 @@ def _entries(path: Path, header: dict, data: memoryview) -> dict[str, TensorData
 
 
 class _Spec(Protocol):
-    dtype: str
-    shape: tuple[int, ...]
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def shape(self) -> tuple[int, ...]: ...
 
 
 def write_safetensors(

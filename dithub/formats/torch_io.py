@@ -41,4 +41,4 @@ def from_torch(tensor: torch.Tensor) -> TensorData:
     if t.numel() == 0:
         return TensorData(name, shape, memoryview(b""))
     raw = t.reshape(-1).view(torch.uint8).numpy()
-    return TensorData(name, shape, memoryview(raw).cast("B"))
+    return TensorData(name, shape, memoryview(raw).cast("B"))  # type: ignore[arg-type]  # numpy arrays are buffers

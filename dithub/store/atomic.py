@@ -74,7 +74,7 @@ def atomic_file(
             fsync_dir(path.parent)
 
 
-def pwrite_chunks(fd: int, chunks: Iterable[bytes | memoryview], offset: int) -> int:
+def pwrite_chunks(fd: int, chunks: Iterable[bytes | bytearray | memoryview], offset: int) -> int:
     """Write ``chunks`` at ``offset`` on, starting writeback as it goes and at the end; bytes written."""
     pos = flushed = offset
     for chunk in chunks:
@@ -93,7 +93,7 @@ def pwrite_chunks(fd: int, chunks: Iterable[bytes | memoryview], offset: int) ->
 
 def atomic_write_parts(
     path: Path,
-    parts: Iterable[bytes | memoryview],
+    parts: Iterable[bytes | bytearray | memoryview],
     *,
     tmp_dir: Path | None = None,
     durable_dir: bool = True,

@@ -7,11 +7,11 @@ to do, instead of an internal error. Tests inject such faults by replacing these
 from __future__ import annotations
 
 import errno
+import io
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO
 
 from ..errors import StorageError
 
@@ -46,7 +46,7 @@ def faults(path: str | os.PathLike[str] | None, doing: str) -> Iterator[None]:
         raise err from None
 
 
-def open_read(path: Path) -> BinaryIO:
+def open_read(path: Path) -> io.BufferedReader:
     """A file opened for reading (raises OSError: callers decide what a missing file means)."""
     return open(path, "rb")
 

@@ -19,7 +19,7 @@ def object_id(data: bytes | memoryview) -> ObjectId:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def object_id_of_parts(parts: Iterable[bytes | memoryview]) -> ObjectId:
+def object_id_of_parts(parts: Iterable[bytes | bytearray | memoryview]) -> ObjectId:
     """The id of the concatenation of ``parts``, without concatenating them."""
     h = xxhash.xxh3_128()
     for part in parts:

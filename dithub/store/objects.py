@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
+from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CorruptObject
@@ -41,12 +42,12 @@ MAX_JSON_BYTES = 256 << 20
 """A tree or commit is at most this large (a tree of MAX_TREE_ENTRIES entries fits)."""
 
 
-def nbytes_of(dtype: str, shape: tuple[int, ...] | list[int]) -> int:
+def nbytes_of(dtype: str, shape: Sequence[int]) -> int:
     """Bytes of a tensor of ``dtype`` and ``shape``."""
     return DTYPE_SIZES[dtype] * math.prod(shape)
 
 
-def tensor_header(dtype: str, shape: tuple[int, ...] | list[int]) -> bytes:
+def tensor_header(dtype: str, shape: Sequence[int]) -> bytes:
     """The canonical header of a tensor object, padded to ``ALIGN`` bytes."""
     if dtype not in DTYPE_SIZES:
         raise ValueError(f"unknown dtype {dtype!r}")
