@@ -16,7 +16,7 @@ import torch
 
 from ..errors import IncompatibleAdapters
 from ..formats import plan_edits, write_model_dir
-from ..formats.hf_names import model_names
+from ..formats.hf_names import meta_model, model_names
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import to_torch
 from ..store import Tree
@@ -44,16 +44,7 @@ def linear_weights(base: Tree) -> set[str]:
     its transformers class built on the meta device (no weights read); cached per base."""
     key = json.dumps(base.config, sort_keys=True) + "\0" + "\0".join(sorted(base.tensors))
     if key not in _LINEAR:
-        import transformers
-
-        arch = (base.config.get("architectures") or [None])[0]
-        cls = getattr(transformers, arch, None) if arch else None
-        with tempfile.TemporaryDirectory() as tmp:
-            (Path(tmp) / "config.json").write_text(json.dumps(base.config))
-            config = transformers.AutoConfig.from_pretrained(tmp)
-        with torch.device("meta"):
-            model = cls(config) if cls is not None else transformers.AutoModel.from_config(config)
-        modules = dict(model.named_modules())
+        modules = dict(meta_model(base.config).named_modules())
         names = model_names(base.config, base.tensors)
         _LINEAR[key] = {k for k, n in names.items()
                         if n.endswith(".weight") and isinstance(modules.get(n.rpartition(".")[0]), torch.nn.Linear)}

@@ -30,11 +30,11 @@ def _mapping(config_json: str, names: tuple[str, ...]) -> dict[str, str]:
         return {}
 
 
-def _renamed(config: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+def meta_model(config: dict[str, Any]) -> Any:
+    """The transformers model of ``config`` (its ``architectures`` class, else AutoModel) built on the
+    meta device: its modules and parameter names, no memory, no weights."""
     import torch
     import transformers
-    from transformers.conversion_mapping import get_model_conversion_mapping
-    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
 
     arch = (config.get("architectures") or [None])[0]
     cls = getattr(transformers, arch) if arch and hasattr(transformers, arch) else None
@@ -43,9 +43,16 @@ def _renamed(config: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
     transformers.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     try:
         with torch.device("meta"):
-            model = cls(cfg) if cls else transformers.AutoModel.from_config(cfg)  # type: ignore[no-untyped-call]
+            return cls(cfg) if cls else transformers.AutoModel.from_config(cfg)  # type: ignore[no-untyped-call]
     finally:
         transformers.logging.set_verbosity(previous)
+
+
+def _renamed(config: dict[str, Any], names: tuple[str, ...]) -> dict[str, str]:
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    model = meta_model(config)
     mapping = get_model_conversion_mapping(model)
     renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
     converters = [m for m in mapping if isinstance(m, WeightConverter)]
