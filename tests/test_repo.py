@@ -136,3 +136,19 @@ def test_reflog_records_every_move(repo, tmp_path):
     log = repo.reflog("main")
     assert [e.new for e in log] == ids and [e.old for e in log] == [None, *ids[:-1]]
     assert "c2" in log[-1].message
+
+
+def test_every_public_name_of_the_modules_exists():
+    """``from dithub.X import *`` works for every module that declares ``__all__`` (it named a
+    ``DiffResult`` that was never there)."""
+    import importlib
+    import pkgutil
+
+    import dithub
+
+    for info in pkgutil.walk_packages(dithub.__path__, "dithub."):
+        if ".demo" in info.name or info.name.endswith(("triton_merge", "testing", "__main__")):
+            continue  # optional extras (the demo's and the tests' packages; Triton), and the entry point
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            assert hasattr(module, name), f"{info.name}.__all__ names {name!r}, which it does not define"
