@@ -539,4 +539,4 @@ class Repo:
         return maintenance.gc(self.store, self.refs, grace_seconds)
 
 
-__all__ = ["Repo", "CommitResult", "Status", "ShowInfo", "DiffResult", "FsckReport", "GcReport"]
+__all__ = ["Repo", "CommitResult", "Status", "ShowInfo", "FsckReport", "GcReport"]

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_quickstart(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "--dir", str(tmp_path)],
-                         capture_output=True, text=True, timeout=300, env={"COLUMNS": "200", **__import__("os").environ})
+                         capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})
     assert res.returncode == 0, res.stderr[-2000:]
     repo = Repo.open(tmp_path / "repo")
     assert repo.fsck().ok

@@ -298,7 +298,7 @@ def test_racing_pushes_leave_one_winner_and_one_clear_error(source, where, tmp_p
     procs = [subprocess.Popen([sys.executable, "-c", RACER, str(r.path), str(flag)], stdout=subprocess.PIPE, text=True, env=env)
              for r in racers]
     flag.write_text("go")
-    outputs = [p.communicate(timeout=120)[0].strip() for p in procs]
+    outputs = [p.communicate()[0].strip() for p in procs]
     assert sorted(o == "ok" for o in outputs) == [False, True], outputs
     loser = next(o for o in outputs if o != "ok")
     assert loser.startswith(("RefConflict", "RemoteError")) and ("moved" in loser or "fast-forward" in loser or "another push" in loser)
