@@ -4,12 +4,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dithub import Repo
 from dithub.demo import CLASS_TASKS, DOMAINS, TEXT_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow
 def test_quickstart(tmp_path):
     res = subprocess.run([sys.executable, str(ROOT / "examples" / "quickstart.py"), "--dir", str(tmp_path)],
                          capture_output=True, text=True, env={"COLUMNS": "200", **__import__("os").environ})

@@ -284,6 +284,7 @@ def test_cli_json_is_stable_and_exit_codes(cli, repo):
     assert res.code == 6
 
 
+@pytest.mark.slow
 def test_git_hooks_block_a_bad_merge_and_let_a_good_one_through(repo):
     import git
 
