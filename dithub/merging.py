@@ -291,7 +291,7 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     def compute(name: str, loaded: Any) -> Any:
         dtype, shape = plan.tensors[name]
         if merger is not None and method.applies_to(shape, plan.vectors, name):
-            merged = merger.merge(plan.method, plan.params, loaded, name)
+            merged = merger.merge(method, plan.params, loaded, name)
         elif not method.applies_to(shape, plan.vectors, name):  # non-matrices for SVD methods (and 1-D tensors of old merges): averaged
             merged = mean_of(loaded, plan.weights)
             if method.matrices_only and plan.vectors == "method" and method.scale_param:  # α on the whole merged vector

@@ -204,7 +204,7 @@ def test_device_merge_equals_the_torch_method_whole_or_in_chunks(tk, method, par
     merger = _merger(tk, budget)
     staged = merger.stage(xs)
     assert (staged.stacked is None) == (budget is not None)
-    out = merger.merge(method, params, staged, "layer.weight")
+    out = merger.merge(get_method(method), params, staged, "layer.weight")
     ref = get_method(method)(xs, key="layer.weight", **params)
     assert out.shape == (60, 100)
     torch.testing.assert_close(out, ref, rtol=1e-6, atol=1e-6)
@@ -222,28 +222,28 @@ def test_the_papers_rules_run_the_torch_method_on_the_device(tk, method, params)
     for x in xs[1:]:
         x.view(-1)[:50] = -xs[0].view(-1)[:50]  # zero sums and ties in magnitude
     merger = _merger(tk)
-    out = merger.merge(method, params, merger.stage(xs), "layer.weight")
+    out = merger.merge(get_method(method), params, merger.stage(xs), "layer.weight")
     assert torch.equal(out, get_method(method)(xs, key="layer.weight", **params))
     small = _merger(tk, budget=3000)
     with pytest.raises(BadInput, match="convention=round"):
-        small.merge(method, params, small.stage(xs), "layer.weight")
+        small.merge(get_method(method), params, small.stage(xs), "layer.weight")
 
 
 def test_device_merge_checks_dare_parameters_as_the_cpu_does(tk):
     xs = [x.reshape(60, 100) for x in _inputs(3, m=6000)]
     merger = _merger(tk)
     with pytest.raises(BadInput, match="rng=philox draws 16-bit uniforms"):
-        merger.merge("dare", {"rng": "philox", "mask": "float32"}, merger.stage(xs), "w")
+        merger.merge(get_method("dare"), {"rng": "philox", "mask": "float32"}, merger.stage(xs), "w")
     with pytest.raises(BadInput, match="parameter 'combine' of 'dare' is 'magmax', not one of ta, ties"):
-        merger.merge("dare", {"combine": "magmax"}, merger.stage(xs), "w")
+        merger.merge(get_method("dare"), {"combine": "magmax"}, merger.stage(xs), "w")
 
 
 def test_device_merge_refuses_a_whole_tensor_method_that_does_not_fit(tk):
     xs = [x.reshape(60, 100) for x in _inputs(3, m=6000)]
     merger = _merger(tk, budget=3000)
     with pytest.raises(BadInput, match="tensor 'layer.weight': its 3 inputs need .* MiB on cpu"):
-        merger.merge("tsv", {}, merger.stage(xs), "layer.weight")
-    out = _merger(tk).merge("tsv", {}, _merger(tk).stage(xs), "layer.weight")  # fits: the torch method on the device
+        merger.merge(get_method("tsv"), {}, merger.stage(xs), "layer.weight")
+    out = _merger(tk).merge(get_method("tsv"), {}, _merger(tk).stage(xs), "layer.weight")  # fits: the torch method on the device
     torch.testing.assert_close(out, get_method("tsv")(xs, key="layer.weight"))
 
 
@@ -348,7 +348,7 @@ def test_cuda_dare_with_philox_keeps_what_the_cpu_keeps(combine):
     merger = DeviceMerge(dev, triton_kernels(dev))
     assert merger.kernels is not None
     params = {"p": 0.9, "seed": 3, "rng": "philox", "combine": combine}
-    out = merger.merge("dare", params, merger.stage(xs), "w").cpu()
+    out = merger.merge(get_method("dare"), params, merger.stage(xs), "w").cpu()
     cpu = get_method("dare")(xs, key="w", **params)
     assert torch.equal(out == 0, cpu == 0)
     torch.testing.assert_close(out, cpu, rtol=1e-5, atol=1e-6)
@@ -363,5 +363,5 @@ def test_cuda_chunked_merge_matches_the_cpu(method, params):
     xs = [x.reshape(1024, 1024) for x in _inputs(4, m=1 << 20, seed=10)]
     dev = torch.device("cuda")
     merger = DeviceMerge(dev, triton_kernels(dev), budget=1 << 20)  # 64 chunks
-    out = merger.merge(method, params, merger.stage(xs), "w").cpu()
+    out = merger.merge(get_method(method), params, merger.stage(xs), "w").cpu()
     torch.testing.assert_close(out, get_method(method)(xs, key="w", **params), rtol=1e-5, atol=1e-6)

@@ -4,43 +4,54 @@
 (through pinned host memory, on a copy stream of its own on CUDA, so the executor can stage tensor
 k+1 while tensor k merges). A tensor whose stacked inputs exceed the device budget is not staged
 whole: it merges in chunks of entries that fit, with its per-input statistics (TIES thresholds)
-taken first, one input at a time. The elementwise methods (task arithmetic, TIES, DARE, MagMax)
-run the Triton kernels of ``dithub.kernels.triton_merge`` when ``kernels`` is given; every other
-method, and every method without Triton, runs the registered torch function on the whole tensor on
-the device (SVD methods decompose there, in fp32), which needs the whole tensor to fit.
+taken first, one input at a time. A method that registers a ``DeviceKernel`` (task arithmetic,
+TIES, DARE, MagMax, with the parameters its ``applies`` accepts) runs the Triton kernels of
+``dithub.kernels.triton_merge`` when ``kernels`` is given; every other method, and every method
+without Triton, runs the registered torch function on the whole tensor on the device (SVD methods
+decompose there, in fp32), which needs the whole tensor to fit. This layer knows no method by name.
 """
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from ..errors import BadInput
 
-ELEMENTWISE = ("task_arithmetic", "ties", "dare", "magmax")
-"""Methods the Triton kernels merge, chunk by chunk when a tensor does not fit (with the rules
-``on_kernels`` names)."""
+@dataclass(frozen=True)
+class DeviceKernel:
+    """How a merge method runs on the device kernels, chunk by chunk: registered with the method
+    (``dithub.merge``), so the kernels dispatch through it and never by a method's name."""
+
+    applies: Callable[[dict[str, Any]], bool]
+    """Whether the kernels compute the method with these (full) parameters."""
+    stats: Callable[[dict[str, Any], Callable[[], Iterator[Tensor]], int, str], Any]
+    """Per-input statistics over whole tensors, before any chunk: (params, inputs, count, key), where
+    ``inputs()`` yields each input flat on the device (or the host), one at a time."""
+    combine: Callable[[ModuleType, dict[str, Any], Any, Tensor, int], Tensor]
+    """One chunk: (kernels, params, statistics, [N, M] stacked rows, offset of the chunk's first entry)."""
 
 
-def on_kernels(method: str, params: dict[str, Any]) -> bool:
-    """Whether the Triton kernels compute ``method`` with ``params``. They implement dithub's first
-    rules for the sign election: TIES trimmed at round(density·n) (``convention=round``) and a zero sum
-    elected + (DARE-TIES ``convention=mergekit``). The papers' (the defaults) give a zero sum the
-    majority sign of the whole tensor, so they run as the registered torch function on the device,
-    which needs the whole tensor to fit. MagMax runs either tie rule."""
-    if method == "ties":
-        return params["convention"] == "round"
-    if method == "dare":
-        return params["combine"] == "ta" or params["convention"] == "mergekit"
-    return method in ELEMENTWISE
+class MergeMethodLike(Protocol):
+    """What ``DeviceMerge`` needs of a merge method (``dithub.merge.MergeMethod``)."""
+
+    device: DeviceKernel | None
+
+    def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
+
+    def __call__(self, vectors: Sequence[Any], *, key: str = "", **params: Any) -> Any: ...
+
 
 _log = logging.getLogger("dithub.kernels")
+
+CHUNKED = ("task arithmetic, TIES with -p convention=round, DARE (with combine=ties: -p convention=mergekit), MagMax")
+"""The merges the device kernels run in chunks, for messages (the methods' ``DeviceKernel`` decides)."""
 
 
 def triton_kernels(device: torch.device) -> ModuleType | None:
@@ -99,18 +110,17 @@ class DeviceMerge:
             staged.stacked, staged.ready, staged.pinned = self._to_device(host, 0, host[0].numel())
         return staged
 
-    def merge(self, method: str, params: dict[str, Any], staged: Staged, key: str) -> Tensor:
+    def merge(self, method: MergeMethodLike, params: dict[str, Any], staged: Staged, key: str) -> Tensor:
         """The merged update (fp32, ``staged.shape``), on the device, or on the host if it was chunked."""
-        from ..merge import get_method
-
-        full = get_method(method).params(params)
-        if self.kernels is None or not on_kernels(method, full):
-            return get_method(method)([v.reshape(staged.shape) for v in self._whole(staged, key)], key=key, **params)
-        stats = self._stats(method, full, staged, key)
+        full = method.params(params)
+        hooks = method.device
+        if self.kernels is None or hooks is None or not hooks.applies(full):
+            return method([v.reshape(staged.shape) for v in self._whole(staged, key)], key=key, **params)
+        stats = hooks.stats(full, lambda: self._each_input(staged), len(staged.host), key)
         numel = staged.host[0].numel()
         if staged.stacked is not None:
             staged.wait()
-            return self._combine(method, full, stats, staged.stacked, 0).reshape(staged.shape)
+            return hooks.combine(self.kernels, full, stats, staged.stacked, 0).reshape(staged.shape)
         out = torch.empty(numel, dtype=torch.float32)
         step = self._chunk(staged.host)
         for start in range(0, numel, step):
@@ -118,7 +128,7 @@ class DeviceMerge:
             chunk, ready, _pinned = self._to_device(staged.host, start, stop)
             if ready is not None:
                 _use_on_current_stream(chunk, ready)
-            out[start:stop] = self._combine(method, full, stats, chunk, start).cpu()
+            out[start:stop] = hooks.combine(self.kernels, full, stats, chunk, start).cpu()
         return out.reshape(staged.shape)
 
     def _whole(self, staged: Staged, key: str) -> list[Tensor]:
@@ -126,51 +136,20 @@ class DeviceMerge:
             need = self._bytes(staged.host, staged.host[0].numel())
             raise BadInput(f"tensor {key!r}: its {len(staged.host)} inputs need {need / 2**20:.0f} MiB on "
                            f"{self.device}, more than the {self.budget / 2**20:.0f} MiB this merge may use there",
-                           "merge with --device cpu, or with a method that merges in chunks ("
-                           + ", ".join(ELEMENTWISE) + "; TIES with -p convention=round, DARE-TIES with -p convention=mergekit)")
+                           f"merge with --device cpu, or with a method that merges in chunks ({CHUNKED})")
         staged.wait()
         return list(staged.stacked.unbind(0))
 
-    def _stats(self, method: str, params: dict[str, Any], staged: Staged, key: str) -> Any:
-        """Per-input statistics over whole tensors: TIES' thresholds, DARE's draw settings."""
-        from ..merge.primitives import dare_limit, magnitude_threshold, tensor_seed
-
-        if method == "ties":
-            density = params["density"]
-            if staged.stacked is not None:
-                staged.wait()
-                return torch.stack([magnitude_threshold(r, density).to(self.device) for r in staged.stacked.unbind(0)])
-            # one input on the device at a time (each freed before the next moves), or on the host if one does not fit
-            fits = self._bytes(staged.host[:1], staged.host[0].numel()) <= self.budget
-            return torch.stack([magnitude_threshold(h.to(self.device) if fits else h, density).to(self.device)
-                                for h in staged.host])
-        if method == "dare":
-            from ..merge.full_space import draw_source
-
-            p, mask, rng, seed = params["p"], params["mask"], params["rng"], params["seed"]  # checked by params()
-            limit, keep_prob = dare_limit(p, mask)
-            if rng == "philox":  # drawn inside the kernel, keyed by the tensor's seed
-                return limit, keep_prob, tensor_seed(seed, key, 0), None
-            return limit, keep_prob, None, draw_source(len(staged.host), p=p, seed=seed, mask=mask, rng=rng, key=key)
-        return None
-
-    def _combine(self, method: str, params: dict[str, Any], stats: Any, stacked: Tensor, offset: int) -> Tensor:
-        k = self.kernels
-        assert k is not None
-        if method == "task_arithmetic":
-            return k.task_arithmetic(stacked, torch.full((stacked.shape[0],), params["alpha"], device=stacked.device))
-        if method == "ties":
-            return k.ties(stacked, stats, params["lam"])
-        if method == "magmax":
-            return k.magmax(stacked, params["alpha"], later=params["tie"] == "later")
-        limit, keep_prob, key_seed, draws = stats
-        if draws is None:
-            return k.dare(stacked, seed=key_seed, offset=offset, limit=limit, keep_prob=keep_prob,
-                          lam=params["lam"], combine=params["combine"])
-        from ..merge.full_space import dare_chunk
-
-        chunk = [d.to(stacked.device) for d in draws(offset, offset + stacked.shape[1])]
-        return dare_chunk(list(stacked.unbind(0)), chunk, params, limit, keep_prob)[0]
+    def _each_input(self, staged: Staged) -> Iterator[Tensor]:
+        """Each input, flat: rows of the staged stack, or one input moved at a time (each freed before
+        the next moves), or on the host if one does not fit."""
+        if staged.stacked is not None:
+            staged.wait()
+            yield from staged.stacked.unbind(0)
+            return
+        fits = self._bytes(staged.host[:1], staged.host[0].numel()) <= self.budget
+        for h in staged.host:
+            yield h.to(self.device) if fits else h
 
     def _chunk(self, host: list[Tensor]) -> int:
         """Entries per chunk: as many as fit the budget, a multiple of four (DARE's draws)."""

@@ -53,7 +53,9 @@ rule, from the code named above: ``tests/reference/``.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -61,8 +63,9 @@ from torch import Tensor
 from ..errors import BadInput
 from ..params import NATURAL, REAL, Range
 from ..kernels import COMPILE_MIN_NUMEL, fused, kth_largest_abs, native, philox
+from ..kernels.device import DeviceKernel
 from ..kernels.fused import runs_fused
-from .primitives import CONVENTIONS, dare_limit, draw, running_sum, tensor_seed, top_mask, trimmed
+from .primitives import CONVENTIONS, dare_limit, draw, magnitude_threshold, running_sum, tensor_seed, top_mask, trimmed
 from .registry import register
 
 
@@ -205,7 +208,20 @@ def _magmax_kernel(xs: list[Tensor], alpha: Tensor, later: Tensor) -> Tensor:
     return best * alpha
 
 
-@register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3}, ranges={"alpha": REAL})
+def _always(_params: dict[str, Any]) -> bool:
+    return True
+
+
+def _no_stats(_params: dict[str, Any], _inputs: Callable[[], Iterator[Tensor]], _n: int, _key: str) -> None:
+    return None
+
+
+def _ta_on_device(k: ModuleType, params: dict[str, Any], _stats: None, stacked: Tensor, _offset: int) -> Tensor:
+    return k.task_arithmetic(stacked, torch.full((stacked.shape[0],), params["alpha"], device=stacked.device))
+
+
+@register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3}, ranges={"alpha": REAL},
+          device=DeviceKernel(_always, _no_stats, _ta_on_device))
 def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float, weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
     if weights is not None:  # α · Σ w_t τ_t (mergekit's task_arithmetic)
@@ -216,9 +232,18 @@ def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float, weights: list[fl
     return running_sum(xs, torch.float32).mul_(alpha).reshape(vectors[0].shape)  # in place: at the memory bound
 
 
+def _ties_thresholds(params: dict[str, Any], inputs: Callable[[], Iterator[Tensor]], _n: int, _key: str) -> Tensor:
+    return torch.stack([magnitude_threshold(x, params["density"]).cpu() for x in inputs()])
+
+
+def _ties_on_device(k: ModuleType, params: dict[str, Any], thresholds: Tensor, stacked: Tensor, _offset: int) -> Tensor:
+    return k.ties(stacked, thresholds.to(stacked.device), params["lam"])
+
+
 @register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0, "convention": "paper"},
           ranges={"density": Range(0.0, 1.0, low_open=True), "lam": REAL}, choices={"convention": CONVENTIONS},
-          legacy={"convention": "round"})
+          legacy={"convention": "round"},  # the device kernels elect + on a zero sum and trim at round(density·n)
+          device=DeviceKernel(lambda p: p["convention"] == "round", _ties_thresholds, _ties_on_device))
 def ties(vectors: Sequence[Tensor], *, density: float, lam: float, convention: str, weights: list[float] | None) -> Tensor:
     xs, thresholds = trimmed(_flat(vectors), density, convention)
     if weights is not None:  # mergekit's weighted TIES: trimmed unweighted, elected and averaged weighted
@@ -229,13 +254,32 @@ def ties(vectors: Sequence[Tensor], *, density: float, lam: float, convention: s
     return _elect(kernel, xs, (thresholds, _scalar(lam, xs[0])), convention == "paper").reshape(vectors[0].shape)
 
 
+def _dare_draws(params: dict[str, Any], _inputs: Callable[[], Iterator[Tensor]], n: int, key: str) -> tuple:
+    """(limit, keep probability, Philox key or None, the CPU draws or None)."""
+    p, mask, rng, seed = params["p"], params["mask"], params["rng"], params["seed"]
+    limit, keep_prob = dare_limit(p, mask)
+    if rng == "philox":  # drawn inside the kernel, keyed by the tensor's seed
+        return limit, keep_prob, tensor_seed(seed, key, 0), None
+    return limit, keep_prob, None, draw_source(n, p=p, seed=seed, mask=mask, rng=rng, key=key)
+
+
+def _dare_on_device(k: ModuleType, params: dict[str, Any], stats: tuple, stacked: Tensor, offset: int) -> Tensor:
+    limit, keep_prob, key_seed, draws = stats
+    if draws is None:
+        return k.dare(stacked, seed=key_seed, offset=offset, limit=limit, keep_prob=keep_prob, lam=params["lam"],
+                      combine=params["combine"])
+    chunk = [d.to(stacked.device) for d in draws(offset, offset + stacked.shape[1])]
+    return dare_chunk(list(stacked.unbind(0)), chunk, params, limit, keep_prob)[0]
+
+
 @register("dare", paper="2311.03099",
           defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16", "rng": "torch", "convention": "paper"},
           legacy={"mask": "float32", "convention": "mergekit"},
           ranges={"p": Range(0.0, 1.0, high_open=True), "lam": REAL, "seed": NATURAL},
           choices={"combine": ("ta", "ties"), "mask": ("uint16", "float32"), "rng": ("torch", "philox"),
                    "convention": ("paper", "mergekit")},
-          check=lambda p: "rng=philox draws 16-bit uniforms: use mask=uint16" if p["rng"] == "philox" and p["mask"] != "uint16" else None)
+          check=lambda p: "rng=philox draws 16-bit uniforms: use mask=uint16" if p["rng"] == "philox" and p["mask"] != "uint16" else None,
+          device=DeviceKernel(lambda p: p["combine"] == "ta" or p["convention"] == "mergekit", _dare_draws, _dare_on_device))
 def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, mask: str, rng: str,
          convention: str, key: str, weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
@@ -338,8 +382,12 @@ def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: 
     return out.reshape(vectors[0].shape)
 
 
+def _magmax_on_device(k: ModuleType, params: dict[str, Any], _stats: None, stacked: Tensor, _offset: int) -> Tensor:
+    return k.magmax(stacked, params["alpha"], later=params["tie"] == "later")
+
+
 @register("magmax", paper="2407.06322", defaults={"alpha": 0.5, "tie": "later"}, ranges={"alpha": REAL},
-          choices={"tie": ("later", "first")}, legacy={"tie": "first"})
+          choices={"tie": ("later", "first")}, legacy={"tie": "first"}, device=DeviceKernel(_always, _no_stats, _magmax_on_device))
 def magmax(vectors: Sequence[Tensor], *, alpha: float, tie: str) -> Tensor:
     xs = _flat(vectors)
     return _magmax_kernel(xs, _scalar(alpha, xs[0]), _flag(tie == "later", xs[0])).reshape(vectors[0].shape)

@@ -17,6 +17,7 @@ from typing import Any
 from torch import Tensor
 
 from ..errors import BadInput
+from ..kernels.device import DeviceKernel
 from ..params import Algorithm, Range, describe
 
 MergeFn = Callable[..., Tensor]
@@ -36,6 +37,8 @@ class MergeMethod(Algorithm):
     that rule's parameters (but ``seed``, its own), checked against the rule's definition."""
     weighted: bool = False
     """Takes per-input weights (``weights=``), as the paper or mergekit defines them."""
+    device: DeviceKernel | None = None
+    """How the device kernels run it in chunks (None: the torch function, on whole tensors)."""
 
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``; with an inner rule, that rule's parameters too (every
@@ -129,7 +132,7 @@ def register(
     name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
     matrices_only: bool = False, legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
     choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
-    inner: str | None = None,
+    inner: str | None = None, device: DeviceKernel | None = None,
 ) -> Callable[[MergeFn], MergeFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key, and
     ``weights`` for a method with per-input weights), each numeric one with its range and each
@@ -147,7 +150,7 @@ def register(
             raise TypeError(f"{name}: a method taking key must declare a seed default")
         REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
                                      dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
-                                     inner=inner, weighted=weighted)
+                                     inner=inner, weighted=weighted, device=device)
         return fn
 
     return wrap
