@@ -29,7 +29,6 @@ from .progress import ProgressFactory, no_progress
 from .store import Commit, ObjectId, Op, TensorEntry, Tree, nbytes_of
 from .kernels.device import DeviceMerge, to_host, triton_kernels
 from .kernels.pipeline import stream
-from .store.objects import tensor_header
 
 if TYPE_CHECKING:
     from .repo import Repo
@@ -347,7 +346,7 @@ def delta_loader(repo: Repo, tree: Tree, base: ObjectId | None) -> Callable[[str
 
 def put_tensor(repo: Repo, tensor: Any) -> TensorEntry:
     raw = from_torch(tensor)
-    return TensorEntry(repo.store.write_parts([tensor_header(raw.dtype, raw.shape), raw.data]), raw.dtype, raw.shape)
+    return TensorEntry(repo.store.write_tensor(raw.dtype, raw.shape, raw.data), raw.dtype, raw.shape)
 
 
 def _run_lora(repo: Repo, plan: MergePlan, trees: list[Tree], progress: ProgressFactory, dev: torch.device,

@@ -19,7 +19,7 @@ from .store import (
     BaseObjectStore, BaseRefStore, Commit, DiskObjectStore, DiskRefStore, MemoryObjectStore,
     MemoryRefStore, ObjectId, Op, TensorData, TensorEntry, Tree, atomic_write, check_ref_name,
 )
-from .store.objects import tensor_header
+from .store.objects import tensor_parts
 
 if TYPE_CHECKING:
     from .rebasing import RebaseResult
@@ -178,7 +178,7 @@ class Repo:
             staged.release(name)
             advance(t.nbytes)
 
-        self.store.put_many(((n, [tensor_header(t.dtype, t.shape), t.data]) for n, t in staged.tensors.items()), done)
+        self.store.put_many(((n, tensor_parts(t.dtype, t.shape, t.data)) for n, t in staged.tensors.items()), done)
         tree_oid, new = self.store.put([Tree(staged.kind, staged.config, entries).encode()])
         if new:
             stats.objects += 1

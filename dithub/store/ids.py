@@ -9,6 +9,8 @@ from typing import Any
 import xxhash
 
 ObjectId = str
+Buffer = bytes | bytearray | memoryview
+"""What objects are made of: any contiguous bytes."""
 """32 lowercase hex characters."""
 
 _OID_RE = re.compile(r"^[0-9a-f]{32}$")
@@ -19,7 +21,7 @@ def object_id(data: bytes | memoryview) -> ObjectId:
     return xxhash.xxh3_128_hexdigest(data)
 
 
-def object_id_of_parts(parts: Iterable[bytes | bytearray | memoryview]) -> ObjectId:
+def object_id_of_parts(parts: Iterable[Buffer]) -> ObjectId:
     """The id of the concatenation of ``parts``, without concatenating them."""
     h = xxhash.xxh3_128()
     for part in parts:

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..errors import CorruptObject
-from .ids import ObjectId, canonical_json, is_object_id
+from .ids import Buffer, ObjectId, canonical_json, is_object_id
 
 DTYPE_SIZES: dict[str, int] = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
@@ -54,6 +54,11 @@ def tensor_header(dtype: str, shape: Sequence[int]) -> bytes:
     body = _TENSOR_TAG + canonical_json({"dtype": dtype, "shape": [int(d) for d in shape]})
     padded = -(-(len(body) + 1) // ALIGN) * ALIGN
     return body + b" " * (padded - len(body) - 1) + b"\n"
+
+
+def tensor_parts(dtype: str, shape: Sequence[int], data: Buffer) -> list[Buffer]:
+    """A tensor object as the parts whose concatenation it is: its header, then its raw bytes."""
+    return [tensor_header(dtype, shape), data]
 
 
 def parse_tensor_header(

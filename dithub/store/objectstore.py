@@ -23,10 +23,9 @@ import xxhash
 from ..errors import CorruptObject, ObjectNotFound
 from . import files
 from .atomic import atomic_write_parts, fsync_dir
-from .ids import ObjectId, is_object_id, object_id, object_id_of_parts
-from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_header
+from .ids import Buffer, ObjectId, is_object_id, object_id, object_id_of_parts
+from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_parts
 
-Buffer = bytes | bytearray | memoryview
 PEEK_BYTES = 4096
 """Enough of an object to hold any tensor header (its shape has at most MAX_NDIM sizes)."""
 K = TypeVar("K")
@@ -158,7 +157,7 @@ class BaseObjectStore(ABC):
 
     def write_tensor(self, dtype: str, shape: Sequence[int], data: Buffer) -> ObjectId:
         """Store one tensor's raw little-endian bytes with its header."""
-        return self.write_parts([tensor_header(dtype, shape), data])
+        return self.write_parts(tensor_parts(dtype, shape, data))
 
     def write_tree(self, tree: Tree) -> ObjectId:
         return self.write(tree.encode())
