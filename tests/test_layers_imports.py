@@ -9,10 +9,15 @@ PACKAGE = Path(__file__).resolve().parents[1] / "dithub"
 
 
 def _imports(path: Path) -> set[str]:
-    """The dithub modules ``path`` imports (relative imports resolved)."""
+    """The dithub modules ``path`` imports at run time (relative imports resolved)."""
     package = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts[:-1])
     out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    typing_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If) and "TYPE_CHECKING" in ast.unparse(block.test)
+                   for n in ast.walk(block)}  # annotations only: no import at run time
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
@@ -29,3 +34,15 @@ def test_kernels_import_nothing_above_them():
     for path in sorted((PACKAGE / "kernels").glob("*.py")):
         upward = sorted(m for m in _imports(path) if not m.startswith(allowed))
         assert not upward, f"dithub/kernels/{path.name} imports {upward}"
+
+
+def test_nothing_beneath_the_facade_imports_it():
+    """``dithub.repo`` (the facade) and the package root are imported by no module of the package but
+    the CLI and the package root: the operations take a repository, they do not build one."""
+    above = ("dithub.cli", "dithub.demo", "dithub.testing", "dithub.__init__", "dithub.__main__")
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if name.startswith(above) or name == "dithub.repo":
+            continue
+        wrong = sorted(m for m in _imports(path) if m in ("dithub", "dithub.repo"))
+        assert not wrong, f"{name} imports {wrong}"
