@@ -110,7 +110,8 @@ def run_rows(args: argparse.Namespace, work: Path, console: Console) -> list[dic
     """Push and clone the large and the small repository on each backend; one row per backend."""
     import fsspec
 
-    from dithub.remote import clone, push, remote_add
+    from dithub import Repo
+    from dithub.remote import push, remote_add
     from dithub.testing import s3_server
 
     server, s3 = s3_server("bench", "k", "s")
@@ -133,7 +134,7 @@ def run_rows(args: argparse.Namespace, work: Path, console: Console) -> list[dic
             _, sync = timed(lambda: fsync_tree(down))
             remote_add(big, f"{tag}{i}", url_of(f"big{i}"), options)
             pushed, up = timed(lambda: push(big, f"{tag}{i}", ["main"]))
-            (_, cloned), clone_s = timed(lambda: clone(url_of(f"big{i}"), work / f"clone-{tag}{i}", options=options))
+            (_, cloned), clone_s = timed(lambda: Repo.clone(url_of(f"big{i}"), work / f"clone-{tag}{i}", options=options))
             fs.rm(f"{root}", recursive=True)
             for folder in (down, work / f"clone-{tag}{i}") + ((Path(url_of(f"big{i}")),) if tag == "pa" else ()):
                 shutil.rmtree(folder, ignore_errors=True)
@@ -145,7 +146,7 @@ def run_rows(args: argparse.Namespace, work: Path, console: Console) -> list[dic
         remote_add(small, tag, url_of("small"), options)
         with console.status(f"{backend}: push and clone of {args.commits} small commits"):
             small_pushed, small_up = timed(lambda: push(small, tag, ["main"]))
-            (_, small_cloned), small_down = timed(lambda: clone(url_of("small"), work / f"small-clone-{tag}", options=options))
+            (_, small_cloned), small_down = timed(lambda: Repo.clone(url_of("small"), work / f"small-clone-{tag}", options=options))
         rows.append({"backend": backend, "bytes": nbytes, "repeat": args.repeat, **row,
                      "push_ratio": row["push_s"] / row["bound_push_s"], "clone_ratio": row["clone_s"] / row["bound_clone_s"],
                      "clone_ratio_durable": row["clone_s"] / row["durable_bound_clone_s"],

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from . import formats, maintenance
 from .maintenance import FsckReport, GcReport
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .verify import Policy, VerifyReport
     from .diff import DiffResult
     from .merging import MergePlan
+    from .remote.sync import SyncResult
 
 DIRNAME = ".dithub"
 DEFAULT_BRANCH = "main"
@@ -518,6 +519,17 @@ class Repo:
             policy = load_policy(policy if policy is not None else (default if default is not None and default.is_file() else None),
                                  allow_code=allow_code)
         return verify(self, rev, policy, against=against, checks=checks, progress=progress)
+
+    @classmethod
+    def clone(cls, url: str, directory: str | Path, *, name: str = "origin", options: dict[str, Any] | None = None,
+              progress: ProgressFactory = no_progress) -> tuple[Repo, SyncResult]:
+        """A new repository at ``directory`` with every branch, tag and base of the remote at ``url``
+        (named ``name``); a clone of the same URL that stopped midway is resumed."""
+        from .remote.sync import clone_into, prepare_clone
+
+        plan = prepare_clone(url, directory, name=name, options=options)
+        repo = cls.open(plan.directory) if plan.resuming else cls.init(plan.directory, branch=plan.first_branch)
+        return repo, clone_into(repo, plan, progress)
 
     def fsck(self, *, repair: bool = False, remote: str | None = None, progress: ProgressFactory = no_progress) -> FsckReport:
         """Re-hash every object and check connectivity. ``repair``: damaged objects leave the store

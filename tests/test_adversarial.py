@@ -15,7 +15,9 @@ from safetensors.torch import save_file
 
 from dithub import Repo
 from dithub.errors import BadInput, RemoteError
-from dithub.remote import clone, fetch, push, remote_add
+from dithub.remote import fetch, push, remote_add
+
+clone = Repo.clone  # a new repository from a remote: the facade builds it
 
 HEADS = "refs/heads/"
 

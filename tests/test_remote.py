@@ -14,9 +14,11 @@ from safetensors.torch import save_file
 
 from dithub import Repo
 from dithub.errors import RefConflict, RemoteError
-from dithub.remote import Location, clone, fetch, pull, push, remote_add
 from dithub.merging import put_tensor
+from dithub.remote import Location, fetch, pull, push, remote_add
 from dithub.store import Tree
+
+clone = Repo.clone  # a new repository from a remote: the facade builds it
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -381,12 +381,32 @@ CLONING = "CLONING"
 resumed by running it again (only missing objects travel)."""
 
 
-def clone(url: str, directory: str | Path, *, name: str = "origin", options: dict[str, Any] | None = None,
-          progress: ProgressFactory = no_progress) -> tuple[Repo, SyncResult]:
-    """A new repository at ``directory`` with every branch, tag and base of the remote at ``url``;
-    a clone of the same URL that stopped midway is resumed."""
-    from ..repo import Repo
+@dataclass
+class ClonePlan:
+    """What a clone needs before its repository exists (``prepare_clone``)."""
 
+    url: str
+    directory: Path
+    name: str
+    options: dict[str, Any] | None
+    location: Location
+    branches: list[str]
+    resuming: bool
+    """A clone of the same URL stopped midway in ``directory``: open it and fetch what is missing."""
+
+    @property
+    def first_branch(self) -> str:
+        return "main" if "main" in self.branches or not self.branches else self.branches[0]
+
+    @property
+    def marker(self) -> Path:
+        return self.directory / ".dithub" / CLONING
+
+
+def prepare_clone(url: str, directory: str | Path, *, name: str = "origin",
+                  options: dict[str, Any] | None = None) -> ClonePlan:
+    """Check a clone of ``url`` into ``directory`` (new or empty, or a clone of the same URL that
+    stopped midway) and read the remote's branches; writes nothing."""
     directory = Path(directory)
     marker = directory / ".dithub" / CLONING
     resuming = marker.is_file() and marker.read_text(errors="replace") == url
@@ -397,26 +417,29 @@ def clone(url: str, directory: str | Path, *, name: str = "origin", options: dic
     if not heads:
         raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
     branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
-    if resuming:
-        repo = Repo.open(directory)
-    else:
-        repo = Repo.init(directory, branch="main" if "main" in branches or not branches else branches[0])
-        atomic_write(marker, url.encode())
-        remote_add(repo, name, url, options)
+    return ClonePlan(url, directory, name, options, first, branches, resuming)
+
+
+def clone_into(repo: Repo, plan: ClonePlan, progress: ProgressFactory = no_progress) -> SyncResult:
+    """Fill ``repo`` (new, or the one a stopped clone left) with every branch, tag and base of the
+    planned remote; ``Repo.clone`` makes the repository and calls this."""
+    if not plan.resuming:
+        atomic_write(plan.marker, plan.url.encode())
+        remote_add(repo, plan.name, plan.url, plan.options)
     try:
-        result = fetch(repo, name, with_base=True, progress=progress)
+        result = fetch(repo, plan.name, with_base=True, progress=progress)
     except DithubError as exc:
         exc.hint = f"{exc.hint}; then " if exc.hint else ""
-        exc.hint += f"run the same clone again: it resumes into {directory} (or delete it)"
+        exc.hint += f"run the same clone again: it resumes into {plan.directory} (or delete it)"
         raise
-    result.requests += first.requests
-    for b in branches:
-        tracked = repo.refs.resolve(f"{REMOTES}{name}/{b}")
+    result.requests += plan.location.requests
+    for b in plan.branches:
+        tracked = repo.refs.resolve(f"{REMOTES}{plan.name}/{b}")
         if tracked is not None:  # (None: fetch skipped it, and said why)
-            repo.refs.set_if_equals(HEADS + b, repo.refs.resolve(HEADS + b), tracked, f"clone {url}")
-            set_upstream(repo, b, name)
-    marker.unlink()
-    return repo, result
+            repo.refs.set_if_equals(HEADS + b, repo.refs.resolve(HEADS + b), tracked, f"clone {plan.url}")
+            set_upstream(repo, b, plan.name)
+    plan.marker.unlink()
+    return result
 
 
 def pull(repo: Repo, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:

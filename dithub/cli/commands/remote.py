@@ -115,8 +115,8 @@ def pull(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="
 def clone(url: Annotated[str, typer.Argument(help="The remote's URL.")],
           directory: Annotated[Path, typer.Argument(help="A new directory.")], option: Options = None, as_json: Json = False) -> None:
     """Copy a remote repository: every branch, tag and base; the remote is named origin."""
-    from ...remote import clone as do_clone
+    from ...repo import Repo
 
     with progress_bars() as progress:
-        _repo, result = do_clone(url, directory, options=_options(option), progress=progress)
+        _repo, result = Repo.clone(url, directory, options=_options(option), progress=progress)
     _report(as_json, "Cloned", result)
