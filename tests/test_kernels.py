@@ -30,9 +30,9 @@ def test_sampled_select_is_exact_with_many_ties_and_zeros():
         assert float(kth_largest_abs(x, k)) == _by_sort(x, k), k
 
 
-@pytest.mark.parametrize("compiled", ["1", "0"])  # the counting search, and the chunked pass without a compiler
-def test_select_is_exact_on_half_precision_and_defers_nans_to_the_histogram(compiled, monkeypatch):
-    monkeypatch.setenv("DITHUB_COMPILE", compiled)
+@pytest.mark.parametrize("kernels", ["fused", "plain"])  # the counting search, and the chunked pass without a compiler
+def test_select_is_exact_on_half_precision_and_defers_nans_to_the_histogram(kernels, monkeypatch):
+    monkeypatch.setenv("DITHUB_KERNELS", kernels)
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(N, generator=g) * 1e-3).to(torch.bfloat16)  # 2^16 patterns: heavy ties
     for k in (1, 77, N // 5, N - 1):
@@ -163,9 +163,9 @@ def test_native_kernels_equal_plain_ones_bit_for_bit(monkeypatch, n):
     for vs in (_inputs(n), [-v for v in _inputs(n)]):  # either majority sign
         for name, params in KERNEL_CASES:
             fused = get_method(name)(vs, key="w", **params)
-            monkeypatch.setenv("DITHUB_COMPILE", "0")
+            monkeypatch.setenv("DITHUB_KERNELS", "plain")
             plain = get_method(name)(vs, key="w", **params)
-            monkeypatch.delenv("DITHUB_COMPILE")
+            monkeypatch.delenv("DITHUB_KERNELS")
             assert torch.equal(fused.view(torch.int32), plain.view(torch.int32)), name
     assert set(calls) == set(FUSED)
 
@@ -215,3 +215,19 @@ def test_compiled_kernels_equal_plain_ones_bit_for_bit():
         for got, want in zip(compiled, expected):
             assert torch.equal(got, want), kernel
 
+
+
+def test_dithub_kernels_plain_runs_the_plain_functions_and_other_values_are_refused(monkeypatch):
+    """DITHUB_KERNELS=plain (it was DITHUB_COMPILE=0) runs the plain torch functions: the native
+    kernels are not called; a value other than fused or plain is an error naming both."""
+    from dithub.errors import BadInput
+
+    called = []
+    monkeypatch.setattr(native, "ties", lambda *a: called.append(1))
+    vs = _inputs(COMPILE_MIN_NUMEL + 7)
+    monkeypatch.setenv("DITHUB_KERNELS", "plain")
+    get_method("ties")(vs)
+    assert not called
+    monkeypatch.setenv("DITHUB_KERNELS", "off")
+    with pytest.raises(BadInput, match="DITHUB_KERNELS is 'off', not one of fused, plain"):
+        get_method("ties")(vs)
