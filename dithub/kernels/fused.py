@@ -11,7 +11,7 @@ The plain function is the reference. On the CPU its loop is written in C
 milliseconds); on other devices torch.compile fuses it when the inputs are large.
 Kernels use only elementwise ops in a fixed order, so the native, compiled and plain
 results are bitwise equal (tested), and a merge's tree id does not depend on the path.
-The plain function runs when ``DITHUB_COMPILE=0``, when the native library cannot be
+The plain function runs when ``DITHUB_KERNELS=plain`` (default ``fused``), when the native library cannot be
 built (no C compiler), and for good once compiling has failed.
 """
 from __future__ import annotations
@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from torch import Tensor
 
+from ..errors import BadInput
 from . import native as _native
 
 COMPILE_MIN_NUMEL = 1 << 18
@@ -33,9 +34,16 @@ F = TypeVar("F", bound=Callable[..., Tensor])
 _log = logging.getLogger("dithub.kernels")
 
 
+KERNELS = ("fused", "plain")
+"""``DITHUB_KERNELS``: fused kernels where they run (the default), or the plain torch functions everywhere."""
+
+
 def enabled() -> bool:
-    """Whether fused kernels may run (``DITHUB_COMPILE=0`` turns them off: plain torch everywhere)."""
-    return os.environ.get("DITHUB_COMPILE", "1").lower() not in ("0", "false", "no")
+    """Whether fused kernels may run (``DITHUB_KERNELS=plain`` turns them off: plain torch everywhere)."""
+    value = os.environ.get("DITHUB_KERNELS", "fused").strip().lower()
+    if value not in KERNELS:
+        raise BadInput(f"DITHUB_KERNELS is {value!r}, not one of {', '.join(KERNELS)}", "unset it, or set it to plain")
+    return value == "fused"
 
 
 def fused(native: Callable[..., Tensor]) -> Callable[[F], F]:
