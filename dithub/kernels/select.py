@@ -5,7 +5,7 @@ of 10^4-10^8 entries; ``torch.kthvalue`` spends ~20 ns per entry on them. Up to
 64K entries on the CPU a radix select in C (``native.kth_largest_abs_rows``, many
 tensors in one call), up to 2M numpy's introselect (``ndarray.partition``, ~1.3 ns per
 entry) ranks the magnitudes. Larger tensors: a random sample of 65,536 entries brackets the k-th value with a ±4σ margin on its
-rank. Large tensors on the CPU then search the bracket by counting: one compiled
+rank. Large tensors on the CPU then search the bracket by counting: one native
 pass counts the entries at or above four candidate values at once (a reduction:
 it reads the tensor and writes nothing, ~3 ms per 16M entries), and the
 candidates, interpolated from the counts, close in on the float (as bits) whose
@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from . import native
-from .fused import fused, runs_fused
+from .fused import runs_fused
 
 _SAMPLE = 1 << 16
 _CHUNK = {"cpu": 1 << 18}
@@ -85,15 +85,10 @@ _PROBES = 4
 _MAX_PASSES = 64
 
 
-def _native_count(xs: list[Tensor], values: Tensor) -> Tensor:
-    return native.count_at_least(xs[0], values)
-
-
-@fused(_native_count)
 def _count_at_least(xs: list[Tensor], values: Tensor) -> Tensor:
-    """[#(|x| ≥ values[i]) for the four values], in one pass when compiled (int32: n < 2^31)."""
-    a = xs[0].abs().float()
-    return torch.stack([(a >= values[i]).sum(dtype=torch.int32) for i in range(_PROBES)])
+    """[#(|x| ≥ values[i]) for the four values], in one native pass (``_by_counting`` runs only
+    where the native kernels do: there is no other path)."""
+    return native.count_at_least(xs[0], values)
 
 
 def _by_counting(flat: Tensor, k: int, lo: float, hi: float) -> Tensor | None:
