@@ -127,3 +127,9 @@ def adapters(tmp_path_factory):
     lora_adapter(tiny_vit(), root / "a", seed=11, r=4, alpha=8)
     lora_adapter(tiny_vit(), root / "b", seed=12, r=2, alpha=6)  # another rank and scale
     return root
+
+
+def stored_f32(repo, rev: str, name: str, shape) -> torch.Tensor:
+    """Tensor ``name`` of ``rev``'s tree, read as float32 of ``shape``."""
+    tree = repo.tree_of(rev)
+    return torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32).reshape(shape)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from conftest import commit_task_vectors
+from conftest import commit_task_vectors, stored_f32
 from dithub import Repo
 from dithub.merge import get_method
 from dithub.merging import replay_merge
@@ -30,9 +30,7 @@ def three(tmp_path):
     return repo, commit_task_vectors(repo, tmp_path, _tv)
 
 
-def _got(repo, rev, name, shape):
-    tree = repo.tree_of(rev)
-    return torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32).reshape(shape)
+_got = stored_f32
 
 
 def test_task_arithmetic_scales_the_sum_of_every_tensor(three):

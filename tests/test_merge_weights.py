@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from reference import mergekit_gta
-from safetensors.torch import save_file
 
-from conftest import commit_task_vectors
+from conftest import commit_task_vectors, stored_f32
+from test_merge_vectors import _tv
 from dithub import Repo
 from dithub.errors import BadInput
 from dithub.merge import get_method
@@ -17,22 +17,13 @@ from dithub.merging import replay_merge
 W = [2.0, 0.5, 1.5]
 
 
-def _tv(path, seed):
-    g = torch.Generator().manual_seed(seed)
-    tv = {"w.weight": torch.randn(12, 10, generator=g), "w.bias": torch.randn(12, generator=g)}
-    save_file(tv, str(path))
-    return tv
-
-
 @pytest.fixture
 def three(tmp_path):
     repo = Repo.init(tmp_path / "r")
     return repo, commit_task_vectors(repo, tmp_path, _tv)
 
 
-def _got(repo, rev, name, shape):
-    tree = repo.tree_of(rev)
-    return torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[name].id).data), dtype=torch.float32).reshape(shape)
+_got = stored_f32
 
 
 @pytest.mark.parametrize("method, params, reference", [
