@@ -365,3 +365,36 @@ def test_cuda_chunked_merge_matches_the_cpu(method, params):
     merger = DeviceMerge(dev, triton_kernels(dev), budget=1 << 20)  # 64 chunks
     out = merger.merge(get_method(method), params, merger.stage(xs), "w").cpu()
     torch.testing.assert_close(out, get_method(method)(xs, key="w", **params), rtol=1e-5, atol=1e-6)
+
+
+def test_a_merge_on_the_device_kernels_records_it_and_replays_only_there(tk, tmp_path, monkeypatch):
+    """The device kernels agree with the CPU to rounding, not bit for bit: an op they ran records
+    ``execution: device-kernels``, and replaying it (or an exact revert) without a CUDA device is
+    refused with what to do, rather than producing other bits. CPU merges record nothing new."""
+    from safetensors.torch import save_file
+
+    from conftest import commit_task_vectors
+    from dithub import Repo
+    from dithub.merging import plan_merge, replay_merge, run_merge
+    from dithub.store import Commit, Op
+
+    def make(path, i):
+        g = torch.Generator().manual_seed(i)
+        tv = {"l.weight": torch.randn(40, 30, generator=g)}
+        save_file(tv, str(path))
+        return tv
+
+    repo = Repo.init(tmp_path / "r")
+    commit_task_vectors(repo, tmp_path, make)
+    heads = [repo.resolve(f"task/{i}") for i in range(3)]
+    plan = plan_merge(repo, heads, "task_arithmetic", {})
+    report: dict = {}
+    tree = run_merge(repo, plan, merger=_merger(tk), report=report)
+    assert report == {"execution": "device-kernels"}
+    cpu_report: dict = {}
+    run_merge(repo, plan, report=cpu_report)
+    assert cpu_report == {}
+    recorded = Commit(tree, heads, None, "t", 0.0, "m", Op("merge", "task_arithmetic", {**plan.op.params, **report}, heads))
+    if not torch.cuda.is_available():
+        with pytest.raises(BadInput, match="ran on the device kernels.*replay it on a machine with a CUDA device"):
+            replay_merge(repo, recorded)
