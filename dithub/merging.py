@@ -92,6 +92,7 @@ def plan_merge(repo: Repo, revs: Sequence[str], method: str, params: Mapping[str
                        "only full-space methods choose how the tensors they do not decompose merge")
     weights = params.pop("weights", None)
     params.pop("rank_error", None)  # what a rank cap dropped, recorded by the merge: recomputed, not an input
+    params.pop("execution", None)  # where it ran: replay_device() reads it
     full_params = m.params(params)
     if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
@@ -271,6 +272,8 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
     dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
+        if report is not None and dev.type == "cuda":
+            report["execution"] = DEVICE
         return _run_lora(repo, plan, trees, progress, dev, report)
     method = get_method(plan.method)
     if merger is None and dev.type == "cuda" and plan.weights is None:  # weighted merges: the torch methods, on the device
@@ -304,6 +307,8 @@ def run_merge(repo: Repo, plan: MergePlan, progress: ProgressFactory = no_progre
         advance(1)
 
     stream(plan.tensors, load, compute, store, depth=CPU_PIPELINE_DEPTH if merger is None else 1, busy=busy)
+    if report is not None and (dev.type == "cuda" or (merger is not None and merger.used_kernels)):
+        report["execution"] = DEVICE
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
     return repo.store.write_tree(Tree(plan.kind, config, entries))
@@ -402,7 +407,24 @@ def replay_merge(repo: Repo, commit: Commit) -> ObjectId:
     from .merge.registry import recorded_params
 
     plan = plan_merge(repo, commit.op.inputs, commit.op.method, recorded_params(commit.op.method, commit.op.params))
-    return run_merge(repo, plan)
+    return run_merge(repo, plan, device=replay_device(commit.op.params))
+
+
+DEVICE = "device"
+"""The ``execution`` a merge op records when it ran on the device path (a CUDA device: its kernels
+and libraries; or the device kernels run elsewhere, as the tests run Triton's interpreter). Absent:
+the CPU path, whose results are the same bits on every machine."""
+
+
+def replay_device(params: Mapping[str, Any]) -> str:
+    """Where a recorded merge must run again to give its bits: ``cuda`` if it ran on the device path
+    (BadInput without a CUDA device), else the CPU."""
+    if params.get("execution") != DEVICE:
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise BadInput("this merge ran on the device path (CUDA), whose sums agree with the CPU's to rounding, not bit for bit",
+                       "replay it on a machine with a CUDA device (and Triton), where the same kernels run")
+    return "cuda"
 
 
 AUTO_GRID = tuple(round(0.1 * i, 1) for i in range(1, 16))

@@ -18,7 +18,7 @@ import torch
 
 from .errors import BadInput, IncompatibleAdapters, ObjectNotFound
 from .formats.torch_io import TORCH_DTYPES
-from .merging import AUTO_GRID, delta_loader, expanded_specs, plan_merge, put_tensor, run_merge
+from .merging import AUTO_GRID, delta_loader, expanded_specs, plan_merge, put_tensor, replay_device, run_merge
 from .revert import is_linearized, negate, remove_from_mean
 from .store import Commit, ObjectId, Op, Tree
 
@@ -144,7 +144,8 @@ def replay_without(repo: Repo, oid: ObjectId, removed: ObjectId, author: str) ->
     from .merge.registry import recorded_params
 
     params = recorded_params(commit.op.method or "", _without(commit.op.params, commit.op.inputs, removed))
-    return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1))
+    return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1),
+                     device=replay_device(commit.op.params))
 
 
 def _without(params: dict[str, Any], inputs: list[ObjectId], removed: ObjectId) -> dict[str, Any]:

@@ -369,7 +369,7 @@ def test_cuda_chunked_merge_matches_the_cpu(method, params):
 
 def test_a_merge_on_the_device_kernels_records_it_and_replays_only_there(tk, tmp_path, monkeypatch):
     """The device kernels agree with the CPU to rounding, not bit for bit: an op they ran records
-    ``execution: device-kernels``, and replaying it (or an exact revert) without a CUDA device is
+    ``execution: device``, and replaying it (or an exact revert) without a CUDA device is
     refused with what to do, rather than producing other bits. CPU merges record nothing new."""
     from safetensors.torch import save_file
 
@@ -390,11 +390,11 @@ def test_a_merge_on_the_device_kernels_records_it_and_replays_only_there(tk, tmp
     plan = plan_merge(repo, heads, "task_arithmetic", {})
     report: dict = {}
     tree = run_merge(repo, plan, merger=_merger(tk), report=report)
-    assert report == {"execution": "device-kernels"}
+    assert report == {"execution": "device"}
     cpu_report: dict = {}
     run_merge(repo, plan, report=cpu_report)
     assert cpu_report == {}
     recorded = Commit(tree, heads, None, "t", 0.0, "m", Op("merge", "task_arithmetic", {**plan.op.params, **report}, heads))
     if not torch.cuda.is_available():
-        with pytest.raises(BadInput, match="ran on the device kernels.*replay it on a machine with a CUDA device"):
+        with pytest.raises(BadInput, match="ran on the device path.*replay it on a machine with a CUDA device"):
             replay_merge(repo, recorded)

@@ -101,6 +101,8 @@ class DeviceMerge:
         self.kernels = kernels
         self.budget = device_budget(device) if budget is None else budget
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.used_kernels = False
+        """Whether the device kernels merged any tensor (their sums are not the CPU's bit for bit)."""
 
     def stage(self, vectors: list[Tensor]) -> Staged:
         """Flatten ``vectors`` (host tensors of one shape); start copying them to the device if they fit."""
@@ -116,6 +118,7 @@ class DeviceMerge:
         hooks = method.device
         if self.kernels is None or hooks is None or not hooks.applies(full):
             return method([v.reshape(staged.shape) for v in self._whole(staged, key)], key=key, **params)
+        self.used_kernels = True
         stats = hooks.stats(full, lambda: self._each_input(staged), len(staged.host), key)
         numel = staged.host[0].numel()
         if staged.stacked is not None:
