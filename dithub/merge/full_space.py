@@ -223,17 +223,12 @@ def _ta_on_device(k: ModuleType, params: dict[str, Any], _stats: None, stacked: 
 @register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3}, ranges={"alpha": REAL},
           device=DeviceKernel(_always, _no_stats, _ta_on_device))
 def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float, weights: list[float] | None) -> Tensor:
-    xs = _flat(vectors)
-    if weights is not None:  # α · Σ w_t τ_t (mergekit's task_arithmetic)
-        total = xs[0].to(torch.float32, copy=True).mul_(weights[0])
-        for x, w in zip(xs[1:], weights[1:]):
-            total.add_(x.float(), alpha=w)
-        return total.mul_(alpha).reshape(vectors[0].shape)
-    return running_sum(xs, torch.float32).mul_(alpha).reshape(vectors[0].shape)  # in place: at the memory bound
+    xs = _flat(vectors)  # α · Σ w_t τ_t with weights (mergekit's task_arithmetic); in place: at the memory bound
+    return running_sum(xs, torch.float32, weights).mul_(alpha).reshape(vectors[0].shape)
 
 
 def _ties_thresholds(params: dict[str, Any], inputs: Callable[[], Iterator[Tensor]], _n: int, _key: str) -> Tensor:
-    return torch.stack([magnitude_threshold(x, params["density"]).cpu() for x in inputs()])
+    return torch.stack([magnitude_threshold(x, params["density"]) for x in inputs()])  # where the inputs are
 
 
 def _ties_on_device(k: ModuleType, params: dict[str, Any], thresholds: Tensor, stacked: Tensor, _offset: int) -> Tensor:
@@ -307,7 +302,7 @@ def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed:
         else:
             out[start:stop] = merged
     assert out is not None
-    if fixes and undecided(torch.tensor([counts[0], counts[1], 1])):
+    if fixes and not int(counts[0]) > int(counts[1]):  # the tensor's majority is not +: the zero sums go −
         for entries, values in fixes:
             out[entries] = values
     return out.reshape(vectors[0].shape)
@@ -334,10 +329,7 @@ def dare_chunk(xs: list[Tensor], draws: list[Tensor], params: dict, limit: int, 
     if weights is not None:  # mergekit: each input dropped and rescaled, then weighted
         kept = [torch.where(d <= limit_t, x.float() / keep_prob, 0.0) for x, d in zip(xs, draws)]
         if params["combine"] == "ta":
-            total = kept[0] * weights[0]
-            for k, w in zip(kept[1:], weights[1:]):
-                total = total + k * w
-            return total * params["lam"], None
+            return running_sum(kept, torch.float32, weights).mul_(params["lam"]), None
         return _weighted_sign_mean(kept, weights, args[4], _flag(zero_positive, xs[0]))
     if params["combine"] == "ta":
         return _dare_ta_kernel(*args), None
@@ -373,11 +365,11 @@ def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: 
     dev = xs[0].device
     lows_t, highs_t = torch.stack(lows).to(dev), torch.stack(highs).to(dev)
     if weights is not None:  # α · Σ w_t (banded τ_t), as mergekit's breadcrumbs
-        total = torch.zeros(xs[0].shape, dtype=torch.float32, device=dev)
-        for i, (x, w) in enumerate(zip(xs, weights)):
+        banded = []
+        for i, x in enumerate(xs):
             a = x.float().abs()
-            total = total + torch.where((a >= lows_t[i]) & (a < highs_t[i]), x.float(), 0.0) * w
-        return (total * alpha).reshape(vectors[0].shape)
+            banded.append(torch.where((a >= lows_t[i]) & (a < highs_t[i]), x.float(), 0.0))
+        return running_sum(banded, torch.float32, weights).mul_(alpha).reshape(vectors[0].shape)
     out = _band_kernel(xs, lows_t, highs_t, _scalar(alpha, xs[0]))
     return out.reshape(vectors[0].shape)
 

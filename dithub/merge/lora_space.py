@@ -76,8 +76,7 @@ def _concat(factors: Sequence[Factors], weight: float, weights: Sequence[float] 
     if not factors:
         raise BadInput("a merge needs at least one input")
     each = list(weights) if weights is not None else [1.0] * len(factors)
-    a = torch.cat([weight * w * s * fa.float() if w != 1.0 else weight * s * fa.float()
-                   for (fa, _fb, s), w in zip(factors, each)], dim=0)
+    a = torch.cat([weight * w * s * fa.float() for (fa, _fb, s), w in zip(factors, each)], dim=0)  # w = 1: exact
     b = torch.cat([fb.float() for _fa, fb, _s in factors], dim=1)
     return a, b
 

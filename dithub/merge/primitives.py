@@ -12,11 +12,17 @@ from ..kernels import kth_largest_abs
 from ..kernels.select import kth_largest_abs_each
 
 
-def running_sum(xs: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
-    """Σ xs in one ``dtype`` buffer, added in order: each input read once, none stacked or copied."""
+def running_sum(xs: Sequence[Tensor], dtype: torch.dtype, weights: Sequence[float] | None = None) -> Tensor:
+    """Σ xs (with ``weights``, Σ w_t x_t) in one ``dtype`` buffer, added in order: each input read
+    once, none stacked or copied."""
     total = xs[0].to(dtype, copy=True)
-    for x in xs[1:]:
-        total.add_(x)
+    if weights is None:
+        for x in xs[1:]:
+            total.add_(x)
+        return total
+    total.mul_(weights[0])
+    for x, w in zip(xs[1:], weights[1:]):
+        total.add_(x.to(dtype), alpha=w)
     return total
 
 
