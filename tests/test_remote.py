@@ -416,3 +416,18 @@ def test_progress_bars_know_their_totals_and_reach_them(source, where, tmp_path)
     head = source.resolve("large")
     walked = source.store.size(head) + source.store.size(source.commit_object("large").tree)  # read while planning
     assert fetched.bytes == sum(sum(s) for w, s in bars.items() if w.startswith("fetching")) + walked
+
+
+def test_a_lock_being_written_is_not_taken_for_a_stale_one(tmp_path):
+    """A pusher creates its lock (O_EXCL) and then writes its time into it; another pusher that reads
+    the lock in between sees it empty. That must count as held, not as stale (time 0): taking it over
+    let two racing pushes both succeed."""
+    from dithub.errors import RefConflict
+
+    loc = Location(str(tmp_path / "remote"), "origin")
+    lock = Path(loc._ref("refs/heads/main") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_bytes(b"")  # created, not yet written
+    with pytest.raises(RefConflict, match="being updated by another push"):
+        loc._lock("refs/heads/main")
+    assert lock.exists()
