@@ -448,9 +448,11 @@ class Location:
         raise AssertionError("unreachable")
 
     def _stale(self, lock: str) -> bool:
+        """Whether ``lock`` was written more than STALE_LOCK_SECONDS ago. Empty or unreadable counts
+        as live: its pusher has created it (O_EXCL) and is about to write its time."""
         try:
-            written = float(self.fs.cat_file(lock).decode() or 0)
-        except Exception:  # noqa: BLE001  unreadable: treat as live
+            written = float(self.fs.cat_file(lock).decode())
+        except Exception:  # noqa: BLE001  unreadable, or empty: treat as live
             return False
         return time.time() - written > STALE_LOCK_SECONDS
 
