@@ -43,9 +43,9 @@ def main() -> None:
     from rich.table import Table
 
     from dithub import Repo
-    from dithub.demo import (CLASS_TASKS, DOMAINS, TEXT_TASKS, Row, build_suite, build_text_suite, minilm_dir, score,
+    from dithub_demo import (CLASS_TASKS, DOMAINS, TEXT_TASKS, Row, build_suite, build_text_suite, minilm_dir, score,
                              score_text)
-    from dithub.merge import REGISTRY
+    from dithub.algorithms.merge import REGISTRY
 
     console = Console()
     suite = build_suite(args.suite, log=console.print)

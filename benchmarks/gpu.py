@@ -56,8 +56,8 @@ def _best(fn, dev: torch.device, repeat: int) -> float:
 
 def kernel_rows(dev: torch.device, n: int, m: int, repeat: int) -> list[dict]:
     from dithub.kernels.device import triton_kernels
-    from dithub.merge import get_method
-    from dithub.merge.primitives import dare_limit, magnitude_threshold, tensor_seed
+    from dithub.algorithms.merge import get_method
+    from dithub.algorithms.merge.primitives import dare_limit, magnitude_threshold, tensor_seed
 
     g = torch.Generator().manual_seed(0)
     stacked = (torch.randn(n, m, generator=g) * 1e-3).to(torch.bfloat16).to(dev)
@@ -117,7 +117,7 @@ def make_repo(work: Path, n: int, layers: int):
 
 
 def end_to_end(work: Path, dev: torch.device, n: int, layers: int, methods: list[str]) -> list[dict]:
-    from dithub.merging import plan_merge, run_merge
+    from dithub.ops.merge.run import plan_merge, run_merge
 
     repo = make_repo(work, n, layers)
     inputs = [repo.resolve(f"tv{t}") for t in range(n)]

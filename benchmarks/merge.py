@@ -169,7 +169,7 @@ def run_row(spec: dict, run: int) -> float:
             return out
         return _stream(spec, run, merge_one)
     if impl == "dithub":
-        from dithub.merge import get_method
+        from dithub.algorithms.merge import get_method
 
         m = get_method(method)
 
@@ -251,7 +251,7 @@ def core_space_rows(ns: list[int], repeat: int) -> list[dict]:
     """Core Space against the same rule in full space on B@A, rank-16 LoRAs, compute only."""
     import torch
 
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     shapes = {"ViT-B": [(768, 768), (3072, 768)], "Llama-7B": [(4096, 4096), (11008, 4096)]}
     rows = []
@@ -303,8 +303,8 @@ def agreement_rows(n: int = 8, seed: int = 0) -> list[dict] | None:
         return None
     import torch
 
-    from dithub.merge import get_method
-    from dithub.merge.primitives import trim_rank
+    from dithub.algorithms.merge import get_method
+    from dithub.algorithms.merge.primitives import trim_rank
 
     g = torch.Generator().manual_seed(seed)
     shapes = {"attn": (2048, 2048), "mlp": (5504, 2048), "norm": (2048,)}
@@ -365,7 +365,7 @@ def rank_cap_rows(ns: list[int], repeat: int, rank: int = 16) -> list[dict]:
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     class Layers(torch.nn.Module):
         def __init__(self) -> None:

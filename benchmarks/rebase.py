@@ -34,8 +34,8 @@ def main() -> None:
     from safetensors.torch import save_file
 
     from dithub import Repo
-    from dithub.demo import CLASS_TASKS, DOMAINS, build_suite, score, task_split, train_full, train_lora
-    from dithub.demo.suite import CLASS_RECIPE, RECIPE
+    from dithub_demo import CLASS_TASKS, DOMAINS, build_suite, score, task_split, train_full, train_lora
+    from dithub_demo.suite import CLASS_RECIPE, RECIPE
     from dithub.errors import IncompatibleAdapters
 
     console = Console()

@@ -60,7 +60,7 @@ def small_repo(root: Path, commits: int):
     import torch
 
     from dithub import Repo
-    from dithub.merging import put_tensor
+    from dithub.ops.merge.run import put_tensor
     from dithub.store import Tree
 
     repo = Repo.init(root / "small")
@@ -111,8 +111,8 @@ def run_rows(args: argparse.Namespace, work: Path, console: Console) -> list[dic
     import fsspec
 
     from dithub import Repo
-    from dithub.remote import push, remote_add
-    from dithub.testing import s3_server
+    from dithub.ops.sync import push, remote_add
+    from helpers.s3 import s3_server
 
     server, s3 = s3_server("bench", "k", "s")
     with console.status("making the repositories"):

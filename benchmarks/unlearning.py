@@ -29,8 +29,8 @@ def main() -> None:
     from rich.console import Console
 
     from dithub import Repo
-    from dithub.demo import build_suite
-    from dithub.demo.federated import CLIENTS, FORGET, build_clients, commit_clients, unlearn
+    from dithub_demo import build_suite
+    from dithub_demo.federated import CLIENTS, FORGET, build_clients, commit_clients, unlearn
 
     console = Console()
     suite = build_suite(SHIPPED, log=console.print)

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import formats, maintenance
-from .maintenance import FsckReport, GcReport
+from . import formats
+from .ops import maintenance
+from .ops.maintenance import FsckReport, GcReport
 from .errors import BadInput, NotARepository, RefNotFound
-from .history import LogEntry, expand_ref, resolve_rev, walk
+from .store.history import LogEntry, expand_ref, resolve_rev, walk
 from .progress import ProgressFactory, no_progress
 from .store import (
     BaseObjectStore, BaseRefStore, Commit, DiskObjectStore, DiskRefStore, MemoryObjectStore,
@@ -22,11 +23,11 @@ from .store import (
 from .store.objects import tensor_parts
 
 if TYPE_CHECKING:
-    from .rebasing import RebaseResult
+    from .ops.rebase import RebaseResult
     from .verify import Policy, VerifyReport
-    from .diff import DiffResult
-    from .merging import MergePlan
-    from .remote.sync import SyncResult
+    from .ops.diff import DiffResult
+    from .ops.merge.run import MergePlan
+    from .ops.sync import SyncResult
 
 DIRNAME = ".dithub"
 DEFAULT_BRANCH = "main"
@@ -370,7 +371,7 @@ class Repo:
 
     def diff(self, a: str, b: str) -> DiffResult:
         """Per-tensor (and per-LoRA-module) differences from ``a`` to ``b``."""
-        from .diff import diff_trees  # torch: imported only when needed
+        from .ops.diff import diff_trees  # torch: imported only when needed
 
         ca, cb = self.commit_object(a), self.commit_object(b)
         ta, tb = self.store.read_tree(ca.tree), self.store.read_tree(cb.tree)
@@ -379,7 +380,7 @@ class Repo:
     # -- merging ----------------------------------------------------------
     def plan_merge(self, revs: list[str], method: str, params: dict | None = None) -> MergePlan:
         """Check and plan a merge (what ``merge --dry-run`` prints); writes nothing."""
-        from .merging import plan_merge
+        from .ops.merge.run import plan_merge
 
         return plan_merge(self, revs, method, params)
 
@@ -396,15 +397,15 @@ class Repo:
         """
         from dataclasses import replace
 
-        from .merge import get_method
-        from .merging import run_merge, sweep_alpha
+        from .algorithms.merge import get_method
+        from .ops.merge.run import run_merge, sweep_alpha
 
         branch = into or self.current_branch()
         if branch is None:
             raise BadInput("HEAD is detached", "pass --into BRANCH")
         check_ref_name(branch, "branch")
         if method == "opcm":  # sequential: each input joins the running merge in its own commit
-            from .sequential import opcm_merge
+            from .ops.merge.sequential import opcm_merge
 
             if params and "weights" in params:
                 raise BadInput("opcm takes no per-input weights (its paper defines none)", "drop --weight")
@@ -435,7 +436,7 @@ class Repo:
 
         The merged objects are stored but no ref points at them; ``gc`` removes them later.
         """
-        from .merging import run_merge
+        from .ops.merge.run import run_merge
 
         tree_id = run_merge(self, self.plan_merge(revs, method, params), progress)
         return self._write_out(self.store.read_tree(tree_id), out, progress)
@@ -451,8 +452,8 @@ class Repo:
         message: str | None = None, author: str | None = None,
     ) -> ObjectId:
         """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new
-        commit on ``branch`` (default: the current one); see ``dithub.reverting``."""
-        from .reverting import DEFAULT_MARGIN, revert_input, undo_tree
+        commit on ``branch`` (default: the current one); see ``dithub.ops.revert``."""
+        from .ops.revert import DEFAULT_MARGIN, revert_input, undo_tree
 
         branch = branch or self.current_branch()
         if branch is None:
@@ -487,8 +488,8 @@ class Repo:
         author: str | None = None, progress: ProgressFactory = no_progress,
     ) -> list[RebaseResult]:
         """Move ``branch`` (default: the current one; with ``all_branches``, every branch whose head
-        is on another base) onto base ``onto`` with a rebase method; see ``dithub.rebasing``."""
-        from .rebasing import rebase
+        is on another base) onto base ``onto`` with a rebase method; see ``dithub.ops.rebase``."""
+        from .ops.rebase import rebase
 
         if all_branches:
             if branch is not None:
@@ -525,7 +526,7 @@ class Repo:
               progress: ProgressFactory = no_progress) -> tuple[Repo, SyncResult]:
         """A new repository at ``directory`` with every branch, tag and base of the remote at ``url``
         (named ``name``); a clone of the same URL that stopped midway is resumed."""
-        from .remote.sync import clone_into, prepare_clone
+        from .ops.sync import clone_into, prepare_clone
 
         plan = prepare_clone(url, directory, name=name, options=options)
         repo = cls.open(plan.directory) if plan.resuming else cls.init(plan.directory, branch=plan.first_branch)
@@ -537,7 +538,7 @@ class Repo:
         remote); the report is of the repaired repository, ``repaired`` listing what came back."""
         if not repair:
             return maintenance.fsck(self.store, self.refs, progress)
-        from .remote.sync import default_remote, restore
+        from .ops.sync import default_remote, restore
 
         first = maintenance.fsck(self.store, self.refs, progress, set_aside=True)
         remote = remote or (default_remote(self) if self.path is not None else None)

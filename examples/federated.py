@@ -26,8 +26,8 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from dithub import Repo  # noqa: E402
-from dithub.demo import build_suite  # noqa: E402
-from dithub.demo.federated import CLIENTS, FORGET, Outcome, build_clients, commit_clients, unlearn  # noqa: E402
+from dithub_demo import build_suite  # noqa: E402
+from dithub_demo.federated import CLIENTS, FORGET, Outcome, build_clients, commit_clients, unlearn  # noqa: E402
 
 SHIPPED = Path(__file__).resolve().parent / "digits"
 

@@ -3,7 +3,7 @@ LoRA adapters, probes, five linearized client task vectors, a backdoored rot90 a
 backdoor vector) into DIR.
 
 examples/digits was made by `python examples/make_digits.py examples/digits` (about eight minutes on
-2 cores); the recipe is dithub/demo/suite.py's RECIPE, and a directory already built with it is kept.
+2 cores); the recipe is examples/dithub_demo/suite.py's RECIPE, and a directory already built with it is kept.
 """
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import sys
 import time
 from pathlib import Path
 
-from dithub.demo import build_suite
-from dithub.demo.backdoor import build_backdoor
-from dithub.demo.federated import build_clients
+from dithub_demo import build_suite
+from dithub_demo.backdoor import build_backdoor
+from dithub_demo.federated import build_clients
 
 
 def main() -> None:

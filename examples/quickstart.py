@@ -39,7 +39,7 @@ from rich.table import Table  # noqa: E402
 
 from dithub import Repo  # noqa: E402
 from dithub.cli import main as dithub  # noqa: E402
-from dithub.demo import CLASS_TASKS, DOMAINS, TEXT_TASKS, Row, build_suite, build_text_suite, minilm_dir, score, score_text  # noqa: E402
+from dithub_demo import CLASS_TASKS, DOMAINS, TEXT_TASKS, Row, build_suite, build_text_suite, minilm_dir, score, score_text  # noqa: E402
 from dithub.errors import IncompatibleAdapters  # noqa: E402
 
 LORA_MERGES = ["task_arithmetic", "ties", "tsv", "iso_cts", "core_space", "mean_ba"]
@@ -104,7 +104,7 @@ def rebase_step(r: Repo, repo: Path, work: Path, domain: str = "rot90") -> Table
     (on copies of the branch), and score each moved adapter on rot90's test images."""
     from safetensors.torch import save_file
 
-    from dithub.demo import domain_split
+    from dithub_demo import domain_split
 
     split = domain_split(domain)
     probe = work / f"probe-{domain}-train.safetensors"  # 64 labelled training images: what gradfix/theseus may use
@@ -145,7 +145,7 @@ def revert_step(repo_path: Path, suite) -> Table:
     _sys.path.insert(0, str(Path(__file__).resolve().parent))
     from federated import table as unlearning_table
 
-    from dithub.demo.federated import build_clients, commit_clients, unlearn
+    from dithub_demo.federated import build_clients, commit_clients, unlearn
 
     build_clients(suite)
     if repo_path.exists():
@@ -184,7 +184,7 @@ def verify_step(r: Repo, repo: Path, suite) -> dict[str, float]:  # type: ignore
     digits and a per-domain drop margin; one merge passes, one is refused (exit 11). Then a client
     sends a backdoored rot90 adapter; the team has its backdoor vector tagged known-bad, and the
     merge that takes the client's adapter in is refused by the backdoor screen."""
-    from dithub.demo.backdoor import build_backdoor
+    from dithub_demo.backdoor import build_backdoor
 
     figures = build_backdoor(suite)  # shipped in examples/digits/backdoor (made by make_digits.py)
     r.commit(suite.root / "backdoor" / "rot90-poisoned", "rot90 adapter from a client", branch="client/rot90", base="vit-v1")

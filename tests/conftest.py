@@ -91,7 +91,7 @@ def vit(tmp_path_factory) -> VitFixture:
 def s3_server():
     """A real S3-compatible server (moto) on 127.0.0.1 with bucket ``adapters``: its fsspec options."""
     pytest.importorskip("s3fs", reason="install the test extra: pip install -e '.[test]'")
-    from dithub.testing import s3_server as start
+    from helpers.s3 import s3_server as start
 
     server, options = start("adapters")
     yield options

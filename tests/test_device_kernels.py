@@ -13,8 +13,8 @@ import torch
 from dithub.errors import BadInput
 from dithub.kernels.philox import dare_draws, philox4x32, philox_c0
 from dithub.kernels.pipeline import stream
-from dithub.merge import get_method
-from dithub.merge.primitives import tensor_seed
+from dithub.algorithms.merge import get_method
+from dithub.algorithms.merge.primitives import tensor_seed
 
 triton = pytest.importorskip("triton", reason="Triton is a test dependency on Linux x86_64")
 
@@ -167,7 +167,7 @@ def test_triton_magmax_takes_the_later_input_on_ties_as_the_reference(tk):
 def test_triton_dare_keeps_the_entries_the_cpu_keeps(tk, combine):
     """Same seed, same mask on both paths: Philox drawn in the kernel, and in torch on the CPU."""
     xs = _inputs(3, m=6000, seed=5)
-    from dithub.merge.primitives import dare_limit
+    from dithub.algorithms.merge.primitives import dare_limit
 
     limit, keep_prob = dare_limit(0.6, "uint16")
     out = tk.dare(torch.stack(xs), seed=tensor_seed(11, "w", 0), offset=0, limit=limit, keep_prob=keep_prob,
@@ -254,7 +254,7 @@ def test_a_merge_through_the_device_path_stores_what_the_cpu_path_stores(tk, tmp
     from conftest import commit_task_vectors
     from dithub import Repo
     from dithub.formats import to_torch
-    from dithub.merging import plan_merge, run_merge
+    from dithub.ops.merge.run import plan_merge, run_merge
 
     def make(path, i):
         g = torch.Generator().manual_seed(i)
@@ -375,7 +375,7 @@ def test_a_merge_on_the_device_kernels_records_it_and_replays_only_there(tk, tmp
 
     from conftest import commit_task_vectors
     from dithub import Repo
-    from dithub.merging import plan_merge, replay_merge, run_merge
+    from dithub.ops.merge.run import plan_merge, replay_merge, run_merge
     from dithub.store import Commit, Op
 
     def make(path, i):

@@ -6,8 +6,8 @@ import torch
 
 from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs, native
 from dithub.kernels.select import by_histogram
-from dithub.merge import full_space, get_method
-from dithub.merge.primitives import magnitude_threshold
+from dithub.algorithms.merge import full_space, get_method
+from dithub.algorithms.merge.primitives import magnitude_threshold
 
 N = (1 << 21) + 1024  # above the partition, sampling and compile thresholds
 
@@ -73,7 +73,7 @@ def test_select_drops_zeros_before_partitioning():
 def test_thresholds_of_many_small_inputs_in_one_call_equal_one_by_one():
     """TIES' thresholds of small CPU inputs (Core Space's cores) by one native radix select over the
     stacked rows: each the k-th largest magnitude by sort, with zeros, ±inf, NaNs, mixed dtypes."""
-    from dithub.merge.primitives import magnitude_thresholds
+    from dithub.algorithms.merge.primitives import magnitude_thresholds
 
     g = torch.Generator().manual_seed(12)
     for trial in range(40):

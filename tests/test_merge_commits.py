@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from conftest import commit_task_vectors
 from dithub import Repo
 from dithub.errors import BadInput, IncompatibleAdapters
-from dithub.merging import replay_merge
+from dithub.ops.merge.run import replay_merge
 from dithub.store import DiskObjectStore
 
 
@@ -190,7 +190,7 @@ def test_log_graph_shows_the_merge(three, cli):
 
 
 def test_device_choice(three):
-    from dithub.merging import resolve_device
+    from dithub.ops.merge.run import resolve_device
 
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 from conftest import lora_adapter, tiny_vit
 from dithub import Repo
 from dithub.errors import IncompatibleAdapters
-from dithub.merging import replay_merge
+from dithub.ops.merge.run import replay_merge
 
 
 def _read(repo, rev, name):

@@ -101,7 +101,7 @@ def _factors(seed, shapes=((4, 30, 20), (2, 30, 20), (3, 30, 20))):
 
 
 def test_core_space_task_arithmetic_equals_full_space():
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     factors = _factors(0)
     a, b = get_method("core_space")(factors, key="m")
@@ -116,7 +116,7 @@ def test_core_space_task_arithmetic_factors_by_the_linear_rule(linear, bases):
     """'concat': the stacked factors [0.3 s_t A_t], [B_t], written here from the definition; 'core'
     with explicit bases: B = U_ref M and A = V_refᵀ with orthonormal V_ref; with implicit bases:
     B = [s_t B_t] and A = R_B⁻¹ M R_A⁻ᵀ [A_t]. All have the product 0.3 Σ s_t B_t A_t."""
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     factors = _factors(2)
     a, b = get_method("core_space")(factors, key="m", linear=linear, bases=bases)
@@ -160,7 +160,7 @@ def test_core_space_ties_in_triangular_bases_equals_ties_on_cores_in_those_bases
     3(t+1) basis vectors); those entries are snapped to 0 here, since TIES counts any nonzero entry that
     agrees in sign, and the implicit bases give exact zeros there (explicit ones give rounding
     noise, which TIES then counts: the reason they are not the default)."""
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     g = torch.Generator().manual_seed(11)
     shared_b, shared_a = torch.randn(40, 3, generator=g, dtype=torch.float64), torch.randn(3, 25, generator=g, dtype=torch.float64)
@@ -195,7 +195,7 @@ def test_core_space_ties_in_triangular_bases_equals_ties_on_cores_in_those_bases
 def test_core_space_implicit_bases_fall_back_on_rank_deficient_stacks():
     """Two identical modules (and a zero B, as LoRA initializes it) leave R singular: the bases are
     formed as ``explicit`` does, and the merge is the same as it."""
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     factors = _factors(6)
     for stack in (factors + [factors[0]], factors + [(factors[0][0], torch.zeros_like(factors[0][1]), 1.0)]):
@@ -207,7 +207,7 @@ def test_core_space_implicit_bases_fall_back_on_rank_deficient_stacks():
 
 def test_core_space_shortcut_only_where_it_is_the_same_merge():
     """TIES, a truncated rank, and more stacked rank than the layer has all take the core path."""
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     core = get_method("core_space")
     factors = _factors(3)
@@ -226,7 +226,7 @@ def test_core_space_shortcut_only_where_it_is_the_same_merge():
 
 
 def test_core_space_never_forms_an_m_by_n_matrix(monkeypatch):
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     m, n = 3000, 2000  # an m x n float matrix would be 24 MB; every allowed tensor here is far smaller
     factors = [(torch.randn(4, n), torch.randn(m, 4), 1.0) for _ in range(3)]
@@ -244,7 +244,7 @@ def test_core_space_never_forms_an_m_by_n_matrix(monkeypatch):
 
 
 def test_core_space_rank_truncation_is_the_best_low_rank_core():
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     factors = _factors(1)
     a, b = get_method("core_space")(factors, key="m", rank=3)
@@ -271,7 +271,7 @@ def test_ema_blends_the_shared_b_and_keeps_the_new_a():
     of a task the shared B ← 0.3·B_prev + 0.7·B_new; a class's A is blended (0.3·warm-up A + 0.7·old A)
     only as the start of its training (``lora_pool.py`` ``enable_per_class``), so the trained A_new
     is the module's A. ``a_rule=blend`` (ops recorded before) blends A as well."""
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     g = torch.Generator().manual_seed(3)
     old = (torch.randn(2, 5, generator=g), torch.randn(6, 2, generator=g), 2.0)
@@ -394,7 +394,7 @@ def test_dare_matches_peft_dare_svd_in_distribution(combine, peft_fn):
     Σ ΔW²·p/(1−p)), and the chance that an entry comes out zero is the same."""
     from peft.utils import merge_utils
 
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     g = torch.Generator().manual_seed(0)
     deltas = [torch.randn(6, 2, generator=g) @ torch.randn(2, 5, generator=g) for _ in range(3)]  # rank-2 ΔW = B·A
@@ -419,7 +419,7 @@ def test_dare_matches_peft_dare_svd_in_distribution(combine, peft_fn):
 def test_core_space_passes_the_inner_rules_parameters_and_alpha(adapters, tmp_path, cli):
     """-p density=… reaches Core Space's inner TIES (validated against TIES' own definition), and
     --alpha sets the inner rule's final scale (issue 18, point 5)."""
-    from dithub.merging import replay_merge
+    from dithub.ops.merge.run import replay_merge
 
     repo = Repo.init(tmp_path / "r")
     repo.commit(adapters / "a", "a", branch="class/a")
@@ -445,7 +445,7 @@ def test_core_space_passes_the_inner_rules_parameters_and_alpha(adapters, tmp_pa
 def test_mean_ba_of_modules_sharing_b_keeps_rank_r():
     """DitHub's layout: one B per layer shared by the classes, one A per class; the mean of the
     products is then B · mean(s A_c), of rank r (issue 18, point 7). Different B's still stack."""
-    from dithub.merge import get_method
+    from dithub.algorithms.merge import get_method
 
     g = torch.Generator().manual_seed(0)
     b = torch.randn(12, 4, generator=g)
@@ -461,6 +461,6 @@ def test_mean_ba_of_modules_sharing_b_keeps_rank_r():
 
 
 def test_dithub_is_cited_by_its_first_author():
-    from dithub.merge import lora_space
+    from dithub.algorithms.merge import lora_space
 
     assert "Cappellino et al., arXiv 2503.09271" in lora_space.__doc__ and "Cazzato" not in lora_space.__doc__

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dithub.errors import BadInput
-from dithub.merge import REGISTRY, get_method, kth_largest_abs
+from dithub.algorithms.merge import REGISTRY, get_method, kth_largest_abs
 
 
 def _vectors(t=3, shape=(40, 30), seed=0):
@@ -37,7 +37,7 @@ def test_kth_largest_abs_with_ties_and_zeros():
 def test_every_method_cites_a_paper_and_states_defaults():
     assert {"task_arithmetic", "ties", "dare", "breadcrumbs", "magmax"} <= set(REGISTRY)
     for m in REGISTRY.values():
-        assert m.paper.count(".") == 1 and m.fn.__module__.startswith("dithub.merge")
+        assert m.paper.count(".") == 1 and m.fn.__module__.startswith("dithub.algorithms.merge")
         doc = __import__(m.fn.__module__, fromlist=["x"]).__doc__
         assert m.paper in doc and m.name in doc
 
@@ -91,7 +91,7 @@ def test_dare_is_seeded_per_tensor_and_unbiased():
 def test_dare_float32_masks_are_the_first_release_rule():
     """mask=float32: keep where a float drawn from the per-tensor seed is ≥ p, rescale by 1/(1−p)
     (written here from torch's generator directly); what merges recorded without ``mask`` replay with."""
-    from dithub.merge.primitives import tensor_seed
+    from dithub.algorithms.merge.primitives import tensor_seed
 
     vs = _vectors(t=2, shape=(50, 40))
     out = get_method("dare")(vs, p=0.7, seed=5, key="w", mask="float32")
@@ -169,7 +169,7 @@ def test_alpha_sets_each_methods_final_scale(tmp_path, cli):
 
 
 def test_svd_methods_merge_matrices_only_and_others_are_averaged():
-    from dithub.merge import REGISTRY
+    from dithub.algorithms.merge import REGISTRY
 
     for name in ("tsv", "iso_c", "iso_cts"):
         m = REGISTRY[name]
@@ -181,7 +181,7 @@ def test_svd_methods_merge_matrices_only_and_others_are_averaged():
 def test_svd_falls_back_to_fp64_when_fp32_does_not_converge(monkeypatch):
     """LAPACK's fp32 SVD can fail on an ill-conditioned residual (seen in Iso-CTS on a 16,000 x 768
     embedding); the merge then decomposes in fp64 instead of stopping with a traceback."""
-    from dithub.merge import primitives
+    from dithub.algorithms.merge import primitives
 
     real = torch.linalg.svd
     calls = []
@@ -207,8 +207,8 @@ def test_svd_falls_back_to_fp64_when_fp32_does_not_converge(monkeypatch):
 def test_dare_chunked_equals_whole(monkeypatch, mask):
     """DARE merges large tensors chunk by chunk (the draws of one chunk at a time); the generator's
     stream drawn in pieces equals it drawn whole, so the result does not depend on the chunk size."""
-    from dithub.merge import full_space
-    from dithub.merge.primitives import draw
+    from dithub.algorithms.merge import full_space
+    from dithub.algorithms.merge.primitives import draw
 
     for n, k in [(1003, 400), (77, 36)]:
         whole = draw(torch.Generator().manual_seed(5), n, 0.7, mask)

@@ -11,7 +11,7 @@ from conftest import commit_task_vectors
 from dithub import Repo
 from dithub.errors import BadInput
 from dithub.formats import to_torch
-from dithub.merge.sequential import opcm_project
+from dithub.algorithms.merge.sequential import opcm_project
 
 
 def test_projection_removes_the_diagonal_and_the_dominant_block():

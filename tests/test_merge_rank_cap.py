@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from dithub import Repo
-from dithub.merge import get_method
-from dithub.merging import replay_merge
+from dithub.algorithms.merge import get_method
+from dithub.ops.merge.run import replay_merge
 from test_merge_lora import _delta
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dithub.errors import BadInput
-from dithub.merge import get_method
+from dithub.algorithms.merge import get_method
 
 
 def _mats(t=3, shape=(12, 9), seed=0):
@@ -83,7 +83,7 @@ def test_spectral_methods_refuse_vectors():
 def test_batched_triplets_equal_one_at_a_time():
     """What CUDA runs (one batched SVD) against what the CPU runs (one matrix at a time): the same
     rank-k parts U_k S_k V_kᵀ of each matrix (singular vectors are defined up to sign)."""
-    from dithub.merge.spectral import top_triplets
+    from dithub.algorithms.merge.spectral import top_triplets
 
     g = torch.Generator().manual_seed(4)
     mats = [torch.randn(30, 20, generator=g, dtype=torch.float64) for _ in range(3)]

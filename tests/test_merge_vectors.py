@@ -9,8 +9,8 @@ from safetensors.torch import save_file
 
 from conftest import commit_task_vectors, stored_f32
 from dithub import Repo
-from dithub.merge import get_method
-from dithub.merging import replay_merge
+from dithub.algorithms.merge import get_method
+from dithub.ops.merge.run import replay_merge
 from dithub.store import Commit, Op
 
 ELEMENTWISE = [("task_arithmetic", {"alpha": 0.3}), ("ties", {"density": 0.4}), ("dare", {"p": 0.3, "seed": 5}),

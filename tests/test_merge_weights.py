@@ -11,8 +11,8 @@ from conftest import commit_task_vectors, stored_f32
 from test_merge_vectors import _tv
 from dithub import Repo
 from dithub.errors import BadInput
-from dithub.merge import get_method
-from dithub.merging import replay_merge
+from dithub.algorithms.merge import get_method
+from dithub.ops.merge.run import replay_merge
 
 W = [2.0, 0.5, 1.5]
 

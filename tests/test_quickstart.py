@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from dithub import Repo
-from dithub.demo import CLASS_TASKS, DOMAINS, TEXT_TASKS
+from dithub_demo import CLASS_TASKS, DOMAINS, TEXT_TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 

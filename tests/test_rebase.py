@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from dithub import Repo
 from dithub.errors import BadInput, IncompatibleAdapters, RefNotFound
-from dithub.rebase import gradfix_mask, majority_sign, procrustes
+from dithub.algorithms.rebase import gradfix_mask, majority_sign, procrustes
 
 from conftest import lora_adapter, tiny_vit
 
@@ -106,7 +106,7 @@ def test_transfusion_recovers_a_planted_permutation_for_a_lora_on_vit(vit, vit_p
 
 
 def test_transfusion_finds_exactly_the_planted_permutation(vit, vit_pair):
-    from dithub.rebase import Block, match_block
+    from dithub.algorithms.rebase import Block, match_block
 
     sd_old = {k: v.float() for k, v in load_file(str(vit.base_dir / "model.safetensors")).items()}
     repo, new_dir, planted = vit_pair
@@ -258,7 +258,7 @@ def test_theseus_recovers_the_function_across_a_rotation_and_a_width_change(tmp_
 def _planted_layer(out_dim: int, in_dim: int, seed: int):
     """A linear layer on the old base and its planted image on the new one, W_new = P W_old Qᵀ, with
     the probe's inputs and outputs on both (inputs x_new = Q x_old, so y_new = P y_old)."""
-    from dithub.rebase import RebaseContext
+    from dithub.algorithms.rebase import RebaseContext
 
     g = torch.Generator().manual_seed(seed)
     w = torch.randn(out_dim, in_dim, generator=g)
@@ -276,7 +276,7 @@ def test_theseus_maps_are_the_authors_procrustes_of_each_side():
     on its own (the release before fitted them jointly with the weights; fit=joint)."""
     from reference import theseus as ref
 
-    from dithub.rebase import get_rebase
+    from dithub.algorithms.rebase import get_rebase
 
     ctx, w, p, q, g = _planted_layer(10, 10, seed=3)
     x_old, x_new, y_old, y_new = ctx.activations["l.weight"]
@@ -296,7 +296,7 @@ def test_theseus_refuses_an_update_outside_what_the_probe_determines():
     """A layer wider out than in (an MLP's first layer): its outputs span at most in-width
     directions, so the output map is arbitrary elsewhere; an update writing there is refused, one
     inside the span moves exactly (P ΔW Qᵀ)."""
-    from dithub.rebase import get_rebase
+    from dithub.algorithms.rebase import get_rebase
 
     ctx, w, p, q, g = _planted_layer(12, 4, seed=5)
     transport = get_rebase("theseus")(ctx)
@@ -316,7 +316,7 @@ def test_theseus_refuses_the_data_free_mode_it_cannot_make_reliable(tmp_path):
     """A layer's weights fix its maps only up to a sign per singular direction (P U E Uᵀ and
     Q V E Vᵀ give the same W_new for any signs E), so data=weights would move the update wrongly:
     refused, unless the first release's joint fit is asked for by name."""
-    from dithub.rebase import get_rebase
+    from dithub.algorithms.rebase import get_rebase
 
     ctx, *_ = _planted_layer(8, 8, seed=1)
     with pytest.raises(BadInput, match="theseus -p data=weights.*up to a sign per singular direction"):
@@ -432,7 +432,7 @@ def test_naive_rebase_of_a_chain_rewrites_each_commit_and_keeps_the_old_head(vit
 
 
 def test_rebase_all_prepares_once_per_pair_of_bases(vit, vit_pair, tmp_path, monkeypatch):
-    import dithub.rebasing as rebasing
+    import dithub.ops.rebase as rebasing
 
     repo, _, _ = vit_pair
     for i, name in enumerate(("class/cat", "class/dog")):
@@ -486,7 +486,7 @@ def test_cli_rebase(cli, vit, vit_pair, tmp_path):
 
 def test_cli_lists_every_registered_rebase_method():
     from dithub.cli.commands.rebase import METHODS
-    from dithub.rebase import REGISTRY
+    from dithub.algorithms.rebase import REGISTRY
 
     assert set(METHODS) == set(REGISTRY)
 
@@ -495,8 +495,8 @@ def test_rebase_alpha_auto_picks_the_best_scale_on_the_probe(tmp_path):
     from peft import PeftModel
     from transformers import ViTForImageClassification
 
-    from dithub.demo import domain_split
-    from dithub.merging import AUTO_GRID
+    from dithub_demo import domain_split
+    from dithub.ops.merge.run import AUTO_GRID
 
     suite = Path(__file__).resolve().parents[1] / "examples" / "digits"
     split = domain_split("original")

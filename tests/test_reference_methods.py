@@ -15,7 +15,7 @@ from reference import core_space as ref_core_space
 from reference import magmax as ref_magmax
 from reference import mergekit_gta, ties_merging
 
-from dithub.merge import get_method
+from dithub.algorithms.merge import get_method
 
 SHAPES = [(37,), (12, 9), (4, 5, 6)]
 COUNTS = [2, 3, 8]
@@ -133,7 +133,7 @@ def test_dare_ties_gives_a_zero_sum_the_majority_sign():
 
 def test_dare_ties_majority_holds_across_chunks(monkeypatch):
     """DARE merges long tensors chunk by chunk: the majority is the whole tensor's."""
-    from dithub.merge import full_space
+    from dithub.algorithms.merge import full_space
 
     monkeypatch.setattr(full_space, "DARE_CHUNK", 64)
     n = 1000
@@ -177,7 +177,7 @@ def test_magmax_ties_and_scale_follow_the_reference_on_large_inputs():
 
 
 def test_ops_recorded_before_the_conventions_replay_with_the_first_rules():
-    from dithub.merge.registry import recorded_params
+    from dithub.algorithms.merge.registry import recorded_params
 
     assert recorded_params("ties", {"density": 0.3, "lam": 1.0})["convention"] == "round"
     assert recorded_params("breadcrumbs", {"beta": 0.1})["convention"] == "round"

@@ -14,8 +14,9 @@ from safetensors.torch import save_file
 
 from dithub import Repo
 from dithub.errors import RefConflict, RemoteError
-from dithub.merging import put_tensor
-from dithub.remote import Location, fetch, pull, push, remote_add
+from dithub.ops.merge.run import put_tensor
+from dithub.ops.sync import fetch, pull, push, remote_add
+from dithub.remote import Location
 from dithub.store import Tree
 
 clone = Repo.clone  # a new repository from a remote: the facade builds it
@@ -271,7 +272,7 @@ RACER = """
 import sys, time
 from pathlib import Path
 from dithub import Repo
-from dithub.remote import push
+from dithub.ops.sync import push
 from dithub.errors import DithubError
 repo = Repo.open(sys.argv[1])
 flag = Path(sys.argv[2])
@@ -320,7 +321,7 @@ def test_cli_remote_verbs(cli, source, tmp_path):
     assert res.code == 0, res.err
     assert Repo.open(tmp_path / "c").resolve("class/cat") == source.resolve("class/cat")
     assert cli(["-C", str(root), "branch", "class/cat", "--set-upstream", "origin"]).code == 0
-    from dithub.remote import upstream
+    from dithub.ops.sync import upstream
 
     assert upstream(Repo.open(root), "class/cat") == ("origin", "class/cat")
     res = cli(["-C", str(root), "fetch", "nowhere"])
@@ -332,7 +333,7 @@ def test_cli_remote_verbs(cli, source, tmp_path):
 KILLED = """
 import json, sys
 from dithub import Repo
-from dithub.remote import push
+from dithub.ops.sync import push
 push(Repo.open(sys.argv[1]), "origin", ["big"])
 """
 
@@ -372,7 +373,7 @@ def test_bad_remotes_are_clear_errors_within_seconds(source, tmp_path, monkeypat
     for url in ("s3:/adapters/x", "s3://", "nosuchproto://a/b"):
         with pytest.raises(RemoteError, match="malformed URL|cannot be opened"):
             remote_add(source, "bad", url)
-    assert "bad" not in __import__("dithub.remote", fromlist=["remotes"]).remotes(source)
+    assert "bad" not in __import__("dithub.ops.sync", fromlist=["remotes"]).remotes(source)
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]

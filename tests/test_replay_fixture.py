@@ -40,27 +40,27 @@ def _replay(repo: Repo, commit: Commit) -> ObjectId:
     """The tree ``commit``'s op recomputes, from the op record alone."""
     op = commit.op
     if op.name == "merge" and op.method == "opcm":
-        from dithub.sequential import opcm_step, recorded_project
+        from dithub.ops.merge.sequential import opcm_step, recorded_project
 
         prev = next((repo.store.read_commit(p) for p in commit.parents if repo.store.read_commit(p).op.method == "opcm"), None)
         state = (repo.store.read_tree(prev.tree), prev.base) if prev else None
         return opcm_step(repo, state, op.inputs[0], float(op.params["alpha"]), project=recorded_project(op.params))
     if op.name == "merge":
-        from dithub.merging import replay_merge
+        from dithub.ops.merge.run import replay_merge
 
         return replay_merge(repo, commit)
     if op.name == "revert" and op.method == "exact":
-        from dithub.reverting import replay_without
+        from dithub.ops.revert import replay_without
 
         return replay_without(repo, op.params["from"], op.params["removed"], "replay")
     if op.name == "revert" and op.method == "negation":
-        from dithub.reverting import negation_tree
+        from dithub.ops.revert import negation_tree
 
         merge, removed = (repo.store.read_commit(op.params[k]) for k in ("from", "removed"))
         return negation_tree(repo, merge, removed, float(op.params["alpha"]))
     if op.name == "rebase":
-        from dithub.rebase import get_rebase
-        from dithub.rebasing import _keys, prepare, transport_tree
+        from dithub.algorithms.rebase import get_rebase
+        from dithub.ops.rebase import _keys, prepare, transport_tree
 
         source = repo.store.read_commit(op.inputs[0])
         tree, old, new = (repo.store.read_tree(t) for t in (source.tree, source.base, commit.base))

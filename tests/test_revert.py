@@ -12,8 +12,8 @@ from safetensors.torch import load_file, save_file
 from conftest import commit_task_vectors, lora_adapter, tiny_vit
 from dithub import Repo
 from dithub.errors import BadInput, ObjectNotFound
-from dithub.merge import REGISTRY
-from dithub.merging import replay_merge
+from dithub.algorithms.merge import REGISTRY
+from dithub.ops.merge.run import replay_merge
 from dithub.store import Commit, DiskObjectStore
 
 
@@ -79,7 +79,7 @@ def test_exact_revert_replays_a_merge_of_merges(three):
     repo.merge(["task/0", "task/1"], "ties", into="inner")
     repo.merge(["inner", "task/2"], "task_arithmetic", into="outer")
     repo.revert("task/0", from_merge="outer", branch="outer")
-    from dithub.merging import plan_merge, run_merge
+    from dithub.ops.merge.run import plan_merge, run_merge
 
     inner = run_merge(repo, plan_merge(repo, ["task/1"], "ties", min_inputs=1))  # TIES of the one input left
     repo.commit_tree(inner, "inner, directly", branch="inner-direct", parents=[])
@@ -156,7 +156,7 @@ def test_revert_errors_name_the_inputs_and_the_way_out(three, tmp_path):
 def test_negation_alpha_auto_keeps_retain_accuracy_within_the_margin(vit, tmp_path):
     from transformers import ViTForImageClassification
 
-    from dithub.merging import AUTO_GRID
+    from dithub.ops.merge.run import AUTO_GRID
 
     base = load_file(str(vit.base_dir / "model.safetensors"))
     repo = Repo.init(tmp_path / "r")

@@ -1,6 +1,6 @@
 """Merge kernels: fused elementwise passes and exact magnitude selection.
 
-The algorithms in ``dithub.merge`` state what a method computes; the kernels
+The algorithms in ``dithub.algorithms.merge`` state what a method computes; the kernels
 here compute the elementwise parts of it in one pass over memory.
 """
 from . import native, philox

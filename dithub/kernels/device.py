@@ -27,7 +27,7 @@ from ..errors import BadInput
 @dataclass(frozen=True)
 class DeviceKernel:
     """How a merge method runs on the device kernels, chunk by chunk: registered with the method
-    (``dithub.merge``), so the kernels dispatch through it and never by a method's name."""
+    (``dithub.algorithms.merge``), so the kernels dispatch through it and never by a method's name."""
 
     applies: Callable[[dict[str, Any]], bool]
     """Whether the kernels compute the method with these (full) parameters."""
@@ -39,7 +39,7 @@ class DeviceKernel:
 
 
 class MergeMethodLike(Protocol):
-    """What ``DeviceMerge`` needs of a merge method (``dithub.merge.MergeMethod``)."""
+    """What ``DeviceMerge`` needs of a merge method (``dithub.algorithms.merge.MergeMethod``)."""
 
     device: DeviceKernel | None
 

@@ -7,7 +7,7 @@ traffic of a copy. Per-input statistics (TIES' magnitude thresholds) are compute
 device (``dithub.kernels.select``); DARE's keep test draws Philox numbers inside the kernel from
 (seed, entry, input), so no mask is ever stored and any chunking gives the same draws.
 
-What each computes is the definition in ``dithub.merge.full_space`` (the papers are cited there),
+What each computes is the definition in ``dithub.algorithms.merge.full_space`` (the papers are cited there),
 in fp32. Sums here are tree reductions over the N inputs where the torch path adds in input order,
 so results agree to float rounding (a few ulps of the largest term), not bit for bit; TIES' sign
 election can differ where the summed mass is within that rounding of zero. DARE with

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ..revert.negation import LINEARIZED
+from ..algorithms.revert.negation import LINEARIZED
 
 
 class LinearizedModel(torch.nn.Module):

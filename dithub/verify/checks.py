@@ -15,8 +15,8 @@ from ..errors import DithubError, IncompatibleAdapters
 from ..formats import check_fits, check_lora
 from ..formats.lora import rank_and_alpha
 from ..formats.torch_io import to_torch
-from ..history import is_ancestor
-from ..maintenance import check_object, reachable
+from ..store.history import is_ancestor
+from ..ops.maintenance import check_object, reachable
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Tree
 from .policy import Policy, Settings
@@ -133,7 +133,7 @@ def numeric(t: Target) -> list[CheckResult]:
 
 def _merge_inputs(t: Target, oid: ObjectId | None = None) -> list[ObjectId]:
     """What merge ``oid`` (default: the target) combined; [] if it is not a merge."""
-    from ..reverting import merge_inputs
+    from ..ops.revert import merge_inputs
 
     return merge_inputs(t.repo, oid or t.oid)
 

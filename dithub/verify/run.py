@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..history import expand_ref
+from ..store.history import expand_ref
 from ..progress import ProgressFactory, no_progress
 from ..store import ObjectId
 from .checks import CHECKS, ROWS, CheckResult, Target, integrity

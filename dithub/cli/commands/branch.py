@@ -24,7 +24,7 @@ def branch(
     repo = open_repo(ctx)
     names = names or []
     if set_upstream is not None:
-        from ...remote import remotes, set_upstream as set_up
+        from ...ops.sync import remotes, set_upstream as set_up
 
         target = names[0] if names else repo.current_branch()
         if target is None or len(names) > 1:

@@ -10,7 +10,7 @@ from ..options import Json
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
-# kept in step with dithub.merge.REGISTRY by a test (importing it here would load torch at start-up)
+# kept in step with dithub.algorithms.merge.REGISTRY by a test (importing it here would load torch at start-up)
 METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space", "ema", "opcm")
 
 
@@ -61,7 +61,7 @@ def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[fl
 
 def scale_param(method: str, params: dict[str, str]) -> str:
     """The parameter ``--alpha`` sets for ``method`` with ``params`` (Core Space: its rule's scale)."""
-    from ...merge import get_method  # loads torch; only when --alpha is given
+    from ...algorithms.merge import get_method  # loads torch; only when --alpha is given
 
     name = get_method(method).scale_for(params) if method != "opcm" else None
     if name is None:

@@ -10,7 +10,7 @@ from ..output import emit, out, progress_bars, short
 from ..state import repo as open_repo
 from .merge import _params
 
-# kept in step with dithub.rebase.REGISTRY by a test (importing it here would load torch at start-up)
+# kept in step with dithub.algorithms.rebase.REGISTRY by a test (importing it here would load torch at start-up)
 METHODS = ("naive", "transfusion", "gradfix", "theseus")
 
 

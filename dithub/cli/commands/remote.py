@@ -35,7 +35,7 @@ def _options(pairs: list[str] | None) -> dict[str, Any]:
 def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote name, e.g. origin.")],
         url: Annotated[str, typer.Argument(help="A path, file://, memory:// or s3://bucket/prefix URL.")], option: Options = None) -> None:
     """Add a remote."""
-    from ...remote import remote_add
+    from ...ops.sync import remote_add
 
     remote_add(open_repo(ctx), name, url, _options(option))
     out.print(f"Remote {name} -> {url}")
@@ -44,7 +44,7 @@ def add(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote nam
 @app.command("remove")
 def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote name.")]) -> None:
     """Remove a remote and its remote-tracking refs."""
-    from ...remote import remote_remove
+    from ...ops.sync import remote_remove
 
     remote_remove(open_repo(ctx), name)
     out.print(f"Removed remote {name}")
@@ -53,7 +53,7 @@ def remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Remote 
 @app.command("list")
 def list_(ctx: typer.Context, as_json: Json = False) -> None:
     """List the remotes."""
-    from ...remote import remotes
+    from ...ops.sync import remotes
 
     known = remotes(open_repo(ctx))
     emit(as_json, known, lambda: [out.print(f"{n}  {r['url']}") for n, r in sorted(known.items())])
@@ -80,7 +80,7 @@ def fetch(ctx: typer.Context, remote: Annotated[str, typer.Argument(help="Remote
           with_base: Annotated[bool, typer.Option("--with-base", help="Also fetch the base checkpoints of the fetched commits.")] = False,
           as_json: Json = False) -> None:
     """Bring a remote's objects and branches (as refs/remotes/REMOTE/BRANCH); only missing objects travel."""
-    from ...remote import fetch as do_fetch
+    from ...ops.sync import fetch as do_fetch
 
     repo = open_repo(ctx)
     with progress_bars() as progress:
@@ -93,7 +93,7 @@ def push(ctx: typer.Context, remote: Annotated[str, typer.Argument(help="Remote 
          force: Annotated[bool, typer.Option("--force", help="Overwrite a remote branch that is not an ancestor.")] = False,
          as_json: Json = False) -> None:
     """Send branches (with their bases) to a remote; objects first, refs last by compare-and-swap."""
-    from ...remote import push as do_push
+    from ...ops.sync import push as do_push
 
     repo = open_repo(ctx)
     with progress_bars() as progress:
@@ -104,7 +104,7 @@ def push(ctx: typer.Context, remote: Annotated[str, typer.Argument(help="Remote 
 def pull(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="Remote name (default: the branch's upstream).")] = None,
          branch: Annotated[str | None, typer.Argument(help="Branch (default: the current one).")] = None, as_json: Json = False) -> None:
     """Fetch the branch's upstream and fast-forward the branch; diverged branches are left to `merge`."""
-    from ...remote import pull as do_pull
+    from ...ops.sync import pull as do_pull
 
     repo = open_repo(ctx)
     with progress_bars() as progress:

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput
-from ...params import scale_value
+from ...algorithms.params import scale_value
 from ..options import Json
 from ..output import emit, out, short
 from ..state import repo as open_repo

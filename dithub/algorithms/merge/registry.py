@@ -1,0 +1,182 @@
+"""The registry of merge methods: pure functions on tensors, named, with paper and defaults.
+
+A full-space method takes the T task-vector tensors of one weight (same
+shape) and returns the merged update for that weight; it never sees files,
+refs or other tensors, so the executor can stream a model tensor by tensor.
+Methods that draw random numbers take ``seed`` and ``key`` (the tensor's
+name), so each tensor's randomness is fixed by the recorded seed alone.
+"""
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor
+
+from ...errors import BadInput
+from ...kernels.device import DeviceKernel
+from ..params import Algorithm, Range, describe
+
+MergeFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class MergeMethod(Algorithm):
+    """A registered merge method: its function, paper, defaults and what it needs."""
+
+    random: bool = False
+    space: str = "full"
+    """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1."""
+    matrices_only: bool = False
+    """Defined on 2-D weights only (SVD methods); the executor averages every other tensor."""
+    inner: str | None = None
+    """The parameter naming an inner full-space rule (Core Space's ``rule``): the method also takes
+    that rule's parameters (but ``seed``, its own), checked against the rule's definition."""
+    weighted: bool = False
+    """Takes per-input weights (``weights=``), as the paper or mergekit defines them."""
+    device: DeviceKernel | None = None
+    """How the device kernels run it in chunks (None: the torch function, on whole tensors)."""
+
+    def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults overridden by ``given``; with an inner rule, that rule's parameters too (every
+        one recorded, so a replay does not depend on the rule's defaults)."""
+        if self.inner is None:
+            return super().params(given)
+        given = dict(given or {})
+        own = super().params({k: v for k, v in given.items() if k in self.defaults})
+        rule = REGISTRY[own[self.inner]]
+        rest = {k: v for k, v in given.items() if k not in self.defaults}
+        unknown = sorted(set(rest) - set(rule.defaults) | (set(rest) & {"seed"}))
+        if unknown:
+            raise BadInput(f"method {self.name!r} with {self.inner}={rule.name} has no parameter {unknown[0]!r}",
+                           f"valid parameters: {describe(self)}; of {rule.name}: {describe(rule)} (seed is {self.name}'s)")
+        return {**own, **{k: v for k, v in rule.params(rest).items() if k != "seed"}}
+
+    def recorded(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """With an inner rule, that rule's ``legacy`` values too (but ``seed``, Core Space's own)."""
+        own = super().recorded(params)
+        if self.inner is None:
+            return own
+        rule = REGISTRY.get(str(own.get(self.inner, self.defaults[self.inner])))
+        older = {k: v for k, v in (rule.legacy if rule else {}).items() if k not in own and k != "seed"}
+        return {**older, **own}
+
+    def scale_for(self, params: Mapping[str, Any]) -> str | None:
+        """The parameter that scales the merged update last, given the chosen ``params`` (with an
+        inner rule: that rule's scale)."""
+        if self.inner is not None:
+            return get_method(str(params.get(self.inner, self.defaults[self.inner]))).scale_param
+        return self.scale_param
+
+    @property
+    def elementwise(self) -> bool:
+        """Defined entry by entry on tensors of any shape (full space, not matrices only)."""
+        return self.space == "full" and not self.matrices_only
+
+    def applies_to(self, shape: Sequence[int], vectors: str | None = None, name: str = "") -> bool:
+        """Whether this method merges tensor ``name`` of ``shape`` (others are averaged): matrices-only
+        methods 2-D tensors but CLIP's ``text_projection`` (as danielm1405/iso-merging; with
+        ``vectors="mean"``, merges recorded before, every 2-D tensor); elementwise methods every
+        tensor, or (``vectors="mean"``) those of two or more dimensions."""
+        if self.matrices_only:
+            return len(shape) == 2 and (vectors == "mean" or "text_projection" not in name)
+        return vectors != "mean" or len(shape) >= 2
+
+    @property
+    def chooses_vectors(self) -> bool:
+        """Whether merges by this method record ``vectors`` (how tensors it does not decompose merge)."""
+        return self.elementwise or self.matrices_only
+
+    @property
+    def scale_param(self) -> str | None:
+        """The parameter that scales the merged update last (what ``--alpha`` sets), if any."""
+        return next((p for p in ("alpha", "lam") if p in self.defaults), None)
+
+    def __call__(self, vectors: Sequence[Any], *, key: str = "", weights: Sequence[float] | None = None,
+                 **params: Any) -> Any:
+        full = self.params(params)
+        if self.random:
+            full["key"] = key
+        weights = check_weights(self, weights, len(vectors))
+        if self.weighted:
+            full["weights"] = weights
+        return self.fn(vectors, **full)
+
+
+REGISTRY: dict[str, MergeMethod] = {}
+
+
+def check_weights(method: MergeMethod, weights: Sequence[float] | None, n: int) -> list[float] | None:
+    """Per-input weights as floats, or None where there are none or all are 1 (the unweighted merge);
+    BadInput for a method that takes none, a count other than ``n`` or a weight that is not finite."""
+    if weights is None:
+        return None
+    out = [float(w) for w in weights]
+    if len(out) != n:
+        raise BadInput(f"{len(out)} weights for {n} inputs", "give one weight per input")
+    if not all(math.isfinite(w) for w in out):
+        raise BadInput(f"weights must be finite numbers, got {out}")
+    if all(w == 1.0 for w in out):
+        return None
+    if not method.weighted:
+        with_weights = ", ".join(sorted(m.name for m in REGISTRY.values() if m.weighted))
+        raise BadInput(f"{method.name} takes no per-input weights (neither its paper nor mergekit defines them)",
+                       f"methods with weights: {with_weights}")
+    return out
+
+
+def register(
+    name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
+    matrices_only: bool = False, legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
+    choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
+    inner: str | None = None, device: DeviceKernel | None = None,
+) -> Callable[[MergeFn], MergeFn]:
+    """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key, and
+    ``weights`` for a method with per-input weights), each numeric one with its range and each
+    string one with its choices."""
+
+    def wrap(fn: MergeFn) -> MergeFn:
+        sig = inspect.signature(fn)
+        kw = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        random = "key" in kw
+        weighted = "weights" in kw
+        declared = set(defaults or {}) | ({"key"} if random else set()) | ({"weights"} if weighted else set())
+        if kw != declared:
+            raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
+        if random and "seed" not in (defaults or {}):
+            raise TypeError(f"{name}: a method taking key must declare a seed default")
+        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
+                                     dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
+                                     inner=inner, weighted=weighted, device=device)
+        return fn
+
+    return wrap
+
+
+VECTORS = ("method", "mean")
+"""How a merge treats the tensors its method is not defined on: as the method's reference code
+(the default: elementwise methods merge 1-D tensors too; matrices-only methods average the others
+and scale them by α with the rest), or ``mean`` (averaged, unscaled: merges recorded before)."""
+
+
+def recorded_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    """What a recorded merge op ran with (see ``Algorithm.legacy``; an elementwise merge recorded
+    without ``vectors`` averaged its 1-D tensors); OPCM records every parameter."""
+    if method not in REGISTRY:
+        return dict(params)
+    out = REGISTRY[method].recorded(params)
+    if REGISTRY[method].chooses_vectors and "vectors" not in out:
+        out["vectors"] = "mean"
+    return out
+
+
+def get_method(name: str) -> MergeMethod:
+    """The registered method ``name``, or BadInput listing the valid names."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        valid = ", ".join(sorted([*REGISTRY, "opcm"]))
+        raise BadInput(f"unknown merge method {name!r}", f"valid methods: {valid}") from None

@@ -1,0 +1,168 @@
+"""fsck (integrity and connectivity) and gc (pruning unreachable objects)."""
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import CorruptObject, DithubError, ObjectNotFound, StorageError
+from ..progress import ProgressFactory, no_progress
+from ..store import BaseObjectStore, BaseRefStore, DiskObjectStore, DiskRefStore, ObjectId, object_type
+from ..store.objects import decode_commit, decode_tree, parse_tensor_header
+
+
+@dataclass
+class FsckReport:
+    objects: int = 0
+    bytes: int = 0
+    corrupt: list[tuple[ObjectId, str]] = field(default_factory=list)
+    missing: list[tuple[ObjectId, str]] = field(default_factory=list)
+    bad_refs: list[tuple[str, str]] = field(default_factory=list)
+    dangling: int = 0
+    stale_locks: list[str] = field(default_factory=list)
+    temp_files: int = 0
+    absent_bases: list[ObjectId] = field(default_factory=list)
+    """Base checkpoints commits record but a selective fetch left out (not damage: fetch --with-base)."""
+    repaired: list[ObjectId] = field(default_factory=list)
+    """Objects ``fsck --repair`` restored (damaged or missing ones, fetched again from a remote)."""
+
+    @property
+    def ok(self) -> bool:
+        return not (self.corrupt or self.missing or self.bad_refs)
+
+
+@dataclass
+class GcReport:
+    removed_objects: int = 0
+    removed_bytes: int = 0
+    removed_temp_files: int = 0
+    kept_objects: int = 0
+
+
+def check_object(store: BaseObjectStore, oid: ObjectId, set_aside: bool = False) -> str | None:
+    """None if ``oid`` hashes right and parses as its type, else the reason (a damaged object leaves
+    the store when ``set_aside``: a repair then restores it)."""
+    try:
+        buf = store.read_buffer(oid, set_aside=set_aside)
+        kind = object_type(buf)
+        if kind == "tensor":
+            parse_tensor_header(oid, buf)
+        elif kind == "tree":
+            decode_tree(oid, bytes(buf))
+        elif kind == "commit":
+            decode_commit(oid, bytes(buf))
+        else:
+            return "unknown object type"
+    except CorruptObject as exc:
+        return exc.message
+    except StorageError as exc:  # unreadable (permission denied): damage to report
+        return f"unreadable: {exc.message}"
+    except OSError as exc:  # an I/O error of the disk
+        return f"unreadable: {exc.strerror or exc}"
+    return None
+
+
+def reachable(store: BaseObjectStore, roots: Iterable[ObjectId]) -> tuple[set[ObjectId], list[tuple[ObjectId, str]]]:
+    """Objects reachable from commit ids ``roots`` (parents, trees, bases, tensors), and the missing ones."""
+    seen: set[ObjectId] = set()
+    missing: list[tuple[ObjectId, str]] = []
+    stack: list[tuple[ObjectId, str, str]] = [(r, "commit", "a ref") for r in roots]
+    while stack:
+        oid, kind, referrer = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        if not store.contains(oid):
+            missing.append((oid, f"{kind} referenced by {referrer}"))
+            continue
+        try:
+            if kind == "commit":
+                c = store.read_commit(oid)
+                stack.append((c.tree, "tree", f"commit {oid}"))
+                stack.extend((p, "commit", f"commit {oid}") for p in c.parents)
+                if c.base:
+                    stack.append((c.base, "tree", f"commit {oid} (base)"))
+            elif kind == "tree":
+                for name, e in store.read_tree(oid).tensors.items():
+                    if e.id not in seen:
+                        stack.append((e.id, "tensor", f"tree {oid} ({name})"))
+        except (CorruptObject, ObjectNotFound):
+            continue  # reported by the per-object pass
+    return seen, missing
+
+
+def ref_roots(refs: BaseRefStore, with_reflogs: bool) -> tuple[dict[str, ObjectId], list[ObjectId]]:
+    """Ref tips, plus (optionally) every commit named in a reflog."""
+    tips = refs.as_dict("refs/")
+    for special in ("HEAD", "ORIG_HEAD"):
+        oid = refs.resolve(special)
+        if oid:
+            tips[special] = oid
+    extra: list[ObjectId] = []
+    if with_reflogs:
+        for name in list(tips):
+            extra.extend(o for e in refs.reflog(name) for o in (e.old, e.new) if o)
+    return tips, extra
+
+
+def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory = no_progress, *,
+         set_aside: bool = False) -> FsckReport:
+    """Re-hash every object, check every ref and that everything reachable is present; with
+    ``set_aside``, damaged objects leave the store (so a fetch of their bytes restores them)."""
+    report = FsckReport()
+    ids = list(store)
+    advance = progress("checking objects", len(ids))
+    for oid in ids:
+        report.objects += 1
+        try:
+            report.bytes += store.size(oid)
+        except (DithubError, OSError):
+            pass
+        reason = check_object(store, oid, set_aside)
+        if reason:
+            report.corrupt.append((oid, reason))
+        advance(1)
+    tips, _ = ref_roots(refs, with_reflogs=False)
+    for name, oid in tips.items():
+        try:
+            if store.contains(oid):
+                store.read_commit(oid)
+        except CorruptObject as exc:
+            report.bad_refs.append((name, f"points to {oid}: {exc.message}"))
+    seen, missing = reachable(store, [o for o in tips.values()])
+    report.absent_bases = sorted({oid for oid, why in missing if why.startswith("tree referenced by") and why.endswith("(base)")})
+    report.missing = [(oid, why) for oid, why in missing if oid not in report.absent_bases]
+    report.dangling = len(set(ids) - seen)
+    if isinstance(refs, DiskRefStore):
+        report.stale_locks = [str(p) for p in refs.locks()]
+    if isinstance(store, DiskObjectStore):
+        report.temp_files = len(store.temp_files())
+    return report
+
+
+def gc(store: BaseObjectStore, refs: BaseRefStore, grace_seconds: float = 3600.0) -> GcReport:
+    """Delete objects no ref or reflog reaches, older than ``grace_seconds``.
+
+    The grace period protects objects a concurrent commit has written but not
+    yet pointed a ref at.
+    """
+    tips, extra = ref_roots(refs, with_reflogs=True)
+    keep, _missing = reachable(store, list(tips.values()) + extra)
+    report = GcReport()
+    now = time.time()
+    for oid in list(store):
+        if oid in keep:
+            report.kept_objects += 1
+            continue
+        if isinstance(store, DiskObjectStore) and now - store.mtime(oid) < grace_seconds:
+            report.kept_objects += 1
+            continue
+        report.removed_bytes += store.size(oid)
+        store.delete(oid)
+        report.removed_objects += 1
+    if isinstance(store, DiskObjectStore):
+        for tmp in store.temp_files(older_than=grace_seconds):
+            Path(tmp).unlink(missing_ok=True)
+            report.removed_temp_files += 1
+    return report

@@ -1,0 +1,112 @@
+"""Sequential merges (OPCM): one input joins the running merge on a branch per commit.
+
+The running state (λ, the norms seen, α) is stored in the merge tree's config under ``opcm``; the
+commit's parents are the previous running merge and the new input, its ``op`` names the input.
+The running merge is held in memory while the new one is computed (one model, never N).
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ...errors import BadInput, IncompatibleAdapters
+from ...formats.torch_io import TORCH_DTYPES, to_torch
+from ...algorithms.merge.sequential import CHOICES, DEFAULTS, LEGACY, opcm_accumulate
+from ...algorithms.params import UNIT, resolve_params
+from .run import delta_loader, expanded_specs, put_tensor
+from ...progress import ProgressFactory, no_progress
+from ...store import ObjectId, Op, Tree
+
+if TYPE_CHECKING:
+    from ...repo import Repo
+
+
+def opcm_params(given: dict[str, Any] | None) -> dict[str, Any]:
+    """OPCM's parameters: alpha, the share of the running merge's spectrum it keeps clear, in [0, 1];
+    project, which tensors it projects (see ``merge.sequential``)."""
+    return resolve_params("opcm", DEFAULTS, given, {"alpha": UNIT}, CHOICES)
+
+
+def recorded_project(params: dict[str, Any]) -> str:
+    """What an OPCM op projected (``project``; merges recorded before it: every 2-D tensor)."""
+    return str(params.get("project", LEGACY["project"]))
+
+
+def _linear_names(repo: Repo, base: ObjectId | None) -> set[str] | None:
+    """The base's checkpoint names of ``nn.Linear`` weights, or None without a recorded base."""
+    if base is None:
+        return None
+    from ...eval.model import linear_weights
+
+    return linear_weights(repo.store.read_tree(base))
+
+
+def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None = None, *,
+               message: str | None = None, author: str | None = None,
+               progress: ProgressFactory = no_progress) -> ObjectId:
+    """Add ``rev`` to the OPCM merge running on ``branch`` (starting it if the branch is new)."""
+    full = opcm_params(params)
+    alpha, project = full["alpha"], full["project"]
+    ref = "refs/heads/" + branch
+    previous = repo.refs.resolve(ref)
+    new_id = repo.resolve(rev)
+    new_commit = repo.store.read_commit(new_id)
+    prev = None
+    if previous is not None:
+        prev_commit = repo.store.read_commit(previous)
+        prev = (repo.store.read_tree(prev_commit.tree), prev_commit.base)
+        if "opcm" not in prev[0].config:
+            raise BadInput(f"branch {branch!r} does not hold an OPCM merge", "start one on a new branch: --into NEW")
+    tree = opcm_step(repo, prev, new_id, alpha, progress, what=rev, where=branch, project=project)
+    parents = ([previous] if previous else []) + [new_id]
+    return repo.commit_tree(tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
+                            base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha, "project": project}, [new_id]),
+                            author=author, expected=previous)
+
+
+def opcm_step(repo: Repo, previous: tuple[Tree, ObjectId | None] | None, new_id: ObjectId, alpha: float,
+              progress: ProgressFactory = no_progress, *, what: str = "", where: str = "",
+              project: str = "linear") -> ObjectId:
+    """The tree of the running merge ``previous`` (its tree and base; None to start) with commit
+    ``new_id`` added (``project``: which tensors are projected); stored, no commit written."""
+    what, where = what or new_id[:12], where or "the running merge"
+    new_commit = repo.store.read_commit(new_id)
+    new_tree = repo.store.read_tree(new_commit.tree)
+    if new_tree.kind == "full":
+        raise BadInput(f"{what} is a full checkpoint, not an adapter")
+    specs = expanded_specs(new_tree) if new_tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in new_tree.tensors.items()}
+    load_new = delta_loader(repo, new_tree, new_commit.base)
+    state: dict[str, Any]
+    if previous is None:
+        tensors = {n: load_new(n).double() for n in specs}
+        state = {"lambda": 1.0, "norms": [_norm(tensors.values())], "alpha": alpha}
+    else:
+        prev_tree, prev_base = previous
+        if prev_base != new_commit.base:
+            raise IncompatibleAdapters(f"{what} has another base checkpoint than {where}")
+        if set(prev_tree.tensors) != set(specs) or any(tuple(prev_tree.tensors[n].shape) != s for n, (_d, s) in specs.items()):
+            raise IncompatibleAdapters(f"{what} does not adapt the same tensors (names, shapes) as {where}")
+        state = dict(prev_tree.config["opcm"])
+        advance = progress(f"opcm: adding {what}", len(specs))
+        linear = _linear_names(repo, new_commit.base) if project == "linear" else None
+        tensors, task_sq = {}, 0.0
+        for name in specs:
+            task = load_new(name).double()
+            task_sq += float(task.pow(2).sum())
+            prev = to_torch(repo.store.read_tensor(prev_tree.tensors[name].id)).double()
+            tensors[name] = opcm_accumulate(prev, task, state["lambda"], alpha, linear is None or name in linear)
+            advance(1)
+        state["norms"] = [*state["norms"], math.sqrt(task_sq)]
+        mean = sum(state["norms"]) / len(state["norms"])
+        state["lambda"] = _norm(tensors.values()) / mean
+        tensors = {n: t / state["lambda"] for n, t in tensors.items()}
+        state["alpha"] = alpha
+    entries = {n: put_tensor(repo, t.to(TORCH_DTYPES[specs[n][0]])) for n, t in tensors.items()}
+    return repo.store.write_tree(Tree("task_vector", {"opcm": state}, entries))
+
+
+def _norm(tensors: Any) -> float:
+    return math.sqrt(sum(float(t.pow(2).sum()) for t in tensors))
+
+
+__all__ = ["opcm_merge", "opcm_params", "opcm_step", "recorded_project"]

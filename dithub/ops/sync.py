@@ -1,0 +1,464 @@
+"""fetch, push, clone, pull and the remotes' configuration (``.dithub/config.json``)."""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
+from ..progress import ProgressFactory, no_progress
+from ..store.history import is_ancestor
+from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
+from ..store.refs import check_full_ref, full_ref_problem
+from ..remote.location import Location
+from ..remote.packs import PACKED_BELOW
+from ..remote.transfer import Receiver, plan, send_tensors
+
+if TYPE_CHECKING:
+    from ..repo import Repo
+
+HEADS, REMOTES = "refs/heads/", "refs/remotes/"
+
+
+@dataclass
+class SyncResult:
+    remote: str
+    objects: int = 0
+    bytes: int = 0
+    requests: int = 0
+    """Storage calls made on the remote (reads, writes, listings)."""
+    refs: dict[str, tuple[ObjectId | None, ObjectId]] = field(default_factory=dict)
+    """Ref name (local for fetch, remote for push) -> (old, new)."""
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """Refs the remote listed that were not taken: (name, why): invalid names, oversized files."""
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def _config_path(repo: Repo) -> Path:
+    if repo.path is None:
+        raise BadInput("an in-memory repository has no remotes")
+    return repo.path / ".dithub" / "config.json"
+
+
+def _config(repo: Repo) -> dict[str, Any]:
+    path = _config_path(repo)
+    return json.loads(path.read_text()) if path.exists() else {"format": 1}
+
+
+def _save(repo: Repo, config: dict[str, Any]) -> None:
+    atomic_write(_config_path(repo), json.dumps(config, indent=1, sort_keys=True).encode())
+
+
+def remotes(repo: Repo) -> dict[str, dict[str, Any]]:
+    return dict(_config(repo).get("remotes", {}))
+
+
+def remote_add(repo: Repo, name: str, url: str, options: dict[str, Any] | None = None) -> None:
+    check_ref_name(name, "remote")
+    check_full_ref(f"{REMOTES}{name}/x")  # push and fetch must be able to name its tracking refs
+    config = _config(repo)
+    if name in config.get("remotes", {}):
+        raise BadInput(f"remote {name!r} already exists ({config['remotes'][name]['url']})", "remove it first, or pick another name")
+    Location(url, name, options)  # fails now, not at the first fetch, on a URL fsspec cannot open
+    config.setdefault("remotes", {})[name] = {"url": url, "options": dict(options or {})}
+    _save(repo, config)
+
+
+def remote_remove(repo: Repo, name: str) -> None:
+    config = _config(repo)
+    if name not in config.get("remotes", {}):
+        raise RefNotFound(f"no remote {name!r}", f"known remotes: {', '.join(sorted(config.get('remotes', {}))) or 'none'}")
+    del config["remotes"][name]
+    _save(repo, config)
+    for ref in repo.refs.names(f"{REMOTES}{name}/"):
+        repo.refs.delete(ref, repo.refs.resolve(ref))
+
+
+def location(repo: Repo, name: str) -> Location:
+    known = remotes(repo)
+    if name not in known:
+        raise RefNotFound(f"no remote {name!r}", f"add it: dithub remote add {name} URL (known: {', '.join(sorted(known)) or 'none'})")
+    cache = repo.path / ".dithub" / "cache" / "remotes" / name if repo.path is not None else None
+    return Location(known[name]["url"], name, known[name].get("options"), cache=cache)
+
+
+def set_upstream(repo: Repo, branch: str, remote: str, remote_branch: str | None = None) -> None:
+    location(repo, remote)
+    config = _config(repo)
+    config.setdefault("branches", {})[branch] = {"remote": remote, "merge": remote_branch or branch}
+    _save(repo, config)
+
+
+def upstream(repo: Repo, branch: str) -> tuple[str, str] | None:
+    entry = _config(repo).get("branches", {}).get(branch)
+    return (entry["remote"], entry["merge"]) if entry else None
+
+
+# -- fetch -------------------------------------------------------------------------
+
+
+def _valid_refs(loc: Location) -> dict[str, ObjectId]:
+    """The remote's valid refs; RemoteError where it lists refs and none is valid."""
+    theirs = loc.refs()
+    if not theirs and loc.skipped:
+        name, why = loc.skipped[0]
+        raise RemoteError(f"remote {loc.name} ({loc.url}) has no valid ref: {len(loc.skipped)} skipped, e.g. {name!r} ({why})",
+                          "repair the remote: push to it from a good repository")
+    return theirs
+
+
+def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_base: bool = False,
+          progress: ProgressFactory = no_progress) -> SyncResult:
+    """Bring the objects of the remote's branches (all, or ``branches``) and update
+    ``refs/remotes/<remote>/<branch>``; tags and bases the repository lacks come along."""
+    loc = location(repo, remote)
+    theirs = _valid_refs(loc)
+    result = SyncResult(remote, skipped=list(loc.skipped))
+    heads = {}
+    for name, oid in theirs.items():
+        if name.startswith(HEADS):
+            problem = full_ref_problem(f"{REMOTES}{remote}/{name[len(HEADS):]}")
+            if problem:
+                result.skipped.append((name, f"its tracking ref refs/remotes/{remote}/… would be invalid: {problem}"))
+            else:
+                heads[name[len(HEADS):]] = oid
+    if branches:
+        unknown = [b for b in branches if b not in heads]
+        if unknown:
+            raise RefNotFound(f"remote {remote} has no branch {unknown[0]!r}", f"its branches: {', '.join(sorted(heads)) or 'none'}")
+        heads = {b: heads[b] for b in branches}
+    extra = {} if branches else {n: o for n, o in theirs.items() if not n.startswith(HEADS) and repo.refs.resolve(n) is None}
+    roots = list(heads.values()) + list(extra.values())
+    receiver = Receiver(repo.store, loc)
+    sizes = loc.object_sizes()  # one listing (and the pack indexes): totals for the progress bars
+
+    if not branches:  # everything: every missing object of the listing, many in flight; the walk then checks
+        _fetch_listed(repo, loc, receiver, sizes, result, progress)
+    for pass_roots in (roots, None):
+        if pass_roots is None:  # the second pass: base checkpoints the fetched commits record
+            if not (with_base or not branches):
+                break
+            pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
+        todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
+        result.objects += todo.count
+        result.bytes += send_tensors(todo.tensors, lambda oid, advance, todo=todo: receiver.tensor(oid, sizes.get(oid, 0), advance, todo.expect.get(oid)),
+                                     lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
+        result.bytes += sum(len(data) for _oid, data in todo.small)
+        receiver.put_held(dict(todo.small), strict=True)
+    repo.store.sync()
+    for branch, oid in heads.items():
+        ref = f"{REMOTES}{remote}/{branch}"
+        old = repo.refs.resolve(ref)
+        if old != oid:
+            repo.refs.set_if_equals(ref, old, oid, f"fetch {remote}")
+            result.refs[ref] = (old, oid)
+    for ref, oid in extra.items():
+        repo.refs.set_if_equals(ref, None, oid, f"fetch {remote}")
+        result.refs[ref] = (None, oid)
+    result.requests = loc.requests
+    return result
+
+
+BIG = PACKED_BELOW
+"""Loose objects at least this large (tensors: trees and commits are small and travel in packs)
+are stored as soon as they arrive; smaller ones are held until all have arrived and then stored
+in dependency order."""
+
+
+def _fetch_listed(repo: Repo, loc: Location, receiver: Receiver, listed: dict[ObjectId, int], result: SyncResult,
+                  progress: ProgressFactory) -> None:
+    """Fetch every object the remote lists that the local store lacks, concurrently: loose objects
+    one request each, packed ones a whole pack at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ..remote.location import WORKERS
+
+    sizes = {o: n for o, n in listed.items() if not repo.store.contains(o)}
+    packed = loc.packed(refresh=False)
+    by_pack: dict[str, list[ObjectId]] = {}
+    for oid in sizes:
+        if oid in packed:
+            by_pack.setdefault(packed[oid][0], []).append(oid)
+    advance = progress(f"fetching from {loc.name}", sum(sizes.values()))
+    held: dict[ObjectId, bytes] = {}
+    stored: list[int] = []
+
+    def one(oid: ObjectId) -> None:
+        try:
+            if sizes[oid] >= BIG:  # a large loose tensor: straight to disk, re-hashed and checked there
+                n = receiver.large(oid, sizes[oid], advance)
+                if n is not None:
+                    stored.append(n)
+                    return
+            data = receiver.read(oid, sizes[oid], missing_ok=True)
+        except FileNotFoundError:  # listed but gone (a listing cache): the walk that follows fetches what is needed
+            return
+        held[oid] = data  # stored below, each once what it names is
+        advance(len(data))
+
+    def pack(oids: list[ObjectId]) -> None:
+        for oid in oids:  # the first read brings the whole pack; the others are slices of it
+            one(oid)
+
+    with ThreadPoolExecutor(WORKERS) as pool:
+        list(pool.map(pack, by_pack.values()))
+        list(pool.map(one, [o for o in sizes if o not in packed]))
+    stored.extend(len(held[oid]) for oid in receiver.put_held(held, strict=False))
+    result.objects += len(stored)
+    result.bytes += sum(stored)
+
+
+def default_remote(repo: Repo) -> str | None:
+    """``origin`` if configured, else the only remote, else None."""
+    known = remotes(repo)
+    return "origin" if "origin" in known else (next(iter(known)) if len(known) == 1 else None)
+
+
+def restore(repo: Repo, remote: str, oids: list[ObjectId], progress: ProgressFactory = no_progress) -> list[ObjectId]:
+    """Fetch ``oids`` (objects found damaged and set aside, or missing) from ``remote`` again, and
+    what restoring them shows to be missing below them (a tree's tensors); returns those restored."""
+    from .maintenance import reachable, ref_roots
+
+    loc = location(repo, remote)
+    receiver = Receiver(repo.store, loc)
+    sizes = loc.object_sizes()
+    roots = list(ref_roots(repo.refs, with_reflogs=False)[0].values())
+    restored: list[ObjectId] = []
+    tried: set[ObjectId] = set()
+    todo = list(dict.fromkeys(oids))
+    advance = progress(f"restoring from {remote}", 0)
+    while todo:
+        held: dict[ObjectId, bytes] = {}
+        while todo:  # what is asked for, and what the held objects name that is missing too
+            oid = todo.pop()
+            if oid in tried or oid not in sizes or repo.store.contains(oid):
+                continue
+            tried.add(oid)
+            if receiver.large(oid, sizes[oid]) is not None:
+                restored.append(oid)
+            else:
+                held[oid] = receiver.read(oid, sizes[oid])
+                todo.extend(link.id for link in receiver.missing(oid, held[oid]))
+            advance(1)
+        restored.extend(receiver.put_held(held, strict=False))
+        repo.store.sync()
+        todo = [oid for oid, _why in reachable(repo.store, roots)[1] if oid not in tried]
+    return restored
+
+
+# -- push --------------------------------------------------------------------------
+
+
+def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: bool = False,
+         progress: ProgressFactory = no_progress) -> SyncResult:
+    """Send the objects of ``branches`` (default: the current one) with their bases, then move the
+    remote's branches by compare-and-swap; a non-fast-forward update needs ``force``."""
+    loc = location(repo, remote)
+    if not branches:
+        current = repo.current_branch()
+        if current is None:
+            raise BadInput("HEAD is detached", "name the branches to push")
+        branches = [current]
+    mine = {}
+    for b in branches:
+        oid = repo.refs.resolve(HEADS + b)
+        if oid is None:
+            raise RefNotFound(f"no branch {b!r}", "dithub branch lists the branches")
+        mine[b] = oid
+        check_full_ref(f"{REMOTES}{remote}/{b}")  # before the remote moves: the tracking ref must be writable here
+    theirs = loc.refs()
+    for b, oid in mine.items():
+        old = theirs.get(HEADS + b)
+        if old and old != oid and not force and not is_ancestor(repo.store, old, oid):
+            raise RemoteError(f"push of {b} to {remote} rejected: not a fast-forward (the remote has commits this branch lacks)",
+                              f"dithub fetch {remote}, then merge or rebase onto {remote}/{b}; or --force to overwrite")
+    bases = _bases_used(repo, list(mine.values()))
+    have = complete_on_remote(repo, loc.object_ids())
+    read_many = lambda ids: {i: bytes(repo.store.read_buffer(i)) for i in ids}  # noqa: E731
+    todo = plan([*mine.values(), *bases.values()], have, read_many, with_base=True, where="this repository")
+    result = SyncResult(remote, todo.count)
+    large = [t for t in todo.tensors if repo.store.size(t) >= PACKED_BELOW]
+    set_large = set(large)
+    # a large tensor goes as a loose object, copied from its file where the store has one and verified
+    # as it is copied: a damaged one stops the push (CorruptObject) before it is published or any ref moves
+    disk = isinstance(repo.store, DiskObjectStore)
+
+    def send(oid: ObjectId, advance: Callable[[int], None]) -> None:
+        if disk:
+            loc.write_object(oid, repo.store.path(oid), advance, verify=lambda: repo.store.verify(oid))  # type: ignore[attr-defined]
+        else:
+            loc.write_object(oid, repo.store.read_buffer(oid), advance)
+
+    result.bytes = send_tensors(large, send, repo.store.size, progress, f"pushing to {remote}")
+    # the rest in packs, in any order: `have` trusts only complete objects, so a partial upload resumes
+    small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in set_large] + todo.small
+    nbytes = sum(len(d) for _, d in small)
+    loc.write_packs(small, progress(f"pushing commits, trees and small tensors to {remote}", nbytes))
+    result.bytes += nbytes
+    for b, oid in mine.items():
+        old = theirs.get(HEADS + b)
+        if old == oid:
+            continue
+        loc.set_ref(HEADS + b, old, oid)
+        result.refs[HEADS + b] = (old, oid)
+        tracking = f"{REMOTES}{remote}/{b}"
+        repo.refs.set_if_equals(tracking, repo.refs.resolve(tracking), oid, f"push {remote}")
+    for name, base in bases.items():  # the bases the pushed commits use, by name, so a clone has them
+        ref = f"refs/bases/{name}"
+        if ref not in theirs:
+            loc.set_ref(ref, None, base)
+            result.refs[ref] = (None, base)
+    result.requests = loc.requests
+    return result
+
+
+def complete_on_remote(repo: Repo, ids: set[ObjectId]) -> Callable[[ObjectId], bool]:
+    """``have(oid)`` for a push: the remote holds ``oid`` and everything it names (judged from the
+    local copies of the objects), so objects uploaded in any order by an interrupted push are sent
+    again where something below them is missing."""
+    memo: dict[ObjectId, bool] = {}
+
+    def names(oid: ObjectId) -> list[ObjectId]:
+        data = repo.store.read_buffer(oid)
+        kind = object_type(data)
+        if kind == "commit":
+            c = repo.store.read_commit(oid)
+            return [c.tree, *c.parents] + ([c.base] if c.base else [])
+        if kind == "tree":
+            return [e.id for e in repo.store.read_tree(oid).tensors.values()]
+        return []
+
+    def have(oid: ObjectId) -> bool:
+        stack = [(oid, False)]
+        while stack:
+            x, expanded = stack.pop()
+            if x in memo:
+                continue
+            if x not in ids or not repo.store.contains(x):
+                memo[x] = False
+                continue
+            deps = names(x)
+            if expanded:
+                memo[x] = all(memo.get(d, False) for d in deps)
+            else:
+                stack.append((x, True))
+                stack.extend((d, False) for d in deps if d not in memo)
+        return memo[oid]
+
+    return have
+
+
+def _base_trees(repo: Repo, tips: list[ObjectId]) -> set[ObjectId]:
+    """The base checkpoints (tree ids) that commits reachable from ``tips`` record."""
+    used, stack, seen = set(), list(tips), set()
+    while stack:
+        oid = stack.pop()
+        if oid in seen:
+            continue
+        seen.add(oid)
+        commit = repo.store.read_commit(oid)
+        if commit.base:
+            used.add(commit.base)
+        stack.extend(commit.parents)
+    return used
+
+
+def _bases_used(repo: Repo, tips: list[ObjectId]) -> dict[str, ObjectId]:
+    """The named bases (name -> base commit) whose checkpoint a commit reachable from ``tips`` records."""
+    used = _base_trees(repo, tips)
+    return {name: oid for name, oid in repo.bases().items() if repo.store.read_commit(oid).tree in used}
+
+
+# -- clone, pull ---------------------------------------------------------------------
+
+
+CLONING = "CLONING"
+"""A file in ``.dithub`` while a clone runs (it holds the URL): a clone killed or failed midway is
+resumed by running it again (only missing objects travel)."""
+
+
+@dataclass
+class ClonePlan:
+    """What a clone needs before its repository exists (``prepare_clone``)."""
+
+    url: str
+    directory: Path
+    name: str
+    options: dict[str, Any] | None
+    location: Location
+    branches: list[str]
+    resuming: bool
+    """A clone of the same URL stopped midway in ``directory``: open it and fetch what is missing."""
+
+    @property
+    def first_branch(self) -> str:
+        return "main" if "main" in self.branches or not self.branches else self.branches[0]
+
+    @property
+    def marker(self) -> Path:
+        return self.directory / ".dithub" / CLONING
+
+
+def prepare_clone(url: str, directory: str | Path, *, name: str = "origin",
+                  options: dict[str, Any] | None = None) -> ClonePlan:
+    """Check a clone of ``url`` into ``directory`` (new or empty, or a clone of the same URL that
+    stopped midway) and read the remote's branches; writes nothing."""
+    directory = Path(directory)
+    marker = directory / ".dithub" / CLONING
+    resuming = marker.is_file() and marker.read_text(errors="replace") == url
+    if directory.exists() and any(directory.iterdir()) and not resuming:
+        raise BadInput(f"{directory} exists and is not empty", "clone into a new directory")
+    first = Location(url, name, options)
+    heads = _valid_refs(first)
+    if not heads:
+        raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
+    branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
+    return ClonePlan(url, directory, name, options, first, branches, resuming)
+
+
+def clone_into(repo: Repo, plan: ClonePlan, progress: ProgressFactory = no_progress) -> SyncResult:
+    """Fill ``repo`` (new, or the one a stopped clone left) with every branch, tag and base of the
+    planned remote; ``Repo.clone`` makes the repository and calls this."""
+    if not plan.resuming:
+        atomic_write(plan.marker, plan.url.encode())
+        remote_add(repo, plan.name, plan.url, plan.options)
+    try:
+        result = fetch(repo, plan.name, with_base=True, progress=progress)
+    except DithubError as exc:
+        exc.hint = f"{exc.hint}; then " if exc.hint else ""
+        exc.hint += f"run the same clone again: it resumes into {plan.directory} (or delete it)"
+        raise
+    result.requests += plan.location.requests
+    for b in plan.branches:
+        tracked = repo.refs.resolve(f"{REMOTES}{plan.name}/{b}")
+        if tracked is not None:  # (None: fetch skipped it, and said why)
+            repo.refs.set_if_equals(HEADS + b, repo.refs.resolve(HEADS + b), tracked, f"clone {plan.url}")
+            set_upstream(repo, b, plan.name)
+    plan.marker.unlink()
+    return result
+
+
+def pull(repo: Repo, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:
+    """Fetch the branch's upstream and fast-forward the branch to it."""
+    branch = branch or repo.current_branch()
+    if branch is None:
+        raise BadInput("HEAD is detached", "name the branch to pull")
+    up = upstream(repo, branch)
+    remote_name, remote_branch = (remote, branch) if remote else (up or ("origin", branch))
+    result = fetch(repo, remote_name, [remote_branch], progress=progress)
+    theirs = repo.refs.resolve(f"{REMOTES}{remote_name}/{remote_branch}")
+    mine = repo.refs.resolve(HEADS + branch)
+    if theirs is None or theirs == mine:
+        return result
+    if mine is not None and not is_ancestor(repo.store, mine, theirs):
+        if is_ancestor(repo.store, theirs, mine):
+            return result  # already ahead
+        raise RefConflict(f"{branch} and {remote_name}/{remote_branch} have diverged",
+                          f"merge them: dithub merge {branch} {remote_name}/{remote_branch} --method METHOD --into {branch}")
+    repo.refs.set_if_equals(HEADS + branch, mine, theirs, f"pull {remote_name}: fast-forward")
+    result.refs[HEADS + branch] = (mine, theirs)
+    return result
