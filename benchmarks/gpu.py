@@ -117,7 +117,8 @@ def make_repo(work: Path, n: int, layers: int):
 
 
 def end_to_end(work: Path, dev: torch.device, n: int, layers: int, methods: list[str]) -> list[dict]:
-    from dithub.ops.merge.run import plan_merge, run_merge
+    from dithub.ops.merge.plan import plan_merge
+    from dithub.ops.merge.run import run_merge
 
     repo = make_repo(work, n, layers)
     inputs = [repo.resolve(f"tv{t}") for t in range(n)]

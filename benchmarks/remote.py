@@ -60,7 +60,7 @@ def small_repo(root: Path, commits: int):
     import torch
 
     from dithub import Repo
-    from dithub.ops.merge.run import put_tensor
+    from dithub.ops.deltas import put_tensor
     from dithub.store import Tree
 
     repo = Repo.init(root / "small")

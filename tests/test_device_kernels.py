@@ -254,7 +254,8 @@ def test_a_merge_through_the_device_path_stores_what_the_cpu_path_stores(tk, tmp
     from conftest import commit_task_vectors
     from dithub import Repo
     from dithub.formats import to_torch
-    from dithub.ops.merge.run import plan_merge, run_merge
+    from dithub.ops.merge.plan import plan_merge
+    from dithub.ops.merge.run import run_merge
 
     def make(path, i):
         g = torch.Generator().manual_seed(i)
@@ -375,7 +376,8 @@ def test_a_merge_on_the_device_kernels_records_it_and_replays_only_there(tk, tmp
 
     from conftest import commit_task_vectors
     from dithub import Repo
-    from dithub.ops.merge.run import plan_merge, replay_merge, run_merge
+    from dithub.ops.merge.plan import plan_merge
+    from dithub.ops.merge.run import replay_merge, run_merge
     from dithub.store import Commit, Op
 
     def make(path, i):

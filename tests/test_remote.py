@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 
 from dithub import Repo
 from dithub.errors import RefConflict, RemoteError
-from dithub.ops.merge.run import put_tensor
+from dithub.ops.deltas import put_tensor
 from dithub.ops.sync import fetch, pull, push, remote_add
 from dithub.remote import Location
 from dithub.store import Tree

@@ -79,7 +79,8 @@ def test_exact_revert_replays_a_merge_of_merges(three):
     repo.merge(["task/0", "task/1"], "ties", into="inner")
     repo.merge(["inner", "task/2"], "task_arithmetic", into="outer")
     repo.revert("task/0", from_merge="outer", branch="outer")
-    from dithub.ops.merge.run import plan_merge, run_merge
+    from dithub.ops.merge.plan import plan_merge
+    from dithub.ops.merge.run import run_merge
 
     inner = run_merge(repo, plan_merge(repo, ["task/1"], "ties", min_inputs=1))  # TIES of the one input left
     repo.commit_tree(inner, "inner, directly", branch="inner-direct", parents=[])

@@ -112,7 +112,7 @@ def test_accuracy_floor_and_task_drop_fail_on_a_poor_merge(repo, tmp_path):
 
 def _craft(repo: Repo, name: str, edit, *, like: str = "good", merge: bool = True) -> None:
     """Commit a copy of ``like``'s tree with ``edit(key, tensor) -> tensor | None`` applied."""
-    from dithub.ops.merge.run import put_tensor
+    from dithub.ops.deltas import put_tensor
 
     commit = repo.commit_object(like)
     tree = repo.store.read_tree(commit.tree)
@@ -181,7 +181,7 @@ def test_a_tampered_object_fails_integrity_and_skips_the_rest(repo):
 
 
 def test_a_backdoor_aligned_update_is_flagged(repo):
-    from dithub.ops.merge.run import put_tensor
+    from dithub.ops.deltas import put_tensor
 
     # the known-bad vector: in each query projection, a direction as large as rot90's own update there
     rot = repo.tree_of("lora/rot90")

@@ -22,10 +22,10 @@ from ..formats.torch_io import to_torch
 from ..store import Tree
 
 if TYPE_CHECKING:
-    from ..repo import Repo
+    from ..store.view import RepoView
 
 
-def load_base_model(repo: Repo, base: Tree) -> torch.nn.Module:
+def load_base_model(repo: RepoView, base: Tree) -> torch.nn.Module:
     """The base's transformers class (from its stored config), weights from the store."""
     import transformers
 
@@ -57,7 +57,7 @@ _LINEAR: dict[str, set[str]] = {}
 class ScaledAdapter:
     """A base model with ``scale · ΔW`` of an adapter applied (prepare once, apply per scale)."""
 
-    def __init__(self, repo: Repo, base: Tree, adapter: Tree, model: torch.nn.Module | None = None) -> None:
+    def __init__(self, repo: RepoView, base: Tree, adapter: Tree, model: torch.nn.Module | None = None) -> None:
         """``model``: the base already loaded (adapters on one base can share it; ``set_scale(0)``
         puts back the base weights an adapter changed)."""
         self.model = model if model is not None else load_base_model(repo, base)

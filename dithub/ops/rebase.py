@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -21,22 +21,19 @@ from ..formats import plan_edits
 from ..formats.hf_names import model_names
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import to_torch
-from .merge.run import put_tensor
+from .deltas import put_tensor
 from ..algorithms.params import scale_value
 from ..progress import ProgressFactory, no_progress
 from ..algorithms.rebase import RebaseContext, RebaseMethod, Transport, get_rebase
 from ..store import Commit, ObjectId, Op, Tree, TensorEntry
-
-if TYPE_CHECKING:
-    from ..repo import Repo
-
-HEADS = "refs/heads/"
+from ..store.view import RepoView
+from .commit import HEADS
 
 
 class _Tensors(Mapping[str, torch.Tensor]):
     """A base's tensors by checkpoint name, read from the store on first use (and kept)."""
 
-    def __init__(self, repo: Repo, tree: Tree) -> None:
+    def __init__(self, repo: RepoView, tree: Tree) -> None:
         self._repo, self._tree, self._cache = repo, tree, {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
@@ -74,14 +71,14 @@ class RebaseResult:
     """The final scale used for each new commit."""
 
 
-def _base_tree_id(repo: Repo, name: str) -> ObjectId:
+def _base_tree_id(repo: RepoView, name: str) -> ObjectId:
     bases = repo.bases()
     if name not in bases:
         raise RefNotFound(f"unknown base {name!r}", f"known bases: {', '.join(sorted(bases)) or 'none'} (dithub base add NAME DIR)")
     return repo.store.read_commit(bases[name]).tree
 
 
-def _jobs(repo: Repo, branches: list[str], new_base: ObjectId, tip_only: bool) -> list[_Job]:
+def _jobs(repo: RepoView, branches: list[str], new_base: ObjectId, tip_only: bool) -> list[_Job]:
     jobs = []
     for branch in branches:
         head = repo.refs.resolve(HEADS + branch)
@@ -123,7 +120,7 @@ def _check_shapes(method: RebaseMethod, old: Tree, new: Tree, keys: list[str], n
                                        f"{method.name} needs equal widths; theseus transports across widths")
 
 
-def prepare(repo: Repo, method: RebaseMethod, params: dict[str, Any], old_id: ObjectId, new_id: ObjectId,
+def prepare(repo: RepoView, method: RebaseMethod, params: dict[str, Any], old_id: ObjectId, new_id: ObjectId,
             keys: list[str], probe: str | None) -> Transport:
     """The method's transport from one base to the other (measuring on the probe if it needs to)."""
     from ..eval import linear_activations, load_base_model, load_probe, majority_descent_signs
@@ -153,7 +150,7 @@ def prepare(repo: Repo, method: RebaseMethod, params: dict[str, Any], old_id: Ob
     return method(ctx, **params)
 
 
-def transport_tree(repo: Repo, tree: Tree, old: Tree, new: Tree, transport: Transport, alpha: float) -> Tree:
+def transport_tree(repo: RepoView, tree: Tree, old: Tree, new: Tree, transport: Transport, alpha: float) -> Tree:
     """``tree``'s update moved by ``transport`` and scaled by ``alpha``, on the new base: a LoRA
     when every module stays low-rank, a task vector otherwise (or when it was one)."""
     load = lambda key: to_torch(repo.store.read_tensor(tree.tensors[key].id))  # noqa: E731
@@ -202,7 +199,7 @@ def transport_tree(repo: Repo, tree: Tree, old: Tree, new: Tree, transport: Tran
     return Tree("lora", dict(tree.config), entries) if low_rank else Tree("task_vector", {}, entries)
 
 
-def _best_alpha(repo: Repo, new_id: ObjectId, unit: Tree, probe: str) -> float:
+def _best_alpha(repo: RepoView, new_id: ObjectId, unit: Tree, probe: str) -> float:
     from ..eval import ScaledAdapter, accuracy, load_probe
     from .merge.run import AUTO_GRID
 
@@ -212,7 +209,26 @@ def _best_alpha(repo: Repo, new_id: ObjectId, unit: Tree, probe: str) -> float:
     return max(AUTO_GRID, key=lambda a: scores[a])
 
 
-def rebase(repo: Repo, onto: str, branches: list[str], method_name: str, params: Mapping[str, Any] | None = None, *,
+def select_branches(repo: RepoView, onto: str, branch: str | None, all_branches: bool) -> list[str]:
+    """What ``rebase`` moves: ``branch`` (default: the current one), or with ``all_branches`` every
+    branch whose head is on a base other than ``onto``."""
+    if not all_branches:
+        branch = branch or repo.current_branch()
+        if branch is None:
+            raise BadInput("HEAD is detached", "name the BRANCH to rebase")
+        return [branch]
+    if branch is not None:
+        raise BadInput("give a branch or --all, not both")
+    bases = repo.bases()
+    new_tree = repo.store.read_commit(bases[onto]).tree if onto in bases else None
+    branches = [b for b, oid in sorted(repo.branches().items())
+                if (c := repo.store.read_commit(oid)).base is not None and c.base != new_tree]
+    if not branches:
+        raise BadInput(f"no branch has a head on a base other than {onto!r}", "nothing to rebase")
+    return branches
+
+
+def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, params: Mapping[str, Any] | None = None, *,
            alpha: float | str = 1.0, probe: str | None = None, tip_only: bool = False, author: str,
            progress: ProgressFactory = no_progress) -> list[RebaseResult]:
     """Rebase ``branches`` onto base ``onto``; see the module docstring."""

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from ..errors import BadInput, IncompatibleAdapters, ObjectNotFound
 from ..formats.torch_io import TORCH_DTYPES
-from .merge.run import AUTO_GRID, delta_loader, expanded_specs, plan_merge, put_tensor, replay_device, run_merge
+from .merge.run import AUTO_GRID, replay_device, run_merge
+from .deltas import delta_loader, expanded_specs, put_tensor
+from .merge.plan import plan_merge
 from ..algorithms.revert import is_linearized, negate, remove_from_mean
-from ..store import Commit, ObjectId, Op, Tree
-
-if TYPE_CHECKING:
-    from ..repo import Repo
+from ..store import Commit, ObjectId, Op, Tree, check_ref_name
+from ..store.view import RepoView
+from .commit import HEADS, commit_tree, default_author
 
 LINEAR = ("task_arithmetic", "concat")
 """Merge methods whose result is a (scaled) sum of the inputs: negation removes an input exactly."""
@@ -34,14 +35,14 @@ def _specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
     return expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, tuple(e.shape)) for n, e in tree.tensors.items()}
 
 
-def _deltas(repo: Repo, commit: Commit) -> tuple[dict[str, tuple[str, tuple[int, ...]]], Callable[[str], torch.Tensor]]:
+def _deltas(repo: RepoView, commit: Commit) -> tuple[dict[str, tuple[str, tuple[int, ...]]], Callable[[str], torch.Tensor]]:
     tree = repo.store.read_tree(commit.tree)
     if tree.kind == "full":
         raise BadInput("a commit holds a full checkpoint, not an adapter", "revert works on adapters")
     return _specs(tree), delta_loader(repo, tree, commit.base)
 
 
-def _write(repo: Repo, tensors: dict[str, tuple[str, torch.Tensor]]) -> ObjectId:
+def _write(repo: RepoView, tensors: dict[str, tuple[str, torch.Tensor]]) -> ObjectId:
     entries = {n: put_tensor(repo, t.to(TORCH_DTYPES[d]).contiguous()) for n, (d, t) in tensors.items()}
     return repo.store.write_tree(Tree("task_vector", {}, entries))
 
@@ -49,7 +50,7 @@ def _write(repo: Repo, tensors: dict[str, tuple[str, torch.Tensor]]) -> ObjectId
 # -- revert COMMIT ----------------------------------------------------------------
 
 
-def undo_tree(repo: Repo, oid: ObjectId, head: ObjectId) -> ObjectId:
+def undo_tree(repo: RepoView, oid: ObjectId, head: ObjectId) -> ObjectId:
     """The tree that undoes commit ``oid`` on top of ``head``."""
     commit = repo.store.read_commit(oid)
     if not commit.parents:
@@ -77,7 +78,7 @@ def undo_tree(repo: Repo, oid: ObjectId, head: ObjectId) -> ObjectId:
 # -- revert INPUT --from MERGE ------------------------------------------------------
 
 
-def opcm_chain(repo: Repo, oid: ObjectId) -> list[ObjectId]:
+def opcm_chain(repo: RepoView, oid: ObjectId) -> list[ObjectId]:
     """The OPCM commits that built ``oid``'s running merge, oldest first."""
     chain = [oid]
     commit = repo.store.read_commit(oid)
@@ -90,7 +91,7 @@ def opcm_chain(repo: Repo, oid: ObjectId) -> list[ObjectId]:
     return chain[::-1]
 
 
-def merge_inputs(repo: Repo, oid: ObjectId) -> list[ObjectId]:
+def merge_inputs(repo: RepoView, oid: ObjectId) -> list[ObjectId]:
     """The inputs a merge commit combined (all of an OPCM chain's, in order); [] if not a merge."""
     commit = repo.store.read_commit(oid)
     if commit.op.name != "merge":
@@ -100,12 +101,12 @@ def merge_inputs(repo: Repo, oid: ObjectId) -> list[ObjectId]:
     return list(commit.op.inputs)
 
 
-def contains(repo: Repo, oid: ObjectId, removed: ObjectId) -> bool:
+def contains(repo: RepoView, oid: ObjectId, removed: ObjectId) -> bool:
     """Whether ``removed`` went into merge ``oid``, directly or through merges of merges."""
     return any(i == removed or contains(repo, i, removed) for i in merge_inputs(repo, oid))
 
 
-def _check_present(repo: Repo, oid: ObjectId) -> None:
+def _check_present(repo: RepoView, oid: ObjectId) -> None:
     missing = [i for i in merge_inputs(repo, oid) if not repo.store.contains(i)]
     if missing:
         raise ObjectNotFound(f"the inputs of merge {oid[:12]} are not in this repository ({', '.join(m[:12] for m in missing)}; "
@@ -114,7 +115,7 @@ def _check_present(repo: Repo, oid: ObjectId) -> None:
         _check_present(repo, i)
 
 
-def replay_without(repo: Repo, oid: ObjectId, removed: ObjectId, author: str) -> ObjectId:
+def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str) -> ObjectId:
     """The tree of merge ``oid`` recomputed from its recorded op without ``removed``."""
     from .merge.sequential import opcm_step, recorded_project
 
@@ -171,7 +172,7 @@ def _mean_scale(method: Any, params: dict[str, Any], vectors: str | None) -> flo
     return 1.0
 
 
-def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> ObjectId:
+def negation_tree(repo: RepoView, merge: Commit, removed: Commit, alpha: float) -> ObjectId:
     """The merge's update minus α times the removed input's, in full space (tensors the merge
     averaged lose the input from their mean)."""
     from ..algorithms.merge import get_method
@@ -198,7 +199,7 @@ def negation_tree(repo: Repo, merge: Commit, removed: Commit, alpha: float) -> O
     return _write(repo, out)
 
 
-def auto_alpha(repo: Repo, merge: Commit, removed: Commit, probe_spec: str, margin: float) -> tuple[float, dict[float, float]]:
+def auto_alpha(repo: RepoView, merge: Commit, removed: Commit, probe_spec: str, margin: float) -> tuple[float, dict[float, float]]:
     """The largest α on the grid whose retain accuracy (the probe) stays within ``margin`` of the merge's."""
     from ..eval import ScaledAdapter, accuracy, load_probe
 
@@ -214,7 +215,7 @@ def auto_alpha(repo: Repo, merge: Commit, removed: Commit, probe_spec: str, marg
     return (max(kept) if kept else min(AUTO_GRID)), {0.0: reference, **scores}
 
 
-def revert_input(repo: Repo, removed: ObjectId, merge_id: ObjectId, method: str, *, alpha: float | str | None,
+def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: str, *, alpha: float | str | None,
                  probe: str | None, force: bool, margin: float, author: str, names: tuple[str, str]) -> tuple[ObjectId, dict[str, Any]]:
     """The tree that removes ``removed`` from merge ``merge_id``, and the op parameters to record."""
     merge = repo.store.read_commit(merge_id)
@@ -251,3 +252,38 @@ def revert_input(repo: Repo, removed: ObjectId, merge_id: ObjectId, method: str,
             raise BadInput(f"{names[1]} records no final scale to subtract with", "pass --alpha A")
     params["alpha"] = float(alpha)
     return negation_tree(repo, merge, input_commit, float(alpha)), params
+
+
+def revert(
+    repo: RepoView, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
+    probe: str | None = None, force: bool = False, margin: float | None = None, branch: str | None = None,
+    message: str | None = None, author: str | None = None,
+) -> ObjectId:
+    """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new commit
+    on ``branch`` (default: the current one)."""
+    branch = branch or repo.current_branch()
+    if branch is None:
+        raise BadInput("HEAD is detached", "pass --into BRANCH")
+    check_ref_name(branch, "branch")
+    head = repo.refs.resolve(HEADS + branch)
+    oid = repo.resolve(rev)
+    who = author or default_author()
+    if from_merge is None:
+        if method != "exact" or alpha is not None or probe is not None or force:
+            raise BadInput("--method, --alpha, --probe and --force apply to removing an input", "pass --from MERGE")
+        if head is None:
+            raise BadInput(f"branch {branch!r} has no commits to revert on")
+        tree = undo_tree(repo, oid, head)
+        reverted = repo.store.read_commit(oid)
+        base = repo.store.read_commit(reverted.parents[0] if head == oid else head).base
+        op = Op("revert", None, {"reverted": oid}, [oid])
+        text = message or f"Revert {repo.describe(oid)}: {reverted.message.splitlines()[0]}\n\nThis reverts commit {oid}."
+    else:
+        merge_id = repo.resolve(from_merge)
+        tree, params = revert_input(repo, oid, merge_id, method, alpha=alpha, probe=probe, force=force,
+                                    margin=DEFAULT_MARGIN if margin is None else margin, author=who, names=(rev, from_merge))
+        base = repo.store.read_commit(merge_id).base
+        op = Op("revert", method, params, [merge_id, oid])
+        text = message or f"revert: remove {rev} from {from_merge} ({method})"
+    return commit_tree(repo, tree, text, branch=branch, parents=[head] if head else [], base=base, op=op,
+                       author=who, expected=head)

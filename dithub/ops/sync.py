@@ -15,9 +15,10 @@ from ..store.refs import check_full_ref, full_ref_problem
 from ..remote.location import Location
 from ..remote.packs import PACKED_BELOW
 from ..remote.transfer import Receiver, plan, send_tensors
+from ..store.view import RepoView
 
 if TYPE_CHECKING:
-    from ..repo import Repo
+    from .maintenance import FsckReport
 
 HEADS, REMOTES = "refs/heads/", "refs/remotes/"
 
@@ -38,26 +39,26 @@ class SyncResult:
 # -- configuration ---------------------------------------------------------------
 
 
-def _config_path(repo: Repo) -> Path:
+def _config_path(repo: RepoView) -> Path:
     if repo.path is None:
         raise BadInput("an in-memory repository has no remotes")
     return repo.path / ".dithub" / "config.json"
 
 
-def _config(repo: Repo) -> dict[str, Any]:
+def _config(repo: RepoView) -> dict[str, Any]:
     path = _config_path(repo)
     return json.loads(path.read_text()) if path.exists() else {"format": 1}
 
 
-def _save(repo: Repo, config: dict[str, Any]) -> None:
+def _save(repo: RepoView, config: dict[str, Any]) -> None:
     atomic_write(_config_path(repo), json.dumps(config, indent=1, sort_keys=True).encode())
 
 
-def remotes(repo: Repo) -> dict[str, dict[str, Any]]:
+def remotes(repo: RepoView) -> dict[str, dict[str, Any]]:
     return dict(_config(repo).get("remotes", {}))
 
 
-def remote_add(repo: Repo, name: str, url: str, options: dict[str, Any] | None = None) -> None:
+def remote_add(repo: RepoView, name: str, url: str, options: dict[str, Any] | None = None) -> None:
     check_ref_name(name, "remote")
     check_full_ref(f"{REMOTES}{name}/x")  # push and fetch must be able to name its tracking refs
     config = _config(repo)
@@ -68,7 +69,7 @@ def remote_add(repo: Repo, name: str, url: str, options: dict[str, Any] | None =
     _save(repo, config)
 
 
-def remote_remove(repo: Repo, name: str) -> None:
+def remote_remove(repo: RepoView, name: str) -> None:
     config = _config(repo)
     if name not in config.get("remotes", {}):
         raise RefNotFound(f"no remote {name!r}", f"known remotes: {', '.join(sorted(config.get('remotes', {}))) or 'none'}")
@@ -78,7 +79,7 @@ def remote_remove(repo: Repo, name: str) -> None:
         repo.refs.delete(ref, repo.refs.resolve(ref))
 
 
-def location(repo: Repo, name: str) -> Location:
+def location(repo: RepoView, name: str) -> Location:
     known = remotes(repo)
     if name not in known:
         raise RefNotFound(f"no remote {name!r}", f"add it: dithub remote add {name} URL (known: {', '.join(sorted(known)) or 'none'})")
@@ -86,14 +87,14 @@ def location(repo: Repo, name: str) -> Location:
     return Location(known[name]["url"], name, known[name].get("options"), cache=cache)
 
 
-def set_upstream(repo: Repo, branch: str, remote: str, remote_branch: str | None = None) -> None:
+def set_upstream(repo: RepoView, branch: str, remote: str, remote_branch: str | None = None) -> None:
     location(repo, remote)
     config = _config(repo)
     config.setdefault("branches", {})[branch] = {"remote": remote, "merge": remote_branch or branch}
     _save(repo, config)
 
 
-def upstream(repo: Repo, branch: str) -> tuple[str, str] | None:
+def upstream(repo: RepoView, branch: str) -> tuple[str, str] | None:
     entry = _config(repo).get("branches", {}).get(branch)
     return (entry["remote"], entry["merge"]) if entry else None
 
@@ -111,7 +112,7 @@ def _valid_refs(loc: Location) -> dict[str, ObjectId]:
     return theirs
 
 
-def fetch(repo: Repo, remote: str, branches: list[str] | None = None, *, with_base: bool = False,
+def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, with_base: bool = False,
           progress: ProgressFactory = no_progress) -> SyncResult:
     """Bring the objects of the remote's branches (all, or ``branches``) and update
     ``refs/remotes/<remote>/<branch>``; tags and bases the repository lacks come along."""
@@ -169,7 +170,7 @@ are stored as soon as they arrive; smaller ones are held until all have arrived 
 in dependency order."""
 
 
-def _fetch_listed(repo: Repo, loc: Location, receiver: Receiver, listed: dict[ObjectId, int], result: SyncResult,
+def _fetch_listed(repo: RepoView, loc: Location, receiver: Receiver, listed: dict[ObjectId, int], result: SyncResult,
                   progress: ProgressFactory) -> None:
     """Fetch every object the remote lists that the local store lacks, concurrently: loose objects
     one request each, packed ones a whole pack at a time."""
@@ -212,13 +213,13 @@ def _fetch_listed(repo: Repo, loc: Location, receiver: Receiver, listed: dict[Ob
     result.bytes += sum(stored)
 
 
-def default_remote(repo: Repo) -> str | None:
+def default_remote(repo: RepoView) -> str | None:
     """``origin`` if configured, else the only remote, else None."""
     known = remotes(repo)
     return "origin" if "origin" in known else (next(iter(known)) if len(known) == 1 else None)
 
 
-def restore(repo: Repo, remote: str, oids: list[ObjectId], progress: ProgressFactory = no_progress) -> list[ObjectId]:
+def restore(repo: RepoView, remote: str, oids: list[ObjectId], progress: ProgressFactory = no_progress) -> list[ObjectId]:
     """Fetch ``oids`` (objects found damaged and set aside, or missing) from ``remote`` again, and
     what restoring them shows to be missing below them (a tree's tensors); returns those restored."""
     from .maintenance import reachable, ref_roots
@@ -253,7 +254,7 @@ def restore(repo: Repo, remote: str, oids: list[ObjectId], progress: ProgressFac
 # -- push --------------------------------------------------------------------------
 
 
-def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: bool = False,
+def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, force: bool = False,
          progress: ProgressFactory = no_progress) -> SyncResult:
     """Send the objects of ``branches`` (default: the current one) with their bases, then move the
     remote's branches by compare-and-swap; a non-fast-forward update needs ``force``."""
@@ -316,7 +317,7 @@ def push(repo: Repo, remote: str, branches: list[str] | None = None, *, force: b
     return result
 
 
-def complete_on_remote(repo: Repo, ids: set[ObjectId]) -> Callable[[ObjectId], bool]:
+def complete_on_remote(repo: RepoView, ids: set[ObjectId]) -> Callable[[ObjectId], bool]:
     """``have(oid)`` for a push: the remote holds ``oid`` and everything it names (judged from the
     local copies of the objects), so objects uploaded in any order by an interrupted push are sent
     again where something below them is missing."""
@@ -352,7 +353,7 @@ def complete_on_remote(repo: Repo, ids: set[ObjectId]) -> Callable[[ObjectId], b
     return have
 
 
-def _base_trees(repo: Repo, tips: list[ObjectId]) -> set[ObjectId]:
+def _base_trees(repo: RepoView, tips: list[ObjectId]) -> set[ObjectId]:
     """The base checkpoints (tree ids) that commits reachable from ``tips`` record."""
     used, stack, seen = set(), list(tips), set()
     while stack:
@@ -367,7 +368,7 @@ def _base_trees(repo: Repo, tips: list[ObjectId]) -> set[ObjectId]:
     return used
 
 
-def _bases_used(repo: Repo, tips: list[ObjectId]) -> dict[str, ObjectId]:
+def _bases_used(repo: RepoView, tips: list[ObjectId]) -> dict[str, ObjectId]:
     """The named bases (name -> base commit) whose checkpoint a commit reachable from ``tips`` records."""
     used = _base_trees(repo, tips)
     return {name: oid for name, oid in repo.bases().items() if repo.store.read_commit(oid).tree in used}
@@ -420,7 +421,7 @@ def prepare_clone(url: str, directory: str | Path, *, name: str = "origin",
     return ClonePlan(url, directory, name, options, first, branches, resuming)
 
 
-def clone_into(repo: Repo, plan: ClonePlan, progress: ProgressFactory = no_progress) -> SyncResult:
+def clone_into(repo: RepoView, plan: ClonePlan, progress: ProgressFactory = no_progress) -> SyncResult:
     """Fill ``repo`` (new, or the one a stopped clone left) with every branch, tag and base of the
     planned remote; ``Repo.clone`` makes the repository and calls this."""
     if not plan.resuming:
@@ -442,7 +443,7 @@ def clone_into(repo: Repo, plan: ClonePlan, progress: ProgressFactory = no_progr
     return result
 
 
-def pull(repo: Repo, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:
+def pull(repo: RepoView, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:
     """Fetch the branch's upstream and fast-forward the branch to it."""
     branch = branch or repo.current_branch()
     if branch is None:
@@ -462,3 +463,18 @@ def pull(repo: Repo, remote: str | None = None, branch: str | None = None, *, pr
     repo.refs.set_if_equals(HEADS + branch, mine, theirs, f"pull {remote_name}: fast-forward")
     result.refs[HEADS + branch] = (mine, theirs)
     return result
+
+
+def fsck_repair(repo: RepoView, remote: str | None, progress: ProgressFactory = no_progress) -> FsckReport:
+    """``fsck --repair``: damaged objects leave the store and, with the missing ones, are fetched
+    again from ``remote`` (default: origin, or the only remote); the report is of the repaired
+    repository, ``repaired`` listing what came back."""
+    from .maintenance import fsck
+
+    first = fsck(repo.store, repo.refs, progress, set_aside=True)
+    remote = remote or (default_remote(repo) if repo.path is not None else None)
+    wanted = [oid for oid, _why in first.corrupt] + [oid for oid, _why in first.missing]
+    restored = restore(repo, remote, wanted, progress) if remote and wanted else []
+    report = fsck(repo.store, repo.refs, progress) if restored else first
+    report.repaired = restored
+    return report

@@ -23,7 +23,7 @@ from .policy import Policy, Settings
 from .updates import Updates, inner, norm
 
 if TYPE_CHECKING:
-    from ..repo import Repo
+    from ..store.view import RepoView
 
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 
@@ -42,7 +42,7 @@ class CheckResult:
 class Target:
     """The commit under verification and what the checks share."""
 
-    repo: Repo
+    repo: RepoView
     oid: ObjectId
     commit: Commit
     tree: Tree
@@ -68,7 +68,7 @@ def _row(check: str, bad: bool, figure: float | None, threshold: float | None, d
     return CheckResult(check, "fail" if bad else "pass", figure, threshold, detail)
 
 
-def integrity(repo: Repo, oid: ObjectId, progress: ProgressFactory = no_progress) -> list[CheckResult]:
+def integrity(repo: RepoView, oid: ObjectId, progress: ProgressFactory = no_progress) -> list[CheckResult]:
     """Every object reachable from the commit (history, trees, tensors, base) re-hashes to its id."""
     seen, missing = reachable(repo.store, [oid])
     absent_base = {oid for oid, why in missing if why.endswith("(base)")}

@@ -23,7 +23,7 @@ from .policy import Policy
 from .run import VerifyReport, verify
 
 if TYPE_CHECKING:
-    from ..repo import Repo
+    from ..store.view import RepoView
 
 HOOKS = ("pre-commit", "pre-push")
 MARK = "# installed by dithub hooks install"
@@ -58,7 +58,7 @@ def _script(repo_path: Path, hook: str, policy: Path | None, allow_code: bool) -
     return f"#!/bin/sh\n{MARK}: verifies the dithub branches that changed\nexec {shlex.join(args)}\n"
 
 
-def install(repo: Repo, *, git_dir: Path | None = None, policy: Path | None = None, force: bool = False,
+def install(repo: RepoView, *, git_dir: Path | None = None, policy: Path | None = None, force: bool = False,
             allow_code: bool = False) -> list[Path]:
     """Write the pre-commit and pre-push hooks; returns their paths. ``allow_code``: the policy may
     name probe and metric functions (recorded in the hook; modules still never come from the tree)."""
@@ -80,7 +80,7 @@ def install(repo: Repo, *, git_dir: Path | None = None, policy: Path | None = No
     return written
 
 
-def uninstall(repo: Repo, *, git_dir: Path | None = None) -> list[Path]:
+def uninstall(repo: RepoView, *, git_dir: Path | None = None) -> list[Path]:
     """Remove dithub's hooks (restoring any hook they replaced); returns the paths removed."""
     if repo.path is None:
         raise BadInput("an in-memory repository has no hooks")
@@ -97,12 +97,12 @@ def uninstall(repo: Repo, *, git_dir: Path | None = None) -> list[Path]:
     return removed
 
 
-def _state_path(repo: Repo) -> Path:
+def _state_path(repo: RepoView) -> Path:
     assert repo.path is not None
     return repo.path / ".dithub" / "verified.json"
 
 
-def verified(repo: Repo) -> dict[str, str]:
+def verified(repo: RepoView) -> dict[str, str]:
     """Branch -> the last head that passed verify in a hook."""
     path = _state_path(repo)
     try:
@@ -112,7 +112,7 @@ def verified(repo: Repo) -> dict[str, str]:
         return {}
 
 
-def run_hook(repo: Repo, policy: Policy, *, progress: ProgressFactory = no_progress,
+def run_hook(repo: RepoView, policy: Policy, *, progress: ProgressFactory = no_progress,
              on_report: Callable[[VerifyReport], None] = lambda r: None) -> list[VerifyReport]:
     """Verify each covered branch whose head changed since it last passed; record those that pass."""
     state = verified(repo)

@@ -11,7 +11,7 @@ from .checks import CHECKS, ROWS, CheckResult, Target, integrity
 from .policy import Policy
 
 if TYPE_CHECKING:
-    from ..repo import Repo
+    from ..store.view import RepoView
 
 JSON_FORMAT = 1
 """Version of the ``--json`` report layout (docs/verify.md); bumped on any incompatible change."""
@@ -38,7 +38,7 @@ class VerifyReport:
                 "ok": self.ok, "checks": [c.__dict__ for c in self.checks]}
 
 
-def branch_of(repo: Repo, rev: str) -> str | None:
+def branch_of(repo: RepoView, rev: str) -> str | None:
     """The branch ``rev`` names (``class/dog``, ``refs/heads/class/dog``), or None for other revisions."""
     full = expand_ref(repo.refs, rev)
     if full == "HEAD":
@@ -46,7 +46,7 @@ def branch_of(repo: Repo, rev: str) -> str | None:
     return full[len("refs/heads/"):] if full and full.startswith("refs/heads/") else None
 
 
-def verify(repo: Repo, rev: str, policy: Policy, *, against: list[str] | None = None, checks: list[str] | None = None,
+def verify(repo: RepoView, rev: str, policy: Policy, *, against: list[str] | None = None, checks: list[str] | None = None,
            progress: ProgressFactory = no_progress) -> VerifyReport:
     """Run the checks the policy enables for ``rev``'s branch (or ``checks``) on the commit ``rev`` names."""
     oid = repo.resolve(rev)

@@ -18,7 +18,7 @@ from ..formats.torch_io import to_torch
 from ..store import Tree
 
 if TYPE_CHECKING:
-    from ..repo import Repo
+    from ..store.view import RepoView
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ def norm(u: Update) -> float:
 class Updates:
     """The updates an adapter tree makes, keyed by base tensor, read one key at a time."""
 
-    def __init__(self, repo: Repo, tree: Tree, base: Tree | None) -> None:
+    def __init__(self, repo: RepoView, tree: Tree, base: Tree | None) -> None:
         self.repo, self.tree, self.base = repo, tree, base
         load = lambda key: to_torch(repo.store.read_tensor(tree.tensors[key].id))  # noqa: E731
         self._get: dict[str, Callable[[], Update | None]] = {}

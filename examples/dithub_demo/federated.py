@@ -83,7 +83,8 @@ def commit_clients(repo: Repo, suite: Suite) -> None:
 def unlearn(repo: Repo, suite: Suite, *, retrain: bool = False, forget: int = FORGET) -> list[Outcome]:
     """Remove client ``forget`` from both merges in every way; score each result (and, with
     ``retrain``, retrain the other clients from scratch and merge them: the reference)."""
-    from dithub.ops.merge.run import plan_merge, run_merge
+    from dithub.ops.merge.plan import plan_merge
+    from dithub.ops.merge.run import run_merge
     from dithub_demo.scoreboard import score
     from dithub_demo.train import train_full
 

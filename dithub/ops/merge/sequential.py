@@ -7,18 +7,18 @@ The running merge is held in memory while the new one is computed (one model, ne
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ...errors import BadInput, IncompatibleAdapters
 from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...algorithms.merge.sequential import CHOICES, DEFAULTS, LEGACY, opcm_accumulate
 from ...algorithms.params import UNIT, resolve_params
-from .run import delta_loader, expanded_specs, put_tensor
+from ..deltas import delta_loader, expanded_specs, put_tensor
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, Op, Tree
+from ...store.view import RepoView
+from ..commit import commit_tree
 
-if TYPE_CHECKING:
-    from ...repo import Repo
 
 
 def opcm_params(given: dict[str, Any] | None) -> dict[str, Any]:
@@ -32,7 +32,7 @@ def recorded_project(params: dict[str, Any]) -> str:
     return str(params.get("project", LEGACY["project"]))
 
 
-def _linear_names(repo: Repo, base: ObjectId | None) -> set[str] | None:
+def _linear_names(repo: RepoView, base: ObjectId | None) -> set[str] | None:
     """The base's checkpoint names of ``nn.Linear`` weights, or None without a recorded base."""
     if base is None:
         return None
@@ -41,7 +41,7 @@ def _linear_names(repo: Repo, base: ObjectId | None) -> set[str] | None:
     return linear_weights(repo.store.read_tree(base))
 
 
-def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None = None, *,
+def opcm_merge(repo: RepoView, rev: str, branch: str, params: dict[str, Any] | None = None, *,
                message: str | None = None, author: str | None = None,
                progress: ProgressFactory = no_progress) -> ObjectId:
     """Add ``rev`` to the OPCM merge running on ``branch`` (starting it if the branch is new)."""
@@ -59,12 +59,12 @@ def opcm_merge(repo: Repo, rev: str, branch: str, params: dict[str, Any] | None 
             raise BadInput(f"branch {branch!r} does not hold an OPCM merge", "start one on a new branch: --into NEW")
     tree = opcm_step(repo, prev, new_id, alpha, progress, what=rev, where=branch, project=project)
     parents = ([previous] if previous else []) + [new_id]
-    return repo.commit_tree(tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
+    return commit_tree(repo, tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
                             base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha, "project": project}, [new_id]),
                             author=author, expected=previous)
 
 
-def opcm_step(repo: Repo, previous: tuple[Tree, ObjectId | None] | None, new_id: ObjectId, alpha: float,
+def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new_id: ObjectId, alpha: float,
               progress: ProgressFactory = no_progress, *, what: str = "", where: str = "",
               project: str = "linear") -> ObjectId:
     """The tree of the running merge ``previous`` (its tree and base; None to start) with commit

@@ -1,0 +1,73 @@
+"""Branches, tags and HEAD: create, move (``force``), rename, delete, check out — each ref change a
+compare-and-swap on the value read."""
+from __future__ import annotations
+
+from ..errors import BadInput, RefNotFound
+from ..store import ObjectId, check_ref_name
+from ..store.view import RepoView
+from .commit import HEADS, TAGS
+
+
+def create_ref(repo: RepoView, ref: str, what: str, name: str, rev: str, force: bool) -> ObjectId:
+    """Point ``ref`` (a ``what`` called ``name``) at ``rev``; an existing one moves only with ``force``."""
+    check_ref_name(name, what)
+    oid = repo.resolve(rev)
+    old = repo.refs.resolve(ref)
+    if old is not None and not force:
+        raise BadInput(f"{what} {name!r} already exists", "use -f to move it, or choose another name")
+    repo.refs.set_if_equals(ref, old, oid, f"{what}: created from {rev}")
+    return oid
+
+
+def existing(repo: RepoView, prefix: str, name: str, what: str) -> ObjectId:
+    """Where ref ``prefix + name`` points (RefNotFound naming the ``what`` otherwise)."""
+    oid = repo.refs.resolve(prefix + name)
+    if oid is None:
+        raise RefNotFound(f"{what} {name!r} does not exist", f"list them with `dithub {what}`")
+    return oid
+
+
+def create_branch(repo: RepoView, name: str, start: str = "HEAD", force: bool = False) -> ObjectId:
+    if force and name == repo.current_branch():
+        raise BadInput(f"cannot force-move {name!r}: it is the current branch")
+    return create_ref(repo, HEADS + name, "branch", name, start, force)
+
+
+def delete_branch(repo: RepoView, name: str) -> ObjectId:
+    oid = existing(repo, HEADS, name, "branch")
+    if name == repo.current_branch():
+        raise BadInput(f"cannot delete branch {name!r}: HEAD is on it", "checkout another branch first")
+    repo.refs.delete(HEADS + name, oid)
+    return oid
+
+
+def rename_branch(repo: RepoView, old: str, new: str) -> None:
+    oid = existing(repo, HEADS, old, "branch")
+    create_ref(repo, HEADS + new, "branch", new, oid, force=False)
+    if repo.current_branch() == old:
+        repo.refs.set_symbolic("HEAD", HEADS + new)
+    repo.refs.delete(HEADS + old, oid)
+
+
+def tag(repo: RepoView, name: str, rev: str = "HEAD", force: bool = False) -> ObjectId:
+    return create_ref(repo, TAGS + name, "tag", name, rev, force)
+
+
+def delete_tag(repo: RepoView, name: str) -> ObjectId:
+    oid = existing(repo, TAGS, name, "tag")
+    repo.refs.delete(TAGS + name, oid)
+    return oid
+
+
+def checkout(repo: RepoView, rev: str) -> ObjectId:
+    """Move HEAD: onto a branch (symbolic) or to a commit (detached)."""
+    branches = repo.branches()
+    if rev in branches:
+        repo.refs.set_symbolic("HEAD", HEADS + rev)
+        return branches[rev]
+    oid = repo.resolve(rev)
+    repo.refs.set_detached("HEAD", oid, f"checkout: moving to {rev}")
+    return oid
+
+
+__all__ = ["checkout", "create_branch", "create_ref", "delete_branch", "delete_tag", "existing", "rename_branch", "tag"]

@@ -1,0 +1,151 @@
+"""Commits: import an adapter or a base checkpoint into the store, and write a commit that moves a
+ref by compare-and-swap (every verb that writes history ends here)."""
+from __future__ import annotations
+
+import getpass
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..formats import Staged, check_fits, import_adapter, import_model_dir
+from ..errors import BadInput, RefNotFound
+from ..progress import ProgressFactory, no_progress
+from ..store import Commit, ObjectId, Op, TensorEntry, Tree, check_ref_name
+from ..store.objects import tensor_parts
+from ..store.view import RepoView
+
+DEFAULT_BRANCH = "main"
+HEADS, TAGS, BASES = "refs/heads/", "refs/tags/", "refs/bases/"
+
+
+@dataclass(frozen=True)
+class CommitResult:
+    """What ``commit`` wrote."""
+
+    id: ObjectId
+    branch: str | None
+    tree: ObjectId
+    new_objects: int
+    new_bytes: int
+    total_bytes: int
+
+
+@dataclass
+class _WriteStats:
+    objects: int = 0
+    bytes: int = 0
+
+
+def default_author() -> str:
+    """``DITHUB_AUTHOR``, else the login name."""
+    env = os.environ.get("DITHUB_AUTHOR")
+    if env:
+        return env
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001  no login name in some containers
+        return "unknown"
+
+
+def store_staged(repo: RepoView, staged: Staged, progress: ProgressFactory) -> tuple[ObjectId, _WriteStats]:
+    """Store a validated, memory-mapped import tensor by tensor (each page dropped once stored) and its tree."""
+    stats = _WriteStats()
+    advance = progress(f"storing {staged.source.name}", staged.nbytes)
+    entries = {}
+
+    def done(name: str, oid: ObjectId, new: bool) -> None:
+        t = staged.tensors[name]
+        if new:
+            stats.objects += 1
+            stats.bytes += repo.store.size(oid)
+        entries[name] = TensorEntry(oid, t.dtype, t.shape)
+        staged.release(name)
+        advance(t.nbytes)
+
+    repo.store.put_many(((n, tensor_parts(t.dtype, t.shape, t.data)) for n, t in staged.tensors.items()), done)
+    tree_oid, new = repo.store.put([Tree(staged.kind, staged.config, entries).encode()])
+    if new:
+        stats.objects += 1
+        stats.bytes += repo.store.size(tree_oid)
+    return tree_oid, stats
+
+
+def commit_tree(
+    repo: RepoView, tree: ObjectId, message: str, *, branch: str | None = None, parents: list[ObjectId] | None = None,
+    base: ObjectId | None = None, op: Op | None = None, author: str | None = None,
+    expected: ObjectId | None | str = "read", ref: str | None = None, reflog: str | None = None,
+) -> ObjectId:
+    """Write a commit of a stored tree and advance ``branch`` (or HEAD, or the full ref name ``ref``) to it.
+
+    The ref moves only if it still holds ``expected`` (by default, its value when this call
+    starts); ``parents`` default to that value. Objects are synced before the ref moves.
+    """
+    if branch:
+        check_ref_name(branch, "branch")
+    ref = ref or (HEADS + branch if branch else "HEAD")
+    old = repo.refs.resolve(ref) if expected == "read" else expected
+    if parents is None:
+        parents = [old] if old else []
+    who = author or default_author()
+    op = op or Op()
+    oid = repo.store.write_commit(Commit(tree, parents, base, who, time.time(), message, op))
+    repo.store.sync()
+    reflog = reflog or f"{op.name}: {message.splitlines()[0] if message else ''}"
+    repo.refs.set_if_equals(ref, old, oid, reflog, who)
+    return oid
+
+
+def commit(
+    repo: RepoView, path: Path, message: str, *, branch: str | None = None, base: str | None = None,
+    author: str | None = None, allow_empty: bool = False, progress: ProgressFactory = no_progress,
+) -> CommitResult:
+    """Import an adapter (peft dir or safetensors file) as a new commit on ``branch`` (default: HEAD's)."""
+    if not message.strip():
+        raise BadInput("empty commit message", "pass -m MESSAGE")
+    if branch:
+        check_ref_name(branch, "branch")
+    elif repo.current_branch() is None:
+        raise BadInput("HEAD is detached", "pass -b BRANCH to say which branch to commit on")
+    staged = import_adapter(path)
+    name = branch or repo.current_branch() or DEFAULT_BRANCH
+    ref_old = repo.refs.resolve(HEADS + name)
+    parent = ref_old or (repo.refs.resolve("HEAD") if branch else None)
+    base_tree = base_for(repo, base, parent)
+    if base_tree is not None:
+        check_fits(repo.store.read_tree(base_tree), staged)
+    tree_oid, stats = store_staged(repo, staged, progress)
+    if parent and not allow_empty and repo.store.read_commit(parent).tree == tree_oid:
+        raise BadInput(f"nothing to commit: {path} is identical to {name}'s head", "use --allow-empty to commit anyway")
+    oid = commit_tree(repo, tree_oid, message, branch=name, parents=[parent] if parent else [], base=base_tree,
+                      author=author, expected=ref_old)
+    stats.objects += 1
+    stats.bytes += repo.store.size(oid)
+    return CommitResult(oid, name, tree_oid, stats.objects, stats.bytes, staged.nbytes)
+
+
+def base_for(repo: RepoView, base: str | None, parent: ObjectId | None) -> ObjectId | None:
+    """The base tree a commit records: base ``base`` by name, else the parent's."""
+    if base is None:
+        return repo.store.read_commit(parent).base if parent else None
+    bases = repo.bases()
+    if base not in bases:
+        known = ", ".join(sorted(bases)) or "none yet"
+        raise RefNotFound(f"base {base!r} does not exist (known: {known})", f"add it with `dithub base add {base} MODEL_DIR`")
+    return repo.store.read_commit(bases[base]).tree
+
+
+def base_add(repo: RepoView, name: str, path: Path, *, message: str | None = None,
+             progress: ProgressFactory = no_progress) -> CommitResult:
+    """Register a Hugging Face model directory as base checkpoint ``name``."""
+    check_ref_name(name, "base")
+    ref = BASES + name
+    old = repo.refs.resolve(ref)
+    staged = import_model_dir(path)
+    tree_oid, stats = store_staged(repo, staged, progress)
+    oid = commit_tree(repo, tree_oid, message or f"base {name} from {path.name}", parents=[old] if old else [],
+                      op=Op("base"), expected=old, ref=ref, reflog=f"base add: {name}")
+    return CommitResult(oid, None, tree_oid, stats.objects + 1, stats.bytes, staged.nbytes)
+
+
+__all__ = ["CommitResult", "DEFAULT_BRANCH", "base_add", "base_for", "commit", "commit_tree", "default_author", "store_staged"]

@@ -1,0 +1,83 @@
+"""What the operations share: an input as deltas on its base's checkpoint names (a LoRA's modules
+expanded to ΔW), dtype promotion between inputs, and storing a tensor."""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from ..errors import IncompatibleAdapters
+from ..formats import base_key_lookup, lora_modules
+from ..formats.lora import strip_prefix
+from ..formats.merge_into import lora_delta
+from ..formats.torch_io import TORCH_DTYPES, from_torch, to_torch
+from ..store import ObjectId, TensorEntry, Tree
+from ..store.view import RepoView
+
+def expanded_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Output tensors of a LoRA expanded to ΔW: one per module, plus the whole tensors."""
+    modules = lora_modules(tree.tensors)
+    specs: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for name, m in modules.items():
+        a, b = tree.tensors[m.a_key], tree.tensors[m.b_key]
+        transposed = m.embedding or tree.config.get("fan_in_fan_out")
+        specs[name + ".weight"] = (b.dtype, (a.shape[1], b.shape[0]) if transposed else (b.shape[0], a.shape[1]))
+    factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
+    for key, e in tree.tensors.items():
+        if key not in factor_keys:
+            specs[strip_prefix(key)] = (e.dtype, e.shape)
+    return specs
+
+
+def common_dtype(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Inputs of different float dtypes, promoted to one (the same tensors when they agree, so a
+    merge of same-dtype inputs computes as it always did)."""
+    if len({t.dtype for t in tensors}) <= 1:
+        return tensors
+    out = _promote([t.dtype for t in tensors])
+    return [t.to(out) for t in tensors]
+
+
+def _promote(dtypes: Sequence[torch.dtype]) -> torch.dtype:
+    return functools.reduce(torch.promote_types, dtypes)
+
+
+def promoted(dtypes: Sequence[str]) -> str:
+    """The dtype inputs of these (float) dtypes are merged in: the first if all agree, else their
+    promotion (BF16 and F16 give F32)."""
+    if len(set(dtypes)) == 1:
+        return dtypes[0]
+    out = _promote([TORCH_DTYPES[d] for d in dtypes])
+    return next(name for name, t in TORCH_DTYPES.items() if t == out)
+
+
+def delta_loader(repo: RepoView, tree: Tree, base: ObjectId | None) -> Callable[[str], torch.Tensor]:
+    """Each output tensor of an input as a delta: as stored, ΔW of a LoRA module, or whole − base."""
+    def stored(key: str) -> torch.Tensor:
+        return to_torch(repo.store.read_tensor(tree.tensors[key].id))
+
+    if tree.kind != "lora":
+        return stored
+    modules = {name + ".weight": m for name, m in lora_modules(tree.tensors).items()}
+    whole = {strip_prefix(k): k for k in tree.tensors}
+    base_tree = repo.store.read_tree(base) if base else None
+    lookup = base_key_lookup(base_tree) if base_tree else None
+
+    def load(name: str) -> torch.Tensor:
+        if name in modules:
+            m = modules[name]
+            return lora_delta(tree.config, m, stored(m.a_key), stored(m.b_key))
+        assert base_tree is not None and lookup is not None
+        base_key = lookup(name)
+        if base_key is None:
+            raise IncompatibleAdapters(f"adapter tensor {name!r} has no matching tensor in the base checkpoint")
+        return stored(whole[name]).float() - to_torch(repo.store.read_tensor(base_tree.tensors[base_key].id)).float()
+
+    return load
+
+
+def put_tensor(repo: RepoView, tensor: Any) -> TensorEntry:
+    raw = from_torch(tensor)
+    return TensorEntry(repo.store.write_tensor(raw.dtype, raw.shape, raw.data), raw.dtype, raw.shape)

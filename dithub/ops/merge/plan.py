@@ -1,0 +1,190 @@
+"""Merge plans: check that the inputs can be merged by a method (bases, kinds, names, shapes,
+dtypes, weights) and say what the merge will write; nothing is read but trees and commits."""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import torch
+
+from ...algorithms.merge import REGISTRY, get_method
+from ...algorithms.merge.registry import VECTORS, check_weights
+from ...errors import BadInput, IncompatibleAdapters
+from ...formats import base_key_lookup, lora_modules
+from ...formats.torch_io import TORCH_DTYPES
+from ...store import Commit, ObjectId, Op, Tree, nbytes_of
+from ...store.view import RepoView
+from ..deltas import expanded_specs, promoted
+
+OUT_DTYPES = ("F32", "F16", "BF16", "F64")
+
+
+@dataclass(frozen=True)
+class MergePlan:
+    """What a merge will do; printable (``--dry-run``) and serializable."""
+
+    method: str
+    paper: str
+    params: dict[str, Any]
+    inputs: list[ObjectId]
+    names: list[str]
+    base: ObjectId | None
+    kind: str
+    tensors: dict[str, tuple[str, tuple[int, ...]]]
+    peak_bytes: int
+    dtype: str | None = None
+    sources: list[dict[str, str]] | None = None
+    """Per input, output tensor name -> the input's own name (mixed LoRA and task vectors)."""
+    weights: list[float] | None = None
+    """Per-input weights (None: all 1, the unweighted merge); recorded in the op."""
+    vectors: str | None = None
+    """For full-space methods: ``method`` (tensors the method does not decompose merged as its
+    reference code does) or ``mean`` (averaged: merges recorded before the key existed); see
+    ``merge.registry.VECTORS``. None for methods it does not apply to."""
+
+    @property
+    def op(self) -> Op:
+        extra: dict[str, Any] = {"dtype": self.dtype} if self.dtype else {}
+        if self.vectors is not None:
+            extra["vectors"] = self.vectors
+        if self.weights is not None:
+            extra["weights"] = list(self.weights)
+        return Op("merge", self.method, {**self.params, **extra}, self.inputs)
+
+    def out_dtype(self, like: torch.dtype) -> torch.dtype:
+        return TORCH_DTYPES[self.dtype] if self.dtype else like
+
+
+def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None, *,
+               min_inputs: int = 2) -> MergePlan:
+    """Check that the inputs can be merged with ``method`` and plan it; writes nothing."""
+    if method == "opcm":
+        raise BadInput("opcm merges sequentially and has no plan", "run: dithub merge --method opcm --into BRANCH REV…")
+    m = get_method(method)
+    params = dict(params or {})
+    dtype = params.pop("dtype", None)
+    if dtype is not None and dtype not in OUT_DTYPES:
+        raise BadInput(f"--dtype {dtype!r} is not supported", f"choose one of {', '.join(OUT_DTYPES)}")
+    vectors = params.pop("vectors", None)
+    if m.chooses_vectors:
+        vectors = vectors or "method"
+        if vectors not in VECTORS:
+            raise BadInput(f"parameter 'vectors' of {method!r} is {vectors!r}, not one of {', '.join(VECTORS)}")
+    elif vectors is not None:
+        raise BadInput(f"method {method!r} has no parameter 'vectors'",
+                       "only full-space methods choose how the tensors they do not decompose merge")
+    weights = params.pop("weights", None)
+    params.pop("rank_error", None)  # what a rank cap dropped, recorded by the merge: recomputed, not an input
+    params.pop("execution", None)  # where it ran: replay_device() reads it
+    full_params = m.params(params)
+    if len(revs) < min_inputs:
+        raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
+    weights = check_weights(m, weights, len(revs))
+    ids = [repo.resolve(r) for r in revs]
+    if len(set(ids)) != len(ids):
+        dup = next(r for r, i in zip(revs, ids) if ids.count(i) > 1)
+        raise BadInput(f"{dup!r} is named twice (or points at the same commit as another input)")
+    commits = [repo.store.read_commit(i) for i in ids]
+    trees = [repo.store.read_tree(c.tree) for c in commits]
+    if m.space == "full" and {t.kind for t in trees} == {"lora", "task_vector"}:
+        return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights)
+    _check_compatible(list(revs), commits, trees, m.space)
+    first = trees[0]
+    expand = m.space == "full" and first.kind == "lora"
+    each = [expanded_specs(t) if expand else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
+    specs = {n: (promoted([s[n][0] for s in each]), shape) for n, (_dtype, shape) in each[0].items()}
+    if expand and commits[0].base is None and any(n not in _module_outputs(first) for n in specs):
+        raise IncompatibleAdapters(
+            f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
+            "commit the adapters with --base NAME to merge them in full space")
+    largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
+    return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
+                     "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
+                     vectors=vectors, weights=weights)
+
+
+def _plan_mixed(repo: RepoView, revs: list[str], ids: list[ObjectId], commits: list[Commit], trees: list[Tree],
+                m: Any, params: dict[str, Any], dtype: str | None, vectors: str | None) -> MergePlan:
+    """LoRA adapters and task vectors together: both become deltas on the base's checkpoint names."""
+    bases = {c.base for c in commits}
+    if len(bases) > 1 or None in bases:
+        raise IncompatibleAdapters("a LoRA adapter and a task vector merge only through their shared base checkpoint",
+                                   "commit both with --base NAME (the same base)")
+    lookup = base_key_lookup(repo.store.read_tree(commits[0].base))
+    sources, specs = [], []
+    for rev, tree in zip(revs, trees):
+        own = expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in tree.tensors.items()}
+        mapping = {}
+        for name in own:
+            key = lookup(name)
+            if key is None:
+                raise IncompatibleAdapters(f"tensor {name!r} of {rev} has no matching tensor in the base checkpoint")
+            mapping[key] = name
+        sources.append(mapping)
+        specs.append({k: own[v] for k, v in mapping.items()})
+    for rev, spec in zip(revs[1:], specs[1:]):
+        odd = sorted(set(specs[0]) ^ set(spec))
+        if odd:
+            raise IncompatibleAdapters(f"base tensor {odd[0]!r} is changed by only one of {revs[0]} and {rev}",
+                                       "merge adapters that change the same weights")
+        for name, (_d, shape) in spec.items():
+            if shape != specs[0][name][1]:
+                raise IncompatibleAdapters(f"base tensor {name!r}: {list(specs[0][name][1])} in {revs[0]} but {list(shape)} in {rev}")
+    largest = max((nbytes_of("F32", sh) for _, sh in specs[0].values()), default=0)
+    return MergePlan(m.name, m.paper, params, ids, revs, commits[0].base, "task_vector", specs[0],
+                     peak_bytes=(len(ids) + 2) * largest, dtype=dtype, sources=sources, vectors=vectors)
+
+
+def _module_outputs(tree: Tree) -> set[str]:
+    return {name + ".weight" for name in lora_modules(tree.tensors)}
+
+
+def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree], space: str) -> None:
+    bases = {c.base for c in commits}
+    if len(bases) > 1:
+        detail = ", ".join(f"{r}: {c.base[:12] if c.base else 'none'}" for r, c in zip(revs, commits))
+        raise IncompatibleAdapters(f"inputs have different base checkpoints ({detail})",
+                                   "rebase them onto one base first (dithub rebase --onto)")
+    kinds = {t.kind for t in trees}
+    if len(kinds) > 1:
+        which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
+        raise BadInput(f"inputs mix adapter kinds ({which})",
+                       "LoRA-native methods take LoRA adapters only; full-space methods merge both through their base")
+    want = "lora" if space == "lora" else next(iter(kinds))
+    if kinds != {want} or want == "full":
+        which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
+        raise BadInput(f"method cannot merge these inputs ({which})",
+                       "LoRA-native methods (" + ", ".join(n for n, m in REGISTRY.items() if m.space == "lora")
+                       + ") take LoRA adapters; the others take task vectors or LoRA adapters (expanded to ΔW)")
+    shapes = [_merge_shapes(t) for t in trees]
+    for r, sh in zip(revs[1:], shapes[1:]):
+        missing = sorted(set(shapes[0]) ^ set(sh))
+        if missing:
+            owner = revs[0] if missing[0] in shapes[0] else r
+            other = r if owner == revs[0] else revs[0]
+            raise IncompatibleAdapters(f"tensor {missing[0]!r} is in {owner} but not in {other}",
+                                       "merge adapters that adapt the same tensors")
+        for name, got in sh.items():
+            first = shapes[0][name]
+            if got[1] != first[1] or (got[0] != first[0] and not {got[0], first[0]} <= FLOAT_DTYPES):
+                raise IncompatibleAdapters(f"tensor {name!r} is {_fmt(first)} in {revs[0]} but {_fmt(got)} in {r}",
+                                           "merge adapters of the same shapes; float dtypes may differ, other dtypes must agree")
+
+
+FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
+
+
+def _fmt(spec: tuple[str, tuple[int, ...]]) -> str:
+    return f"{spec[0]} [{', '.join('r' if d == -1 else str(d) for d in spec[1])}]"
+
+
+def _merge_shapes(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """What must agree between inputs: every tensor's dtype and shape, except a LoRA's rank."""
+    out = {n: (e.dtype, e.shape) for n, e in tree.tensors.items()}
+    if tree.kind == "lora":
+        for m in lora_modules(tree.tensors).values():
+            a, b = tree.tensors[m.a_key], tree.tensors[m.b_key]
+            out[m.a_key] = (a.dtype, (-1, *a.shape[1:]))  # rank may differ
+            out[m.b_key] = (b.dtype, (*b.shape[:-1], -1))
+    return out

@@ -1,0 +1,69 @@
+"""``dithub merge``: a merge commit on a branch (its parents: the branch's previous head, then the
+inputs, never re-merged), its final scale optionally chosen on a probe; sequential OPCM adds one
+input per commit. ``compose`` writes a merge to a file without a commit (DitHub's per-query
+composition)."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+
+from ...algorithms.merge import get_method
+from ...errors import BadInput
+from ...progress import ProgressFactory, no_progress
+from ...store import ObjectId, Tree, check_ref_name
+from ...store.view import RepoView
+from ..commit import HEADS, commit_tree
+from .plan import plan_merge
+from .run import run_merge, sweep_alpha
+
+
+def merge(
+    repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
+    message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
+    probe: str | None = None, metric: str = "accuracy", device: str = "auto",
+) -> ObjectId:
+    """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
+
+    With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set (by
+    ``metric``); the merge then runs once more at that scale, so the commit equals a replay of its
+    ``op`` bit for bit.
+    """
+    branch = into or repo.current_branch()
+    if branch is None:
+        raise BadInput("HEAD is detached", "pass --into BRANCH")
+    check_ref_name(branch, "branch")
+    if method == "opcm":  # sequential: each input joins the running merge in its own commit
+        from .sequential import opcm_merge
+
+        if params and "weights" in params:
+            raise BadInput("opcm takes no per-input weights (its paper defines none)", "drop --weight")
+        oid = ""
+        for rev in revs:
+            oid = opcm_merge(repo, rev, branch, dict(params or {}), message=message, author=author, progress=progress)
+        return oid
+    plan = plan_merge(repo, revs, method, params)
+    note = ""
+    if probe is not None:
+        best, scores = sweep_alpha(repo, plan, probe, metric)
+        scale = get_method(method).scale_for(plan.params)
+        assert scale is not None  # sweep_alpha refuses a method without one
+        plan = replace(plan, params={**plan.params, scale: best})
+        note = f"\n\n{scale} = {best} chosen on {probe} by {metric}: " + ", ".join(f"{a}: {s:.3f}" for a, s in scores.items())
+    previous = repo.refs.resolve(HEADS + branch)
+    report: dict[str, Any] = {}
+    tree = run_merge(repo, plan, progress, device, report=report)
+    parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs
+    text = (message or f"merge {', '.join(revs)} with {method}") + note
+    op = replace(plan.op, params={**plan.op.params, **report})  # where it ran, and what a rank cap dropped
+    return commit_tree(repo, tree, text, branch=branch, parents=parents, base=plan.base, op=op, author=author,
+                       expected=previous)
+
+
+def compose(repo: RepoView, revs: list[str], method: str = "mean_ba", params: Mapping[str, Any] | None = None, *,
+            progress: ProgressFactory = no_progress) -> Tree:
+    """The merged tree of ``revs``, stored but unreferenced (``gc`` removes it later)."""
+    return repo.store.read_tree(run_merge(repo, plan_merge(repo, revs, method, params), progress))
+
+
+__all__ = ["compose", "merge"]
