@@ -430,5 +430,5 @@ def test_a_lock_being_written_is_not_taken_for_a_stale_one(tmp_path):
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_bytes(b"")  # created, not yet written
     with pytest.raises(RefConflict, match="being updated by another push"):
-        loc._lock("refs/heads/main")
-    assert lock.exists()
+        loc.set_ref("refs/heads/main", None, "0" * 32)
+    assert lock.exists() and loc.read_ref("refs/heads/main") is None

@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import CorruptObject, DithubError, ObjectNotFound, StorageError
 from ..progress import ProgressFactory, no_progress
 from ..store import BaseObjectStore, BaseRefStore, DiskObjectStore, DiskRefStore, ObjectId, object_type
+from ..store.graph import commits, walk
 from ..store.objects import decode_commit, decode_tree, parse_tensor_header
 
 
@@ -64,31 +65,30 @@ def check_object(store: BaseObjectStore, oid: ObjectId, set_aside: bool = False)
 
 
 def reachable(store: BaseObjectStore, roots: Iterable[ObjectId]) -> tuple[set[ObjectId], list[tuple[ObjectId, str]]]:
-    """Objects reachable from commit ids ``roots`` (parents, trees, bases, tensors), and the missing ones."""
+    """Objects reachable from commit ids ``roots`` (parents, trees, bases, tensors), and the missing
+    ones with what named them. Damaged objects are the per-object pass's to report: here they are leaves."""
     seen: set[ObjectId] = set()
     missing: list[tuple[ObjectId, str]] = []
-    stack: list[tuple[ObjectId, str, str]] = [(r, "commit", "a ref") for r in roots]
-    while stack:
-        oid, kind, referrer = stack.pop()
-        if oid in seen:
-            continue
+    damaged: set[ObjectId] = set()
+
+    def read_many(ids: list[ObjectId]) -> dict[ObjectId, bytes | memoryview]:
+        out: dict[ObjectId, bytes | memoryview] = {}
+        for oid in ids:
+            try:
+                if store.contains(oid):
+                    out[oid] = store.read_buffer(oid, set_aside=False)
+            except (CorruptObject, ObjectNotFound):
+                damaged.add(oid)
+        return out
+
+    for visit in walk(commits(roots), read_many, corrupt=lambda oid, _exc: damaged.add(oid)):
+        oid = visit.link.id
         seen.add(oid)
-        if not store.contains(oid):
-            missing.append((oid, f"{kind} referenced by {referrer}"))
-            continue
-        try:
-            if kind == "commit":
-                c = store.read_commit(oid)
-                stack.append((c.tree, "tree", f"commit {oid}"))
-                stack.extend((p, "commit", f"commit {oid}") for p in c.parents)
-                if c.base:
-                    stack.append((c.base, "tree", f"commit {oid} (base)"))
-            elif kind == "tree":
-                for name, e in store.read_tree(oid).tensors.items():
-                    if e.id not in seen:
-                        stack.append((e.id, "tensor", f"tree {oid} ({name})"))
-        except (CorruptObject, ObjectNotFound):
-            continue  # reported by the per-object pass
+        absent = visit.missing or (visit.data is None and not store.contains(oid))
+        if absent and oid not in damaged:
+            referrer = "a ref" if visit.via is None else f"{'commit' if visit.link.kind != 'tensor' else 'tree'} {visit.via}"
+            detail = f" ({visit.link.name})" if visit.link.kind == "tensor" else " (base)" if visit.link.name == "base" else ""
+            missing.append((oid, f"{visit.link.kind} referenced by {referrer}{detail}"))
     return seen, missing
 
 

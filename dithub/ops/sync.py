@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
 from ..store.history import is_ancestor
-from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name, object_type
+from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name
+from ..store.graph import commits, complete, walk
+from ..store.objects import inspect
 from ..store.refs import check_full_ref, full_ref_problem
 from ..remote.location import Location
 from ..remote.packs import PACKED_BELOW
@@ -324,48 +326,18 @@ def complete_on_remote(repo: RepoView, ids: set[ObjectId]) -> Callable[[ObjectId
     memo: dict[ObjectId, bool] = {}
 
     def names(oid: ObjectId) -> list[ObjectId]:
-        data = repo.store.read_buffer(oid)
-        kind = object_type(data)
-        if kind == "commit":
-            c = repo.store.read_commit(oid)
-            return [c.tree, *c.parents] + ([c.base] if c.base else [])
-        if kind == "tree":
-            return [e.id for e in repo.store.read_tree(oid).tensors.values()]
-        return []
+        return [link.id for link in inspect(oid, repo.store.read_buffer(oid))[3]]
 
     def have(oid: ObjectId) -> bool:
-        stack = [(oid, False)]
-        while stack:
-            x, expanded = stack.pop()
-            if x in memo:
-                continue
-            if x not in ids or not repo.store.contains(x):
-                memo[x] = False
-                continue
-            deps = names(x)
-            if expanded:
-                memo[x] = all(memo.get(d, False) for d in deps)
-            else:
-                stack.append((x, True))
-                stack.extend((d, False) for d in deps if d not in memo)
-        return memo[oid]
+        return complete(oid, names, lambda x: x in ids and repo.store.contains(x), memo)
 
     return have
 
 
 def _base_trees(repo: RepoView, tips: list[ObjectId]) -> set[ObjectId]:
     """The base checkpoints (tree ids) that commits reachable from ``tips`` record."""
-    used, stack, seen = set(), list(tips), set()
-    while stack:
-        oid = stack.pop()
-        if oid in seen:
-            continue
-        seen.add(oid)
-        commit = repo.store.read_commit(oid)
-        if commit.base:
-            used.add(commit.base)
-        stack.extend(commit.parents)
-    return used
+    history = walk(commits(tips), lambda ids: {i: repo.store.read_buffer(i) for i in ids}, follow=lambda link: link.kind == "commit")
+    return {link.id for visit in history if (link := visit.link).name == "base"}
 
 
 def _bases_used(repo: RepoView, tips: list[ObjectId]) -> dict[str, ObjectId]:

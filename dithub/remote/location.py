@@ -13,14 +13,15 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, DithubError, RefConflict, RemoteError
 from ..store import ObjectId, atomic_write, files, is_object_id, object_id
-from ..store.refs import MAX_REF_BYTES, full_ref_problem
+from ..store.refs import MAX_REF_BYTES, BaseRefStore, ReflogEntry, full_ref_problem
 from ..store.objects import MAX_JSON_BYTES
 from .packs import PACK_BYTES, Pack, build_packs, decode_index
 
@@ -118,6 +119,8 @@ class Location:
         self._local = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol or ()))
         self._made: set[str] = set()
         self._cache = cache
+        self.ref_store = RemoteRefs(self)
+        """The refs here as a ref store (compare-and-swap under a lock object)."""
         self._where: dict[ObjectId, tuple[str, int, int]] | None = None  # packed object -> (pack, offset, length)
         self._indexed: set[str] = set()
         self._packs: OrderedDict[str, bytes] = OrderedDict()
@@ -415,63 +418,97 @@ class Location:
         return out
 
     def read_ref(self, name: str) -> ObjectId | None:
+        value = self.ref_store.read_raw(name)
+        return value if value is not None and is_object_id(value) else None
+
+    def set_ref(self, name: str, old: ObjectId | None, new: ObjectId) -> None:
+        """Point remote ref ``name`` at ``new`` if it still holds ``old`` (``store.refs``'s
+        compare-and-swap, over a lock object created exclusively)."""
         try:
-            value = self.fs.cat_file(self._ref(name)).decode().strip()
+            self.ref_store.compare_and_swap(name, old, new)
+        except DithubError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail(f"updating {name}", exc) from None
+
+
+class RemoteRefs(BaseRefStore):
+    """A remote's refs as a ref store: one file per ref holding a commit id, no reflog (a bare
+    repository). Its lock primitive is an object created exclusively (O_EXCL on a file system, a
+    conditional ``If-None-Match: *`` put on S3) holding its time, broken once STALE_LOCK_SECONDS old
+    (a remote has no flock to tell a live holder from a killed one)."""
+
+    def __init__(self, loc: Location) -> None:
+        self.loc = loc
+
+    def read_raw(self, name: str) -> str | None:
+        try:
+            value = self.loc.fs.cat_file(self.loc._ref(name))[: MAX_REF_BYTES + 1].decode(errors="replace").strip()
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"reading {name}", exc) from None
-        return value if is_object_id(value) else None
+            raise self.loc._fail(f"reading {name}", exc) from None
+        return value or None
 
-    def _lock(self, name: str) -> str:
-        lock = self._ref(name) + ".lock"
+    def names(self, prefix: str = "refs/") -> list[str]:
+        return sorted(n for n in self.loc.refs() if n.startswith(prefix))
+
+    def reflog(self, name: str) -> list[ReflogEntry]:
+        return []
+
+    def _moved(self, name: str, old: str | None, current: str | None) -> RefConflict:
+        return RefConflict(f"{name} on remote {self.loc.name} moved to {current[:12] if current else 'nothing'} "
+                           f"while this push ran (expected {old[:12] if old else 'nothing'})",
+                           "fetch, merge or rebase, and push again")
+
+    def _busy(self, name: str) -> RefConflict:
+        return RefConflict(f"{name} on remote {self.loc.name} is being updated by another push", "try again in a moment")
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[str]:
+        lock = self._acquire(name)
+        try:
+            yield lock
+        finally:
+            try:
+                self.loc.fs.rm_file(lock)
+            except Exception:  # noqa: BLE001  a leftover lock goes stale and is broken later
+                pass
+
+    def _acquire(self, name: str) -> str:
+        loc = self.loc
+        lock = loc._ref(name) + ".lock"
         for attempt in range(2):
             try:
-                self.fs.makedirs(lock.rpartition("/")[0], exist_ok=True)
-                if self._local:
-                    with self.fs.open(lock, "xb") as f:
+                loc.fs.makedirs(lock.rpartition("/")[0], exist_ok=True)
+                if loc._local:
+                    with loc.fs.open(lock, "xb") as f:
                         f.write(str(time.time()).encode())
                 else:
-                    self.fs.pipe_file(lock, str(time.time()).encode(), mode="create")
+                    loc.fs.pipe_file(lock, str(time.time()).encode(), mode="create")
                 return lock
             except FileExistsError:
                 if attempt == 0 and self._stale(lock):
-                    self.fs.rm_file(lock)
+                    loc.fs.rm_file(lock)
                     continue
-                raise RefConflict(f"{name} on remote {self.name} is being updated by another push",
-                                  "try again in a moment") from None
+                raise self._busy(name) from None
             except Exception as exc:  # noqa: BLE001
                 if "PreconditionFailed" in type(exc).__name__ or "412" in str(exc) or "PreconditionFailed" in str(exc):
-                    raise RefConflict(f"{name} on remote {self.name} is being updated by another push",
-                                      "try again in a moment") from None
-                raise self._fail(f"locking {name}", exc) from None
+                    raise self._busy(name) from None
+                raise loc._fail(f"locking {name}", exc) from None
         raise AssertionError("unreachable")
 
     def _stale(self, lock: str) -> bool:
         """Whether ``lock`` was written more than STALE_LOCK_SECONDS ago. Empty or unreadable counts
         as live: its pusher has created it (O_EXCL) and is about to write its time."""
         try:
-            written = float(self.fs.cat_file(lock).decode())
+            written = float(self.loc.fs.cat_file(lock).decode())
         except Exception:  # noqa: BLE001  unreadable, or empty: treat as live
             return False
         return time.time() - written > STALE_LOCK_SECONDS
 
-    def set_ref(self, name: str, old: ObjectId | None, new: ObjectId) -> None:
-        """Point remote ref ``name`` at ``new`` if it still holds ``old`` (compare-and-swap)."""
-        lock = self._lock(name)
-        try:
-            current = self.read_ref(name)
-            if current != old:
-                raise RefConflict(f"{name} on remote {self.name} moved to {current[:12] if current else 'nothing'} "
-                                  f"while this push ran (expected {old[:12] if old else 'nothing'})",
-                                  "fetch, merge or rebase, and push again")
-            self._put(self._ref(name), f"{new}\n".encode(), name)  # on a file system: renamed into place
-        except RefConflict:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"updating {name}", exc) from None
-        finally:
-            try:
-                self.fs.rm_file(lock)
-            except Exception:  # noqa: BLE001  a leftover lock goes stale and is broken later
-                pass
+    def _write(self, name: str, new: str | None, entry: ReflogEntry | None, held: Any) -> None:
+        if new is None:
+            self.loc._remove_quietly(self.loc._ref(name))
+        else:
+            self.loc._put(self.loc._ref(name), f"{new}\n".encode(), name)  # on a file system: renamed into place

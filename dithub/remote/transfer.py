@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 from ..errors import CorruptObject, ObjectNotFound, RemoteError
 from ..progress import ProgressFactory
 from ..store import BaseObjectStore, DiskObjectStore, ObjectId, object_type
-from ..store.objects import MAX_JSON_BYTES, Link, decode_commit, decode_tree, inspect, parse_tensor_header
+from ..store.graph import complete, objects, walk
+from ..store.objects import MAX_JSON_BYTES, Link, inspect, parse_tensor_header
 from ..store.objectstore import PEEK_BYTES
 from .location import WORKERS, Location
 
@@ -46,40 +47,21 @@ class Plan:
 
 def plan(roots: Iterable[ObjectId], have: Callable[[ObjectId], bool], read_many: Callable[[list[ObjectId]], dict[ObjectId, bytes]],
          *, with_base: bool, where: str) -> Plan:
-    """Walk from ``roots`` through objects the receiver lacks."""
-    seen: set[ObjectId] = set()
+    """Walk from ``roots`` through objects the receiver lacks (``store.graph.walk``)."""
     commits: list[tuple[ObjectId, bytes]] = []
     trees: list[tuple[ObjectId, bytes]] = []
     tensors: list[ObjectId] = []
     expect: dict[ObjectId, Link] = {}
-    frontier = [r for r in dict.fromkeys(roots) if not have(r)]
-    seen.update(frontier)
-    while frontier:
-        found = read_many(frontier)
-        frontier = []
-        for oid, data in found.items():
-            kind = object_type(data)
-            try:
-                if kind == "commit":
-                    c = decode_commit(oid, data)
-                    commits.append((oid, data))
-                    names = [c.tree, *c.parents] + ([c.base] if c.base and with_base else [])
-                elif kind == "tree":
-                    trees.append((oid, data))
-                    for e in decode_tree(oid, data).tensors.values():
-                        if e.id not in seen and not have(e.id):
-                            seen.add(e.id)
-                            tensors.append(e.id)
-                            expect[e.id] = Link(e.id, "tensor", e.dtype, e.shape)
-                    continue
-                else:
-                    raise CorruptObject(f"object {oid} is a {kind}, where a commit or tree was expected")
-            except CorruptObject as exc:
-                raise RemoteError(f"{where}: {exc.message}", "the sending side is damaged; run `dithub fsck` there") from None
-            for n in names:
-                if n not in seen and not have(n):
-                    seen.add(n)
-                    frontier.append(n)
+    try:
+        for visit in walk(objects(dict.fromkeys(roots)), read_many, skip=have, with_base=with_base):
+            link = visit.link
+            if link.kind == "tensor":
+                tensors.append(link.id)
+                expect[link.id] = Link(link.id, "tensor", link.dtype, link.shape)
+            elif visit.data is not None:
+                (commits if link.kind == "commit" else trees).append((link.id, bytes(visit.data)))
+    except CorruptObject as exc:
+        raise RemoteError(f"{where}: {exc.message}", "the sending side is damaged; run `dithub fsck` there") from None
     return Plan(trees[::-1] + commits[::-1], tensors, expect)
 
 
@@ -206,20 +188,9 @@ class Receiver:
                 blocked[oid] = gone[0]
         ok: dict[ObjectId, bool] = {}
         ordered: list[ObjectId] = []
+        inside = lambda oid: [link.id for link in checked[oid][1] if link.id in objects]  # noqa: E731
         for start in objects:
-            stack = [(start, False)]
-            while stack:  # depth-first, dependencies first
-                oid, expanded = stack.pop()
-                if oid in ok:
-                    continue
-                deps = [link.id for link in checked[oid][1] if link.id in objects]
-                if expanded:
-                    ok[oid] = oid not in blocked and all(ok.get(d, False) for d in deps)
-                    if ok[oid]:
-                        ordered.append(oid)
-                else:
-                    stack.append((oid, True))
-                    stack.extend((d, False) for d in deps if d not in ok)
+            complete(start, inside, lambda oid: oid not in blocked, ok, ordered.append)
         for oid in ordered:
             self._store(oid, objects[oid], held[oid])
         if strict and len(ordered) < len(objects):

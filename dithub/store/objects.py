@@ -249,19 +249,24 @@ class Link:
     shape: tuple[int, ...] | None = None
     optional: bool = False
     """A commit's base: a selective fetch may leave it out."""
+    name: str = ""
+    """How the referrer names it, for messages: a tree's tensor name, ``base`` or ``parent``."""
 
 
-def inspect(oid: ObjectId, data: bytes) -> tuple[str, str | None, tuple[int, ...] | None, list[Link]]:
+def inspect(oid: ObjectId, data: bytes | memoryview, *, with_base: bool = True) -> tuple[str, str | None, tuple[int, ...] | None, list[Link]]:
     """(kind, dtype, shape, what it names) of the object ``data``, parsed and checked in one pass
-    (CorruptObject when it does not parse); dtype and shape for tensors only."""
+    (CorruptObject when it does not parse); dtype and shape for tensors only. This is the one
+    definition of the object graph's edges: a commit names its tree, its parents and (unless
+    ``with_base`` is False) its base checkpoint; a tree names its tensors; a tensor names nothing."""
     kind = object_type(data)
     if kind == "tensor":
         dtype, shape, _offset = parse_tensor_header(oid, data)
         return kind, dtype, shape, []
     if kind == "tree":
-        return kind, None, None, [Link(e.id, "tensor", e.dtype, e.shape) for e in decode_tree(oid, data).tensors.values()]
+        entries = decode_tree(oid, bytes(data)).tensors.items()
+        return kind, None, None, [Link(e.id, "tensor", e.dtype, e.shape, name=n) for n, e in entries]
     if kind == "commit":
-        c = decode_commit(oid, data)
-        named = [Link(c.tree, "tree")] + [Link(p, "commit") for p in c.parents]
-        return kind, None, None, named + ([Link(c.base, "tree", optional=True)] if c.base else [])
+        c = decode_commit(oid, bytes(data))
+        named = [Link(c.tree, "tree", name="tree")] + [Link(p, "commit", name="parent") for p in c.parents]
+        return kind, None, None, named + ([Link(c.base, "tree", optional=True, name="base")] if c.base and with_base else [])
     raise CorruptObject(f"object {oid} is of no known kind")

@@ -16,8 +16,11 @@ import re
 import threading
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import BadInput, CorruptObject, RefConflict
 from . import files
@@ -102,15 +105,35 @@ def check_full_ref(name: str) -> None:
 
 
 class BaseRefStore(ABC):
-    """Ref storage; subclasses provide raw reads, locked CAS writes and reflogs."""
+    """Ref storage. A backend provides raw reads, a lock primitive (``_locked``), the write done
+    under it (``_write``) and reflogs; the compare-and-swap over them is this class's, the one in dithub."""
 
     @abstractmethod
     def read_raw(self, name: str) -> str | None:
         """The stored value of ``name`` (an id or ``ref: …``), or None."""
 
     @abstractmethod
-    def _cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
-        """Atomically replace ``old`` by ``new`` (None: absent); log ``entry``."""
+    def _locked(self, name: str) -> AbstractContextManager[Any]:
+        """Exclusive right to change ``name`` while the context lasts (RefConflict when another
+        writer holds it); what it yields is handed to ``_write``."""
+
+    @abstractmethod
+    def _write(self, name: str, new: str | None, entry: ReflogEntry | None, held: Any) -> None:
+        """Store ``new`` for ``name`` (None: remove it) and log ``entry``, under the lock ``held``."""
+
+    def _moved(self, name: str, old: str | None, current: str | None) -> RefConflict:
+        """The conflict when ``name`` no longer holds ``old``."""
+        return RefConflict(f"{name} moved: expected {old or 'nothing'}, found {current or 'nothing'}",
+                           "another process updated it; re-read and retry")
+
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None = None) -> None:
+        """Replace ``old`` (``"*"``: whatever is there) by ``new`` (None: remove) at exactly ``name``
+        (no symbolic ref followed), logging ``entry``: under the lock, re-read, compare, write."""
+        with self._locked(name) as held:
+            current = self.read_raw(name)
+            if old != "*" and current != old:
+                raise self._moved(name, old, current)
+            self._write(name, new, entry, held)
 
     @abstractmethod
     def names(self, prefix: str = "refs/") -> list[str]:
@@ -143,19 +166,19 @@ class BaseRefStore(ABC):
         Raises RefConflict when the ref moved or another writer holds its lock.
         """
         target = self.follow(name)
-        self._cas(target, old, new, ReflogEntry(old, new, author, time.time(), message))
+        self.compare_and_swap(target, old, new, ReflogEntry(old, new, author, time.time(), message))
 
     def delete(self, name: str, old: ObjectId | None) -> None:
         """Remove ``name`` (and its reflog) if it still points to ``old``."""
-        self._cas(name, old, None, None)
+        self.compare_and_swap(name, old, None)
 
     def set_symbolic(self, name: str, target: str) -> None:
         """Make ``name`` (HEAD) a symbolic ref to ``target`` (not logged: the target's log records its moves)."""
-        self._cas(name, "*", SYMREF_PREFIX + target, None)
+        self.compare_and_swap(name, "*", SYMREF_PREFIX + target)
 
     def set_detached(self, name: str, oid: ObjectId, message: str = "", author: str = "dithub") -> None:
         """Point ``name`` (HEAD) directly at a commit."""
-        self._cas(name, "*", oid, ReflogEntry(None, oid, author, time.time(), message))
+        self.compare_and_swap(name, "*", oid, ReflogEntry(None, oid, author, time.time(), message))
 
     def as_dict(self, prefix: str = "refs/") -> dict[str, ObjectId]:
         out = {}
@@ -177,25 +200,32 @@ class MemoryRefStore(BaseRefStore):
     def read_raw(self, name: str) -> str | None:
         return self._refs.get(name)
 
-    def _cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
-        with self._lock:
-            current = self._refs.get(name)
-            if old != "*" and current != old:
-                raise RefConflict(f"{name} moved: expected {old or 'nothing'}, found {current or 'nothing'}",
-                                  "re-read the ref and retry")
-            if new is None:
-                self._refs.pop(name, None)
-                self._logs.pop(name, None)
-                return
-            self._refs[name] = new
-            if entry is not None:
-                self._logs.setdefault(name, []).append(entry)
+    def _locked(self, name: str) -> AbstractContextManager[Any]:
+        return self._lock
+
+    def _write(self, name: str, new: str | None, entry: ReflogEntry | None, held: Any) -> None:
+        if new is None:
+            self._refs.pop(name, None)
+            self._logs.pop(name, None)
+            return
+        self._refs[name] = new
+        if entry is not None:
+            self._logs.setdefault(name, []).append(entry)
 
     def names(self, prefix: str = "refs/") -> list[str]:
         return sorted(n for n in self._refs if n.startswith(prefix))
 
     def reflog(self, name: str) -> list[ReflogEntry]:
         return list(self._logs.get(self.follow(name), []))
+
+
+@dataclass
+class _DiskLock:
+    """A held ref lock: its descriptor and file, and whether the write renamed it over the ref."""
+
+    fd: int
+    path: Path
+    renamed: bool = False
 
 
 class DiskRefStore(BaseRefStore):
@@ -261,6 +291,22 @@ class DiskRefStore(BaseRefStore):
         return entries
 
     # -- locking ----------------------------------------------------------
+    def compare_and_swap(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None = None) -> None:
+        with files.faults(self._path(name), "update ref"):
+            super().compare_and_swap(name, old, new, entry)
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[_DiskLock]:
+        """``<ref>.lock`` created with O_EXCL and held with flock; removed on the way out unless the
+        write renamed it over the ref."""
+        held = _DiskLock(*self._acquire(name))
+        try:
+            yield held
+        finally:
+            os.close(held.fd)
+            if not held.renamed:
+                held.path.unlink(missing_ok=True)
+
     def _acquire(self, name: str) -> tuple[int, Path]:
         path = self._path(name)
         lock = path.with_name(path.name + ".lock")
@@ -311,37 +357,21 @@ class DiskRefStore(BaseRefStore):
         finally:
             os.close(fd)
 
-    def _cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
-        with files.faults(self._path(name), "update ref"):
-            self._locked_cas(name, old, new, entry)
-
-    def _locked_cas(self, name: str, old: str | None, new: str | None, entry: ReflogEntry | None) -> None:
-        fd, lock = self._acquire(name)
-        renamed = False
-        try:
-            current = self.read_raw(name)
-            if old != "*" and current != old:
-                raise RefConflict(
-                    f"{name} moved: expected {old or 'nothing'}, found {current or 'nothing'}",
-                    "another process updated it; re-read and retry",
-                )
-            if new is None:
-                self._path(name).unlink(missing_ok=True)
-                self._log_path(name).unlink(missing_ok=True)
-                self._prune_empty(self._path(name).parent, self.root / "refs")
-                self._prune_empty(self._log_path(name).parent, self.root / "logs")
-                return
-            write_all(fd, (new + "\n").encode())
-            os.fsync(fd)
-            if entry is not None:
-                self._append_log(name, entry)
-            os.replace(lock, self._path(name))
-            renamed = True
-            fsync_dir(self._path(name).parent)
-        finally:
-            os.close(fd)
-            if not renamed:
-                lock.unlink(missing_ok=True)
+    def _write(self, name: str, new: str | None, entry: ReflogEntry | None, held: _DiskLock) -> None:
+        """The new value into the lock file (fsynced), the reflog entry, then the lock renamed over the ref."""
+        if new is None:
+            self._path(name).unlink(missing_ok=True)
+            self._log_path(name).unlink(missing_ok=True)
+            self._prune_empty(self._path(name).parent, self.root / "refs")
+            self._prune_empty(self._log_path(name).parent, self.root / "logs")
+            return
+        write_all(held.fd, (new + "\n").encode())
+        os.fsync(held.fd)
+        if entry is not None:
+            self._append_log(name, entry)
+        os.replace(held.path, self._path(name))
+        held.renamed = True
+        fsync_dir(self._path(name).parent)
 
     def _append_log(self, name: str, entry: ReflogEntry) -> None:
         path = self._log_path(name)
