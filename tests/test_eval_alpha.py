@@ -11,7 +11,7 @@ from transformers import ViTForImageClassification
 from dithub import Repo
 from dithub.errors import BadInput
 from dithub.eval import accuracy, load_probe
-from dithub.ops.merge.run import AUTO_GRID
+from dithub.eval.scale import AUTO_GRID
 
 
 @pytest.fixture

@@ -491,12 +491,12 @@ def test_cli_lists_every_registered_rebase_method():
     assert set(METHODS) == set(REGISTRY)
 
 
-def test_rebase_alpha_auto_picks_the_best_scale_on_the_probe(tmp_path):
+def test_rebase_alpha_auto_picks_the_best_scale_on_the_probe(tmp_path, monkeypatch):
     from peft import PeftModel
     from transformers import ViTForImageClassification
 
     from dithub_demo import domain_split
-    from dithub.ops.merge.run import AUTO_GRID
+    from dithub.eval.scale import AUTO_GRID
 
     suite = Path(__file__).resolve().parents[1] / "examples" / "digits"
     split = domain_split("original")
@@ -526,3 +526,10 @@ def test_rebase_alpha_auto_picks_the_best_scale_on_the_probe(tmp_path):
     assert best > scored[1.0]  # the sweep matters here: the full update hurts on the new release
     with pytest.raises(BadInput, match="--alpha auto picks the scale on a probe set"):
         repo.rebase("vit-v2", "b", "naive", alpha="auto")
+    # the metric is the user's when given (it was ignored before): one that scores each call higher
+    # than the last prefers the last scale tried, where accuracy chose another
+    assert chosen != AUTO_GRID[-1]
+    (tmp_path / "rising_metric.py").write_text("calls = []\n\ndef score(model, probe):\n    calls.append(1)\n    return len(calls)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    [rising] = repo.rebase("vit-v2", "b", "naive", alpha="auto", probe=str(tmp_path / "probe.safetensors"), metric="rising_metric:score")
+    assert rising.alphas[rising.new_head] == AUTO_GRID[-1]

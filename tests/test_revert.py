@@ -157,7 +157,7 @@ def test_revert_errors_name_the_inputs_and_the_way_out(three, tmp_path):
 def test_negation_alpha_auto_keeps_retain_accuracy_within_the_margin(vit, tmp_path):
     from transformers import ViTForImageClassification
 
-    from dithub.ops.merge.run import AUTO_GRID
+    from dithub.eval.scale import AUTO_GRID
 
     base = load_file(str(vit.base_dir / "model.safetensors"))
     repo = Repo.init(tmp_path / "r")

@@ -5,6 +5,25 @@ from typing import Annotated
 
 import typer
 
+from ..algorithms.params import scale_value
+from ..errors import BadInput
+
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Rev = Annotated[str, typer.Argument(help="A branch, tag, base, commit id (or prefix), with optional ~N / ^N.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing name.")]
+Alpha = Annotated[str | None, typer.Option("--alpha", help="The final scale of the update, or 'auto': the best on --probe by --metric.")]
+Metric = Annotated[str, typer.Option("--metric", help="What --alpha auto maximizes: accuracy, or module:function(model, probe) -> float.")]
+
+
+def alpha_value(alpha: str | None, probe: str | None, metric: str, *, probe_without_auto: bool = False) -> float | str | None:
+    """``--alpha`` as every command reads it: None (not given), a finite number, or ``auto`` — which
+    needs ``--probe``; ``--metric`` goes with ``auto`` only, and so does ``--probe`` unless the
+    command measures on it anyway (``probe_without_auto``: rebase's gradfix and theseus)."""
+    value = scale_value(alpha) if alpha is not None else None
+    if value == "auto" and probe is None:
+        raise BadInput("--alpha auto needs --probe FILE", "a .safetensors file with inputs and labels (or module:function)")
+    if probe is not None and value != "auto" and not probe_without_auto:
+        raise BadInput("--probe is used with --alpha auto")
+    if metric != "accuracy" and value != "auto":
+        raise BadInput("--metric is used with --alpha auto")
+    return value

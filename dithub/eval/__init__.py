@@ -2,8 +2,9 @@
 from .metrics import Metric, accuracy, load_metric
 from .model import ScaledAdapter, load_base_model
 from .probe import Probe, load_probe
+from .scale import AUTO_GRID, best_scale
 from .signals import linear_activations, majority_descent_signs
 
 __all__ = [
-    "accuracy", "load_metric", "Metric", "ScaledAdapter", "load_base_model", "Probe", "load_probe", "linear_activations", "majority_descent_signs",
+    "AUTO_GRID", "best_scale", "accuracy", "load_metric", "Metric", "ScaledAdapter", "load_base_model", "Probe", "load_probe", "linear_activations", "majority_descent_signs",
 ]

@@ -199,14 +199,13 @@ def transport_tree(repo: RepoView, tree: Tree, old: Tree, new: Tree, transport: 
     return Tree("lora", dict(tree.config), entries) if low_rank else Tree("task_vector", {}, entries)
 
 
-def _best_alpha(repo: RepoView, new_id: ObjectId, unit: Tree, probe: str) -> float:
-    from ..eval import ScaledAdapter, accuracy, load_probe
-    from .merge.run import AUTO_GRID
+def _best_alpha(repo: RepoView, new_id: ObjectId, unit: Tree, probe: str, metric: str) -> float:
+    """The scale of the moved update with the best ``metric`` on the probe (``eval.best_scale``)."""
+    from ..eval import ScaledAdapter, best_scale, load_metric, load_probe
 
-    data = load_probe(probe)
+    data, score = load_probe(probe), load_metric(metric)
     scaled = ScaledAdapter(repo, repo.store.read_tree(new_id), unit)
-    scores = {a: accuracy(scaled.set_scale(a), data) for a in AUTO_GRID}
-    return max(AUTO_GRID, key=lambda a: scores[a])
+    return best_scale(lambda a: score(scaled.set_scale(a), data))[0]
 
 
 def select_branches(repo: RepoView, onto: str, branch: str | None, all_branches: bool) -> list[str]:
@@ -229,7 +228,7 @@ def select_branches(repo: RepoView, onto: str, branch: str | None, all_branches:
 
 
 def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, params: Mapping[str, Any] | None = None, *,
-           alpha: float | str = 1.0, probe: str | None = None, tip_only: bool = False, author: str,
+           alpha: float | str = 1.0, probe: str | None = None, metric: str = "accuracy", tip_only: bool = False, author: str,
            progress: ProgressFactory = no_progress) -> list[RebaseResult]:
     """Rebase ``branches`` onto base ``onto``; see the module docstring."""
     method = get_rebase(method_name)
@@ -267,7 +266,7 @@ def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, par
             scale = alpha
             if scale == "auto":
                 assert probe is not None
-                scale = _best_alpha(repo, new_id, transport_tree(repo, tree, old, new, transports[job.old_base], 1.0), probe)
+                scale = _best_alpha(repo, new_id, transport_tree(repo, tree, old, new, transports[job.old_base], 1.0), probe, metric)
             moved = repo.store.write_tree(transport_tree(repo, tree, old, new, transports[job.old_base], float(scale)))
             op = Op("rebase", method.name, {**full, "alpha": float(scale)}, [oid])
             note = f"\n\n(rebased from {oid[:12]} on {repo.base_name(job.old_base)} onto {onto} with {method.name})"

@@ -18,7 +18,7 @@ import torch
 
 from ..errors import BadInput, IncompatibleAdapters, ObjectNotFound
 from ..formats.torch_io import TORCH_DTYPES
-from .merge.run import AUTO_GRID, replay_device, run_merge
+from .merge.run import replay_device, run_merge
 from .deltas import delta_loader, expanded_specs, put_tensor
 from .merge.plan import plan_merge
 from ..algorithms.revert import is_linearized, negate, remove_from_mean
@@ -199,24 +199,26 @@ def negation_tree(repo: RepoView, merge: Commit, removed: Commit, alpha: float) 
     return _write(repo, out)
 
 
-def auto_alpha(repo: RepoView, merge: Commit, removed: Commit, probe_spec: str, margin: float) -> tuple[float, dict[float, float]]:
-    """The largest α on the grid whose retain accuracy (the probe) stays within ``margin`` of the merge's."""
-    from ..eval import ScaledAdapter, accuracy, load_probe
+def auto_alpha(repo: RepoView, merge: Commit, removed: Commit, probe_spec: str, margin: float,
+               metric: str = "accuracy") -> tuple[float, dict[float, float]]:
+    """The largest α whose retain score (``metric`` on the probe) stays within ``margin`` of the
+    merge's (``eval.best_scale`` with a floor); the scores, the merge's at α = 0."""
+    from ..eval import ScaledAdapter, best_scale, load_metric, load_probe
 
-    probe = load_probe(probe_spec)
+    probe, score = load_probe(probe_spec), load_metric(metric)
     base = repo.store.read_tree(merge.base) if merge.base else None
     if base is None:
         raise BadInput("--alpha auto evaluates on the merge's base checkpoint, and the merge records none")
     merged = ScaledAdapter(repo, base, repo.store.read_tree(merge.tree))
     gone = ScaledAdapter(repo, base, repo.store.read_tree(removed.tree))
-    reference = accuracy(merged.set_scale(1.0), probe)
-    scores = {a: accuracy(merged.set_scale(1.0, [(gone, -a)]), probe) for a in AUTO_GRID}
-    kept = [a for a in AUTO_GRID if scores[a] >= reference - margin]
-    return (max(kept) if kept else min(AUTO_GRID)), {0.0: reference, **scores}
+    reference = score(merged.set_scale(1.0), probe)
+    best, scores = best_scale(lambda a: score(merged.set_scale(1.0, [(gone, -a)]), probe), floor=reference - margin)
+    return best, {0.0: reference, **scores}
 
 
 def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: str, *, alpha: float | str | None,
-                 probe: str | None, force: bool, margin: float, author: str, names: tuple[str, str]) -> tuple[ObjectId, dict[str, Any]]:
+                 probe: str | None, force: bool, margin: float, author: str, names: tuple[str, str],
+                 metric: str = "accuracy") -> tuple[ObjectId, dict[str, Any]]:
     """The tree that removes ``removed`` from merge ``merge_id``, and the op parameters to record."""
     merge = repo.store.read_commit(merge_id)
     if merge.op.name != "merge":
@@ -244,7 +246,7 @@ def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: 
     if alpha == "auto":
         if probe is None:
             raise BadInput("--alpha auto keeps the accuracy of a retain probe set", "pass --probe FILE")
-        alpha, _scores = auto_alpha(repo, merge, input_commit, probe, margin)
+        alpha, _scores = auto_alpha(repo, merge, input_commit, probe, margin, metric)
         params["margin"] = margin
     elif alpha is None:
         alpha = _scale_of(merge)
@@ -256,8 +258,8 @@ def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: 
 
 def revert(
     repo: RepoView, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
-    probe: str | None = None, force: bool = False, margin: float | None = None, branch: str | None = None,
-    message: str | None = None, author: str | None = None,
+    probe: str | None = None, metric: str = "accuracy", force: bool = False, margin: float | None = None,
+    branch: str | None = None, message: str | None = None, author: str | None = None,
 ) -> ObjectId:
     """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new commit
     on ``branch`` (default: the current one)."""
@@ -281,7 +283,8 @@ def revert(
     else:
         merge_id = repo.resolve(from_merge)
         tree, params = revert_input(repo, oid, merge_id, method, alpha=alpha, probe=probe, force=force,
-                                    margin=DEFAULT_MARGIN if margin is None else margin, author=who, names=(rev, from_merge))
+                                    margin=DEFAULT_MARGIN if margin is None else margin, author=who, names=(rev, from_merge),
+                                    metric=metric)
         base = repo.store.read_commit(merge_id).base
         op = Op("revert", method, params, [merge_id, oid])
         text = message or f"revert: remove {rev} from {from_merge} ({method})"

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput
-from ..options import Json
+from ..options import Alpha, Json, Metric, alpha_value
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
@@ -77,9 +77,9 @@ def merge(
     weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="An input's weight, REV=W (repeatable; or REV:W in the list).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
-    alpha: Annotated[str | None, typer.Option("--alpha", help="The final scale of the merged update (the method's alpha or lam), or 'auto' with --probe.")] = None,
+    alpha: Alpha = None,
     probe: Annotated[str | None, typer.Option("--probe", help="Probe set for --alpha auto: a .safetensors file (inputs, labels) or module:function.")] = None,
-    metric: Annotated[str, typer.Option("--metric", help="What --alpha auto maximizes: accuracy, or module:function(model, probe) -> float.")] = "accuracy",
+    metric: Metric = "accuracy",
     dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
@@ -93,16 +93,11 @@ def merge(
         params["weights"] = weights
     if dtype:
         params["dtype"] = dtype.upper()
-    if alpha == "auto":
-        if probe is None:
-            raise BadInput("--alpha auto needs --probe FILE", "a .safetensors file with inputs and labels")
+    scale = alpha_value(alpha, probe, metric)
+    if scale == "auto":
         scale_param(method, params)
-    elif alpha is not None:
-        params[scale_param(method, params)] = alpha
-    elif probe is not None:
-        raise BadInput("--probe is used with --alpha auto")
-    if metric != "accuracy" and alpha != "auto":
-        raise BadInput("--metric is used with --alpha auto")
+    elif scale is not None:
+        params[scale_param(method, params)] = scale
     if dry_run:
         plan = repo.plan_merge(revs, method, params)
         emit(as_json, plan, lambda: out.print(
@@ -111,7 +106,7 @@ def merge(
         return
     with progress_bars() as progress:
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
-                         probe=probe if alpha == "auto" else None, metric=metric, device=device)
+                         probe=probe if scale == "auto" else None, metric=metric, device=device)
     commit = repo.store.read_commit(oid)
     error = commit.op.params.get("rank_error")
     capped = (f" (rank {commit.op.params['rank']}: relative Frobenius error {error['overall']:.3g}, worst module "

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import Json
+from ..options import Json, Metric, alpha_value
 from ..output import emit, out, progress_bars, short
 from ..state import repo as open_repo
 from .merge import _params
@@ -21,16 +21,18 @@ def rebase(
     method: Annotated[str, typer.Option("--method", help=f"Rebase method: {', '.join(METHODS)}.")] = "transfusion",
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     probe: Annotated[str | None, typer.Option("--probe", help="Probe set (gradfix: inputs and labels; theseus: inputs): .safetensors or module:function.")] = None,
-    alpha: Annotated[str, typer.Option("--alpha", help="Scale of the moved update, or 'auto' (best on --probe).")] = "1.0",
+    alpha: Annotated[str | None, typer.Option("--alpha", help="Scale of the moved update (default 1), or 'auto': the best on --probe by --metric.")] = None,
+    metric: Metric = "accuracy",
     all_branches: Annotated[bool, typer.Option("--all", help="Rebase every branch whose head is on another base.")] = False,
     tip: Annotated[bool, typer.Option("--tip", help="Rewrite only the branch's head commit.")] = False,
     as_json: Json = False,
 ) -> None:
     """Move a branch's adapters onto another base checkpoint (new commits; ORIG_HEAD keeps the old head)."""
+    scale = alpha_value(alpha, probe, metric, probe_without_auto=True)
     repo = open_repo(ctx)
     with progress_bars() as progress:
         results = repo.rebase(onto, branch, method, _params(param or []), all_branches=all_branches, tip_only=tip,
-                              alpha=alpha, probe=probe, progress=progress)
+                              alpha=1.0 if scale is None else scale, probe=probe, metric=metric, progress=progress)
     data = [{"branch": r.branch, "old_head": r.old_head, "new_head": r.new_head,
              "rewritten": [{"from": a, "to": b, "alpha": r.alphas[b]} for a, b in r.rewritten]} for r in results]
 

@@ -6,8 +6,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput
-from ...algorithms.params import scale_value
-from ..options import Json
+from ..options import Json, Metric, alpha_value
 from ..output import emit, out, short
 from ..state import repo as open_repo
 
@@ -19,8 +18,9 @@ def revert(
     rev: Annotated[str, typer.Argument(help="The commit to undo; with --from, the input to remove from that merge.")],
     from_merge: Annotated[str | None, typer.Option("--from", help="The merge commit to remove REV from.")] = None,
     method: Annotated[str, typer.Option("--method", help="exact (replay the merge without REV), negation or ntk (subtract α·τ).")] = "exact",
-    alpha: Annotated[str | None, typer.Option("--alpha", help="negation/ntk: the scale subtracted (default: the merge's), or 'auto' with --probe.")] = None,
+    alpha: Annotated[str | None, typer.Option("--alpha", help="negation/ntk: the scale subtracted (default: the merge's), or 'auto': the largest keeping --metric on --probe within --margin.")] = None,
     probe: Annotated[str | None, typer.Option("--probe", help="Retain probe set for --alpha auto (.safetensors with inputs, labels).")] = None,
+    metric: Metric = "accuracy",
     margin: Annotated[float | None, typer.Option("--margin", help="--alpha auto: the retain accuracy it may lose (default 0.02).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow negation on a merge that is not a sum of its inputs.")] = False,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
@@ -30,9 +30,9 @@ def revert(
     """Undo a commit, or remove one input from a merge (unlearning), as a new commit; history is kept."""
     if method not in METHODS:
         raise BadInput(f"unknown revert method {method!r}", f"valid methods: {', '.join(METHODS)}")
-    value = scale_value(alpha) if alpha is not None else None
+    value = alpha_value(alpha, probe, metric)
     repo = open_repo(ctx)
-    oid = repo.revert(rev, from_merge=from_merge, method=method, alpha=value, probe=probe, force=force, margin=margin,
+    oid = repo.revert(rev, from_merge=from_merge, method=method, alpha=value, probe=probe, metric=metric, force=force, margin=margin,
                       branch=into, message=message)
     commit = repo.store.read_commit(oid)
     branch = into or repo.current_branch()

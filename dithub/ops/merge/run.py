@@ -182,20 +182,13 @@ def replay_device(params: Mapping[str, Any]) -> str:
     return "cuda"
 
 
-AUTO_GRID = tuple(round(0.1 * i, 1) for i in range(1, 16))
-"""Final scales ``--alpha auto`` tries (0.1 … 1.5)."""
-
-
 def sweep_alpha(repo: RepoView, plan: MergePlan, probe_spec: str, metric: str = "accuracy") -> tuple[float, dict[float, float]]:
     """The final scale with the best probe score (``metric``: accuracy, or a user's
-    ``module:function(model, probe) -> float``, higher better), and every score seen.
-
-    The merge itself runs once, at scale 1 (methods scale their result last, linearly); each
-    candidate only rewrites the model's adapted weights as W + a·ΔW and scores the probe.
-    """
+    ``module:function(model, probe) -> float``, higher better; ``eval.best_scale``), and every score
+    seen. The merge itself runs once, at scale 1 (methods scale their result last, linearly)."""
     from dataclasses import replace
 
-    from ...eval import ScaledAdapter, load_metric, load_probe
+    from ...eval import ScaledAdapter, best_scale, load_metric, load_probe
 
     scale = get_method(plan.method).scale_for(plan.params)
     if scale is None:
@@ -207,6 +200,4 @@ def sweep_alpha(repo: RepoView, plan: MergePlan, probe_spec: str, metric: str = 
     score = load_metric(metric)
     unit = repo.store.read_tree(run_merge(repo, replace(plan, params={**plan.params, scale: 1.0})))
     scaled = ScaledAdapter(repo, repo.store.read_tree(plan.base), unit)
-    accuracies = {a: score(scaled.set_scale(a), probe) for a in AUTO_GRID}
-    best = max(AUTO_GRID, key=lambda a: accuracies[a])  # the smallest scale among the best
-    return best, accuracies
+    return best_scale(lambda a: score(scaled.set_scale(a), probe))
