@@ -145,7 +145,7 @@ def test_parameters_are_validated():
 def test_cli_help_lists_every_registered_method():
     from dithub.cli.commands.merge import METHODS
 
-    assert sorted(METHODS) == sorted([*REGISTRY, "opcm"])  # opcm is sequential, outside the registry
+    assert sorted(METHODS) == sorted(REGISTRY)
 
 
 def test_alpha_sets_each_methods_final_scale(tmp_path, cli):
@@ -220,3 +220,21 @@ def test_dare_chunked_equals_whole(monkeypatch, mask):
         monkeypatch.setattr(full_space, "DARE_CHUNK", 64)
         assert torch.equal(get_method("dare")(vs, p=0.6, combine=combine, seed=2, key="w", mask=mask), ref)
         monkeypatch.setattr(full_space, "DARE_CHUNK", 1 << 21)
+
+
+def test_one_registry_shape_with_capabilities():
+    """Merge, rebase and revert methods are Algorithms in a Registry (issue 19); OPCM is registered,
+    its sequential nature a capability the executors read (not its name)."""
+    from dithub.algorithms.params import Algorithm, Registry
+    from dithub.algorithms.rebase import REGISTRY as REBASES
+    from dithub.algorithms.revert import REGISTRY as REVERTS
+
+    for registry in (REGISTRY, REBASES, REVERTS):
+        assert isinstance(registry, Registry) and all(isinstance(a, Algorithm) for a in registry.values())
+    assert REGISTRY.having("sequential") == ["opcm"] and get_method("opcm").scale_param is None
+    assert REGISTRY.having("device-kernel") == ["dare", "magmax", "task_arithmetic", "ties"]  # the Triton kernels
+    assert "needs-labels" in REBASES["gradfix"].capabilities and "needs-inputs" in REBASES["theseus"].capabilities
+    with pytest.raises(BadInput, match="unknown rebase method 'x'.*"):
+        REBASES.lookup("x")
+    opcm = get_method("opcm")
+    assert opcm.params({"alpha": "0.3"}) == {"alpha": 0.3, "project": "linear"} and opcm.recorded({"alpha": 0.5})["project"] == "matrices"

@@ -271,3 +271,15 @@ def test_exact_revert_of_an_ema_blend_says_what_is_left(tmp_path):
     with pytest.raises(BadInput, match="ema blends exactly two inputs"):
         repo.revert("class/0", from_merge="blend", branch="blend")
     assert len(repo.log(["blend"])) == 3  # nothing was written
+
+
+def test_revert_methods_are_registered_algorithms_and_the_cli_lists_them():
+    """One algorithm shape (issue 19): negation and ntk are registered with their papers; the
+    executor reads ntk's refusal of inputs not trained linearized from its capabilities."""
+    from dithub.algorithms.revert import METHODS as ALGORITHMS
+    from dithub.algorithms.revert import REGISTRY as REVERTS
+    from dithub.cli.commands.revert import METHODS as LISTED
+
+    assert tuple(LISTED) == tuple(ALGORITHMS) == ("exact", "negation", "ntk")
+    assert REVERTS["negation"].paper == "2212.04089" and REVERTS["ntk"].paper == "2510.13606"
+    assert "linearized-only" in REVERTS["ntk"].capabilities and "linearized-only" not in REVERTS["negation"].capabilities

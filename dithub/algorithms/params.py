@@ -1,4 +1,5 @@
-"""Parameters of registered algorithms (merge, rebase): defaults, ranges, choices, overrides, types.
+"""Registered algorithms (merge, rebase, revert) in one shape: ``Algorithm`` (function, paper,
+parameters with defaults, ranges, choices and legacy values, capabilities) in a ``Registry``.
 
 CLI values arrive as strings (``--param density=0.2``); each is parsed to the type of its default
 and checked against its declared range or choices (numbers are always finite) before anything is
@@ -10,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from ..errors import BadInput
 
@@ -84,6 +85,40 @@ class Algorithm:
     def recorded(self, params: Mapping[str, Any]) -> dict[str, Any]:
         """The parameters a recorded op ran with (``legacy`` values for those it predates)."""
         return {**{k: v for k, v in self.legacy.items() if k not in params}, **params}
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the executors must know of it, by name (e.g. ``device-kernel``, ``sequential``,
+        ``needs-labels``): they branch on these, never on the algorithm's name."""
+        return frozenset()
+
+
+A = TypeVar("A", bound=Algorithm)
+
+
+class Registry(dict[str, A], Generic[A]):
+    """The algorithms of one kind (merge, rebase, revert) by name."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    def add(self, algo: A) -> A:
+        if algo.name in self:
+            raise TypeError(f"{self.kind} method {algo.name!r} is registered twice")
+        self[algo.name] = algo
+        return algo
+
+    def lookup(self, name: str) -> A:
+        """The algorithm ``name``, or BadInput listing the valid names."""
+        try:
+            return self[name]
+        except KeyError:
+            raise BadInput(f"unknown {self.kind} method {name!r}", f"valid methods: {', '.join(sorted(self))}") from None
+
+    def having(self, capability: str) -> list[str]:
+        """The names of the algorithms with ``capability``, sorted."""
+        return sorted(n for n, a in self.items() if capability in a.capabilities)
 
 
 def describe(algo: Algorithm) -> str:

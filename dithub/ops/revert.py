@@ -21,7 +21,8 @@ from ..formats.torch_io import TORCH_DTYPES
 from .merge.run import replay_device, run_merge
 from .deltas import delta_loader, expanded_specs, put_tensor
 from .merge.plan import plan_merge
-from ..algorithms.revert import is_linearized, negate, remove_from_mean
+from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_from_mean
+from ..algorithms.revert import REGISTRY as REVERTS
 from ..store import Commit, ObjectId, Op, Tree, check_ref_name
 from ..store.view import RepoView
 from .commit import HEADS, commit_tree, default_author
@@ -78,13 +79,20 @@ def undo_tree(repo: RepoView, oid: ObjectId, head: ObjectId) -> ObjectId:
 # -- revert INPUT --from MERGE ------------------------------------------------------
 
 
+def _sequential(method: str | None) -> bool:
+    """Whether a recorded merge ran a sequential method (one input per commit: OPCM)."""
+    from ..algorithms.merge import REGISTRY
+
+    return method in REGISTRY and REGISTRY[method or ""].sequential
+
+
 def opcm_chain(repo: RepoView, oid: ObjectId) -> list[ObjectId]:
     """The OPCM commits that built ``oid``'s running merge, oldest first."""
     chain = [oid]
     commit = repo.store.read_commit(oid)
     while len(commit.parents) == 2:  # (previous running merge, input); the first has the input only
         previous = repo.store.read_commit(commit.parents[0])
-        if previous.op.method != "opcm":
+        if not _sequential(previous.op.method):
             break
         chain.append(commit.parents[0])
         commit = previous
@@ -96,7 +104,7 @@ def merge_inputs(repo: RepoView, oid: ObjectId) -> list[ObjectId]:
     commit = repo.store.read_commit(oid)
     if commit.op.name != "merge":
         return []
-    if commit.op.method == "opcm":
+    if _sequential(commit.op.method):
         return [repo.store.read_commit(c).op.inputs[0] for c in opcm_chain(repo, oid)]
     return list(commit.op.inputs)
 
@@ -134,7 +142,7 @@ def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str
     inputs = [kept(i) for i in merge_inputs(repo, oid) if i != removed]
     if not inputs:
         raise BadInput(f"removing {removed[:12]} leaves merge {oid[:12]} with no input", "revert the merge commit itself instead")
-    if commit.op.method == "opcm":
+    if _sequential(commit.op.method):
         state: tuple[Tree, ObjectId | None] | None = None
         tree_id = ""
         for i in inputs:
@@ -159,8 +167,6 @@ def _without(params: dict[str, Any], inputs: list[ObjectId], removed: ObjectId) 
 def _scale_of(commit: Commit) -> float | None:
     from ..algorithms.merge import get_method
 
-    if commit.op.method == "opcm":
-        return None
     name = get_method(commit.op.method or "").scale_for(commit.op.params)
     return float(commit.op.params[name]) if name and name in commit.op.params else None
 
@@ -172,13 +178,14 @@ def _mean_scale(method: Any, params: dict[str, Any], vectors: str | None) -> flo
     return 1.0
 
 
-def negation_tree(repo: RepoView, merge: Commit, removed: Commit, alpha: float) -> ObjectId:
+def negation_tree(repo: RepoView, merge: Commit, removed: Commit, alpha: float,
+                  subtract: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = negate) -> ObjectId:
     """The merge's update minus α times the removed input's, in full space (tensors the merge
     averaged lose the input from their mean)."""
     from ..algorithms.merge import get_method
     from ..algorithms.merge.registry import recorded_params
 
-    method = get_method(merge.op.method) if merge.op.method != "opcm" else None
+    method = get_method(merge.op.method or "")
     vectors = recorded_params(merge.op.method or "", merge.op.params).get("vectors")
     n = len(merge.op.inputs)
     m_specs, m_load = _deltas(repo, merge)
@@ -191,11 +198,11 @@ def negation_tree(repo: RepoView, merge: Commit, removed: Commit, alpha: float) 
         merged = m_load(name).reshape(shape)
         if name not in r_specs:
             out[name] = (dtype, merged.float())
-        elif method is not None and not method.applies_to(shape, vectors, name) and n > 1:
+        elif not method.sequential and not method.applies_to(shape, vectors, name) and n > 1:
             scale = _mean_scale(method, merge.op.params, vectors)  # α·mean for matrices-only methods
             out[name] = (dtype, remove_from_mean(merged, scale * r_load(name).reshape(shape).float(), n))
         else:
-            out[name] = (dtype, negate(merged, r_load(name).reshape(shape), alpha))
+            out[name] = (dtype, subtract(merged, r_load(name).reshape(shape), alpha))
     return _write(repo, out)
 
 
@@ -226,18 +233,19 @@ def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: 
     if not contains(repo, merge_id, removed):
         listed = ", ".join(repo.describe(i) for i in merge_inputs(repo, merge_id))
         raise BadInput(f"{names[0]} was not part of merge {names[1]}", f"its inputs were: {listed}")
+    if method != EXACT and method not in REVERTS:
+        raise BadInput(f"unknown revert method {method!r}", f"valid methods: {', '.join(METHODS)}")
     params: dict[str, Any] = {"from": merge_id, "removed": removed}
-    if method == "exact":
+    if method == EXACT:
         if alpha is not None:
             raise BadInput("--alpha is for negation and ntk", "exact replays the merge as it was recorded")
         _check_present(repo, merge_id)
         return replay_without(repo, merge_id, removed, author), params
-    if method not in ("negation", "ntk"):
-        raise BadInput(f"unknown revert method {method!r}", "valid methods: exact, negation, ntk")
+    algo = REVERTS[method]
     if removed not in merge_inputs(repo, merge_id):
         raise BadInput(f"{names[0]} went into {names[1]} through another merge", "use --method exact, which replays the chain")
     input_commit = repo.store.read_commit(removed)
-    if method == "ntk" and not is_linearized(repo.store.read_tree(input_commit.tree).config):
+    if algo.linearized_only and not is_linearized(repo.store.read_tree(input_commit.tree).config):
         raise BadInput(f"{names[0]} was not trained linearized, so removing it by subtraction is not first-order exact",
                        "train with dithub.train.linearized (save_linearized marks the file), or use --method exact/negation")
     if merge.op.method not in LINEAR and not force:
@@ -253,7 +261,7 @@ def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: 
         if alpha is None:
             raise BadInput(f"{names[1]} records no final scale to subtract with", "pass --alpha A")
     params["alpha"] = float(alpha)
-    return negation_tree(repo, merge, input_commit, float(alpha)), params
+    return negation_tree(repo, merge, input_commit, float(alpha), algo.fn), params
 
 
 def revert(

@@ -2,9 +2,9 @@
 
 Registered so far: task_arithmetic, ties, dare, breadcrumbs, magmax (full space, per tensor);
 tsv, iso_c, iso_cts (spectral, per 2-D tensor); concat, mean_ba, core_space, ema (LoRA-native).
-Sequential OPCM lives in ``merge.sequential``; the fused kernels in ``dithub.kernels``.
+opcm (sequential: one input per commit, its state kept with the merge). The kernels are ``dithub.kernels``.
 """
-from . import full_space, lora_space, spectral  # noqa: F401  register the methods
+from . import full_space, lora_space, sequential, spectral  # noqa: F401  register the methods
 from .primitives import dare_draws, dare_keep, kth_largest_abs, magnitude_threshold
 from .registry import REGISTRY, MergeMethod, get_method, register
 

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from ...errors import BadInput
 from ...kernels.device import DeviceKernel
-from ..params import Algorithm, Range, describe
+from ..params import Algorithm, Range, Registry, describe
 
 MergeFn = Callable[..., Tensor]
 
@@ -29,7 +29,8 @@ class MergeMethod(Algorithm):
 
     random: bool = False
     space: str = "full"
-    """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1."""
+    """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1;
+    ``sequential``: one input at a time joins a running merge whose state its commit keeps (OPCM)."""
     matrices_only: bool = False
     """Defined on 2-D weights only (SVD methods); the executor averages every other tensor."""
     inner: str | None = None
@@ -72,6 +73,20 @@ class MergeMethod(Algorithm):
         return self.scale_param
 
     @property
+    def capabilities(self) -> frozenset[str]:
+        caps = {self.space}
+        caps |= {"device-kernel"} if self.device is not None else set()
+        caps |= {"random"} if self.random else set()
+        caps |= {"weighted"} if self.weighted else set()
+        caps |= {"matrices-only"} if self.matrices_only else set()
+        return frozenset(caps)
+
+    @property
+    def sequential(self) -> bool:
+        """Merges one input per commit into a running merge (no plan of all inputs at once)."""
+        return self.space == "sequential"
+
+    @property
     def elementwise(self) -> bool:
         """Defined entry by entry on tensors of any shape (full space, not matrices only)."""
         return self.space == "full" and not self.matrices_only
@@ -92,7 +107,10 @@ class MergeMethod(Algorithm):
 
     @property
     def scale_param(self) -> str | None:
-        """The parameter that scales the merged update last (what ``--alpha`` sets), if any."""
+        """The parameter that scales the merged update last (what ``--alpha`` sets), if any (a
+        sequential merge has none: OPCM's alpha is a share of the spectrum)."""
+        if self.sequential:
+            return None
         return next((p for p in ("alpha", "lam") if p in self.defaults), None)
 
     def __call__(self, vectors: Sequence[Any], *, key: str = "", weights: Sequence[float] | None = None,
@@ -106,7 +124,7 @@ class MergeMethod(Algorithm):
         return self.fn(vectors, **full)
 
 
-REGISTRY: dict[str, MergeMethod] = {}
+REGISTRY: Registry[MergeMethod] = Registry("merge")
 
 
 def check_weights(method: MergeMethod, weights: Sequence[float] | None, n: int) -> list[float] | None:
@@ -148,9 +166,9 @@ def register(
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
         if random and "seed" not in (defaults or {}):
             raise TypeError(f"{name}: a method taking key must declare a seed default")
-        REGISTRY[name] = MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
+        REGISTRY.add(MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
                                      dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
-                                     inner=inner, weighted=weighted, device=device)
+                                     inner=inner, weighted=weighted, device=device))
         return fn
 
     return wrap
@@ -164,7 +182,7 @@ and scale them by α with the rest), or ``mean`` (averaged, unscaled: merges rec
 
 def recorded_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
     """What a recorded merge op ran with (see ``Algorithm.legacy``; an elementwise merge recorded
-    without ``vectors`` averaged its 1-D tensors); OPCM records every parameter."""
+    without ``vectors`` averaged its 1-D tensors)."""
     if method not in REGISTRY:
         return dict(params)
     out = REGISTRY[method].recorded(params)
@@ -175,8 +193,4 @@ def recorded_params(method: str, params: dict[str, Any]) -> dict[str, Any]:
 
 def get_method(name: str) -> MergeMethod:
     """The registered method ``name``, or BadInput listing the valid names."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        valid = ", ".join(sorted([*REGISTRY, "opcm"]))
-        raise BadInput(f"unknown merge method {name!r}", f"valid methods: {valid}") from None
+    return REGISTRY.lookup(name)

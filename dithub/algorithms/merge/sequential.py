@@ -23,10 +23,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-DEFAULTS = {"alpha": 0.5, "project": "linear"}
-CHOICES = {"project": ("linear", "matrices")}
-LEGACY = {"project": "matrices"}
-PAPER = "2501.09522"
+from ..params import UNIT
+from .registry import register
 
 
 def opcm_project(previous: Tensor, task: Tensor, alpha: float, linear: bool = True) -> Tensor:
@@ -43,6 +41,12 @@ def opcm_project(previous: Tensor, task: Tensor, alpha: float, linear: bool = Tr
     return (u @ p @ vh).to(task.dtype)
 
 
-def opcm_accumulate(previous: Tensor, task: Tensor, lam: float, alpha: float, linear: bool = True) -> Tensor:
-    """u = λ τ̄ + τ' (before the model-wide rescaling)."""
+@register("opcm", paper="2501.09522", defaults={"alpha": 0.5, "project": "linear"}, ranges={"alpha": UNIT},
+          choices={"project": ("linear", "matrices")}, legacy={"project": "matrices"}, space="sequential")
+def opcm_accumulate(previous: Tensor, task: Tensor, lam: float, linear_layer: bool | None = None, *, alpha: float,
+                    project: str) -> Tensor:
+    """u = λ τ̄ + τ' for one tensor (before the model-wide rescaling). ``linear_layer``: whether the
+    base model holds this tensor as an ``nn.Linear`` weight (None: no base to tell); ``project``
+    says whether that matters (``linear``) or every 2-D tensor is projected (``matrices``)."""
+    linear = project == "matrices" or linear_layer is None or linear_layer
     return lam * previous + opcm_project(previous, task, alpha, linear)

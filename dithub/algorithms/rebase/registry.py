@@ -17,8 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ...errors import BadInput
-from ..params import Algorithm, Range
+from ..params import Algorithm, Range, Registry
 
 
 @dataclass
@@ -66,11 +65,15 @@ class RebaseMethod(Algorithm):
     equal_widths: bool = True
     """Whether the two bases must have tensors of the same shapes."""
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({f"needs-{self.needs}"} | ({"equal-widths"} if self.equal_widths else set()))
+
     def __call__(self, ctx: RebaseContext, **params: Any) -> Transport:
         return self.fn(ctx, **self.params(params))
 
 
-REGISTRY: dict[str, RebaseMethod] = {}
+REGISTRY: Registry[RebaseMethod] = Registry("rebase")
 
 
 def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = None, needs: str = "nothing",
@@ -85,8 +88,8 @@ def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = 
         kw = {p.name for p in inspect.signature(fn).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
         if kw != set(defaults or {}):
             raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(defaults or {})}")
-        REGISTRY[name] = RebaseMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}), dict(choices or {}),
-                                      needs=needs, equal_widths=equal_widths)
+        REGISTRY.add(RebaseMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}), dict(choices or {}),
+                                  needs=needs, equal_widths=equal_widths))
         return fn
 
     return wrap
@@ -94,10 +97,7 @@ def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = 
 
 def get_rebase(name: str) -> RebaseMethod:
     """The registered method ``name``, or BadInput listing the valid names."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise BadInput(f"unknown rebase method {name!r}", f"valid methods: {', '.join(sorted(REGISTRY))}") from None
+    return REGISTRY.lookup(name)
 
 
 @register_rebase("naive", paper="2212.04089")

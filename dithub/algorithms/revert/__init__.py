@@ -5,6 +5,6 @@
 (the same subtraction on linearized task vectors, where it is exact to first order in the
 function, after arXiv 2510.13606) are pure functions on tensors.
 """
-from .negation import LINEARIZED, METHODS, is_linearized, negate, remove_from_mean
+from .negation import EXACT, LINEARIZED, METHODS, REGISTRY, RevertMethod, is_linearized, negate, remove_from_mean
 
-__all__ = ["LINEARIZED", "METHODS", "is_linearized", "negate", "remove_from_mean"]
+__all__ = ["EXACT", "LINEARIZED", "METHODS", "REGISTRY", "RevertMethod", "is_linearized", "negate", "remove_from_mean"]

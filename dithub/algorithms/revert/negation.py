@@ -19,11 +19,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor
 
-METHODS = ("exact", "negation", "ntk")
+from ..params import Algorithm, Registry
+
 LINEARIZED = "dithub.linearized"
 """The safetensors metadata key (value ``true``) that marks a linearized task vector."""
 
@@ -31,6 +33,26 @@ LINEARIZED = "dithub.linearized"
 def negate(merged: Tensor, removed: Tensor, alpha: float) -> Tensor:
     """θ_merged − α·τ (in fp32 for half-precision inputs)."""
     return merged.float() - alpha * removed.float()
+
+
+@dataclass(frozen=True)
+class RevertMethod(Algorithm):
+    """A removal by subtraction: ``fn(merged, removed, alpha)`` on one tensor."""
+
+    linearized_only: bool = False
+    """Exact (to first order) only for inputs trained linearized: refused for the others."""
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        return frozenset({"subtracts"} | ({"linearized-only"} if self.linearized_only else set()))
+
+
+REGISTRY: Registry[RevertMethod] = Registry("revert")
+REGISTRY.add(RevertMethod("negation", negate, "2212.04089"))
+REGISTRY.add(RevertMethod("ntk", negate, "2510.13606", linearized_only=True))
+EXACT = "exact"
+"""Not a tensor function: the recorded merge replayed without the input (``ops.revert``)."""
+METHODS = (EXACT, *REGISTRY)
 
 
 def remove_from_mean(mean: Tensor, removed: Tensor, n: int) -> Tensor:

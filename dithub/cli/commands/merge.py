@@ -63,7 +63,7 @@ def scale_param(method: str, params: dict[str, str]) -> str:
     """The parameter ``--alpha`` sets for ``method`` with ``params`` (Core Space: its rule's scale)."""
     from ...algorithms.merge import get_method  # loads torch; only when --alpha is given
 
-    name = get_method(method).scale_for(params) if method != "opcm" else None
+    name = get_method(method).scale_for(params)
     if name is None:
         raise BadInput(f"method {method!r} has no final scale for --alpha", "pass its parameters with --param")
     return name

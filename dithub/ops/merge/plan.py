@@ -59,9 +59,9 @@ class MergePlan:
 def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None, *,
                min_inputs: int = 2) -> MergePlan:
     """Check that the inputs can be merged with ``method`` and plan it; writes nothing."""
-    if method == "opcm":
-        raise BadInput("opcm merges sequentially and has no plan", "run: dithub merge --method opcm --into BRANCH REV…")
     m = get_method(method)
+    if m.sequential:
+        raise BadInput(f"{method} merges sequentially and has no plan", f"run: dithub merge --method {method} --into BRANCH REV…")
     params = dict(params or {})
     dtype = params.pop("dtype", None)
     if dtype is not None and dtype not in OUT_DTYPES:
@@ -155,7 +155,7 @@ def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree],
     if kinds != {want} or want == "full":
         which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
         raise BadInput(f"method cannot merge these inputs ({which})",
-                       "LoRA-native methods (" + ", ".join(n for n, m in REGISTRY.items() if m.space == "lora")
+                       "LoRA-native methods (" + ", ".join(REGISTRY.having("lora"))
                        + ") take LoRA adapters; the others take task vectors or LoRA adapters (expanded to ΔW)")
     shapes = [_merge_shapes(t) for t in trees]
     for r, sh in zip(revs[1:], shapes[1:]):

@@ -11,8 +11,7 @@ from typing import Any
 
 from ...errors import BadInput, IncompatibleAdapters
 from ...formats.torch_io import TORCH_DTYPES, to_torch
-from ...algorithms.merge.sequential import CHOICES, DEFAULTS, LEGACY, opcm_accumulate
-from ...algorithms.params import UNIT, resolve_params
+from ...algorithms.merge import get_method
 from ..deltas import delta_loader, expanded_specs, put_tensor
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, Op, Tree
@@ -22,14 +21,14 @@ from ..commit import commit_tree
 
 
 def opcm_params(given: dict[str, Any] | None) -> dict[str, Any]:
-    """OPCM's parameters: alpha, the share of the running merge's spectrum it keeps clear, in [0, 1];
-    project, which tensors it projects (see ``merge.sequential``)."""
-    return resolve_params("opcm", DEFAULTS, given, {"alpha": UNIT}, CHOICES)
+    """OPCM's parameters (the registered method's): alpha, the share of the running merge's
+    spectrum it keeps clear, in [0, 1]; project, which tensors it projects."""
+    return get_method("opcm").params(given)
 
 
 def recorded_project(params: dict[str, Any]) -> str:
     """What an OPCM op projected (``project``; merges recorded before it: every 2-D tensor)."""
-    return str(params.get("project", LEGACY["project"]))
+    return str(get_method("opcm").recorded(params)["project"])
 
 
 def _linear_names(repo: RepoView, base: ObjectId | None) -> set[str] | None:
@@ -89,12 +88,13 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
         state = dict(prev_tree.config["opcm"])
         advance = progress(f"opcm: adding {what}", len(specs))
         linear = _linear_names(repo, new_commit.base) if project == "linear" else None
+        accumulate = get_method("opcm").fn
         tensors, task_sq = {}, 0.0
         for name in specs:
             task = load_new(name).double()
             task_sq += float(task.pow(2).sum())
             prev = to_torch(repo.store.read_tensor(prev_tree.tensors[name].id)).double()
-            tensors[name] = opcm_accumulate(prev, task, state["lambda"], alpha, linear is None or name in linear)
+            tensors[name] = accumulate(prev, task, state["lambda"], None if linear is None else name in linear, alpha=alpha, project=project)
             advance(1)
         state["norms"] = [*state["norms"], math.sqrt(task_sq)]
         mean = sum(state["norms"]) / len(state["norms"])

@@ -33,11 +33,11 @@ def merge(
     if branch is None:
         raise BadInput("HEAD is detached", "pass --into BRANCH")
     check_ref_name(branch, "branch")
-    if method == "opcm":  # sequential: each input joins the running merge in its own commit
+    if get_method(method).sequential:  # each input joins the running merge in its own commit
         from .sequential import opcm_merge
 
         if params and "weights" in params:
-            raise BadInput("opcm takes no per-input weights (its paper defines none)", "drop --weight")
+            raise BadInput(f"{method} takes no per-input weights (its paper defines none)", "drop --weight")
         oid = ""
         for rev in revs:
             oid = opcm_merge(repo, rev, branch, dict(params or {}), message=message, author=author, progress=progress)
