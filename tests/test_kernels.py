@@ -7,7 +7,6 @@ import torch
 from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs, native
 from dithub.kernels.select import by_histogram
 from dithub.algorithms.merge import full_space, get_method
-from dithub.algorithms.merge.primitives import magnitude_threshold
 
 N = (1 << 21) + 1024  # above the partition, sampling and compile thresholds
 
@@ -101,28 +100,6 @@ def test_histogram_fallback_is_exact():
 def test_select_rejects_k_out_of_range():
     with pytest.raises(ValueError):
         kth_largest_abs(torch.ones(4), 5)
-
-
-def test_small_ties_equals_the_plain_kernel_bit_for_bit():
-    """Inputs under the compile threshold take ``_ties_small`` (stacked, masks as products): the
-    same bits as the plain kernel, with ties at the threshold, zeros of both signs, mixed dtypes,
-    negative λ, and NaN / ±inf inputs (which go to the plain kernel)."""
-    g = torch.Generator().manual_seed(9)
-    for trial in range(60):
-        n, count = int(torch.randint(1, 5000, (1,), generator=g)), int(torch.randint(1, 9, (1,), generator=g))
-        xs = [(torch.randn(n, generator=g) * (torch.rand(n, generator=g) < 0.6)).round(decimals=1) for _ in range(count)]
-        xs[0][: n // 3] = -0.0
-        if trial % 3 == 0:
-            xs[-1] = xs[-1].bfloat16()
-        if trial % 4 == 0:
-            xs[0][::7] = [float("nan"), float("inf"), -float("inf")][trial % 3]
-        thresholds = torch.stack([magnitude_threshold(x.float(), 0.3) for x in xs])
-        lam = torch.tensor(-0.5 if trial % 2 else 1.3)
-        zero_positive = torch.tensor(trial % 5 != 0)
-        small, small_counts = full_space._ties_small(xs, thresholds, lam, zero_positive)
-        plain, plain_counts = full_space._ties_kernel.plain(xs, thresholds, lam, zero_positive)
-        assert torch.equal(small.view(torch.int32), plain.view(torch.int32)), trial
-        assert torch.equal(small_counts, plain_counts), trial
 
 
 KERNEL_CASES = [

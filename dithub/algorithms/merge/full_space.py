@@ -62,9 +62,8 @@ from torch import Tensor
 
 from ...errors import BadInput
 from ..params import NATURAL, REAL, Range
-from ...kernels import COMPILE_MIN_NUMEL, fused, kth_largest_abs, native, philox
+from ...kernels import fused, kth_largest_abs, native, philox
 from ...kernels.device import DeviceKernel
-from ...kernels.fused import runs_fused
 from .primitives import CONVENTIONS, dare_limit, draw, magnitude_threshold, running_sum, tensor_seed, top_mask, trimmed
 from .registry import register
 
@@ -84,19 +83,28 @@ def _flag(value: bool, like: Tensor) -> Tensor:
     return torch.tensor(value, device=like.device)
 
 
-def _sign_mean(values: list[Tensor], lam: Tensor, zero_positive: Tensor) -> tuple[Tensor, Tensor]:
-    """TIES' sign election and disjoint mean, times λ: the elected sign is the summed mass's; a sum
-    of exactly 0 elects + if ``zero_positive``, else −. Also returns the election's counts
-    [#sums > 0, #sums < 0, #zero sums with an agreeing entry] (int64): where the last is 0, the
-    zero-sum rule decided nothing (see ``_elect``)."""
+def _sign_mean(values: list[Tensor], lam: Tensor, zero_positive: Tensor,
+               weights: Sequence[float] | None = None) -> tuple[Tensor, Tensor]:
+    """TIES' sign election and disjoint mean, times λ — the one reference definition (the C and
+    Triton kernels compute the same): the elected sign is the summed mass's; a sum of exactly 0
+    elects + if ``zero_positive``, else −. With per-input ``weights`` (mergekit's), the election is
+    on the weighted values and the agreeing ones are divided by the sum of their weights (1 where
+    none agree). Also returns the election's counts [#sums > 0, #sums < 0, #zero sums with an
+    agreeing entry] (int64): where the last is 0, the zero-sum rule decided nothing (``_elect``)."""
+    if weights is not None:
+        values = [v.float() * w for v, w in zip(values, weights)]
     total, positive = _summed_sign(values, zero_positive)
     num = torch.zeros_like(total)
     count = torch.zeros_like(total)
-    for v in values:
+    den = torch.zeros_like(total)
+    for i, v in enumerate(values):
         agree = torch.where(positive, v > 0, v < 0)
         num = num + torch.where(agree, v, 0.0)
         count = count + agree.float()
-    return num / count.clamp(min=1.0) * lam, _election_counts(total, count)
+        if weights is not None:
+            den = den + torch.where(agree, weights[i], 0.0)
+    divisor = count.clamp(min=1.0) if weights is None else torch.where(den == 0, 1.0, den)
+    return num / divisor * lam, _election_counts(total, count)
 
 
 def _summed_sign(values: list[Tensor], zero_positive: Tensor) -> tuple[Tensor, Tensor]:
@@ -121,51 +129,9 @@ def _elect(kernel: Callable[..., tuple[Tensor, Tensor]], xs: list[Tensor], args:
     return out
 
 
-def _weighted_sign_mean(values: list[Tensor], weights: Sequence[float], lam: Tensor,
-                        zero_positive: Tensor) -> tuple[Tensor, Tensor]:
-    """``_sign_mean`` with per-input weights, as mergekit: the election on the weighted values, and
-    the agreeing weighted values summed and divided by the sum of their weights (1 where none agree)."""
-    weighted = [v.float() * w for v, w in zip(values, weights)]
-    total, positive = _summed_sign(weighted, zero_positive)
-    num = torch.zeros_like(total)
-    den = torch.zeros_like(total)
-    count = torch.zeros_like(total)
-    for v, w in zip(weighted, weights):
-        agree = torch.where(positive, v > 0, v < 0)
-        num = num + torch.where(agree, v, 0.0)
-        den = den + torch.where(agree, w, 0.0)
-        count = count + agree.float()
-    return num / torch.where(den == 0, 1.0, den) * lam, _election_counts(total, count)
-
-
 def undecided(counts: Tensor) -> bool:
     """Whether the majority rule changes a merge elected with + on zero sums (``_sign_mean``'s counts)."""
     return int(counts[2]) > 0 and not int(counts[0]) > int(counts[1])
-
-
-def _ties_small(xs: list[Tensor], thresholds: Tensor, lam: Tensor, zero_positive: Tensor) -> tuple[Tensor, Tensor]:
-    """``_ties_kernel`` on small inputs where no fused kernel runs (under the compile threshold off
-    the CPU, or without the native kernels): the same values bit for bit, in place on the stacked inputs with products instead of selects (``torch.where`` costs 3x
-    a multiply on the CPU). With s = ±1 the elected sign, an input agrees where p = s·v > 0, and the
-    disjoint sum Σ_agree v = s·Σ max(p, 0) exactly (negation commutes with rounding); a dropped entry
-    becomes ±0, which no comparison or sum here tells from +0, and + 0.0 turns a -0 result into the
-    +0 the plain kernel gives. Inputs holding NaN or ±inf take the plain kernel."""
-    kept = torch.stack([x.float() for x in xs])
-    magnitude = kept.abs()
-    if not float(magnitude.max()) < float("inf"):  # NaN propagates through max
-        return _ties_kernel.plain(xs, thresholds, lam, zero_positive)
-    kept.mul_(magnitude >= thresholds[:, None])
-    total = kept[0]
-    for v in kept[1:]:  # summed in _sign_mean's order
-        total = total + v
-    sums = total.clone() if len(xs) == 1 else total  # one input: total is kept[0], which the next line scales
-    sign = ((total > 0) | ((total == 0) & zero_positive)).float().mul_(2).sub_(1)
-    agreeing = kept.mul_(sign).clamp_min_(0)  # s·v where it agrees, ±0 elsewhere
-    num = torch.zeros_like(total)
-    for v in agreeing:
-        num = num + v
-    count = torch.count_nonzero(agreeing, dim=0).float()
-    return (num * sign + 0.0) / count.clamp(min=1.0) * lam, _election_counts(sums, count)
 
 
 @fused(native.ties)
@@ -243,10 +209,9 @@ def ties(vectors: Sequence[Tensor], *, density: float, lam: float, convention: s
     xs, thresholds = trimmed(_flat(vectors), density, convention)
     if weights is not None:  # mergekit's weighted TIES: trimmed unweighted, elected and averaged weighted
         kept = [torch.where(x.float().abs() >= thresholds[i], x.float(), 0.0) for i, x in enumerate(xs)]
-        return _elect(lambda _xs, zp: _weighted_sign_mean(kept, weights, _scalar(lam, xs[0]), zp), xs, (),
+        return _elect(lambda _xs, zp: _sign_mean(kept, _scalar(lam, xs[0]), zp, weights), xs, (),
                       convention == "paper").reshape(vectors[0].shape)
-    kernel = _ties_small if xs[0].numel() < COMPILE_MIN_NUMEL and not runs_fused(xs[0]) else _ties_kernel
-    return _elect(kernel, xs, (thresholds, _scalar(lam, xs[0])), convention == "paper").reshape(vectors[0].shape)
+    return _elect(_ties_kernel, xs, (thresholds, _scalar(lam, xs[0])), convention == "paper").reshape(vectors[0].shape)
 
 
 def _dare_draws(params: dict[str, Any], _inputs: Callable[[], Iterator[Tensor]], n: int, key: str) -> tuple:
@@ -330,7 +295,7 @@ def dare_chunk(xs: list[Tensor], draws: list[Tensor], params: dict, limit: int, 
         kept = [torch.where(d <= limit_t, x.float() / keep_prob, 0.0) for x, d in zip(xs, draws)]
         if params["combine"] == "ta":
             return running_sum(kept, torch.float32, weights).mul_(params["lam"]), None
-        return _weighted_sign_mean(kept, weights, args[4], _flag(zero_positive, xs[0]))
+        return _sign_mean(kept, args[4], _flag(zero_positive, xs[0]), weights)
     if params["combine"] == "ta":
         return _dare_ta_kernel(*args), None
     return _dare_ties_kernel(*args, _flag(zero_positive, xs[0]))
