@@ -81,6 +81,12 @@ class StorageError(DithubError):
     exit_code = 12
 
 
+class KernelsUnavailable(DithubError):
+    """The compiled merge kernels cannot be built here (no compiler, a failed build, an unsafe cache)."""
+
+    exit_code = 13
+
+
 __all__ = [
     "DithubError",
     "BadInput",
@@ -93,4 +99,5 @@ __all__ = [
     "RemoteError",
     "VerifyFailed",
     "StorageError",
+    "KernelsUnavailable",
 ]

@@ -1,6 +1,8 @@
 """Merge kernels: exact selection on large tensors, and compiled passes equal to the plain ones bit for bit."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -208,3 +210,28 @@ def test_dithub_kernels_plain_runs_the_plain_functions_and_other_values_are_refu
     monkeypatch.setenv("DITHUB_KERNELS", "off")
     with pytest.raises(BadInput, match="DITHUB_KERNELS is 'off', not one of fused, plain"):
         get_method("ties")(vs)
+
+
+def test_kernels_build_seals_the_library_and_never_loads_one_it_cannot_trust(monkeypatch, tmp_path, cli):
+    """``dithub kernels build`` builds ahead of any merge; the library is sealed with its hash and
+    checked before a load: a changed file is built again, a cache others may write is refused."""
+    import json
+    import os
+
+    import xxhash
+
+    monkeypatch.setenv("DITHUB_CACHE", str(tmp_path / "cache"))
+    res = cli("kernels build --json")
+    assert res.code == 0, res.err
+    path = Path(json.loads(res.out)["library"])
+    assert path.is_file() and path.parent == tmp_path / "cache" / "kernels"
+    assert path.with_suffix(".xxh3").read_text().strip() == xxhash.xxh3_128_hexdigest(path.read_bytes())
+    path.write_bytes(b"not the library that was built")
+    assert native.build() == path and path.read_bytes() != b"not the library that was built"  # rebuilt, not loaded
+    os.chmod(path.parent, 0o777)
+    with pytest.raises(RuntimeError, match="writable by other users"):
+        native.build()
+    os.chmod(path.parent, 0o700)
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    res = cli("kernels build --force")
+    assert res.code == 13 and "cannot be built" in res.err

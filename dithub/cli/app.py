@@ -9,7 +9,8 @@ import typer
 
 from ..errors import DithubError
 from ..store.files import storage_error
-from .commands import base, branch, checkout, commit, diff, export, fsck, gc, init, log, merge, rebase, reflog, remote, revert, show, status, tag, verify
+from .commands import (base, branch, checkout, commit, diff, export, fsck, gc, init, kernels, log, merge, rebase, reflog, remote, revert,
+                       show, status, tag, verify)
 from .output import error_line
 from .state import State
 
@@ -59,6 +60,7 @@ for fn in (remote.fetch, remote.push, remote.pull, remote.clone):
 app.add_typer(base.app, name="base")
 app.add_typer(remote.app, name="remote")
 app.add_typer(verify.hooks, name="hooks")
+app.add_typer(kernels.app, name="kernels")
 
 
 def main(argv: list[str] | None = None) -> int:

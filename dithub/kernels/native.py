@@ -3,9 +3,10 @@
 torch.compile fused these passes before; its runtime (dynamo, inductor, sympy) is ~210 MB
 of resident memory and 4-9 s of loading per process, which every ``dithub merge`` command
 paid, and which weighed more than the tensors themselves in a merge of a small model. The
-same loops in C are a 40 KB library, built in about a second on first use and cached under
-``$DITHUB_CACHE`` (default ``~/.cache/dithub``), keyed by the source, the compiler and the
-flags. Built without FMA contraction, they give the plain torch expressions' bits (tested).
+same loops in C are a 40 KB library, built by ``dithub kernels build`` (``make`` runs it at install)
+or in about a second on first use, and cached under ``$DITHUB_CACHE`` (default ``~/.cache/dithub``),
+keyed by the source, the compiler and the flags, and checked (owner, permissions, its recorded
+hash) before every load. Built without FMA contraction, they give the plain torch expressions' bits (tested).
 Without a working compiler the plain torch functions run (exact too, slower).
 """
 from __future__ import annotations
@@ -54,15 +55,39 @@ def _compiler() -> str | None:
     return os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
 
 
-def _build(cc: str) -> Path:
-    """The library for this source, compiler and machine (``-march=native``: the host's name is
-    in the key, for caches shared between machines): built in a temp folder, then renamed."""
+def _digest(path: Path) -> str:
+    return xxhash.xxh3_128_hexdigest(path.read_bytes())
+
+
+def _trusted(target: Path) -> bool:
+    """Whether the cached library may be loaded: a regular file owned by this user, writable by no
+    one else (nor its folder), whose bytes hash to what the build recorded beside it. Anything else
+    (a truncated copy, a file another user could have replaced) is built again."""
+    seal = target.with_suffix(".xxh3")
+    try:
+        for path in (target, target.parent):
+            st = path.lstat()
+            if st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return False
+        return target.is_file() and not target.is_symlink() and seal.read_text().strip() == _digest(target)
+    except OSError:
+        return False
+
+
+def build(force: bool = False) -> Path:
+    """The library for this source, compiler and machine, built if needed (``dithub kernels build``;
+    the first merge builds it otherwise). Keyed by the source, the compiler's version, the flags and
+    the host (``-march=native``), for caches shared between machines; built in a temp folder,
+    sealed with its hash, then renamed into place. RuntimeError when it cannot be built."""
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = xxhash.xxh3_64_hexdigest(_SOURCE.read_bytes() + "\0".join([version, *_FLAGS, platform.machine(), platform.node()]).encode())
     target = _cache_dir() / f"merge_kernels-{key}.so"
-    if target.exists():
+    if target.exists() and not force and _trusted(target):
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         for flags in ([*_FLAGS, _OPENMP], _FLAGS):
@@ -71,18 +96,21 @@ def _build(cc: str) -> Path:
                 break
         else:
             raise RuntimeError(proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else f"{cc} failed")
+        built.chmod(0o755)
+        seal = Path(tmp) / "seal"
+        seal.write_text(_digest(built) + "\n")
+        os.replace(seal, target.with_suffix(".xxh3"))
         os.replace(built, target)
+    if not _trusted(target):
+        raise RuntimeError(f"{target.parent} is writable by other users: the kernels are not loaded from it (set DITHUB_CACHE)")
     return target
 
 
 def library() -> ctypes.CDLL | None:
     """The loaded kernels, or None (no compiler, or a failed build)."""
     if "lib" not in _state:
-        cc = _compiler()
         try:
-            if cc is None:
-                raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
-            _state["lib"] = ctypes.CDLL(str(_build(cc)))
+            _state["lib"] = ctypes.CDLL(str(build()))
         except (OSError, RuntimeError, subprocess.SubprocessError) as exc:
             _state["lib"] = None
             _log.warning("dithub: native merge kernels unavailable (%s); using plain torch", exc)
