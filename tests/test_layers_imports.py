@@ -46,3 +46,18 @@ def test_nothing_beneath_the_facade_imports_it():
             continue
         wrong = sorted(m for m in _imports(path) if m in ("dithub", "dithub.repo"))
         assert not wrong, f"{name} imports {wrong}"
+
+
+def test_operations_take_a_repo_view_not_the_facade():
+    """Beneath the facade, a repository is a ``store.view.RepoView`` (a Protocol): no annotation,
+    import or call names ``Repo`` itself (docstrings may)."""
+    import re
+
+    for path in sorted(PACKAGE.rglob("*.py")):
+        name = ".".join(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+        if name.startswith(("dithub.cli", "dithub.__init__", "dithub.__main__")) or name == "dithub.repo":
+            continue
+        tree = ast.parse(path.read_text())
+        names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}  # (gitpython's git.Repo is an attribute)
+        annotations = " ".join(ast.unparse(a) for n in ast.walk(tree) if isinstance(n, ast.arg) and (a := n.annotation) is not None)
+        assert "Repo" not in names and not re.search(r"\bRepo\b", annotations), f"{name} names Repo"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import CorruptObject, DithubError, ObjectNotFound, StorageError
 from ..progress import ProgressFactory, no_progress
-from ..store import BaseObjectStore, BaseRefStore, DiskObjectStore, DiskRefStore, ObjectId, object_type
+from ..store import BaseObjectStore, BaseRefStore, ObjectId, object_type
 from ..store.graph import commits, walk
 from ..store.objects import decode_commit, decode_tree, parse_tensor_header
 
@@ -134,10 +134,8 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
     report.absent_bases = sorted({oid for oid, why in missing if why.startswith("tree referenced by") and why.endswith("(base)")})
     report.missing = [(oid, why) for oid, why in missing if oid not in report.absent_bases]
     report.dangling = len(set(ids) - seen)
-    if isinstance(refs, DiskRefStore):
-        report.stale_locks = [str(p) for p in refs.locks()]
-    if isinstance(store, DiskObjectStore):
-        report.temp_files = len(store.temp_files())
+    report.stale_locks = [str(p) for p in refs.locks()]
+    report.temp_files = len(store.temp_files())
     return report
 
 
@@ -155,14 +153,14 @@ def gc(store: BaseObjectStore, refs: BaseRefStore, grace_seconds: float = 3600.0
         if oid in keep:
             report.kept_objects += 1
             continue
-        if isinstance(store, DiskObjectStore) and now - store.mtime(oid) < grace_seconds:
+        written = store.mtime(oid)
+        if written is not None and now - written < grace_seconds:
             report.kept_objects += 1
             continue
         report.removed_bytes += store.size(oid)
         store.delete(oid)
         report.removed_objects += 1
-    if isinstance(store, DiskObjectStore):
-        for tmp in store.temp_files(older_than=grace_seconds):
-            Path(tmp).unlink(missing_ok=True)
-            report.removed_temp_files += 1
+    for tmp in store.temp_files(older_than=grace_seconds):
+        Path(tmp).unlink(missing_ok=True)
+        report.removed_temp_files += 1
     return report

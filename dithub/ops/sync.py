@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
 from ..store.history import is_ancestor
-from ..store import DiskObjectStore, ObjectId, atomic_write, check_ref_name
+from ..store import ObjectId, atomic_write, check_ref_name
 from ..store.graph import commits, complete, walk
 from ..store.objects import inspect
 from ..store.refs import check_full_ref, full_ref_problem
@@ -288,11 +288,10 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
     set_large = set(large)
     # a large tensor goes as a loose object, copied from its file where the store has one and verified
     # as it is copied: a damaged one stops the push (CorruptObject) before it is published or any ref moves
-    disk = isinstance(repo.store, DiskObjectStore)
-
     def send(oid: ObjectId, advance: Callable[[int], None]) -> None:
-        if disk:
-            loc.write_object(oid, repo.store.path(oid), advance, verify=lambda: repo.store.verify(oid))  # type: ignore[attr-defined]
+        source = repo.store.file(oid)
+        if source is not None:
+            loc.write_object(oid, source, advance, verify=lambda: repo.store.verify(oid))
         else:
             loc.write_object(oid, repo.store.read_buffer(oid), advance)
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from ..errors import CorruptObject, ObjectNotFound, RemoteError
 from ..progress import ProgressFactory
-from ..store import BaseObjectStore, DiskObjectStore, ObjectId, object_type
+from ..store import BaseObjectStore, ObjectId, object_type
 from ..store.graph import complete, objects, walk
 from ..store.objects import MAX_JSON_BYTES, Link, inspect, parse_tensor_header
 from ..store.objectstore import PEEK_BYTES
@@ -204,7 +204,7 @@ class Receiver:
         """Download a large loose tensor straight into the store's temp folder, re-hash and check
         its header there, and move it into place (no copy through memory); None where that does
         not apply (a packed object, a store in memory, an object that is not a tensor)."""
-        if not isinstance(self.store, DiskObjectStore) or oid in self.location.packed(refresh=False):
+        if not self.store.receives_files or oid in self.location.packed(refresh=False):
             return None
         found: list[Kind] = []
 

@@ -58,6 +58,21 @@ class TensorData:
 class BaseObjectStore(ABC):
     """What every object store offers; subclasses provide the five primitives."""
 
+    receives_files = False
+    """Whether ``receive`` takes an object downloaded into a file straight into the store."""
+
+    def file(self, oid: ObjectId) -> Path | None:
+        """The file holding ``oid`` whole, where the store keeps one (None: in memory)."""
+        return None
+
+    def mtime(self, oid: ObjectId) -> float | None:
+        """When ``oid`` was written (None where the store does not know: gc's grace does not apply)."""
+        return None
+
+    def temp_files(self, older_than: float = 0.0) -> list[Path]:
+        """Leftovers of interrupted writes older than ``older_than`` s (none in memory)."""
+        return []
+
     # -- primitives -------------------------------------------------------
     @abstractmethod
     def contains(self, oid: ObjectId) -> bool:
@@ -238,6 +253,8 @@ class MemoryObjectStore(BaseObjectStore):
 class DiskObjectStore(BaseObjectStore):
     """Loose objects at ``objects/ab/cdef…``; temp files under ``tmp/``."""
 
+    receives_files = True
+
     def __init__(self, objects_dir: Path, tmp_dir: Path) -> None:
         self.root = Path(objects_dir)
         self.tmp_dir = Path(tmp_dir)
@@ -245,6 +262,9 @@ class DiskObjectStore(BaseObjectStore):
 
     def path(self, oid: ObjectId) -> Path:
         return self.root / oid[:2] / oid[2:]
+
+    def file(self, oid: ObjectId) -> Path | None:
+        return self.path(oid)
 
     def contains(self, oid: ObjectId) -> bool:
         return self.path(oid).is_file()
@@ -400,7 +420,6 @@ class DiskObjectStore(BaseObjectStore):
         return self.path(oid).stat().st_mtime
 
     def temp_files(self, older_than: float = 0.0) -> list[Path]:
-        """Leftover temp files (from an interrupted write) older than ``older_than`` s."""
         if not self.tmp_dir.is_dir():
             return []
         now = time.time()

@@ -143,6 +143,10 @@ class BaseRefStore(ABC):
     def reflog(self, name: str) -> list[ReflogEntry]:
         """Moves of ``name``, oldest first."""
 
+    def locks(self) -> list[Path]:
+        """Lock files present now (held or stale); none where locks are not files."""
+        return []
+
     # -- derived ----------------------------------------------------------
     def follow(self, name: str) -> str:
         """The ref ``name`` finally stands for, following symbolic refs."""
