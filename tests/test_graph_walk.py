@@ -53,3 +53,27 @@ def test_complete_is_false_below_a_gap_and_terminates_on_a_forged_cycle():
     assert not complete("a", names.__getitem__, lambda o: o != "c", {})
     cycle = {"x": ["y"], "y": ["x"]}
     assert not complete("x", cycle.__getitem__, lambda o: True, {})
+
+
+def test_a_store_in_memory_receives_a_downloaded_object_only_if_it_hashes_and_passes_the_check(tmp_path):
+    """BaseObjectStore.receive (what a fetch uses for large objects, on any store: issue 19)."""
+    import pytest
+
+    from dithub.errors import CorruptObject
+    from dithub.store.ids import object_id
+
+    store = MemoryObjectStore()
+    source = MemoryObjectStore()
+    oid = source.write_tensor("F32", (3,), b"\1" * 12)
+    data = bytes(source.read_buffer(oid))
+    seen = []
+    store.receive(oid, lambda path: path.write_bytes(data), len(data), lambda head, total: seen.append(total))
+    assert store.contains(oid) and bytes(store.read_buffer(oid)) == data and seen == [len(data)]
+    other = MemoryObjectStore()
+    with pytest.raises(CorruptObject):
+        other.receive(oid, lambda path: path.write_bytes(data[:-1] + b"\0"))
+    def refuse(head, total):
+        raise ValueError("not this one")
+    with pytest.raises(ValueError):
+        other.receive(oid, lambda path: path.write_bytes(data), check=refuse)
+    assert not other.contains(oid) and object_id(data) == oid

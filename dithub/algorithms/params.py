@@ -43,7 +43,6 @@ class Range:
 REAL = Range()
 UNIT = Range(0.0, 1.0)
 NATURAL = Range(0.0, None)
-POSITIVE = Range(0.0, None, low_open=True)
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..formats import write_merged_model, write_tree as write_tree_file
+from ..formats import write_tree as write_tree_file
 from ..errors import BadInput
 from ..progress import ProgressFactory, no_progress
 from ..store import Tree
@@ -28,6 +28,7 @@ def export_merged(repo: RepoView, rev: str, base: str | None, out: Path, progres
     adapter = repo.store.read_tree(commit.tree)
     if adapter.kind == "full":
         raise BadInput(f"{rev} is a full checkpoint, not an adapter", "export it without --merge-into")
+    from ..formats import write_merged_model  # torch: only for this export
     load = lambda tree: lambda name: repo.store.read_tensor(tree.tensors[name].id)  # noqa: E731
     return write_merged_model(out, base_tree, load(base_tree), adapter, load(adapter),
                                       progress(f"writing {out}", base_tree.nbytes))

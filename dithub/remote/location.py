@@ -46,7 +46,7 @@ class _Bytes:
 
         outer = self
 
-        class Reporting(Callback):
+        class Reporting(Callback):  # type: ignore[misc]  # fsspec is untyped
             def relative_update(self, inc: int = 1) -> None:
                 outer.report(inc)
 
@@ -235,7 +235,7 @@ class Location:
                     self._packs.move_to_end(pack_id)
                     return self._packs[pack_id]
             try:
-                data = self.fs.cat_file(self._pack(pack_id))
+                data: bytes = self.fs.cat_file(self._pack(pack_id))
             except Exception as exc:  # noqa: BLE001
                 raise self._fail(f"reading pack {pack_id}", exc) from None
             with self._guard:
@@ -384,7 +384,7 @@ class Location:
         names. What a remote lists is untrusted: names that are no valid ref, files over
         ``MAX_REF_BYTES`` and values that are no object id are left out, each recorded with why in
         ``self.skipped``; no path is ever formed from them."""
-        self.skipped: list[tuple[str, str]] = []
+        self.skipped = []
         try:
             self.fs.invalidate_cache(f"{self.root}/refs")
             if not self.fs.exists(f"{self.root}/refs"):

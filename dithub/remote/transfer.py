@@ -202,9 +202,9 @@ class Receiver:
     def large(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None,
               expect: Link | None = None) -> int | None:
         """Download a large loose tensor straight into the store's temp folder, re-hash and check
-        its header there, and move it into place (no copy through memory); None where that does
-        not apply (a packed object, a store in memory, an object that is not a tensor)."""
-        if not self.store.receives_files or oid in self.location.packed(refresh=False):
+        its header there, and move it into place (on disk: no copy through memory); None where that
+        does not apply (a packed object, an object that is not a tensor)."""
+        if oid in self.location.packed(refresh=False):
             return None
         found: list[Kind] = []
 

@@ -58,12 +58,25 @@ class TensorData:
 class BaseObjectStore(ABC):
     """What every object store offers; subclasses provide the five primitives."""
 
-    receives_files = False
-    """Whether ``receive`` takes an object downloaded into a file straight into the store."""
-
     def file(self, oid: ObjectId) -> Path | None:
         """The file holding ``oid`` whole, where the store keeps one (None: in memory)."""
         return None
+
+    def receive(self, oid: ObjectId, fill: Callable[[Path], None], size: int | None = None,
+                check: Callable[[bytes, int], None] = lambda head, total: None) -> None:
+        """Store ``oid`` from a file that ``fill(path)`` writes (a download), once it hashes to
+        ``oid`` and ``check(first bytes, size)`` accepts it (CorruptObject otherwise). Here the file
+        is read into memory; a store on disk renames it into place instead."""
+        if self.contains(oid):
+            return
+        with tempfile.TemporaryDirectory(prefix="dithub-receive-") as tmp:
+            path = Path(tmp) / oid
+            fill(path)
+            data = path.read_bytes()
+        if object_id(data) != oid:
+            raise _corrupt(oid)
+        check(data[:PEEK_BYTES], len(data))
+        self._store(oid, [data])
 
     def mtime(self, oid: ObjectId) -> float | None:
         """When ``oid`` was written (None where the store does not know: gc's grace does not apply)."""
@@ -252,8 +265,6 @@ class MemoryObjectStore(BaseObjectStore):
 
 class DiskObjectStore(BaseObjectStore):
     """Loose objects at ``objects/ab/cdef…``; temp files under ``tmp/``."""
-
-    receives_files = True
 
     def __init__(self, objects_dir: Path, tmp_dir: Path) -> None:
         self.root = Path(objects_dir)
