@@ -88,6 +88,11 @@ def build(force: bool = False) -> Path:
     if target.exists() and not force and _trusted(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    folder = target.parent.lstat()
+    if folder.st_uid != os.getuid():
+        raise RuntimeError(f"{target.parent} belongs to another user: the kernels are not built or loaded there (set DITHUB_CACHE)")
+    if folder.st_mode & 0o022:  # ours, but others could write (a umask of 002): closed, and what it held is built again
+        target.parent.chmod(0o700)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         for flags in ([*_FLAGS, _OPENMP], _FLAGS):
@@ -102,7 +107,7 @@ def build(force: bool = False) -> Path:
         os.replace(seal, target.with_suffix(".xxh3"))
         os.replace(built, target)
     if not _trusted(target):
-        raise RuntimeError(f"{target.parent} is writable by other users: the kernels are not loaded from it (set DITHUB_CACHE)")
+        raise RuntimeError(f"the kernels built in {target.parent} do not check out: they are not loaded (set DITHUB_CACHE)")
     return target
 
 
