@@ -78,7 +78,8 @@ def walk(
             yield Visit(link, via, data)
             try:
                 if object_type(data) != link.kind:
-                    raise CorruptObject(f"object {link.id} is a {object_type(data)}, where a {link.kind} was expected")
+                    expected = "commit or tree" if link.kind == ANY else link.kind
+                    raise CorruptObject(f"object {link.id} is a {object_type(data)}, where a {expected} was expected")
                 named = inspect(link.id, data, with_base=with_base)[3]
             except CorruptObject as exc:
                 if corrupt is None:
