@@ -232,12 +232,15 @@ class Repo:
 
         return plan_merge(self, revs, method, params)
 
-    def merge(self, revs: list[str], method: str, params: Mapping[str, Any] | None = None, **how: Any) -> ObjectId:
-        """Merge ``revs`` with ``method`` into a new commit (``into``, ``probe``, ``metric``, ``device``,
-        ``message``, ``author``, ``progress``); see ``ops.merge.verb.merge``."""
+    def merge(self, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
+              message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
+              probe: str | None = None, metric: str = "accuracy", device: str = "auto") -> ObjectId:
+        """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch),
+        its final scale chosen on ``probe`` by ``metric`` if given; see ``ops.merge.verb.merge``."""
         from .ops.merge.verb import merge
 
-        return merge(self, revs, method, params, **how)
+        return merge(self, revs, method, params, into=into, message=message, author=author, progress=progress,
+                     probe=probe, metric=metric, device=device)
 
     def compose(self, revs: list[str], out: str | os.PathLike[str], method: str = "mean_ba",
                 params: Mapping[str, Any] | None = None, *, progress: ProgressFactory = no_progress) -> Path:
@@ -248,21 +251,25 @@ class Repo:
 
         return write_tree(self, compose(self, revs, method, params, progress=progress), Path(out), progress)
 
-    def revert(self, rev: str, **how: Any) -> ObjectId:
+    def revert(self, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
+               probe: str | None = None, metric: str = "accuracy", force: bool = False, margin: float | None = None,
+               branch: str | None = None, message: str | None = None, author: str | None = None) -> ObjectId:
         """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new
-        commit; see ``ops.revert.revert``."""
+        commit on ``branch`` (default: the current one); see ``ops.revert.revert``."""
         from .ops.revert import revert
 
-        return revert(self, rev, **how)
+        return revert(self, rev, from_merge=from_merge, method=method, alpha=alpha, probe=probe, metric=metric, force=force,
+                      margin=margin, branch=branch, message=message, author=author)
 
     def rebase(self, onto: str, branch: str | None = None, method: str = "transfusion", params: Mapping[str, Any] | None = None, *,
-               all_branches: bool = False, author: str | None = None, **how: Any) -> list[RebaseResult]:
+               all_branches: bool = False, tip_only: bool = False, alpha: float | str = 1.0, probe: str | None = None,
+               metric: str = "accuracy", author: str | None = None, progress: ProgressFactory = no_progress) -> list[RebaseResult]:
         """Move ``branch`` (default: the current one; with ``all_branches``, every branch whose head
         is on another base) onto base ``onto``; see ``ops.rebase``."""
         from .ops.rebase import rebase, select_branches
 
-        return rebase(self, onto, select_branches(self, onto, branch, all_branches), method, params,
-                      author=author or default_author(), **how)
+        return rebase(self, onto, select_branches(self, onto, branch, all_branches), method, params, alpha=alpha, probe=probe,
+                      metric=metric, tip_only=tip_only, author=author or default_author(), progress=progress)
 
     # -- checks, remotes, maintenance --------------------------------------------
     def verify(self, rev: str = "HEAD", *, policy: str | Path | Policy | None = None, against: list[str] | None = None,
