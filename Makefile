@@ -20,7 +20,7 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check dithub tests benchmarks examples
-	$(VENV)/bin/mypy dithub/store dithub/formats dithub/remote
+	$(VENV)/bin/mypy dithub
 	$(VENV)/bin/lint-imports
 
 bench: $(VENV)/.installed

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -18,11 +19,14 @@ INTERNAL_ERROR = 70
 INTERRUPTED = 130
 
 
-def _click_classes() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+Classes = tuple[type[BaseException], ...]
+
+
+def _click_classes() -> tuple[Classes, Classes, Classes]:
     """(exit, abort, usage-error) exception classes of typer and, where installed, click."""
-    exits: list[type] = [typer.Exit]
-    aborts: list[type] = [typer.Abort]
-    usage: list[type] = [typer.TyperException]
+    exits: list[type[BaseException]] = [typer.Exit]
+    aborts: list[type[BaseException]] = [typer.Abort]
+    usage: list[type[BaseException]] = [typer.TyperException]
     try:
         import click
 
@@ -51,11 +55,11 @@ def _root(
     ctx.obj = State(directory, debug)
 
 
-for fn in (init.init, status.status, commit.commit, log.log, show.show, diff.diff, branch.branch,
-           checkout.checkout, tag.tag, merge.merge, rebase.rebase, revert.revert, export.export, fsck.fsck, gc.gc, reflog.reflog,
-           verify.verify):
-    app.command(fn.__name__)(fn)
-for fn in (remote.fetch, remote.push, remote.pull, remote.clone):
+COMMANDS: tuple[Callable[..., None], ...] = (
+    init.init, status.status, commit.commit, log.log, show.show, diff.diff, branch.branch, checkout.checkout, tag.tag,
+    merge.merge, rebase.rebase, revert.revert, export.export, fsck.fsck, gc.gc, reflog.reflog, verify.verify,
+    remote.fetch, remote.push, remote.pull, remote.clone)
+for fn in COMMANDS:
     app.command(fn.__name__)(fn)
 app.add_typer(base.app, name="base")
 app.add_typer(remote.app, name="remote")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except _USAGE as exc:  # usage errors: click's own message, exit 2
         exc.show()  # type: ignore[attr-defined]
         return exc.exit_code  # type: ignore[attr-defined]
-    except (*_ABORT, KeyboardInterrupt):
+    except (*_ABORT, KeyboardInterrupt):  # type: ignore[misc]  # mypy reads a starred tuple as object
         error_line("interrupted")
         return INTERRUPTED
     except Exception as exc:  # never a traceback unless asked for

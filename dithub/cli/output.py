@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, is_dataclass
 from typing import Any
@@ -43,6 +43,20 @@ def emit(as_json: bool, payload: Any, human: Callable[[], None]) -> None:
         print_json(payload)
     else:
         human()
+
+
+def lines(texts: Iterable[str], empty: str | None = None) -> Callable[[], None]:
+    """A renderer for ``emit`` that prints each text on its own line (``empty`` when there is none)."""
+
+    def render() -> None:
+        printed = False
+        for text in texts:
+            out.print(text)
+            printed = True
+        if not printed and empty:
+            out.print(empty)
+
+    return render
 
 
 def error_line(message: str) -> None:

@@ -41,7 +41,8 @@ class DeviceKernel:
 class MergeMethodLike(Protocol):
     """What ``DeviceMerge`` needs of a merge method (``dithub.algorithms.merge.MergeMethod``)."""
 
-    device: DeviceKernel | None
+    @property
+    def device(self) -> DeviceKernel | None: ...
 
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
 

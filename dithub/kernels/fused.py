@@ -30,7 +30,7 @@ from . import native as _native
 COMPILE_MIN_NUMEL = 1 << 18
 """Off the CPU, inputs smaller than this run the plain function: compiling would cost more than it saves."""
 
-F = TypeVar("F", bound=Callable[..., Tensor])
+F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("dithub.kernels")
 
 
@@ -46,7 +46,7 @@ def enabled() -> bool:
     return value == "fused"
 
 
-def fused(native: Callable[..., Tensor]) -> Callable[[F], F]:
+def fused(native: Callable[..., Any]) -> Callable[[F], F]:
     """``fn(inputs, *args)`` as one pass: ``native(inputs, *args)`` on the CPU, compiled elsewhere."""
 
     def wrap(fn: F) -> F:

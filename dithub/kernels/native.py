@@ -122,6 +122,14 @@ def library() -> ctypes.CDLL | None:
     return _state["lib"]  # type: ignore[return-value]
 
 
+def _loaded() -> ctypes.CDLL:
+    """The library, for callers that checked ``available()``."""
+    lib = library()
+    if lib is None:
+        raise RuntimeError("the native merge kernels are not available")
+    return lib
+
+
 def available() -> bool:
     return library() is not None
 
@@ -147,7 +155,7 @@ def _run(name: str, xs: Sequence[Tensor], aux: Sequence[Tensor], args: tuple, au
          stats: ctypes.Array | None = None) -> Tensor:
     """``name``(xs, [aux,] N, n, *args, out, [stats,] nt) over the inputs, chunk by chunk where
     converted; ``stats`` (the sign election's counts) are summed over the chunks."""
-    fn = getattr(library(), name)
+    fn = getattr(_loaded(), name)
     out = torch.empty(xs[0].numel(), dtype=torch.float32)
     nt = _threads()
     part = (ctypes.c_int64 * 3)()
@@ -201,7 +209,7 @@ def kth_largest_abs_rows(rows: Tensor, k: int) -> Tensor:
     """The k-th largest |x| of each row of a 2-D CPU tensor (float32 [rows])."""
     x = rows.detach().float().contiguous()
     out = torch.empty(x.shape[0], dtype=torch.float32)
-    library().kth_largest_abs_rows(ctypes.cast(x.data_ptr(), ctypes.POINTER(ctypes.c_float)), ctypes.c_int64(x.shape[0]),
+    _loaded().kth_largest_abs_rows(ctypes.cast(x.data_ptr(), ctypes.POINTER(ctypes.c_float)), ctypes.c_int64(x.shape[0]),
                                    ctypes.c_int64(x.shape[1]), ctypes.c_int64(k),
                                    ctypes.cast(out.data_ptr(), ctypes.POINTER(ctypes.c_float)), _threads())
     return out
@@ -210,7 +218,7 @@ def kth_largest_abs_rows(rows: Tensor, k: int) -> Tensor:
 def count_at_least(x: Tensor, values: Tensor) -> Tensor:
     """[#(|x| ≥ values[i]) for the four values] (int64)."""
     counts = (ctypes.c_int64 * 4)()
-    fn, vals, nt = library().count_at_least, _f32(values), _threads()
+    fn, vals, nt = _loaded().count_at_least, _f32(values), _threads()
     for start, stop, (fx,), _ in _chunks([x], []):
         fn(ctypes.cast(fx.data_ptr(), ctypes.POINTER(ctypes.c_float)), ctypes.c_int64(stop - start), vals, counts, nt)
     return torch.tensor(list(counts), dtype=torch.int64)

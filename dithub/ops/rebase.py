@@ -34,7 +34,8 @@ class _Tensors(Mapping[str, torch.Tensor]):
     """A base's tensors by checkpoint name, read from the store on first use (and kept)."""
 
     def __init__(self, repo: RepoView, tree: Tree) -> None:
-        self._repo, self._tree, self._cache = repo, tree, {}
+        self._repo, self._tree = repo, tree
+        self._cache: dict[str, torch.Tensor] = {}
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._cache:

@@ -12,7 +12,7 @@ from ..progress import ProgressFactory, no_progress
 from ..store.history import is_ancestor
 from ..store import ObjectId, atomic_write, check_ref_name
 from ..store.graph import commits, complete, walk
-from ..store.objects import inspect
+from ..store.objects import Link, inspect
 from ..store.refs import check_full_ref, full_ref_problem
 from ..remote.location import Location
 from ..remote.packs import PACKED_BELOW
@@ -148,8 +148,10 @@ def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, wit
             pass_roots = [t for t in _base_trees(repo, list(heads.values())) if not repo.store.contains(t)]
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
-        result.bytes += send_tensors(todo.tensors, lambda oid, advance, todo=todo: receiver.tensor(oid, sizes.get(oid, 0), advance, todo.expect.get(oid)),
-                                     lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
+        def bring(oid: ObjectId, advance: Callable[[int], None], expect: dict[ObjectId, Link] = todo.expect) -> None:
+            receiver.tensor(oid, sizes.get(oid, 0), advance, expect.get(oid))
+
+        result.bytes += send_tensors(todo.tensors, bring, lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
         result.bytes += sum(len(data) for _oid, data in todo.small)
         receiver.put_held(dict(todo.small), strict=True)
     repo.store.sync()

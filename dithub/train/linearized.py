@@ -42,7 +42,7 @@ class LinearizedModel(torch.nn.Module):
         deltas = self.deltas()
         # the math attention kernel: fused CPU/GPU attention kernels have no forward-mode derivative
         with torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
-            value, tangent = torch.func.jvp(f, tuple(self.theta0[n] for n in self.names), tuple(deltas[n] for n in self.names))
+            value, tangent = torch.func.jvp(f, tuple(self.theta0[n] for n in self.names), tuple(deltas[n] for n in self.names))[:2]
         return value + tangent
 
 

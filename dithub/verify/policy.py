@@ -59,6 +59,7 @@ class Settings:
     max_backdoor_cosine: float = 0.2
 
 
+_TYPE_NAMES: dict[type, str] = {str: "string", list: "list"}
 _TYPES: dict[str, tuple[type, ...]] = {
     "checks": (list,), "dtypes": (list,), "max_norm_ratio": (int, float), "probe": (str,), "metric": (str,),
     "min_accuracy": (int, float), "max_drop": (int, float), "known_bad": (list,), "max_backdoor_cosine": (int, float),
@@ -123,7 +124,7 @@ def _settings(table: Any, where: str, folder: Path, allow_code: bool = False) ->
         if key not in valid:
             raise _fail(name, f"unknown key (valid: {', '.join(valid)})")
         if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
-            want = "number" if float in _TYPES[key] else {str: "string", list: "list"}[_TYPES[key][0]]
+            want = "number" if float in _TYPES[key] else _TYPE_NAMES[_TYPES[key][0]]
             raise _fail(name, f"must be a {want}, got {type(value).__name__} {value!r}")
         if isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
@@ -139,9 +140,9 @@ def _settings(table: Any, where: str, folder: Path, allow_code: bool = False) ->
                 raise _fail(name, f"{value} is not a finite number")
             if value < 0 or (key in ("min_accuracy", "max_drop", "max_backdoor_cosine") and value > 1):
                 raise _fail(name, f"{value} is out of range ({'0 to 1' if key != 'max_norm_ratio' else '≥ 0'})")
-        elif key in ("probe", "metric") and value != "accuracy" and ":" not in value:
+        elif isinstance(value, str) and key in ("probe", "metric") and value != "accuracy" and ":" not in value:
             value = str(folder / value)
-        elif key in ("probe", "metric") and value != "accuracy":
+        elif isinstance(value, str) and key in ("probe", "metric") and value != "accuracy":
             _code(value, name, allow_code)
         out[key] = value
     return out

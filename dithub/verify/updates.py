@@ -6,6 +6,7 @@ one base tensor at a time.
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -67,13 +68,17 @@ class Updates:
                 elif edit.kind == "replace" or tree.kind == "full":
                     self._get[base_key] = self._minus_base(edit.key, base_key, load)
                 else:
-                    self._get[base_key] = lambda key=edit.key: Update(dense=load(key))
+                    self._get[base_key] = functools.partial(self._dense, load, edit.key)
         elif tree.kind == "lora":
             for m in lora_modules(tree.tensors).values():
                 self._get[m.name + ".weight"] = self._lora(m.name, m.a_key, m.b_key, m.embedding, load)
         else:
             for key in tree.tensors:
-                self._get[key] = lambda key=key: Update(dense=load(key))
+                self._get[key] = functools.partial(self._dense, load, key)
+
+    @staticmethod
+    def _dense(load: Callable[[str], Tensor], key: str) -> Update:
+        return Update(dense=load(key))
 
     def _lora(self, module: str, a_key: str, b_key: str, embedding: bool, load: Callable[[str], Tensor]) -> Callable[[], Update]:
         def get() -> Update:

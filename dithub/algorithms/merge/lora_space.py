@@ -203,7 +203,7 @@ class _CoreFrame:
         b_stack, a_stack = _stacks(factors)
         r_b = _triangular(b_stack)
         r_a = _triangular(a_stack.T) if r_b is not None else None
-        return None if r_a is None else cls(b_stack, a_stack, r_b, r_a)
+        return None if r_b is None or r_a is None else cls(b_stack, a_stack, r_b, r_a)
 
     def _from_b(self, x: Tensor) -> Tensor:
         """Coordinates in the B stack's columns of U_ref x: R_B⁻¹ x."""
@@ -249,7 +249,7 @@ class _SvdFrame(_CoreFrame):
         self.back_b, self.back_a = back_b, back_a
 
     @classmethod
-    def of(cls, factors: Sequence[Factors]) -> _SvdFrame | None:  # type: ignore[override]
+    def of(cls, factors: Sequence[Factors]) -> _SvdFrame | None:
         """The frame, or None where a stack has more columns than rows or is near rank deficient."""
         b_stack, a_stack = _stacks(factors, scaled=False)
         parts = []
@@ -332,7 +332,7 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     else:
         u_ref, v_ref = svd_bases(factors) if bases == "svd" else core_bases(factors)
         cores = [(u_ref.T @ (s * fb.float())) @ (fa.float() @ v_ref) for fa, fb, s in factors]
-    extra = {"weights": weights} if weights is not None else {}  # the inner rule's own check refuses them if it has none
+    extra: dict[str, Any] = {"weights": weights} if weights is not None else {}  # the inner rule's own check refuses them if it has none
     merged = inner(cores, key=key, seed=seed, **extra, **rule_params) if inner.random else inner(cores, **extra, **rule_params)
     if rank and rank < merged.shape[0]:
         left, right_t, dropped, energy = truncated_core(merged, rank)

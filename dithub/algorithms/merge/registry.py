@@ -14,13 +14,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from torch import Tensor
 
 from ...errors import BadInput
 from ...kernels.device import DeviceKernel
 from ..params import Algorithm, Range, Registry, describe
 
-MergeFn = Callable[..., Tensor]
+MergeFn = Callable[..., Any]
+"""Full space: tensors -> tensor; LoRA space: factors -> (A, B); sequential: one tensor's update."""
 
 
 @dataclass(frozen=True)

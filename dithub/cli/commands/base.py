@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ..options import Json
-from ..output import emit, human_bytes, out, progress_bars, short
+from ..output import emit, lines, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
 app = typer.Typer(help="Named base checkpoints the adapters belong to.", no_args_is_help=True)
@@ -30,13 +30,12 @@ def add(
 def list_(ctx: typer.Context, as_json: Json = False) -> None:
     """List the named bases."""
     repo = open_repo(ctx)
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for name, oid in repo.bases().items():
         commit = repo.store.read_commit(oid)
         tree = repo.store.read_tree(commit.tree)
         rows[name] = {"commit": oid, "tree": commit.tree, "tensors": len(tree.tensors), "bytes": tree.nbytes,
                       "model_type": tree.config.get("model_type")}
-    emit(as_json, rows, lambda: [
-        out.print(f"{n}  [yellow]{short(r['commit'])}[/]  {r['model_type'] or ''} {r['tensors']} tensors, {human_bytes(r['bytes'])}")
-        for n, r in rows.items()
-    ] or out.print("No bases yet (add one with `dithub base add NAME MODEL_DIR`)"))
+    emit(as_json, rows, lines((f"{n}  [yellow]{short(r['commit'])}[/]  {r['model_type'] or ''} {r['tensors']} tensors, "
+                               f"{human_bytes(r['bytes'])}" for n, r in rows.items()),
+                              "No bases yet (add one with `dithub base add NAME MODEL_DIR`)"))

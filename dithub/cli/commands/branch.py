@@ -7,7 +7,7 @@ import typer
 
 from ...errors import BadInput
 from ..options import Force, Json
-from ..output import emit, out, short
+from ..output import emit, lines, out, short
 from ..state import repo as open_repo
 
 
@@ -53,6 +53,5 @@ def branch(
     else:
         current = repo.current_branch()
         heads = repo.branches()
-        emit(as_json, {"current": current, "branches": heads}, lambda: [
-            out.print(f"{'*' if n == current else ' '} {n}  [yellow]{short(o)}[/]") for n, o in heads.items()
-        ])
+        emit(as_json, {"current": current, "branches": heads},
+             lines(f"{'*' if n == current else ' '} {n}  [yellow]{short(o)}[/]" for n, o in heads.items()))

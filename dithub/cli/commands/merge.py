@@ -38,7 +38,8 @@ def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[fl
     """The revisions without ``:W`` suffixes, and one weight per revision (``REV:W`` in the list or
     ``--weight REV=W``; 1 where none is given), or None where none is given at all. A ref name
     holds no ':' (git's rule), so a suffix after the last ':' is a weight."""
-    names, weights = [], []
+    names: list[str] = []
+    weights: list[float | None] = []
     for rev in revs:
         name, sep, text = rev.rpartition(":")
         if sep and name:

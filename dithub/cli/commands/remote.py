@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ...errors import BadInput
 from ..options import Json
-from ..output import emit, err, human_bytes, out, progress_bars, short
+from ..output import emit, lines, err, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
 app = typer.Typer(help="Remote repositories on a path, file://, memory:// or s3:// (fsspec).", no_args_is_help=True)
@@ -56,7 +56,7 @@ def list_(ctx: typer.Context, as_json: Json = False) -> None:
     from ...ops.sync import remotes
 
     known = remotes(open_repo(ctx))
-    emit(as_json, known, lambda: [out.print(f"{n}  {r['url']}") for n, r in sorted(known.items())])
+    emit(as_json, known, lines(f"{n}  {r['url']}" for n, r in sorted(known.items())))
 
 
 def _report(as_json: bool, verb: str, result: Any) -> None:

@@ -7,7 +7,7 @@ import typer
 
 from ...errors import BadInput
 from ..options import Force, Json
-from ..output import emit, out, short
+from ..output import emit, lines, out, short
 from ..state import repo as open_repo
 
 
@@ -33,4 +33,4 @@ def tag(
         out.print(f"Tagged {short(oid)} as {names[0]}")
     else:
         tags = repo.tags()
-        emit(as_json, tags, lambda: [out.print(f"{n}  [yellow]{short(o)}[/]") for n, o in tags.items()])
+        emit(as_json, tags, lines(f"{n}  [yellow]{short(o)}[/]" for n, o in tags.items()))

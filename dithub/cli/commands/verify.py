@@ -5,6 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -30,7 +31,7 @@ def _figure(value: float | None) -> str:
     return f"{value:.4g}" if isinstance(value, float) and not float(value).is_integer() else f"{value:g}"
 
 
-def render(report: VerifyReport, console=out) -> None:  # type: ignore[no-untyped-def]
+def render(report: VerifyReport, console: Console = out) -> None:
     """The report as a rich table: check, status, figure, threshold, detail."""
     table = Table(title=f"verify {report.ref} ({report.commit[:12]})" + (f", policy {report.policy}" if report.policy else ""))
     for column in ("check", "status", "figure", "threshold", "detail"):

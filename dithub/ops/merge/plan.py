@@ -111,7 +111,9 @@ def _plan_mixed(repo: RepoView, revs: list[str], ids: list[ObjectId], commits: l
     if len(bases) > 1 or None in bases:
         raise IncompatibleAdapters("a LoRA adapter and a task vector merge only through their shared base checkpoint",
                                    "commit both with --base NAME (the same base)")
-    lookup = base_key_lookup(repo.store.read_tree(commits[0].base))
+    base = commits[0].base
+    assert base is not None  # refused above
+    lookup = base_key_lookup(repo.store.read_tree(base))
     sources, specs = [], []
     for rev, tree in zip(revs, trees):
         own = expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in tree.tensors.items()}
