@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInput, NotARepository, RefNotFound
 from .ops import branches as branch_ops
 from .ops import maintenance
-from .ops.commit import BASES, DEFAULT_BRANCH, HEADS, TAGS, CommitResult, base_add, commit, commit_tree, default_author
+from .ops.commit import DEFAULT_BRANCH, CommitResult, base_add, commit, commit_tree, default_author
 from .ops.maintenance import FsckReport, GcReport
 from .progress import ProgressFactory, no_progress
 from .store import (
@@ -20,6 +20,7 @@ from .store import (
     MemoryRefStore, ObjectId, TensorData, Tree, atomic_write, check_ref_name,
 )
 from .store.history import LogEntry, expand_ref, resolve_rev, walk
+from .store.refs import BASES, HEADS, TAGS
 
 if TYPE_CHECKING:
     from .ops.rebase import RebaseResult

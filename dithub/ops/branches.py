@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..errors import BadInput, RefNotFound
 from ..store import ObjectId, check_ref_name
 from ..store.view import RepoView
-from .commit import HEADS, TAGS
+from ..store.refs import HEADS, TAGS
 
 
 def create_ref(repo: RepoView, ref: str, what: str, name: str, rev: str, force: bool) -> ObjectId:

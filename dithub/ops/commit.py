@@ -13,10 +13,10 @@ from ..errors import BadInput, RefNotFound
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Op, TensorEntry, Tree, check_ref_name
 from ..store.objects import tensor_parts
+from ..store.refs import BASES, HEADS
 from ..store.view import RepoView
 
 DEFAULT_BRANCH = "main"
-HEADS, TAGS, BASES = "refs/heads/", "refs/tags/", "refs/bases/"
 
 
 @dataclass(frozen=True)

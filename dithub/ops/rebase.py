@@ -27,7 +27,7 @@ from ..progress import ProgressFactory, no_progress
 from ..algorithms.rebase import RebaseContext, RebaseMethod, Transport, get_rebase
 from ..store import Commit, ObjectId, Op, Tree, TensorEntry
 from ..store.view import RepoView
-from .commit import HEADS
+from ..store.refs import HEADS
 
 
 class _Tensors(Mapping[str, torch.Tensor]):

@@ -25,7 +25,8 @@ from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_fr
 from ..algorithms.revert import REGISTRY as REVERTS
 from ..store import Commit, ObjectId, Op, Tree, check_ref_name
 from ..store.view import RepoView
-from .commit import HEADS, commit_tree, default_author
+from ..store.refs import HEADS
+from .commit import commit_tree, default_author
 
 LINEAR = ("task_arithmetic", "concat")
 """Merge methods whose result is a (scaled) sum of the inputs: negation removes an input exactly."""

@@ -13,7 +13,7 @@ from ..store.history import is_ancestor
 from ..store import ObjectId, atomic_write, check_ref_name
 from ..store.graph import commits, complete, walk
 from ..store.objects import Link, inspect
-from ..store.refs import check_full_ref, full_ref_problem
+from ..store.refs import HEADS, REMOTES, check_full_ref, full_ref_problem
 from ..remote.location import Location
 from ..remote.packs import PACKED_BELOW
 from ..remote.transfer import Receiver, plan, send_tensors
@@ -21,9 +21,6 @@ from ..store.view import RepoView
 
 if TYPE_CHECKING:
     from .maintenance import FsckReport
-
-HEADS, REMOTES = "refs/heads/", "refs/remotes/"
-
 
 @dataclass
 class SyncResult:

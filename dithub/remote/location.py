@@ -21,12 +21,12 @@ from typing import Any
 
 from ..errors import BadInput, DithubError, RefConflict, RemoteError
 from ..store import ObjectId, atomic_write, files, is_object_id, object_id
-from ..store.refs import MAX_REF_BYTES, BaseRefStore, ReflogEntry, full_ref_problem
+from ..store.refs import BASES, HEADS, MAX_REF_BYTES, TAGS, BaseRefStore, ReflogEntry, full_ref_problem
 from ..store.objects import MAX_JSON_BYTES
 from .packs import PACK_BYTES, Pack, build_packs, decode_index
 
 STALE_LOCK_SECONDS = 60.0
-REMOTE_NAMESPACES = ("refs/heads/", "refs/tags/", "refs/bases/")
+REMOTE_NAMESPACES = (HEADS, TAGS, BASES)
 """The refs a remote holds (a bare repository: no remote-tracking refs)."""
 WORKERS = 8
 MAX_PACK_BYTES = PACK_BYTES + MAX_JSON_BYTES

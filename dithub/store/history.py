@@ -8,9 +8,10 @@ from dataclasses import dataclass
 
 from ..errors import BadInput, RefNotFound
 from . import BaseObjectStore, BaseRefStore, Commit, ObjectId, is_object_id
+from .refs import NAMESPACES
 
 _SUFFIX = re.compile(r"(~\d*|\^\d*)$")
-REF_PREFIXES = ("", "refs/", "refs/heads/", "refs/tags/", "refs/bases/", "refs/remotes/")
+REF_PREFIXES = ("", "refs/", *NAMESPACES)
 
 
 def expand_ref(refs: BaseRefStore, name: str) -> str | None:

@@ -53,7 +53,9 @@ MAX_COMPONENT_BYTES = 255
 MAX_REF_BYTES = 4096
 """A ref file holds one id or ``ref: NAME``: anything longer is not read."""
 SPECIAL = ("HEAD", "ORIG_HEAD")
-NAMESPACES = ("refs/heads/", "refs/tags/", "refs/bases/", "refs/remotes/")
+HEADS, TAGS, BASES, REMOTES = "refs/heads/", "refs/tags/", "refs/bases/", "refs/remotes/"
+"""The ref namespaces: branches, tags, named bases, remote-tracking branches."""
+NAMESPACES = (HEADS, TAGS, BASES, REMOTES)
 
 
 def ref_name_problem(name: str) -> str | None:

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from ..store.history import expand_ref
 from ..progress import ProgressFactory, no_progress
 from ..store import ObjectId
+from ..store.refs import HEADS
 from .checks import CHECKS, ROWS, CheckResult, Target, integrity
 from .policy import Policy
 
@@ -43,7 +44,7 @@ def branch_of(repo: RepoView, rev: str) -> str | None:
     full = expand_ref(repo.refs, rev)
     if full == "HEAD":
         return repo.current_branch()
-    return full[len("refs/heads/"):] if full and full.startswith("refs/heads/") else None
+    return full[len(HEADS):] if full and full.startswith(HEADS) else None
 
 
 def verify(repo: RepoView, rev: str, policy: Policy, *, against: list[str] | None = None, checks: list[str] | None = None,

@@ -16,6 +16,7 @@ from ..deltas import delta_loader, expanded_specs, put_tensor
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, Op, Tree
 from ...store.view import RepoView
+from ...store.refs import HEADS
 from ..commit import commit_tree
 
 
@@ -46,7 +47,7 @@ def opcm_merge(repo: RepoView, rev: str, branch: str, params: dict[str, Any] | N
     """Add ``rev`` to the OPCM merge running on ``branch`` (starting it if the branch is new)."""
     full = opcm_params(params)
     alpha, project = full["alpha"], full["project"]
-    ref = "refs/heads/" + branch
+    ref = HEADS + branch
     previous = repo.refs.resolve(ref)
     new_id = repo.resolve(rev)
     new_commit = repo.store.read_commit(new_id)

@@ -13,7 +13,8 @@ from ...errors import BadInput
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, Tree, check_ref_name
 from ...store.view import RepoView
-from ..commit import HEADS, commit_tree
+from ...store.refs import HEADS
+from ..commit import commit_tree
 from .plan import plan_merge
 from .run import run_merge, sweep_alpha
 
