@@ -16,6 +16,12 @@ from ..formats.torch_io import TORCH_DTYPES, from_torch, to_torch
 from ..store import ObjectId, TensorEntry, Tree
 from ..store.view import RepoView
 
+
+def delta_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """What ``delta_loader`` gives for ``tree``: a LoRA expanded (``expanded_specs``), else its tensors as stored."""
+    return expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, tuple(e.shape)) for n, e in tree.tensors.items()}
+
+
 def expanded_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
     """Output tensors of a LoRA expanded to ΔW: one per module, plus the whole tensors."""
     modules = lora_modules(tree.tensors)

@@ -19,7 +19,7 @@ import torch
 from ..errors import BadInput, IncompatibleAdapters, ObjectNotFound
 from ..formats.torch_io import TORCH_DTYPES
 from .merge.run import replay_device, run_merge
-from .deltas import delta_loader, expanded_specs, put_tensor
+from .deltas import delta_loader, delta_specs, put_tensor
 from .merge.plan import plan_merge
 from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_from_mean
 from ..algorithms.revert import REGISTRY as REVERTS
@@ -33,15 +33,11 @@ LINEAR = ("task_arithmetic", "concat")
 DEFAULT_MARGIN = 0.02
 
 
-def _specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
-    return expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, tuple(e.shape)) for n, e in tree.tensors.items()}
-
-
 def _deltas(repo: RepoView, commit: Commit) -> tuple[dict[str, tuple[str, tuple[int, ...]]], Callable[[str], torch.Tensor]]:
     tree = repo.store.read_tree(commit.tree)
     if tree.kind == "full":
         raise BadInput("a commit holds a full checkpoint, not an adapter", "revert works on adapters")
-    return _specs(tree), delta_loader(repo, tree, commit.base)
+    return delta_specs(tree), delta_loader(repo, tree, commit.base)
 
 
 def _write(repo: RepoView, tensors: dict[str, tuple[str, torch.Tensor]]) -> ObjectId:

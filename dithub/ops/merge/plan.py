@@ -15,7 +15,7 @@ from ...formats import base_key_lookup, lora_modules
 from ...formats.torch_io import TORCH_DTYPES
 from ...store import Commit, ObjectId, Op, Tree, nbytes_of
 from ...store.view import RepoView
-from ..deltas import expanded_specs, promoted
+from ..deltas import delta_specs, expanded_specs, promoted
 
 OUT_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -116,7 +116,7 @@ def _plan_mixed(repo: RepoView, revs: list[str], ids: list[ObjectId], commits: l
     lookup = base_key_lookup(repo.store.read_tree(base))
     sources, specs = [], []
     for rev, tree in zip(revs, trees):
-        own = expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in tree.tensors.items()}
+        own = delta_specs(tree)
         mapping = {}
         for name in own:
             key = lookup(name)

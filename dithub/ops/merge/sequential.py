@@ -12,7 +12,7 @@ from typing import Any
 from ...errors import BadInput, IncompatibleAdapters
 from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...algorithms.merge import get_method
-from ..deltas import delta_loader, expanded_specs, put_tensor
+from ..deltas import delta_loader, delta_specs, put_tensor
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, Op, Tree
 from ...store.view import RepoView
@@ -74,7 +74,7 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
     new_tree = repo.store.read_tree(new_commit.tree)
     if new_tree.kind == "full":
         raise BadInput(f"{what} is a full checkpoint, not an adapter")
-    specs = expanded_specs(new_tree) if new_tree.kind == "lora" else {n: (e.dtype, e.shape) for n, e in new_tree.tensors.items()}
+    specs = delta_specs(new_tree)
     load_new = delta_loader(repo, new_tree, new_commit.base)
     state: dict[str, Any]
     if previous is None:
