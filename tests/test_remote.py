@@ -432,3 +432,15 @@ def test_a_lock_being_written_is_not_taken_for_a_stale_one(tmp_path):
     with pytest.raises(RefConflict, match="being updated by another push"):
         loc.set_ref("refs/heads/main", None, "0" * 32)
     assert lock.exists() and loc.read_ref("refs/heads/main") is None
+
+
+def test_a_remote_ref_file_that_holds_no_id_reads_as_absent_and_is_overwritten(tmp_path):
+    """What a remote holds is untrusted: a ref file with garbage is no ref (never compared with, or
+    printed in a conflict), so a push creating that branch replaces it, as before the refs became a store."""
+    loc = Location(str(tmp_path / "remote"), "origin")
+    path = Path(loc._ref("refs/heads/main"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x1b[31mnot an id\n")
+    assert loc.read_ref("refs/heads/main") is None
+    loc.set_ref("refs/heads/main", None, "0" * 32)
+    assert loc.read_ref("refs/heads/main") == "0" * 32
