@@ -418,8 +418,7 @@ class Location:
         return out
 
     def read_ref(self, name: str) -> ObjectId | None:
-        value = self.ref_store.read_raw(name)
-        return value if value is not None and is_object_id(value) else None
+        return self.ref_store.read_raw(name)
 
     def set_ref(self, name: str, old: ObjectId | None, new: ObjectId) -> None:
         """Point remote ref ``name`` at ``new`` if it still holds ``old`` (``store.refs``'s
@@ -442,13 +441,15 @@ class RemoteRefs(BaseRefStore):
         self.loc = loc
 
     def read_raw(self, name: str) -> str | None:
+        """The commit id at ``name``, or None — also for a file that holds no id (what a remote
+        holds is untrusted: such a value is never compared, printed or kept)."""
         try:
             value = self.loc.fs.cat_file(self.loc._ref(name))[: MAX_REF_BYTES + 1].decode(errors="replace").strip()
         except FileNotFoundError:
             return None
         except Exception as exc:  # noqa: BLE001
             raise self.loc._fail(f"reading {name}", exc) from None
-        return value or None
+        return value if is_object_id(value) else None
 
     def names(self, prefix: str = "refs/") -> list[str]:
         return sorted(n for n in self.loc.refs() if n.startswith(prefix))
