@@ -57,7 +57,7 @@ def plan(roots: Iterable[ObjectId], have: Callable[[ObjectId], bool], read_many:
             link = visit.link
             if link.kind == "tensor":
                 tensors.append(link.id)
-                expect[link.id] = Link(link.id, "tensor", link.dtype, link.shape)
+                expect[link.id] = link
             elif visit.data is not None:
                 (commits if link.kind == "commit" else trees).append((link.id, bytes(visit.data)))
     except CorruptObject as exc:

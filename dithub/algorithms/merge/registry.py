@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
 from ...errors import BadInput
 from ...kernels.device import DeviceKernel
 from ..params import Algorithm, Range, Registry, describe
@@ -140,7 +139,7 @@ def check_weights(method: MergeMethod, weights: Sequence[float] | None, n: int) 
     if all(w == 1.0 for w in out):
         return None
     if not method.weighted:
-        with_weights = ", ".join(sorted(m.name for m in REGISTRY.values() if m.weighted))
+        with_weights = ", ".join(REGISTRY.having("weighted"))
         raise BadInput(f"{method.name} takes no per-input weights (neither its paper nor mergekit defines them)",
                        f"methods with weights: {with_weights}")
     return out
