@@ -48,7 +48,7 @@ BAD = [
     ("commit {bad}/truncated -m x", BadInput, "truncated"),
     ("commit {bad}/lying.safetensors -m x", BadInput, "header says"),
     ("commit {bad}/mismatch -m x", BadInput, "target_modules"),
-    ("commit {adapter} -m x --base vit-v9", RefNotFound, "base 'vit-v9' does not exist"),
+    ("commit {adapter} -m x --base vit-v9", RefNotFound, "unknown base 'vit-v9'"),
     ("commit {adapter} -m x -b 'class/a b'", BadInput, "invalid branch name"),
     ("commit {adapter} -m x -b class/../dog", BadInput, "'..'"),
     ("branch 'bad name'", BadInput, "invalid branch name"),

@@ -127,9 +127,9 @@ def test_non_fast_forward_push_is_refused_without_force(source, where, tmp_path)
     source.commit(_tv(tmp_path / "m.safetensors", 51), "mine", branch="class/cat")
     with pytest.raises(RemoteError, match="push of class/cat to origin rejected: not a fast-forward"):
         push(source, "origin", ["class/cat"])
-    assert Location(url, "origin", options).read_ref("refs/heads/class/cat") == other.resolve("class/cat")
+    assert Location(url, "origin", options).ref_store.read_raw("refs/heads/class/cat") == other.resolve("class/cat")
     push(source, "origin", ["class/cat"], force=True)
-    assert Location(url, "origin", options).read_ref("refs/heads/class/cat") == source.resolve("class/cat")
+    assert Location(url, "origin", options).ref_store.read_raw("refs/heads/class/cat") == source.resolve("class/cat")
     with pytest.raises(RefConflict, match="diverged"):  # pull: the other side has diverged now
         pull(other, "origin", "class/cat")
 
@@ -306,7 +306,7 @@ def test_racing_pushes_leave_one_winner_and_one_clear_error(source, where, tmp_p
     loser = next(o for o in outputs if o != "ok")
     assert loser.startswith(("RefConflict", "RemoteError")) and ("moved" in loser or "fast-forward" in loser or "another push" in loser)
     winner = racers[outputs.index("ok")]
-    assert Location(url, "origin", options).read_ref("refs/heads/main") == winner.resolve("main")
+    assert Location(url, "origin", options).ref_store.read_raw("refs/heads/main") == winner.resolve("main")
     check, _ = clone(url, tmp_path / "check", options=options)
     assert check.fsck().ok and check.resolve("main") == winner.resolve("main")
 
@@ -355,7 +355,7 @@ def test_a_push_killed_midway_resumes(source, where, tmp_path):
     proc.wait()
     assert proc.returncode != 0, "the push finished before it could be killed"
     arrived = len(loc.object_ids())
-    assert 0 < arrived < 50 and loc.read_ref("refs/heads/big") is None
+    assert 0 < arrived < 50 and loc.ref_store.read_raw("refs/heads/big") is None
     resumed = push(source, "origin", ["big"])
     assert resumed.objects <= 50 - arrived + 1  # what had arrived whole is not sent again
     check, _ = clone(url, tmp_path / "check", options=options)
@@ -430,8 +430,8 @@ def test_a_lock_being_written_is_not_taken_for_a_stale_one(tmp_path):
     lock.parent.mkdir(parents=True, exist_ok=True)
     lock.write_bytes(b"")  # created, not yet written
     with pytest.raises(RefConflict, match="being updated by another push"):
-        loc.set_ref("refs/heads/main", None, "0" * 32)
-    assert lock.exists() and loc.read_ref("refs/heads/main") is None
+        loc.ref_store.compare_and_swap("refs/heads/main", None, "0" * 32)
+    assert lock.exists() and loc.ref_store.read_raw("refs/heads/main") is None
 
 
 def test_a_remote_ref_file_that_holds_no_id_reads_as_absent_and_is_overwritten(tmp_path):
@@ -441,6 +441,6 @@ def test_a_remote_ref_file_that_holds_no_id_reads_as_absent_and_is_overwritten(t
     path = Path(loc._ref("refs/heads/main"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x1b[31mnot an id\n")
-    assert loc.read_ref("refs/heads/main") is None
-    loc.set_ref("refs/heads/main", None, "0" * 32)
-    assert loc.read_ref("refs/heads/main") == "0" * 32
+    assert loc.ref_store.read_raw("refs/heads/main") is None
+    loc.ref_store.compare_and_swap("refs/heads/main", None, "0" * 32)
+    assert loc.ref_store.read_raw("refs/heads/main") == "0" * 32

@@ -63,7 +63,7 @@ def test_identical_commit_is_refused_unless_allowed(repo, tmp_path):
 def test_unknown_base_is_refused_before_writing(tmp_path):
     repo = Repo.init(tmp_path / "r")
     _task_vector(tmp_path / "a.safetensors", 0)
-    with pytest.raises(RefNotFound, match="base 'vit-v9' does not exist"):
+    with pytest.raises(RefNotFound, match="unknown base 'vit-v9'"):
         repo.commit(tmp_path / "a.safetensors", "x", base="vit-v9")
     assert list(repo.store) == []
 

@@ -52,6 +52,3 @@ def load_entry_point(spec: str, what: str, forbid: Iterable[str | os.PathLike[st
     if not callable(fn):
         raise BadInput(f"{what} entry point {spec!r} is not callable", hint)
     return fn
-
-
-__all__ = ["load_entry_point"]

@@ -23,6 +23,3 @@ def best_scale(score: Callable[[float], float], *, floor: float | None = None,
         return max(grid, key=lambda a: scores[a]), scores
     kept = [a for a in grid if scores[a] >= floor]
     return (max(kept) if kept else min(grid)), scores
-
-
-__all__ = ["AUTO_GRID", "best_scale"]

@@ -68,6 +68,3 @@ def checkout(repo: RepoView, rev: str) -> ObjectId:
     oid = repo.resolve(rev)
     repo.refs.set_detached("HEAD", oid, f"checkout: moving to {rev}")
     return oid
-
-
-__all__ = ["checkout", "create_branch", "create_ref", "delete_branch", "delete_tag", "existing", "rename_branch", "tag"]

@@ -39,11 +39,8 @@ class _WriteStats:
 
 def default_author() -> str:
     """``DITHUB_AUTHOR``, else the login name."""
-    env = os.environ.get("DITHUB_AUTHOR")
-    if env:
-        return env
     try:
-        return getpass.getuser()
+        return os.environ.get("DITHUB_AUTHOR") or getpass.getuser()
     except Exception:  # noqa: BLE001  no login name in some containers
         return "unknown"
 
@@ -76,23 +73,19 @@ def commit_tree(
     base: ObjectId | None = None, op: Op | None = None, author: str | None = None,
     expected: ObjectId | None | str = "read", ref: str | None = None, reflog: str | None = None,
 ) -> ObjectId:
-    """Write a commit of a stored tree and advance ``branch`` (or HEAD, or the full ref name ``ref``) to it.
-
-    The ref moves only if it still holds ``expected`` (by default, its value when this call
-    starts); ``parents`` default to that value. Objects are synced before the ref moves.
-    """
+    """Write a commit of a stored tree and advance ``branch`` (or HEAD, or the full ref name ``ref``)
+    to it if it still holds ``expected`` (by default, its value when this call starts; ``parents``
+    default to that value). Objects are synced before the ref moves."""
     if branch:
         check_ref_name(branch, "branch")
     ref = ref or (HEADS + branch if branch else "HEAD")
     old = repo.refs.resolve(ref) if expected == "read" else expected
     if parents is None:
         parents = [old] if old else []
-    who = author or default_author()
-    op = op or Op()
+    who, op = author or default_author(), op or Op()
     oid = repo.store.write_commit(Commit(tree, parents, base, who, time.time(), message, op))
     repo.store.sync()
-    reflog = reflog or f"{op.name}: {message.splitlines()[0] if message else ''}"
-    repo.refs.set_if_equals(ref, old, oid, reflog, who)
+    repo.refs.set_if_equals(ref, old, oid, reflog or f"{op.name}: {message.splitlines()[0] if message else ''}", who)
     return oid
 
 
@@ -130,8 +123,8 @@ def base_for(repo: RepoView, base: str | None, parent: ObjectId | None) -> Objec
         return repo.store.read_commit(parent).base if parent else None
     bases = repo.bases()
     if base not in bases:
-        known = ", ".join(sorted(bases)) or "none yet"
-        raise RefNotFound(f"base {base!r} does not exist (known: {known})", f"add it with `dithub base add {base} MODEL_DIR`")
+        raise RefNotFound(f"unknown base {base!r} (known: {', '.join(sorted(bases)) or 'none yet'})",
+                          f"add it with `dithub base add {base} MODEL_DIR`")
     return repo.store.read_commit(bases[base]).tree
 
 
@@ -146,6 +139,3 @@ def base_add(repo: RepoView, name: str, path: Path, *, message: str | None = Non
     oid = commit_tree(repo, tree_oid, message or f"base {name} from {path.name}", parents=[old] if old else [],
                       op=Op("base"), expected=old, ref=ref, reflog=f"base add: {name}")
     return CommitResult(oid, None, tree_oid, stats.objects + 1, stats.bytes, staged.nbytes)
-
-
-__all__ = ["CommitResult", "DEFAULT_BRANCH", "base_add", "base_for", "commit", "commit_tree", "default_author", "store_staged"]

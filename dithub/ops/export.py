@@ -32,6 +32,3 @@ def export_merged(repo: RepoView, rev: str, base: str | None, out: Path, progres
     load = lambda tree: lambda name: repo.store.read_tensor(tree.tensors[name].id)  # noqa: E731
     return write_merged_model(out, base_tree, load(base_tree), adapter, load(adapter),
                                       progress(f"writing {out}", base_tree.nbytes))
-
-
-__all__ = ["export_merged", "write_tree"]

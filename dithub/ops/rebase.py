@@ -21,6 +21,7 @@ from ..formats import plan_edits
 from ..formats.hf_names import model_names
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import to_torch
+from .commit import base_for
 from .deltas import put_tensor
 from ..algorithms.params import scale_value
 from ..progress import ProgressFactory, no_progress
@@ -70,13 +71,6 @@ class RebaseResult:
     """(original commit, new commit), oldest first."""
     alphas: dict[ObjectId, float] = field(default_factory=dict)
     """The final scale used for each new commit."""
-
-
-def _base_tree_id(repo: RepoView, name: str) -> ObjectId:
-    bases = repo.bases()
-    if name not in bases:
-        raise RefNotFound(f"unknown base {name!r}", f"known bases: {', '.join(sorted(bases)) or 'none'} (dithub base add NAME DIR)")
-    return repo.store.read_commit(bases[name]).tree
 
 
 def _jobs(repo: RepoView, branches: list[str], new_base: ObjectId, tip_only: bool) -> list[_Job]:
@@ -219,8 +213,7 @@ def select_branches(repo: RepoView, onto: str, branch: str | None, all_branches:
         return [branch]
     if branch is not None:
         raise BadInput("give a branch or --all, not both")
-    bases = repo.bases()
-    new_tree = repo.store.read_commit(bases[onto]).tree if onto in bases else None
+    new_tree = base_for(repo, onto, None)
     branches = [b for b, oid in sorted(repo.branches().items())
                 if (c := repo.store.read_commit(oid)).base is not None and c.base != new_tree]
     if not branches:
@@ -237,7 +230,7 @@ def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, par
     if alpha == "auto" and probe is None:
         raise BadInput("--alpha auto picks the scale on a probe set", "pass --probe FILE")
     alpha = scale_value(alpha)
-    new_id = _base_tree_id(repo, onto)
+    new_id = base_for(repo, onto, None)
     jobs = _jobs(repo, branches, new_id, tip_only)
     new = repo.store.read_tree(new_id)
     transports: dict[ObjectId, Transport] = {}
@@ -256,25 +249,21 @@ def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, par
         for oid in job.commits:
             commit = repo.store.read_commit(oid)
             parents = list(commit.parents) if parent is None else parent
-            if (oid, tuple(parents)) in done:  # shared with a branch rebased before in this run
-                new_oid = done[oid, tuple(parents)]
-                rewritten.append((oid, new_oid))
-                alphas[new_oid] = alphas_all[new_oid]
-                parent = [new_oid]
-                advance(1)
-                continue
-            tree = repo.store.read_tree(commit.tree)
-            scale = alpha
-            if scale == "auto":
-                assert probe is not None
-                scale = _best_alpha(repo, new_id, transport_tree(repo, tree, old, new, transports[job.old_base], 1.0), probe, metric)
-            moved = repo.store.write_tree(transport_tree(repo, tree, old, new, transports[job.old_base], float(scale)))
-            op = Op("rebase", method.name, {**full, "alpha": float(scale)}, [oid])
-            note = f"\n\n(rebased from {oid[:12]} on {repo.base_name(job.old_base)} onto {onto} with {method.name})"
-            new_oid = repo.store.write_commit(Commit(moved, parents, new_id, author, time.time(), commit.message + note, op))
-            done[oid, tuple(parents)] = new_oid
+            if (oid, tuple(parents)) not in done:  # else shared with a branch rebased before in this run
+                tree = repo.store.read_tree(commit.tree)
+                scale = alpha
+                if scale == "auto":
+                    assert probe is not None
+                    unit = transport_tree(repo, tree, old, new, transports[job.old_base], 1.0)
+                    scale = _best_alpha(repo, new_id, unit, probe, metric)
+                moved = repo.store.write_tree(transport_tree(repo, tree, old, new, transports[job.old_base], float(scale)))
+                op = Op("rebase", method.name, {**full, "alpha": float(scale)}, [oid])
+                note = f"\n\n(rebased from {oid[:12]} on {repo.base_name(job.old_base)} onto {onto} with {method.name})"
+                new_oid = repo.store.write_commit(Commit(moved, parents, new_id, author, time.time(), commit.message + note, op))
+                done[oid, tuple(parents)], alphas_all[new_oid] = new_oid, float(scale)
+            new_oid = done[oid, tuple(parents)]
             rewritten.append((oid, new_oid))
-            alphas[new_oid] = alphas_all[new_oid] = float(scale)
+            alphas[new_oid] = alphas_all[new_oid]
             parent = [new_oid]
             advance(1)
         repo.store.sync()

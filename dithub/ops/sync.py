@@ -304,14 +304,14 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
         old = theirs.get(HEADS + b)
         if old == oid:
             continue
-        loc.set_ref(HEADS + b, old, oid)
+        loc.ref_store.compare_and_swap(HEADS + b, old, oid)
         result.refs[HEADS + b] = (old, oid)
         tracking = f"{REMOTES}{remote}/{b}"
         repo.refs.set_if_equals(tracking, repo.refs.resolve(tracking), oid, f"push {remote}")
     for name, base in bases.items():  # the bases the pushed commits use, by name, so a clone has them
         ref = f"refs/bases/{name}"
         if ref not in theirs:
-            loc.set_ref(ref, None, base)
+            loc.ref_store.compare_and_swap(ref, None, base)
             result.refs[ref] = (None, base)
     result.requests = loc.requests
     return result

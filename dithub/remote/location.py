@@ -37,34 +37,28 @@ PACK_CACHE_BYTES = 256 << 20
 commits at a time; their parents are usually in the same pack)."""
 
 
-class _Bytes:
-    """An fsspec callback that reports bytes as a transfer streams (s3fs calls it per chunk); what
-    a backend does not report (a local copy) is reported at the end, so the total is always right."""
+def _reporting(advance: Callable[[int], None], size: int) -> Any:
+    """An fsspec callback reporting to ``advance`` the bytes of a transfer as it streams (s3fs calls
+    it per chunk); its ``finish()`` reports what a backend did not (a local copy): the total is right."""
+    from fsspec.callbacks import Callback
 
-    def __init__(self, advance: Callable[[int], None], size: int) -> None:
-        from fsspec.callbacks import Callback
+    class Reporting(Callback):  # type: ignore[misc]  # fsspec is untyped
+        done, lock = 0, threading.Lock()
 
-        outer = self
+        def call(self, *args: Any, **kwargs: Any) -> None:
+            self.report(int(self.value) - self.done)
 
-        class Reporting(Callback):  # type: ignore[misc]  # fsspec is untyped
-            def relative_update(self, inc: int = 1) -> None:
-                outer.report(inc)
+        def report(self, n: int) -> None:
+            with self.lock:
+                n = max(0, min(n, size - self.done))
+                self.done += n
+            if n:
+                advance(n)
 
-            def absolute_update(self, value: int) -> None:
-                outer.report(value - outer.done)
+        def finish(self) -> None:
+            self.report(size - self.done)
 
-        self.advance, self.size, self.done, self._lock = advance, size, 0, threading.Lock()
-        self.callback = Reporting()
-
-    def report(self, n: int) -> None:
-        with self._lock:
-            n = max(0, min(n, self.size - self.done))
-            self.done += n
-        if n:
-            self.advance(n)
-
-    def finish(self) -> None:
-        self.report(self.size - self.done)
+    return Reporting()
 
 
 class _Counted:
@@ -297,9 +291,9 @@ class Location:
     def download(self, oid: ObjectId, dest: Path, advance: Callable[[int], None] = lambda n: None, size: int = 0) -> None:
         """Copy loose object ``oid`` (``size`` bytes) into local file ``dest``, streamed, reporting
         bytes to ``advance`` as they arrive (not verified here: the receiving store re-hashes it)."""
-        progress = _Bytes(advance, size)
+        progress = _reporting(advance, size)
         try:
-            files.receive_file(lambda path: self.fs.get_file(self._object(oid), path, callback=progress.callback), dest)
+            files.receive_file(lambda path: self.fs.get_file(self._object(oid), path, callback=progress), dest)
             progress.finish()
         except FileNotFoundError:
             raise
@@ -332,43 +326,33 @@ class Location:
 
     def _put(self, path: str, data: bytes | memoryview | Path, what: str, advance: Callable[[int], None] | None = None,
              verify: Callable[[], None] | None = None) -> None:
-        """Write one remote file whole: on a file system under a temporary name, then renamed (a
-        failure removes the temporary file); elsewhere one put (atomic on S3). A local ``Path`` is
-        copied by the filesystem (no read into memory here), reporting progress."""
-        size = data.stat().st_size if isinstance(data, Path) else len(data)
-        progress = _Bytes(advance or (lambda n: None), size)
+        """Write one remote file whole: on a file system under a temporary name, renamed once written
+        and ``verify``d (the check reads the file while it is copied); elsewhere one put (atomic on S3),
+        after the check. A local ``Path`` is copied by the filesystem (not read into memory here)."""
+        progress = _reporting(advance or (lambda n: None), data.stat().st_size if isinstance(data, Path) else len(data))
+        target = f"{path}.tmp-{time.monotonic_ns()}-{threading.get_ident()}" if self._local else path
         try:
-            if self._local:
-                folder = path.rpartition("/")[0]
-                if folder not in self._made:
-                    self.fs.makedirs(folder, exist_ok=True)
-                    self._made.add(folder)
-                tmp = f"{path}.tmp-{time.monotonic_ns()}-{threading.get_ident()}"
-                try:
-                    with ThreadPoolExecutor(1) as pool:  # the check reads the file while the kernel copies it
-                        checked = pool.submit(verify) if verify is not None else None
-                        try:
-                            if isinstance(data, Path):
-                                self.fs.put_file(str(data), tmp, callback=progress.callback)
-                            else:
-                                self.fs.pipe_file(tmp, data)
-                        finally:
-                            if checked is not None:
-                                checked.result()
-                    self.fs.mv(tmp, path)
-                except BaseException:
-                    self._remove_quietly(tmp)
-                    raise
-            else:
-                if verify is not None:
+            if self._local and (folder := path.rpartition("/")[0]) not in self._made:
+                self.fs.makedirs(folder, exist_ok=True)
+                self._made.add(folder)
+            with ThreadPoolExecutor(1) as pool:
+                checked = pool.submit(verify if verify is not None and self._local else lambda: None)
+                if verify is not None and not self._local:
                     verify()
-                if isinstance(data, Path):
-                    self.fs.put_file(str(data), path, callback=progress.callback)
-                else:
-                    self.fs.pipe_file(path, bytes(data))
-        except DithubError:
-            raise  # the local side's own error (a damaged object): it names itself
-        except Exception as exc:  # noqa: BLE001
+                try:
+                    if isinstance(data, Path):
+                        self.fs.put_file(str(data), target, callback=progress)
+                    else:
+                        self.fs.pipe_file(target, bytes(data))
+                finally:
+                    checked.result()
+            if target != path:
+                self.fs.mv(target, path)
+        except BaseException as exc:
+            if target != path:
+                self._remove_quietly(target)
+            if isinstance(exc, DithubError) or not isinstance(exc, Exception):
+                raise  # the local side's own error (a damaged object) names itself
             raise self._fail(f"writing {what}", exc) from None
         progress.finish()
 
@@ -416,19 +400,6 @@ class Location:
             else:
                 self.skipped.append((paths[path], "it does not hold a commit id"))
         return out
-
-    def read_ref(self, name: str) -> ObjectId | None:
-        return self.ref_store.read_raw(name)
-
-    def set_ref(self, name: str, old: ObjectId | None, new: ObjectId) -> None:
-        """Point remote ref ``name`` at ``new`` if it still holds ``old`` (``store.refs``'s
-        compare-and-swap, over a lock object created exclusively)."""
-        try:
-            self.ref_store.compare_and_swap(name, old, new)
-        except DithubError:
-            raise
-        except Exception as exc:  # noqa: BLE001
-            raise self._fail(f"updating {name}", exc) from None
 
 
 class RemoteRefs(BaseRefStore):

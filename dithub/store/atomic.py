@@ -14,11 +14,8 @@ _WRITEBACK_WINDOW = 64 << 20
 
 
 def _start_writeback(fd: int, offset: int, length: int) -> None:
-    """Ask the kernel to start writing a range back now, so the final fsync has less to wait for.
-
-    (POSIX_FADV_DONTNEED starts writeback of dirty pages without waiting; clean
-    pages of the range leave the page cache.)
-    """
+    """Start writing a range back now (POSIX_FADV_DONTNEED, without waiting), so the final fsync
+    has less to wait for; clean pages of the range leave the page cache."""
     if hasattr(os, "posix_fadvise"):
         os.posix_fadvise(fd, offset, length, os.POSIX_FADV_DONTNEED)
 
@@ -46,9 +43,7 @@ def write_all(fd: int, data: bytes | memoryview) -> None:  # appends at the file
 
 
 @contextmanager
-def atomic_file(
-    path: Path, *, tmp_dir: Path | None = None, durable_dir: bool = True, mode: int = 0o644
-) -> Iterator[int]:
+def atomic_file(path: Path, *, tmp_dir: Path | None = None, durable_dir: bool = True, mode: int = 0o644) -> Iterator[int]:
     """A file descriptor to fill; on success it is fsynced and renamed to ``path``.
 
     The temp file lives in ``tmp_dir`` (same filesystem as ``path``); on any
@@ -91,14 +86,8 @@ def pwrite_chunks(fd: int, chunks: Iterable[bytes | bytearray | memoryview], off
     return pos - offset
 
 
-def atomic_write_parts(
-    path: Path,
-    parts: Iterable[bytes | bytearray | memoryview],
-    *,
-    tmp_dir: Path | None = None,
-    durable_dir: bool = True,
-    mode: int = 0o644,
-) -> None:
+def atomic_write_parts(path: Path, parts: Iterable[bytes | bytearray | memoryview], *, tmp_dir: Path | None = None,
+                       durable_dir: bool = True, mode: int = 0o644) -> None:
     """Write the concatenation of ``parts`` to ``path`` atomically (see ``atomic_file``)."""
     with atomic_file(path, tmp_dir=tmp_dir, durable_dir=durable_dir, mode=mode) as fd:
         pwrite_chunks(fd, parts, 0)

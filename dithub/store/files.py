@@ -74,6 +74,3 @@ def receive_file(copy: Callable[[str], None], dest: Path) -> None:
 
 LOCAL_ONLY = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS})
 """Faults a download can only meet on the machine it writes to (a read never fills a disk)."""
-
-
-__all__ = ["LOCAL_ONLY", "faults", "open_fd", "open_read", "pwrite", "receive_file", "storage_error", "write"]

@@ -37,17 +37,10 @@ ANY = "any"
 """The kind of a root link that may name a commit or a tree."""
 
 
-def _not_tensor(link: Link) -> bool:
-    return link.kind != "tensor"
-
-
-def _never(oid: ObjectId) -> bool:
-    return False
-
-
 def walk(
     roots: Iterable[Link], read_many: Callable[[list[ObjectId]], Mapping[ObjectId, bytes | memoryview]], *,
-    skip: Callable[[ObjectId], bool] = _never, follow: Callable[[Link], bool] = _not_tensor, with_base: bool = True,
+    skip: Callable[[ObjectId], bool] = lambda oid: False, follow: Callable[[Link], bool] = lambda link: link.kind != "tensor",
+    with_base: bool = True,
     corrupt: Callable[[ObjectId, CorruptObject], None] | None = None,
 ) -> Iterator[Visit]:
     """Every object reachable from ``roots`` once, level by level. ``skip``: objects not to visit
@@ -118,6 +111,3 @@ def complete(start: ObjectId, names: Callable[[ObjectId], Iterable[ObjectId]], h
             stack.append((oid, True))
             stack.extend((d, False) for d in deps[oid] if d not in memo)
     return memo.get(start, False)
-
-
-__all__ = ["ANY", "Visit", "commits", "complete", "objects", "walk"]

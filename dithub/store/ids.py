@@ -9,9 +9,9 @@ from typing import Any
 import xxhash
 
 ObjectId = str
+"""32 lowercase hex characters."""
 Buffer = bytes | bytearray | memoryview
 """What objects are made of: any contiguous bytes."""
-"""32 lowercase hex characters."""
 
 _OID_RE = re.compile(r"^[0-9a-f]{32}$")
 
@@ -36,6 +36,4 @@ def is_object_id(text: str) -> bool:
 
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8: the one byte form of a JSON value."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()

@@ -1,11 +1,10 @@
 """The three object kinds (tensor, tree, commit) and their canonical bytes.
 
-Every object starts with its type tag, so ids of different kinds never
-collide and ``fsck`` can parse any object on its own:
+Every object starts with its type tag, so ids of different kinds never collide and ``fsck`` can
+parse any object on its own:
 
-* tensor: ``tensor {"dtype":..,"shape":[..]}<spaces>\\n`` then raw
-  little-endian bytes; the header is padded so the data starts on a 64-byte
-  boundary (zero-copy loads via mmap).
+* tensor: ``tensor {"dtype":..,"shape":[..]}<spaces>\\n`` then raw little-endian bytes; the header
+  is padded so the data starts on a 64-byte boundary (zero-copy loads via mmap).
 * tree: ``tree\\n`` + canonical JSON ``{kind, config, tensors}``.
 * commit: ``commit\\n`` + canonical JSON ``{tree, parents, base, author, time, message, op}``.
 """
@@ -20,12 +19,8 @@ from typing import Any
 from ..errors import CorruptObject
 from .ids import Buffer, ObjectId, canonical_json, is_object_id
 
-DTYPE_SIZES: dict[str, int] = {
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
-    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
-    "I32": 4, "U32": 4, "F32": 4,
-    "I64": 8, "U64": 8, "F64": 8,
-}
+DTYPE_SIZES: dict[str, int] = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+                                "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 """Item size of each dtype, named as safetensors names them."""
 
 TREE_KINDS = ("lora", "task_vector", "full")
@@ -61,13 +56,9 @@ def tensor_parts(dtype: str, shape: Sequence[int], data: Buffer) -> list[Buffer]
     return [tensor_header(dtype, shape), data]
 
 
-def parse_tensor_header(
-    oid: ObjectId, buf: bytes | memoryview, total: int | None = None
-) -> tuple[str, tuple[int, ...], int]:
-    """(dtype, shape, data offset) of a tensor object; checks the size.
-
-    ``buf`` may be a prefix holding the header when ``total`` gives the object's size.
-    """
+def parse_tensor_header(oid: ObjectId, buf: bytes | memoryview, total: int | None = None) -> tuple[str, tuple[int, ...], int]:
+    """(dtype, shape, data offset) of a tensor object, its size checked (``buf`` may be a prefix
+    holding the header when ``total`` gives the object's size)."""
     total = len(buf) if total is None else total
     if bytes(buf[: len(_TENSOR_TAG)]) != _TENSOR_TAG:
         raise CorruptObject(f"object {oid} is not a tensor")
@@ -119,13 +110,8 @@ class Tree:
     tensors: dict[str, TensorEntry]
 
     def encode(self) -> bytes:
-        return _TREE_TAG + canonical_json(
-            {
-                "kind": self.kind,
-                "config": self.config,
-                "tensors": {k: v.to_json() for k, v in self.tensors.items()},
-            }
-        )
+        return _TREE_TAG + canonical_json({"kind": self.kind, "config": self.config,
+                                           "tensors": {k: v.to_json() for k, v in self.tensors.items()}})
 
     @property
     def nbytes(self) -> int:
@@ -158,17 +144,8 @@ class Commit:
     op: Op = field(default_factory=Op)
 
     def encode(self) -> bytes:
-        return _COMMIT_TAG + canonical_json(
-            {
-                "tree": self.tree,
-                "parents": self.parents,
-                "base": self.base,
-                "author": self.author,
-                "time": self.time,
-                "message": self.message,
-                "op": self.op.to_json(),
-            }
-        )
+        return _COMMIT_TAG + canonical_json({"tree": self.tree, "parents": self.parents, "base": self.base, "author": self.author,
+                                             "time": self.time, "message": self.message, "op": self.op.to_json()})
 
 
 def object_type(data: bytes | memoryview) -> str:
@@ -205,10 +182,7 @@ def decode_tree(oid: ObjectId, data: bytes) -> Tree:
     try:
         if len(value["tensors"]) > MAX_TREE_ENTRIES:
             raise ValueError(f"{len(value['tensors'])} entries, over the limit of {MAX_TREE_ENTRIES}")
-        tensors = {
-            name: TensorEntry(e["id"], e["dtype"], check_shape(e["shape"]))
-            for name, e in value["tensors"].items()
-        }
+        tensors = {name: TensorEntry(e["id"], e["dtype"], check_shape(e["shape"])) for name, e in value["tensors"].items()}
         tree = Tree(value["kind"], value["config"], tensors)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise CorruptObject(f"tree object {oid} is malformed: {exc}") from None
@@ -226,15 +200,8 @@ def decode_commit(oid: ObjectId, data: bytes) -> Commit:
         ids = [value["tree"], *value["parents"]] + ([value["base"]] if value.get("base") is not None else [])
         if len(value["parents"]) > MAX_PARENTS or not all(isinstance(i, str) and is_object_id(i) for i in ids):
             raise ValueError("its tree, parents or base are not object ids")
-        return Commit(
-            tree=value["tree"],
-            parents=list(value["parents"]),
-            base=value.get("base"),
-            author=value["author"],
-            time=float(value["time"]),
-            message=value["message"],
-            op=Op(op.get("name", "commit"), op.get("method"), op.get("params", {}), op.get("inputs", [])),
-        )
+        return Commit(value["tree"], list(value["parents"]), value.get("base"), value["author"], float(value["time"]),
+                      value["message"], Op(op.get("name", "commit"), op.get("method"), op.get("params", {}), op.get("inputs", [])))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptObject(f"commit object {oid} is malformed: {exc}") from None
 

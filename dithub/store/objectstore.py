@@ -1,9 +1,6 @@
-"""Content-addressed object stores: on disk (loose objects) and in memory.
-
-Both verify every read: bytes that no longer hash to their id raise
-``CorruptObject`` naming the object. Tensor objects are read zero-copy
-(a private mmap) from disk.
-"""
+"""Content-addressed object stores: on disk (loose objects) and in memory. Both verify every read:
+bytes that no longer hash to their id raise ``CorruptObject`` naming the object. Tensor objects are
+read zero-copy (a private mmap) from disk."""
 from __future__ import annotations
 
 import mmap
@@ -36,6 +33,10 @@ def _corrupt(oid: ObjectId, moved: bool = False) -> CorruptObject:
         f"object {oid} is corrupt: its bytes no longer hash to its id" + (" (moved aside to .dithub/damaged/)" if moved else ""),
         "`dithub fsck --repair REMOTE` fetches it again; re-committing the adapter that holds it also restores it",
     )
+
+
+def _missing(oid: ObjectId) -> ObjectNotFound:
+    return ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck` to see what is missing")
 
 
 def _nbytes(parts: Sequence[Buffer]) -> int:
@@ -133,19 +134,11 @@ class BaseObjectStore(ABC):
         self._store(oid, parts)
         return oid, True
 
-    def put_many(
-        self,
-        items: Iterable[tuple[K, Sequence[Buffer]]],
-        on_done: Callable[[K, ObjectId, bool], None],
-        workers: int = 3,
-        window: int = 6,
-    ) -> None:
-        """Store many objects, hashing here and writing on ``workers`` threads.
-
-        Overlaps one object's fsync with the next one's hashing and writing.
-        ``on_done(key, id, new)`` is called in order, on this thread, once each
-        object is stored; at most ``window`` objects are in flight.
-        """
+    def put_many(self, items: Iterable[tuple[K, Sequence[Buffer]]], on_done: Callable[[K, ObjectId, bool], None],
+                 workers: int = 3, window: int = 6) -> None:
+        """Store many objects, hashing here and writing on ``workers`` threads (one object's fsync
+        overlaps the next one's hashing); ``on_done(key, id, new)`` is called in order, on this
+        thread, once each is stored; at most ``window`` objects are in flight."""
         pending: deque[tuple[K, ObjectId, Future[None] | None]] = deque()
         claimed: set[ObjectId] = set()
 
@@ -216,11 +209,8 @@ class BaseObjectStore(ABC):
         return TensorData(dtype, shape, buf[offset:])
 
     def iter_tensor_bytes(self, oid: ObjectId) -> Iterator[memoryview]:
-        """A tensor's data bytes in chunks, for copying out; verified by the end.
-
-        A mismatch raises CorruptObject after the last chunk, so a writer that
-        streams into an atomic temp file never publishes corrupt bytes.
-        """
+        """A tensor's data bytes in chunks, for copying out; verified by the end (a mismatch raises
+        CorruptObject after the last chunk: a writer streaming into a temp file publishes nothing)."""
         yield self.read_tensor(oid).data
 
     def read_tree(self, oid: ObjectId) -> Tree:
@@ -254,7 +244,7 @@ class MemoryObjectStore(BaseObjectStore):
             # a private, writable copy: callers may wrap it in a tensor
             return memoryview(bytearray(self._objects[oid]))
         except KeyError:
-            raise ObjectNotFound(f"object {oid} is not in the store") from None
+            raise _missing(oid) from None
 
     def __iter__(self) -> Iterator[ObjectId]:
         return iter(list(self._objects))
@@ -290,14 +280,14 @@ class DiskObjectStore(BaseObjectStore):
         try:
             return self.path(oid).stat().st_size
         except FileNotFoundError:
-            raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
+            raise _missing(oid) from None
 
     def peek(self, oid: ObjectId, n: int) -> bytes:
         try:
             with files.faults(self.path(oid), "read"), files.open_read(self.path(oid)) as f:
                 return f.read(n)
         except FileNotFoundError:
-            raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
+            raise _missing(oid) from None
 
     def receive(self, oid: ObjectId, fill: Callable[[Path], None], size: int | None = None,
                 check: Callable[[bytes, int], None] = lambda head, total: None) -> None:
@@ -369,10 +359,7 @@ class DiskObjectStore(BaseObjectStore):
                 # ACCESS_COPY: writable for torch.frombuffer, never written back
                 return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY))
         except FileNotFoundError:
-            raise ObjectNotFound(
-                f"object {oid} is not in the store",
-                "fetch it from a remote, or run `dithub fsck` to see what is missing",
-            ) from None
+            raise _missing(oid) from None
 
     def __iter__(self) -> Iterator[ObjectId]:
         if not self.root.is_dir():
@@ -399,7 +386,7 @@ class DiskObjectStore(BaseObjectStore):
             with files.faults(self.path(oid), "read"):
                 f = files.open_read(self.path(oid))
         except FileNotFoundError:
-            raise ObjectNotFound(f"object {oid} is not in the store", "fetch it from a remote; run `dithub fsck`") from None
+            raise _missing(oid) from None
         with f:
             total = os.fstat(f.fileno()).st_size
             buf = memoryview(bytearray(min(chunk, total) or 1))

@@ -1,11 +1,9 @@
 """Refs: named pointers to commits, moved only by compare-and-swap.
 
-``HEAD`` is symbolic (``ref: refs/heads/main``) or a commit id. Branches live
-under ``refs/heads/`` (names may contain ``/``), tags under ``refs/tags/``,
-named base checkpoints under ``refs/bases/``. Every update appends to the
-ref's reflog inside the same locked section (after dulwich's
-``set_if_equals``).
-"""
+``HEAD`` is symbolic (``ref: refs/heads/main``) or a commit id. Branches live under ``refs/heads/``
+(names may contain ``/``), tags under ``refs/tags/``, named base checkpoints under ``refs/bases/``.
+Every update appends to the ref's reflog inside the same locked section (after dulwich's
+``set_if_equals``)."""
 from __future__ import annotations
 
 import errno
@@ -164,15 +162,10 @@ class BaseRefStore(ABC):
         raw = self.read_raw(self.follow(name))
         return raw if raw and is_object_id(raw) else None
 
-    def set_if_equals(
-        self, name: str, old: ObjectId | None, new: ObjectId, message: str, author: str = "dithub"
-    ) -> None:
-        """Point ``name`` (through HEAD's symbolic ref) at ``new`` if it is still at ``old``.
-
-        Raises RefConflict when the ref moved or another writer holds its lock.
-        """
-        target = self.follow(name)
-        self.compare_and_swap(target, old, new, ReflogEntry(old, new, author, time.time(), message))
+    def set_if_equals(self, name: str, old: ObjectId | None, new: ObjectId, message: str, author: str = "dithub") -> None:
+        """Point ``name`` (through HEAD's symbolic ref) at ``new`` if it is still at ``old``
+        (RefConflict when the ref moved or another writer holds its lock)."""
+        self.compare_and_swap(self.follow(name), old, new, ReflogEntry(old, new, author, time.time(), message))
 
     def delete(self, name: str, old: ObjectId | None) -> None:
         """Remove ``name`` (and its reflog) if it still points to ``old``."""
@@ -187,12 +180,7 @@ class BaseRefStore(ABC):
         self.compare_and_swap(name, "*", oid, ReflogEntry(None, oid, author, time.time(), message))
 
     def as_dict(self, prefix: str = "refs/") -> dict[str, ObjectId]:
-        out = {}
-        for n in self.names(prefix):
-            oid = self.resolve(n)
-            if oid:
-                out[n] = oid
-        return out
+        return {n: oid for n in self.names(prefix) if (oid := self.resolve(n))}
 
 
 class MemoryRefStore(BaseRefStore):
@@ -287,7 +275,7 @@ class DiskRefStore(BaseRefStore):
         try:
             lines = path.read_text().splitlines()
         except FileNotFoundError:
-            return []
+            lines = []
         for line in lines:
             try:
                 d = json.loads(line)
@@ -329,10 +317,8 @@ class DiskRefStore(BaseRefStore):
             except FileExistsError:
                 if self._break_stale(lock):
                     continue
-                raise RefConflict(
-                    f"{name} is locked by another dithub process ({lock})",
-                    "retry; if no dithub process is running, delete the .lock file",
-                ) from None
+                raise RefConflict(f"{name} is locked by another dithub process ({lock})",
+                                  "retry; if no dithub process is running, delete the .lock file") from None
             fcntl.flock(fd, fcntl.LOCK_EX)
             return fd, lock
         raise RefConflict(f"{name} is locked by another dithub process ({lock})", "retry")

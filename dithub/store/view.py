@@ -39,6 +39,3 @@ class RepoView(Protocol):
     def describe(self, oid: ObjectId) -> str:
         """A commit's name for messages: the branches at it, else its short id."""
         ...
-
-
-__all__ = ["RepoView"]

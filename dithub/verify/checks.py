@@ -106,14 +106,9 @@ def structure(t: Target) -> list[CheckResult]:
     for key, entry in sorted(t.tree.tensors.items()):
         if entry.dtype not in t.settings.dtypes:
             problems.append(f"tensor {key!r} is {entry.dtype}; the policy allows {', '.join(t.settings.dtypes)}")
-    where = f"against base {_base_name(t)}" if t.base is not None else "no base to compare with"
+    where = f"against base {t.repo.base_name(t.commit.base)}" if t.base is not None else "no base to compare with"
     return [_row("structure", bool(problems), len(problems), 0,
                  problems[0] if problems else f"{len(t.tree.tensors)} tensors, {where}")]
-
-
-def _base_name(t: Target) -> str:
-    names = [n for n, c in t.repo.bases().items() if t.repo.store.read_commit(c).tree == t.commit.base]
-    return names[0] if names else str(t.commit.base)[:12]
 
 
 def numeric(t: Target) -> list[CheckResult]:

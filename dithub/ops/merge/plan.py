@@ -125,14 +125,7 @@ def _plan_mixed(repo: RepoView, revs: list[str], ids: list[ObjectId], commits: l
             mapping[key] = name
         sources.append(mapping)
         specs.append({k: own[v] for k, v in mapping.items()})
-    for rev, spec in zip(revs[1:], specs[1:]):
-        odd = sorted(set(specs[0]) ^ set(spec))
-        if odd:
-            raise IncompatibleAdapters(f"base tensor {odd[0]!r} is changed by only one of {revs[0]} and {rev}",
-                                       "merge adapters that change the same weights")
-        for name, (_d, shape) in spec.items():
-            if shape != specs[0][name][1]:
-                raise IncompatibleAdapters(f"base tensor {name!r}: {list(specs[0][name][1])} in {revs[0]} but {list(shape)} in {rev}")
+    _agree(revs, specs, "base tensor")
     largest = max((nbytes_of("F32", sh) for _, sh in specs[0].values()), default=0)
     return MergePlan(m.name, m.paper, params, ids, revs, commits[0].base, "task_vector", specs[0],
                      peak_bytes=(len(ids) + 2) * largest, dtype=dtype, sources=sources, vectors=vectors)
@@ -159,18 +152,22 @@ def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree],
         raise BadInput(f"method cannot merge these inputs ({which})",
                        "LoRA-native methods (" + ", ".join(REGISTRY.having("lora"))
                        + ") take LoRA adapters; the others take task vectors or LoRA adapters (expanded to ΔW)")
-    shapes = [_merge_shapes(t) for t in trees]
-    for r, sh in zip(revs[1:], shapes[1:]):
-        missing = sorted(set(shapes[0]) ^ set(sh))
-        if missing:
-            owner = revs[0] if missing[0] in shapes[0] else r
-            other = r if owner == revs[0] else revs[0]
-            raise IncompatibleAdapters(f"tensor {missing[0]!r} is in {owner} but not in {other}",
-                                       "merge adapters that adapt the same tensors")
-        for name, got in sh.items():
-            first = shapes[0][name]
+    _agree(revs, [_merge_shapes(t) for t in trees], "tensor")
+
+
+def _agree(revs: list[str], specs: list[dict[str, tuple[str, tuple[int, ...]]]], noun: str) -> None:
+    """IncompatibleAdapters unless every input has the same tensors as the first, of the same shapes
+    (float dtypes may differ: they are promoted)."""
+    for r, spec in zip(revs[1:], specs[1:]):
+        odd = sorted(set(specs[0]) ^ set(spec))
+        if odd:
+            owner, other = (revs[0], r) if odd[0] in specs[0] else (r, revs[0])
+            raise IncompatibleAdapters(f"{noun} {odd[0]!r} is in {owner} but not in {other}",
+                                       "merge adapters that change the same tensors")
+        for name, got in spec.items():
+            first = specs[0][name]
             if got[1] != first[1] or (got[0] != first[0] and not {got[0], first[0]} <= FLOAT_DTYPES):
-                raise IncompatibleAdapters(f"tensor {name!r} is {_fmt(first)} in {revs[0]} but {_fmt(got)} in {r}",
+                raise IncompatibleAdapters(f"{noun} {name!r} is {_fmt(first)} in {revs[0]} but {_fmt(got)} in {r}",
                                            "merge adapters of the same shapes; float dtypes may differ, other dtypes must agree")
 
 

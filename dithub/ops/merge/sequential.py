@@ -108,6 +108,3 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
 
 def _norm(tensors: Any) -> float:
     return math.sqrt(sum(float(t.pow(2).sum()) for t in tensors))
-
-
-__all__ = ["opcm_merge", "opcm_params", "opcm_step", "recorded_project"]

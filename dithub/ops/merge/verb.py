@@ -65,6 +65,3 @@ def compose(repo: RepoView, revs: list[str], method: str = "mean_ba", params: Ma
             progress: ProgressFactory = no_progress) -> Tree:
     """The merged tree of ``revs``, stored but unreferenced (``gc`` removes it later)."""
     return repo.store.read_tree(run_merge(repo, plan_merge(repo, revs, method, params), progress))
-
-
-__all__ = ["compose", "merge"]
