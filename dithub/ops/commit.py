@@ -121,11 +121,16 @@ def base_for(repo: RepoView, base: str | None, parent: ObjectId | None) -> Objec
     """The base tree a commit records: base ``base`` by name, else the parent's."""
     if base is None:
         return repo.store.read_commit(parent).base if parent else None
+    return named_base(repo, base)
+
+
+def named_base(repo: RepoView, name: str) -> ObjectId:
+    """The tree of base checkpoint ``name`` (RefNotFound listing the known ones)."""
     bases = repo.bases()
-    if base not in bases:
-        raise RefNotFound(f"unknown base {base!r} (known: {', '.join(sorted(bases)) or 'none yet'})",
-                          f"add it with `dithub base add {base} MODEL_DIR`")
-    return repo.store.read_commit(bases[base]).tree
+    if name not in bases:
+        raise RefNotFound(f"unknown base {name!r} (known: {', '.join(sorted(bases)) or 'none yet'})",
+                          f"add it with `dithub base add {name} MODEL_DIR`")
+    return repo.store.read_commit(bases[name]).tree
 
 
 def base_add(repo: RepoView, name: str, path: Path, *, message: str | None = None,

@@ -9,7 +9,7 @@ from ..errors import BadInput
 from ..progress import ProgressFactory, no_progress
 from ..store import Tree
 from ..store.view import RepoView
-from .commit import base_for
+from .commit import named_base
 
 
 def write_tree(repo: RepoView, tree: Tree, out: Path, progress: ProgressFactory = no_progress) -> Path:
@@ -21,7 +21,7 @@ def write_tree(repo: RepoView, tree: Tree, out: Path, progress: ProgressFactory 
 def export_merged(repo: RepoView, rev: str, base: str | None, out: Path, progress: ProgressFactory = no_progress) -> Path:
     """Full weights of ``rev``'s base (or base ``base``) with the adapter folded in."""
     commit = repo.store.read_commit(repo.resolve(rev))
-    base_oid = base_for(repo, base, None) if base else commit.base
+    base_oid = named_base(repo, base) if base else commit.base
     if base_oid is None:
         raise BadInput(f"{rev} records no base checkpoint", "pass --merge-into BASE (see `dithub base list`)")
     base_tree = repo.store.read_tree(base_oid)

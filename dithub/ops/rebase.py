@@ -21,7 +21,7 @@ from ..formats import plan_edits
 from ..formats.hf_names import model_names
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import to_torch
-from .commit import base_for
+from .commit import named_base
 from .deltas import put_tensor
 from ..algorithms.params import scale_value
 from ..progress import ProgressFactory, no_progress
@@ -213,7 +213,7 @@ def select_branches(repo: RepoView, onto: str, branch: str | None, all_branches:
         return [branch]
     if branch is not None:
         raise BadInput("give a branch or --all, not both")
-    new_tree = base_for(repo, onto, None)
+    new_tree = named_base(repo, onto)
     branches = [b for b, oid in sorted(repo.branches().items())
                 if (c := repo.store.read_commit(oid)).base is not None and c.base != new_tree]
     if not branches:
@@ -230,7 +230,7 @@ def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, par
     if alpha == "auto" and probe is None:
         raise BadInput("--alpha auto picks the scale on a probe set", "pass --probe FILE")
     alpha = scale_value(alpha)
-    new_id = base_for(repo, onto, None)
+    new_id = named_base(repo, onto)
     jobs = _jobs(repo, branches, new_id, tip_only)
     new = repo.store.read_tree(new_id)
     transports: dict[ObjectId, Transport] = {}
