@@ -1,8 +1,5 @@
-"""The one exception hierarchy of dithub.
-
-Every error says what went wrong, where (file, ref, tensor, object) and what to
-do next. The CLI maps each class to a distinct exit code (``exit_code``).
-"""
+"""The one exception hierarchy of dithub. Every error says what went wrong, where (file, ref,
+tensor, object) and what to do next; the CLI maps each class to a distinct exit code."""
 from __future__ import annotations
 
 
@@ -87,17 +84,5 @@ class KernelsUnavailable(DithubError):
     exit_code = 13
 
 
-__all__ = [
-    "DithubError",
-    "BadInput",
-    "NotARepository",
-    "ObjectNotFound",
-    "RefNotFound",
-    "CorruptObject",
-    "RefConflict",
-    "IncompatibleAdapters",
-    "RemoteError",
-    "VerifyFailed",
-    "StorageError",
-    "KernelsUnavailable",
-]
+__all__ = ["DithubError", "BadInput", "NotARepository", "ObjectNotFound", "RefNotFound", "CorruptObject", "RefConflict",
+           "IncompatibleAdapters", "RemoteError", "VerifyFailed", "StorageError", "KernelsUnavailable"]

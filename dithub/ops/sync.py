@@ -146,7 +146,7 @@ def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, wit
         todo = plan(pass_roots, repo.store.contains, loc.read_objects, with_base=False, where=f"remote {remote}")
         result.objects += todo.count
         def bring(oid: ObjectId, advance: Callable[[int], None], expect: dict[ObjectId, Link] = todo.expect) -> None:
-            receiver.tensor(oid, sizes.get(oid, 0), advance, expect.get(oid))
+            receiver.tensor(oid, sizes.get(oid, 0), advance, expect[oid])
 
         result.bytes += send_tensors(todo.tensors, bring, lambda i: sizes.get(i, 0), progress, f"fetching from {remote}")
         result.bytes += sum(len(data) for _oid, data in todo.small)
@@ -163,12 +163,6 @@ def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, wit
         result.refs[ref] = (None, oid)
     result.requests = loc.requests
     return result
-
-
-BIG = PACKED_BELOW
-"""Loose objects at least this large (tensors: trees and commits are small and travel in packs)
-are stored as soon as they arrive; smaller ones are held until all have arrived and then stored
-in dependency order."""
 
 
 def _fetch_listed(repo: RepoView, loc: Location, receiver: Receiver, listed: dict[ObjectId, int], result: SyncResult,
@@ -190,17 +184,14 @@ def _fetch_listed(repo: RepoView, loc: Location, receiver: Receiver, listed: dic
     stored: list[int] = []
 
     def one(oid: ObjectId) -> None:
-        try:
-            if sizes[oid] >= BIG:  # a large loose tensor: straight to disk, re-hashed and checked there
-                n = receiver.large(oid, sizes[oid], advance)
-                if n is not None:
-                    stored.append(n)
-                    return
-            data = receiver.read(oid, sizes[oid], missing_ok=True)
+        try:  # a large loose tensor goes straight to disk; the rest is held, and stored below once what it names is
+            data = receiver.bring(oid, sizes[oid], advance, missing_ok=True)
         except FileNotFoundError:  # listed but gone (a listing cache): the walk that follows fetches what is needed
             return
-        held[oid] = data  # stored below, each once what it names is
-        advance(len(data))
+        if data is None:
+            stored.append(repo.store.size(oid))
+        else:
+            held[oid] = data
 
     def pack(oids: list[ObjectId]) -> None:
         for oid in oids:  # the first read brings the whole pack; the others are slices of it
@@ -240,11 +231,12 @@ def restore(repo: RepoView, remote: str, oids: list[ObjectId], progress: Progres
             if oid in tried or oid not in sizes or repo.store.contains(oid):
                 continue
             tried.add(oid)
-            if receiver.large(oid, sizes[oid]) is not None:
+            data = receiver.bring(oid, sizes[oid])
+            if data is None:
                 restored.append(oid)
             else:
-                held[oid] = receiver.read(oid, sizes[oid])
-                todo.extend(link.id for link in receiver.missing(oid, held[oid]))
+                held[oid] = data
+                todo.extend(link.id for link in receiver.missing(oid, data))
             advance(1)
         restored.extend(receiver.put_held(held, strict=False))
         repo.store.sync()

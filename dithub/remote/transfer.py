@@ -25,6 +25,7 @@ from ..store.graph import complete, objects, walk
 from ..store.objects import MAX_JSON_BYTES, Link, inspect, parse_tensor_header
 from ..store.objectstore import PEEK_BYTES
 from .location import WORKERS, Location
+from .packs import PACKED_BELOW
 
 Kind = tuple[str, str | None, tuple[int, ...] | None]
 """(kind, dtype, shape) of an object: dtype and shape for tensors only."""
@@ -161,18 +162,6 @@ class Receiver:
         self.store.put([data])
         self._note(oid, kind)
 
-    def put(self, oid: ObjectId, data: bytes | memoryview, expect: Link | None = None) -> bool:
-        """Store ``data`` (bytes a Location read and re-hashed) if it is well formed, of the
-        ``expect``ed kind, and everything it names (but an optional base) is stored; False
-        (nothing stored) when something is not yet."""
-        kind, named = self._check(oid, bytes(data))
-        if expect is not None and (why := self._mismatch(expect, kind)):
-            raise self.refuse(oid, f"was asked for by a tree that {why}")
-        if any(not link.optional for link in self._absent(oid, named)):
-            return False
-        self._store(oid, data, kind)
-        return True
-
     def put_held(self, objects: dict[ObjectId, bytes], *, strict: bool) -> list[ObjectId]:
         """Store the held ``objects`` (read and re-hashed) whose dependencies are stored here or
         held, dependencies first (tensors, trees, commits after their parents); returns those
@@ -199,55 +188,51 @@ class Receiver:
             raise self.refuse(oid, f"names {first}, which the remote does not hold (or cannot be stored)")
         return ordered
 
-    def large(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None,
-              expect: Link | None = None) -> int | None:
-        """Download a large loose tensor straight into the store's temp folder, re-hash and check
-        its header there, and move it into place (on disk: no copy through memory); None where that
-        does not apply (a packed object, an object that is not a tensor)."""
-        if oid in self.location.packed(refresh=False):
-            return None
-        found: list[Kind] = []
+    def bring(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None, expect: Link | None = None,
+              missing_ok: bool = False) -> bytes | None:
+        """Bring one remote object of ``size`` bytes (as listed): a large loose tensor straight into
+        the store's temp folder, re-hashed and its header checked there (``expect``: what the tree
+        naming it says it is), then moved into place — None; anything else read whole, verified and
+        within the bounds of its kind, its bytes returned for the caller to store (``missing_ok``:
+        FileNotFoundError for an object the remote does not hold)."""
+        loose = oid not in self.location.packed(refresh=False)
+        if size >= PACKED_BELOW and loose:
+            found: list[Kind] = []
 
-        def check(head: bytes, total: int) -> None:
-            if object_type(head) != "tensor":
-                raise _NotATensor
+            def check(head: bytes, total: int) -> None:
+                if object_type(head) != "tensor":
+                    raise _NotATensor
+                try:
+                    dtype, shape, _offset = parse_tensor_header(oid, head, total)
+                except CorruptObject as exc:
+                    raise self.refuse(oid, f"is malformed: {exc.message}") from None
+                if expect is not None and (why := self._mismatch(expect, ("tensor", dtype, shape))):
+                    raise self.refuse(oid, f"was asked for by a tree that {why}")
+                found.append(("tensor", dtype, shape))
+
             try:
-                dtype, shape, _offset = parse_tensor_header(oid, head, total)
-            except CorruptObject as exc:
-                raise self.refuse(oid, f"is malformed: {exc.message}") from None
-            if expect is not None and (why := self._mismatch(expect, ("tensor", dtype, shape))):
-                raise self.refuse(oid, f"was asked for by a tree that {why}")
-            found.append(("tensor", dtype, shape))
-
-        try:
-            self.store.receive(oid, lambda path: self.location.download(oid, path, advance, size), size, check)
-        except CorruptObject:
-            raise self.location.corrupt(oid) from None
-        except _NotATensor:
-            return None
-        if found:
-            self._note(oid, found[0])
-        return self.store.size(oid)
-
-    def read(self, oid: ObjectId, size: int = 0, missing_ok: bool = False) -> bytes:
-        """The bytes of a remote object (verified), within the bounds of a tree or commit when not a
-        tensor (``missing_ok``: FileNotFoundError for an object the remote does not hold)."""
-        if size > MAX_JSON_BYTES and oid not in self.location.packed(refresh=False):
+                self.store.receive(oid, lambda path: self.location.download(oid, path, advance, size), size, check)
+                if found:
+                    self._note(oid, found[0])
+                return None
+            except CorruptObject:
+                raise self.location.corrupt(oid) from None
+            except _NotATensor:
+                pass  # read it whole, and check it as what it is
+        if size > MAX_JSON_BYTES and loose:
             raise self.refuse(oid, f"is {size} bytes and not a tensor stored as one")
-        return self.location.read_object(oid, missing_ok=missing_ok)
+        data = self.location.read_object(oid, missing_ok=missing_ok)
+        advance(len(data))
+        return data
 
-    def tensor(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None,
-               expect: Link | None = None) -> int:
+    def tensor(self, oid: ObjectId, size: int, advance: Callable[[int], None], expect: Link) -> None:
         """Bring one tensor (``expect``: what the tree naming it says it is) into the store."""
         try:
-            n = self.large(oid, size, advance, expect)
+            data = self.bring(oid, size, advance, expect)
         except FileNotFoundError:
             raise self.location.lacks(oid) from None
-        if n is None:
-            data = self.read(oid, size)
-            if object_type(data) != "tensor":
-                raise self.refuse(oid, f"is a {object_type(data)}, where a tree names a tensor")
-            self.put(oid, data, expect)
-            advance(len(data))
-            n = len(data)
-        return n
+        if data is not None:
+            kind, _named = self._check(oid, data)
+            if why := self._mismatch(expect, kind):
+                raise self.refuse(oid, f"was asked for by a tree that {why}")
+            self._store(oid, data, kind)
