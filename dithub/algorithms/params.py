@@ -75,7 +75,17 @@ class Algorithm:
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``; unknown names, wrong types, values out of range and
         choices not offered are BadInput."""
-        out = resolve_params(self.name, self.defaults, given, self.ranges, self.choices)
+        given = dict(given or {})
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            raise BadInput(f"method {self.name!r} has no parameter {unknown[0]!r}", f"valid parameters: {describe(self)}")
+        out = dict(self.defaults)
+        for k, v in given.items():
+            out[k] = value = _coerce(self.name, k, v, self.defaults[k])
+            if k in self.ranges and not self.ranges[k].contains(value):
+                raise BadInput(f"parameter {k!r} of {self.name!r} is {v}, outside {self.ranges[k]}")
+            if k in self.choices and value not in self.choices[k]:
+                raise BadInput(f"parameter {k!r} of {self.name!r} is {v!r}, not one of {', '.join(self.choices[k])}")
         why = self.check(out) if self.check is not None else None
         if why:
             raise BadInput(f"parameters of {self.name!r}: {why}", f"valid parameters: {describe(self)}")
@@ -127,27 +137,6 @@ def describe(algo: Algorithm) -> str:
         allowed = algo.ranges.get(k) or (" | ".join(algo.choices[k]) if k in algo.choices else None)
         parts.append(f"{k}={v!r}" + (f" in {allowed}" if allowed else ""))
     return ", ".join(parts) or "none"
-
-
-def resolve_params(method: str, defaults: Mapping[str, Any], given: Mapping[str, Any] | None = None,
-                   ranges: Mapping[str, Range] | None = None, choices: Mapping[str, tuple[str, ...]] | None = None) -> dict[str, Any]:
-    """``defaults`` overridden by ``given``; unknown names, wrong types, non-finite numbers, values
-    outside ``ranges`` and strings outside ``choices`` are BadInput."""
-    given = dict(given or {})
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        valid = ", ".join(f"{k}={v!r}" for k, v in defaults.items()) or "none"
-        raise BadInput(f"method {method!r} has no parameter {unknown[0]!r}", f"valid parameters: {valid}")
-    out = dict(defaults)
-    for k, v in given.items():
-        out[k] = value = _coerce(method, k, v, defaults[k])
-        allowed = (ranges or {}).get(k)
-        if allowed is not None and not allowed.contains(value):
-            raise BadInput(f"parameter {k!r} of {method!r} is {v}, outside {allowed}")
-        offered = (choices or {}).get(k)
-        if offered is not None and value not in offered:
-            raise BadInput(f"parameter {k!r} of {method!r} is {v!r}, not one of {', '.join(offered)}")
-    return out
 
 
 def _coerce(method: str, name: str, value: Any, default: Any) -> Any:

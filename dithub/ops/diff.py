@@ -1,11 +1,9 @@
 """Per-tensor and per-LoRA-module differences between two commits.
 
-For each tensor: added / removed / changed / same, norms, the norm of the
-change and the cosine similarity. For LoRA modules, the change of the update
-ΔW = s·B@A is measured exactly without forming ΔW: its singular values come
-from a (2r x 2r) core, and its effective rank is exp(entropy of the
-normalized singular values) (Roy & Vetterli, "The effective rank", 2007).
-"""
+For each tensor: added / removed / changed / same, norms, the norm of the change and the cosine
+similarity. For LoRA modules, the change of the update ΔW = s·B@A is measured exactly without
+forming ΔW: its singular values come from a (2r x 2r) core, and its effective rank is exp(entropy
+of the normalized singular values) (Roy & Vetterli, "The effective rank", 2007)."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -83,19 +81,16 @@ def _tensor_diff(name: str, a: TensorData | None, b: TensorData | None) -> Tenso
     return TensorDiff(name, "changed", shape, na, nb, float((tb - ta).norm()), cos)
 
 
-def diff_trees(
-    a_id: ObjectId, a: Tree, load_a: Callable[[str], TensorData],
-    b_id: ObjectId, b: Tree, load_b: Callable[[str], TensorData],
-) -> DiffResult:
+def diff_trees(a_id: ObjectId, a: Tree, load_a: Callable[[str], TensorData], b_id: ObjectId, b: Tree,
+               load_b: Callable[[str], TensorData]) -> DiffResult:
     """Compare two trees tensor by tensor (identical ids are not even loaded)."""
     result = DiffResult(a_id, b_id, a.kind, b.kind)
     for name in sorted(set(a.tensors) | set(b.tensors)):
         ea, eb = a.tensors.get(name), b.tensors.get(name)
-        same = ea is not None and eb is not None and ea.id == eb.id
-        if same:
-            result.tensors.append(TensorDiff(name, "same", ea.shape, None, None, 0.0, 1.0))  # type: ignore[union-attr]
-            continue
-        result.tensors.append(_tensor_diff(name, load_a(name) if ea else None, load_b(name) if eb else None))
+        if ea is not None and eb is not None and ea.id == eb.id:
+            result.tensors.append(TensorDiff(name, "same", ea.shape, None, None, 0.0, 1.0))
+        else:
+            result.tensors.append(_tensor_diff(name, load_a(name) if ea else None, load_b(name) if eb else None))
     if "lora" in (a.kind, b.kind):
         result.modules = _module_diffs(a, load_a, b, load_b)
     return result
@@ -107,9 +102,8 @@ def _module_diffs(a: Tree, load_a: Callable, b: Tree, load_b: Callable) -> list[
     out = []
     for module in sorted(set(ma) | set(mb)):
         pa, pb = ma.get(module), mb.get(module)
-        if pa and pb and (a.tensors[pa.a_key].id, a.tensors[pa.b_key].id, a.config) == (
-            b.tensors[pb.a_key].id, b.tensors[pb.b_key].id, b.config
-        ):
+        ids = lambda tree, m: (tree.tensors[m.a_key].id, tree.tensors[m.b_key].id, tree.config)  # noqa: E731
+        if pa and pb and ids(a, pa) == ids(b, pb):
             continue
         terms = []
         if pb:

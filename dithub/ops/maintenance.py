@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ..errors import CorruptObject, DithubError, ObjectNotFound, StorageError
 from ..progress import ProgressFactory, no_progress
-from ..store import BaseObjectStore, BaseRefStore, ObjectId, object_type
+from ..store import BaseObjectStore, BaseRefStore, ObjectId
 from ..store.graph import commits, walk
-from ..store.objects import decode_commit, decode_tree, parse_tensor_header
+from ..store.refs import SPECIAL
+from ..store.objects import inspect
 
 
 @dataclass
@@ -45,16 +46,7 @@ def check_object(store: BaseObjectStore, oid: ObjectId, set_aside: bool = False)
     """None if ``oid`` hashes right and parses as its type, else the reason (a damaged object leaves
     the store when ``set_aside``: a repair then restores it)."""
     try:
-        buf = store.read_buffer(oid, set_aside=set_aside)
-        kind = object_type(buf)
-        if kind == "tensor":
-            parse_tensor_header(oid, buf)
-        elif kind == "tree":
-            decode_tree(oid, bytes(buf))
-        elif kind == "commit":
-            decode_commit(oid, bytes(buf))
-        else:
-            return "unknown object type"
+        inspect(oid, store.read_buffer(oid, set_aside=set_aside))
     except CorruptObject as exc:
         return exc.message
     except StorageError as exc:  # unreadable (permission denied): damage to report
@@ -95,10 +87,7 @@ def reachable(store: BaseObjectStore, roots: Iterable[ObjectId]) -> tuple[set[Ob
 def ref_roots(refs: BaseRefStore, with_reflogs: bool) -> tuple[dict[str, ObjectId], list[ObjectId]]:
     """Ref tips, plus (optionally) every commit named in a reflog."""
     tips = refs.as_dict("refs/")
-    for special in ("HEAD", "ORIG_HEAD"):
-        oid = refs.resolve(special)
-        if oid:
-            tips[special] = oid
+    tips.update({special: oid for special in SPECIAL if (oid := refs.resolve(special))})
     extra: list[ObjectId] = []
     if with_reflogs:
         for name in list(tips):
@@ -140,21 +129,15 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
 
 
 def gc(store: BaseObjectStore, refs: BaseRefStore, grace_seconds: float = 3600.0) -> GcReport:
-    """Delete objects no ref or reflog reaches, older than ``grace_seconds``.
-
-    The grace period protects objects a concurrent commit has written but not
-    yet pointed a ref at.
-    """
+    """Delete objects no ref or reflog reaches, older than ``grace_seconds`` (the grace period
+    protects objects a concurrent commit has written but not yet pointed a ref at)."""
     tips, extra = ref_roots(refs, with_reflogs=True)
     keep, _missing = reachable(store, list(tips.values()) + extra)
     report = GcReport()
     now = time.time()
     for oid in list(store):
-        if oid in keep:
-            report.kept_objects += 1
-            continue
         written = store.mtime(oid)
-        if written is not None and now - written < grace_seconds:
+        if oid in keep or (written is not None and now - written < grace_seconds):
             report.kept_objects += 1
             continue
         report.removed_bytes += store.size(oid)
