@@ -291,11 +291,10 @@ class Repo:
               progress: ProgressFactory = no_progress) -> tuple[Repo, SyncResult]:
         """A new repository at ``directory`` with every branch, tag and base of the remote at ``url``
         (named ``name``); a clone of the same URL that stopped midway is resumed."""
-        from .ops.sync import clone_into, prepare_clone
+        from .ops.sync import clone
 
-        plan = prepare_clone(url, directory, name=name, options=options)
-        repo = cls.open(plan.directory) if plan.resuming else cls.init(plan.directory, branch=plan.first_branch)
-        return repo, clone_into(repo, plan, progress)
+        make = lambda path, branch: cls.init(path, branch=branch) if branch else cls.open(path)  # noqa: E731
+        return clone(url, directory, make, name=name, options=options, progress=progress)
 
     def fsck(self, *, repair: bool = False, remote: str | None = None, progress: ProgressFactory = no_progress) -> FsckReport:
         """Re-hash every object and check connectivity; ``repair``: fetch damaged and missing objects

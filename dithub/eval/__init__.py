@@ -5,6 +5,5 @@ from .probe import Probe, load_probe
 from .scale import AUTO_GRID, best_scale
 from .signals import linear_activations, majority_descent_signs
 
-__all__ = [
-    "AUTO_GRID", "best_scale", "accuracy", "load_metric", "Metric", "ScaledAdapter", "load_base_model", "Probe", "load_probe", "linear_activations", "majority_descent_signs",
-]
+__all__ = ["AUTO_GRID", "best_scale", "accuracy", "load_metric", "Metric", "ScaledAdapter", "load_base_model", "Probe", "load_probe",
+           "linear_activations", "majority_descent_signs"]

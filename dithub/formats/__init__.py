@@ -26,11 +26,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "output_dir", "write_model_dir", "write_peft_dir", "write_task_vector", "write_tree",
-    "base_key_lookup", "check_fits", "plan_edits",
-    "Staged", "import_adapter", "import_model_dir", "import_peft_dir", "import_task_vector",
-    "LoraModule", "check_lora", "lora_modules", "match_base_key", "scaling",
-    "SafetensorsFile", "read_safetensors", "write_safetensors",
-    "lora_delta", "merged_loader", "write_merged_model", "DTYPE_NAMES", "TORCH_DTYPES", "from_torch", "to_torch",
-]
+__all__ = ["output_dir", "write_model_dir", "write_peft_dir", "write_task_vector", "write_tree", "base_key_lookup", "check_fits",
+           "plan_edits", "Staged", "import_adapter", "import_model_dir", "import_peft_dir", "import_task_vector", "LoraModule",
+           "check_lora", "lora_modules", "match_base_key", "scaling", "SafetensorsFile", "read_safetensors", "write_safetensors",
+           "lora_delta", "merged_loader", "write_merged_model", "DTYPE_NAMES", "TORCH_DTYPES", "from_torch", "to_torch"]

@@ -5,7 +5,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
@@ -161,7 +161,7 @@ def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, wit
     for ref, oid in extra.items():
         repo.refs.set_if_equals(ref, None, oid, f"fetch {remote}")
         result.refs[ref] = (None, oid)
-    result.requests = loc.requests
+    result.requests = loc.fs.requests
     return result
 
 
@@ -193,12 +193,8 @@ def _fetch_listed(repo: RepoView, loc: Location, receiver: Receiver, listed: dic
         else:
             held[oid] = data
 
-    def pack(oids: list[ObjectId]) -> None:
-        for oid in oids:  # the first read brings the whole pack; the others are slices of it
-            one(oid)
-
-    with ThreadPoolExecutor(WORKERS) as pool:
-        list(pool.map(pack, by_pack.values()))
+    with ThreadPoolExecutor(WORKERS) as pool:  # a pack's first read brings it whole; the others are slices of it
+        list(pool.map(lambda oids: list(map(one, oids)), by_pack.values()))
         list(pool.map(one, [o for o in sizes if o not in packed]))
     stored.extend(len(held[oid]) for oid in receiver.put_held(held, strict=False))
     result.objects += len(stored)
@@ -305,7 +301,7 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
         if ref not in theirs:
             loc.ref_store.compare_and_swap(ref, None, base)
             result.refs[ref] = (None, base)
-    result.requests = loc.requests
+    result.requests = loc.fs.requests
     return result
 
 
@@ -339,37 +335,17 @@ def _bases_used(repo: RepoView, tips: list[ObjectId]) -> dict[str, ObjectId]:
 # -- clone, pull ---------------------------------------------------------------------
 
 
+R = TypeVar("R", bound=RepoView)
 CLONING = "CLONING"
 """A file in ``.dithub`` while a clone runs (it holds the URL): a clone killed or failed midway is
 resumed by running it again (only missing objects travel)."""
 
 
-@dataclass
-class ClonePlan:
-    """What a clone needs before its repository exists (``prepare_clone``)."""
-
-    url: str
-    directory: Path
-    name: str
-    options: dict[str, Any] | None
-    location: Location
-    branches: list[str]
-    resuming: bool
-    """A clone of the same URL stopped midway in ``directory``: open it and fetch what is missing."""
-
-    @property
-    def first_branch(self) -> str:
-        return "main" if "main" in self.branches or not self.branches else self.branches[0]
-
-    @property
-    def marker(self) -> Path:
-        return self.directory / ".dithub" / CLONING
-
-
-def prepare_clone(url: str, directory: str | Path, *, name: str = "origin",
-                  options: dict[str, Any] | None = None) -> ClonePlan:
-    """Check a clone of ``url`` into ``directory`` (new or empty, or a clone of the same URL that
-    stopped midway) and read the remote's branches; writes nothing."""
+def clone(url: str, directory: str | Path, make: Callable[[Path, str | None], R], *, name: str = "origin",
+          options: dict[str, Any] | None = None, progress: ProgressFactory = no_progress) -> tuple[R, SyncResult]:
+    """A repository at ``directory`` (new or empty, or a clone of the same URL that stopped midway:
+    resumed) with every branch, tag and base of the remote at ``url``. ``make(directory, branch)``
+    creates the repository with that first branch (``Repo.clone`` passes it), or opens it (None)."""
     directory = Path(directory)
     marker = directory / ".dithub" / CLONING
     resuming = marker.is_file() and marker.read_text(errors="replace") == url
@@ -380,29 +356,24 @@ def prepare_clone(url: str, directory: str | Path, *, name: str = "origin",
     if not heads:
         raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
     branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
-    return ClonePlan(url, directory, name, options, first, branches, resuming)
-
-
-def clone_into(repo: RepoView, plan: ClonePlan, progress: ProgressFactory = no_progress) -> SyncResult:
-    """Fill ``repo`` (new, or the one a stopped clone left) with every branch, tag and base of the
-    planned remote; ``Repo.clone`` makes the repository and calls this."""
-    if not plan.resuming:
-        atomic_write(plan.marker, plan.url.encode())
-        remote_add(repo, plan.name, plan.url, plan.options)
+    repo = make(directory, None if resuming else ("main" if "main" in branches or not branches else branches[0]))
+    if not resuming:
+        atomic_write(marker, url.encode())
+        remote_add(repo, name, url, options)
     try:
-        result = fetch(repo, plan.name, with_base=True, progress=progress)
+        result = fetch(repo, name, with_base=True, progress=progress)
     except DithubError as exc:
         exc.hint = f"{exc.hint}; then " if exc.hint else ""
-        exc.hint += f"run the same clone again: it resumes into {plan.directory} (or delete it)"
+        exc.hint += f"run the same clone again: it resumes into {directory} (or delete it)"
         raise
-    result.requests += plan.location.requests
-    for b in plan.branches:
-        tracked = repo.refs.resolve(f"{REMOTES}{plan.name}/{b}")
+    result.requests += first.fs.requests
+    for b in branches:
+        tracked = repo.refs.resolve(f"{REMOTES}{name}/{b}")
         if tracked is not None:  # (None: fetch skipped it, and said why)
-            repo.refs.set_if_equals(HEADS + b, repo.refs.resolve(HEADS + b), tracked, f"clone {plan.url}")
-            set_upstream(repo, b, plan.name)
-    plan.marker.unlink()
-    return result
+            repo.refs.set_if_equals(HEADS + b, repo.refs.resolve(HEADS + b), tracked, f"clone {url}")
+            set_upstream(repo, b, name)
+    marker.unlink()
+    return repo, result
 
 
 def pull(repo: RepoView, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:

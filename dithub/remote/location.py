@@ -109,6 +109,7 @@ class Location:
             hint = "pip install s3fs" if url.startswith("s3://") else "use a path, file://, memory:// or s3:// URL"
             raise RemoteError(f"remote {name} ({url}) cannot be opened: {exc}", hint) from None
         self.fs: Any = _Counted(fs)
+        """The filesystem; ``fs.requests`` counts the storage calls made (reads, writes, listings, deletes)."""
         self.root = self.root.rstrip("/")
         self._local = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol or ()))
         self._made: set[str] = set()
@@ -122,11 +123,6 @@ class Location:
         self._guard = threading.Lock()
         self.skipped: list[tuple[str, str]] = []
         """Refs the last ``refs()`` left out: (name as listed, why)."""
-
-    @property
-    def requests(self) -> int:
-        """Storage calls made so far (reads, writes, listings, deletes)."""
-        return int(self.fs.requests)
 
     # -- paths -----------------------------------------------------------------
     def _object(self, oid: ObjectId) -> str:

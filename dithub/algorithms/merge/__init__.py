@@ -8,7 +8,4 @@ from . import full_space, lora_space, sequential, spectral  # noqa: F401  regist
 from .primitives import dare_draws, dare_keep, kth_largest_abs, magnitude_threshold
 from .registry import REGISTRY, MergeMethod, get_method, register
 
-__all__ = [
-    "REGISTRY", "MergeMethod", "get_method", "register",
-    "dare_draws", "dare_keep", "kth_largest_abs", "magnitude_threshold",
-]
+__all__ = ["REGISTRY", "MergeMethod", "get_method", "register", "dare_draws", "dare_keep", "kth_largest_abs", "magnitude_threshold"]

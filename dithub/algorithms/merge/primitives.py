@@ -27,10 +27,8 @@ def running_sum(xs: Sequence[Tensor], dtype: torch.dtype, weights: Sequence[floa
 
 
 def magnitude_threshold(x: Tensor, density: float) -> Tensor:
-    """The smallest |x| that TIES keeps at ``density`` (entries ≥ it are kept; ties kept).
-
-    0 keeps everything (density ≥ 1); +inf keeps nothing (density ≤ 0).
-    """
+    """The smallest |x| that TIES keeps at ``density`` (entries ≥ it are kept; ties kept): 0 keeps
+    everything (density ≥ 1); +inf keeps nothing (density ≤ 0)."""
     if density >= 1.0:
         return torch.tensor(0.0)
     if density <= 0.0:
@@ -46,7 +44,6 @@ release (what merges recorded before the parameter replay with); see ``trim_rank
 
 def trim_rank(n: int, density: float, convention: str) -> int:
     """The rank (1 = largest) of the magnitude a trim to ``density`` of ``n`` entries keeps down to.
-
     ``paper``: int(density·n) + 1, as prateeky2806/ties-merging keeps every entry ≥ the
     (n − int(density·n))-th smallest magnitude (ties at it kept too); ``mergekit``: exactly
     int(density·n) (see ``top_mask``); ``round``: max(1, round(density·n)), ties kept."""
@@ -113,13 +110,10 @@ MASK_LEVELS = 1 << 16
 
 def dare_draws(x: Tensor, p: float, seed: int, mask: str = "uint16") -> tuple[Tensor, int, float]:
     """DARE's random draws for ``x``: (draws, limit, keep probability); an entry is kept where
-    draw ≤ limit. Drawn on the CPU, so the mask is the same on every device.
-
-    ``uint16`` (the default): one 16-bit uniform per entry, four per 64-bit draw of the generator,
+    draw ≤ limit. Drawn on the CPU, so the mask is the same on every device. ``uint16`` (the default): one 16-bit uniform per entry, four per 64-bit draw of the generator,
     the limit round(65536·(1−p)) levels up; the keep probability is exactly that many levels /
     65536 (within 2^-17 of 1−p) and the rescale uses it, so the merge stays unbiased. ``float32``
-    (merges recorded before the parameter existed): one float per entry, kept at ≥ p, as before.
-    """
+    (merges recorded before the parameter existed): one float per entry, kept at ≥ p, as before."""
     limit, keep_prob = dare_limit(p, mask)
     draws = draw(torch.Generator().manual_seed(seed), x.numel(), p, mask)
     return draws.reshape(x.shape).to(x.device), limit, keep_prob

@@ -94,8 +94,6 @@ def iso_c(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
 @register("iso_cts", paper="2502.04959", defaults={"common": 0.8, "alpha": 1.0}, matrices_only=True,
           ranges={"common": UNIT, "alpha": REAL})
 def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor:
-    if not 0.0 <= common <= 1.0:
-        raise BadInput(f"iso_cts: common must be in [0, 1], got {common}")
     mats = _matrices(vectors, "iso_cts")
     t, r = len(mats), min(mats[0].shape)
     k = int(r * common)

@@ -11,7 +11,5 @@ from .registry import REGISTRY, RebaseContext, RebaseMethod, Transport, get_reba
 from .theseus import procrustes
 from .transfusion import match_block
 
-__all__ = [
-    "REGISTRY", "Block", "Layout", "RebaseContext", "RebaseMethod", "Transport", "get_rebase", "gradfix_mask",
-    "majority_sign", "match_block", "procrustes", "register_rebase", "transformer_layout",
-]
+__all__ = ["REGISTRY", "Block", "Layout", "RebaseContext", "RebaseMethod", "Transport", "get_rebase", "gradfix_mask", "majority_sign",
+           "match_block", "procrustes", "register_rebase", "transformer_layout"]
