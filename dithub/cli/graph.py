@@ -5,10 +5,8 @@ from collections.abc import Sequence
 
 
 def graph_prefixes(order: Sequence[tuple[str, Sequence[str]]]) -> list[list[str]]:
-    """For commits in topological order (id, parents): the graph lines before and at each commit.
-
-    Each commit gets one or more lines; the last one holds ``*`` in its lane.
-    """
+    """For commits in topological order (id, parents): the graph lines before and at each commit
+    (one or more lines each; the last one holds ``*`` in its lane)."""
     lanes: list[str | None] = []
     out: list[list[str]] = []
     for oid, parents in order:

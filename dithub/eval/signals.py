@@ -21,10 +21,8 @@ def _samples(probe: Probe, limit: int) -> list[tuple[Tensor, Tensor]]:
 
 
 def majority_descent_signs(model: torch.nn.Module, probe: Probe, params: Mapping[str, str], samples: int) -> dict[str, Tensor]:
-    """Per key: sign(Σ_i sign(−∇L_i)) over the first ``samples`` probe samples, one backward each.
-
-    ``params`` maps each key to the model's parameter name; L is cross-entropy of the logits.
-    """
+    """Per key: sign(Σ_i sign(−∇L_i)) over the first ``samples`` probe samples, one backward each
+    (``params`` maps each key to the model's parameter name; L is cross-entropy of the logits)."""
     named = dict(model.named_parameters())
     tensors = [named[p] for p in params.values()]
     votes = [torch.zeros_like(t, dtype=torch.float32) for t in tensors]

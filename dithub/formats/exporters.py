@@ -69,10 +69,8 @@ def write_task_vector(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes 
     return out / "task_vector.safetensors"
 
 
-def write_model_dir(
-    out: Path, config: dict[str, Any], specs: dict[str, TensorEntry], load_raw: RawLoader,
-    on_bytes: OnBytes = None,
-) -> Path:
+def write_model_dir(out: Path, config: dict[str, Any], specs: dict[str, TensorEntry], load_raw: RawLoader,
+                    on_bytes: OnBytes = None) -> Path:
     """A Hugging Face model directory (config.json + model.safetensors)."""
     with output_dir(out) as d:
         write_safetensors(d / "model.safetensors", specs, load_raw, {"format": "pt"}, on_bytes)
@@ -80,11 +78,8 @@ def write_model_dir(
     return Path(out)
 
 
-def _write_full(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
-    return write_model_dir(out, tree.config, tree.tensors, load, on_bytes)
-
-
 def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
     """Write any tree in its own format."""
-    writer = {"lora": write_peft_dir, "task_vector": write_task_vector, "full": _write_full}[tree.kind]
-    return writer(out, tree, load, on_bytes)
+    if tree.kind == "full":
+        return write_model_dir(out, tree.config, tree.tensors, load, on_bytes)
+    return (write_peft_dir if tree.kind == "lora" else write_task_vector)(out, tree, load, on_bytes)

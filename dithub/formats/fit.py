@@ -1,8 +1,5 @@
-"""Which base tensor each adapter tensor changes, and whether the shapes fit.
-
-Torch-free: used by ``commit --base`` to refuse an adapter trained on another
-checkpoint before anything is written.
-"""
+"""Which base tensor each adapter tensor changes, and whether the shapes fit. Torch-free: used by
+``commit --base`` to refuse an adapter trained on another checkpoint before anything is written."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
@@ -39,11 +36,8 @@ class _Edit:
 
 
 def base_key_lookup(base: Tree) -> Callable[[str], str | None]:
-    """The checkpoint tensor of ``base`` an adapter key belongs to, or None.
-
-    Adapter keys may use the loaded model's names (peft) or the checkpoint's
-    own (task vectors); see ``hf_names``.
-    """
+    """The checkpoint tensor of ``base`` an adapter key belongs to, or None (adapter keys may use the
+    loaded model's names, as peft, or the checkpoint's own, as task vectors; see ``hf_names``)."""
     to_checkpoint = {m: c for c, m in model_names(base.config, base.tensors).items()}
     to_checkpoint.update({c: c for c in base.tensors})
 
@@ -55,20 +49,14 @@ def base_key_lookup(base: Tree) -> Callable[[str], str | None]:
 
 
 def plan_edits(base: Tree, adapter: AdapterLike) -> dict[str, _Edit]:
-    """Map each base tensor to the adapter tensor(s) that change it; refuse strays.
-
-    Adapter keys name the loaded model's parameters, which may differ from
-    the checkpoint's names (see ``hf_names``); edits are keyed by checkpoint name.
-    """
+    """Map each base tensor (by checkpoint name) to the adapter tensor(s) that change it; refuse strays."""
     lookup = base_key_lookup(base)
     edits: dict[str, _Edit] = {}
 
     def claim(base_key: str | None, edit: _Edit) -> None:
         if base_key is None:
-            raise IncompatibleAdapters(
-                f"adapter tensor {edit.key!r} has no matching tensor in the base checkpoint",
-                "is the adapter built on this base? check --base / --merge-into",
-            )
+            raise IncompatibleAdapters(f"adapter tensor {edit.key!r} has no matching tensor in the base checkpoint",
+                                       "is the adapter built on this base? check --base / --merge-into")
         edits[base_key] = edit
 
     if adapter.kind == "lora":
@@ -99,7 +87,5 @@ def check_fits(base: Tree, adapter: AdapterLike) -> None:
         else:
             got = adapter.tensors[edit.key].shape
         if tuple(got) != tuple(want):
-            raise IncompatibleAdapters(
-                f"adapter tensor {edit.key!r} updates a {list(got)} weight but base tensor {base_key!r} is {list(want)}",
-                "the adapter was trained on another base checkpoint",
-            )
+            raise IncompatibleAdapters(f"adapter tensor {edit.key!r} updates a {list(got)} weight but base tensor {base_key!r} is "
+                                       f"{list(want)}", "the adapter was trained on another base checkpoint")

@@ -1,11 +1,9 @@
 """The structure of a peft LoRA adapter: modules, factor pairs, scaling, ΔW.
 
-peft saves ``base_model.model.<module>.lora_A.weight`` (r x in) and
-``…lora_B.weight`` (out x r); embeddings use ``lora_embedding_A/B``. The
-update of a module is ΔW = s · B @ A with s = alpha / r (alpha / sqrt(r) with
-rsLoRA), r and alpha possibly overridden per module by ``rank_pattern`` and
-``alpha_pattern`` (LoRA, arXiv 2106.09685; rsLoRA, arXiv 2312.03732).
-"""
+peft saves ``base_model.model.<module>.lora_A.weight`` (r x in) and ``…lora_B.weight`` (out x r);
+embeddings use ``lora_embedding_A/B``. The update of a module is ΔW = s · B @ A with s = alpha / r
+(alpha / sqrt(r) with rsLoRA), r and alpha possibly overridden per module by ``rank_pattern`` and
+``alpha_pattern`` (LoRA, arXiv 2106.09685; rsLoRA, arXiv 2312.03732)."""
 from __future__ import annotations
 
 import math
@@ -91,10 +89,8 @@ def check_lora(config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], w
     targets = config.get("target_modules")
     for m in modules.values():
         if not targets_module(targets, m.name):
-            raise BadInput(
-                f"{where}: tensor {m.a_key!r} adapts module {m.name!r}, which target_modules {targets!r} does not name",
-                "fix target_modules in adapter_config.json to match the tensors",
-            )
+            raise BadInput(f"{where}: tensor {m.a_key!r} adapts module {m.name!r}, which target_modules {targets!r} does not name",
+                           "fix target_modules in adapter_config.json to match the tensors")
         a, b = shapes[m.a_key], shapes[m.b_key]
         r, _ = rank_and_alpha(config, m.name)
         if len(a) != 2 or len(b) != 2 or a[0] != b[1]:
@@ -113,11 +109,9 @@ def check_lora(config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], w
 
 
 def match_base_key(key: str, base_names: Iterable[str]) -> str | None:
-    """The base tensor an adapter key (module weight or saved module) belongs to.
-
-    Exact match after removing peft's prefix first, then a unique match that
-    differs only by leading model prefixes (``vit.`` / ``bert.``) on either side.
-    """
+    """The base tensor an adapter key (module weight or saved module) belongs to: an exact match
+    after removing peft's prefix first, then a unique match that differs only by leading model
+    prefixes (``vit.`` / ``bert.``) on either side."""
     names = base_names if isinstance(base_names, (set, frozenset, dict)) else set(base_names)
     key = strip_prefix(key)
     if key in names:

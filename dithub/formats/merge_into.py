@@ -1,10 +1,8 @@
 """Fold an adapter into its base checkpoint: full weights W + ΔW.
 
-LoRA: ΔW = s · B @ A per module (s from ``lora.scaling``; transposed for
-embeddings and ``fan_in_fan_out`` layers); tensors peft saves whole
-(``modules_to_save``, trained biases) replace the base tensor. Task vectors:
-W + τ. Computed in fp32 and stored in the base tensor's dtype.
-"""
+LoRA: ΔW = s · B @ A per module (s from ``lora.scaling``; transposed for embeddings and
+``fan_in_fan_out`` layers); tensors peft saves whole (``modules_to_save``, trained biases) replace
+the base tensor. Task vectors: W + τ. Computed in fp32 and stored in the base tensor's dtype."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -49,9 +47,8 @@ def merged_loader(base: Tree, load_base: Loader, adapter: Tree, load_adapter: Lo
     return load
 
 
-def write_merged_model(
-    out: Path, base: Tree, load_base: Loader, adapter: Tree, load_adapter: Loader, on_bytes: OnBytes = None
-) -> Path:
+def write_merged_model(out: Path, base: Tree, load_base: Loader, adapter: Tree, load_adapter: Loader,
+                       on_bytes: OnBytes = None) -> Path:
     """A model directory with full weights, loadable with ``from_pretrained``."""
     load = merged_loader(base, load_base, adapter, load_adapter)
     return write_model_dir(out, base.config, base.tensors, load, on_bytes)

@@ -39,10 +39,8 @@ class SafetensorsFile:
         return iter(self.tensors)
 
     def release(self, name: str) -> None:
-        """Drop a tensor's pages from this process (they stay in the page cache).
-
-        Keeps the resident memory of a streaming pass at about one tensor.
-        """
+        """Drop a tensor's pages from this process (they stay in the page cache): the resident
+        memory of a streaming pass stays at about one tensor."""
         if self._mm is None or not self._spans or name not in self._spans:
             return
         begin, end = self._spans[name]
@@ -122,20 +120,11 @@ class _Spec(Protocol):
     def shape(self) -> tuple[int, ...]: ...
 
 
-def write_safetensors(
-    path: Path,
-    specs: Mapping[str, _Spec],
-    load: Callable[[str], Buffer | Iterable[Buffer]] | None = None,
-    metadata: Mapping[str, str] | None = None,
-    on_bytes: Callable[[int], None] | None = None,
-) -> None:
-    """Write tensors atomically to ``path``, in sorted name order.
-
-    ``specs`` gives each tensor's dtype and shape; ``load(name)`` its bytes (or
-    an iterable of chunks), called once per tensor while writing, so tensors
-    stream one at a time.
-    Without ``load`` the specs must be ``TensorData``.
-    """
+def write_safetensors(path: Path, specs: Mapping[str, _Spec], load: Callable[[str], Buffer | Iterable[Buffer]] | None = None,
+                      metadata: Mapping[str, str] | None = None, on_bytes: Callable[[int], None] | None = None) -> None:
+    """Write tensors atomically to ``path``, in sorted name order. ``specs`` gives each tensor's dtype
+    and shape; ``load(name)`` its bytes (or an iterable of chunks), called once per tensor while
+    writing, so tensors stream one at a time. Without ``load`` the specs must be ``TensorData``."""
     path = Path(path)
     names = sorted(specs)
     header: dict[str, object] = {}

@@ -23,14 +23,8 @@ K = TypeVar("K")
 _DONE = object()
 
 
-def stream(
-    keys: Iterable[K],
-    load: Callable[[K], Any],
-    compute: Callable[[K, Any], Any],
-    store: Callable[[K, Any], None],
-    depth: int = 1,
-    busy: dict[str, float] | None = None,
-) -> None:
+def stream(keys: Iterable[K], load: Callable[[K], Any], compute: Callable[[K, Any], Any], store: Callable[[K, Any], None],
+           depth: int = 1, busy: dict[str, float] | None = None) -> None:
     """For each key in order: ``store(key, compute(key, load(key)))``, the three stages overlapped
     across consecutive keys when ``depth`` ≥ 1 (at most ``depth`` items waiting between stages).
     ``busy``, when given, accumulates each stage's working seconds under load/compute/store."""

@@ -93,11 +93,9 @@ def _count_at_least(xs: list[Tensor], values: Tensor) -> Tensor:
 
 def _by_counting(flat: Tensor, k: int, lo: float, hi: float) -> Tensor | None:
     """The k-th largest |x| inside [lo, hi] by counting passes, or None if the bracket misses.
-
     Works on float32 bit patterns, which order like the non-negative values: f(u) = #(|x| ≥ u)
     steps down at each entry's value, and the answer is the largest u with f(u) ≥ k. Invariant:
-    f(left) ≥ k > f(right); each pass probes four patterns strictly between them.
-    """
+    f(left) ≥ k > f(right); each pass probes four patterns strictly between them."""
     as_float = lambda u: torch.tensor(u, dtype=torch.int32).view(torch.float32)  # noqa: E731
     left = int(torch.tensor(lo, dtype=torch.float32).view(torch.int32))
     right = min(int(torch.tensor(hi, dtype=torch.float32).view(torch.int32)) + 1, 0x7F800001)  # just above hi
@@ -167,11 +165,9 @@ def _partitioned(values: np.ndarray, positions: list[int]) -> Tensor:
 
 
 def by_histogram(flat: Tensor, k: int) -> Tensor:
-    """The k-th largest |x| from a histogram of the top 16 bits of |x| as float32.
-
-    |x|'s float32 bits, read as int32, order like the values, so one bincount
-    finds the bucket of the k-th value and only that bucket is ranked.
-    """
+    """The k-th largest |x| from a histogram of the top 16 bits of |x| as float32: |x|'s float32
+    bits, read as int32, order like the values, so one bincount finds the bucket of the k-th value
+    and only that bucket is ranked."""
     bits = flat.abs().float().view(torch.int32)
     hi = bits >> _HI_BITS
     counts = torch.bincount(hi, minlength=1 << (31 - _HI_BITS))

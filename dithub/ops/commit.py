@@ -68,11 +68,9 @@ def store_staged(repo: RepoView, staged: Staged, progress: ProgressFactory) -> t
     return tree_oid, stats
 
 
-def commit_tree(
-    repo: RepoView, tree: ObjectId, message: str, *, branch: str | None = None, parents: list[ObjectId] | None = None,
-    base: ObjectId | None = None, op: Op | None = None, author: str | None = None,
-    expected: ObjectId | None | str = "read", ref: str | None = None, reflog: str | None = None,
-) -> ObjectId:
+def commit_tree(repo: RepoView, tree: ObjectId, message: str, *, branch: str | None = None, parents: list[ObjectId] | None = None,
+                base: ObjectId | None = None, op: Op | None = None, author: str | None = None,
+                expected: ObjectId | None | str = "read", ref: str | None = None, reflog: str | None = None) -> ObjectId:
     """Write a commit of a stored tree and advance ``branch`` (or HEAD, or the full ref name ``ref``)
     to it if it still holds ``expected`` (by default, its value when this call starts; ``parents``
     default to that value). Objects are synced before the ref moves."""
@@ -89,10 +87,8 @@ def commit_tree(
     return oid
 
 
-def commit(
-    repo: RepoView, path: Path, message: str, *, branch: str | None = None, base: str | None = None,
-    author: str | None = None, allow_empty: bool = False, progress: ProgressFactory = no_progress,
-) -> CommitResult:
+def commit(repo: RepoView, path: Path, message: str, *, branch: str | None = None, base: str | None = None,
+           author: str | None = None, allow_empty: bool = False, progress: ProgressFactory = no_progress) -> CommitResult:
     """Import an adapter (peft dir or safetensors file) as a new commit on ``branch`` (default: HEAD's)."""
     if not message.strip():
         raise BadInput("empty commit message", "pass -m MESSAGE")

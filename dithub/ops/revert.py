@@ -261,11 +261,9 @@ def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: 
     return negation_tree(repo, merge, input_commit, float(alpha), algo.fn), params
 
 
-def revert(
-    repo: RepoView, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
-    probe: str | None = None, metric: str = "accuracy", force: bool = False, margin: float | None = None,
-    branch: str | None = None, message: str | None = None, author: str | None = None,
-) -> ObjectId:
+def revert(repo: RepoView, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
+           probe: str | None = None, metric: str = "accuracy", force: bool = False, margin: float | None = None,
+           branch: str | None = None, message: str | None = None, author: str | None = None) -> ObjectId:
     """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new commit
     on ``branch`` (default: the current one)."""
     branch = branch or repo.current_branch()

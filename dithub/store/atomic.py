@@ -44,11 +44,9 @@ def write_all(fd: int, data: bytes | memoryview) -> None:  # appends at the file
 
 @contextmanager
 def atomic_file(path: Path, *, tmp_dir: Path | None = None, durable_dir: bool = True, mode: int = 0o644) -> Iterator[int]:
-    """A file descriptor to fill; on success it is fsynced and renamed to ``path``.
-
-    The temp file lives in ``tmp_dir`` (same filesystem as ``path``); on any
-    failure (or a kill) ``path`` is untouched and the temp file is removed.
-    """
+    """A file descriptor to fill; on success it is fsynced and renamed to ``path``. The temp file
+    lives in ``tmp_dir`` (same filesystem as ``path``); on any failure (or a kill) ``path`` is
+    untouched and the temp file is removed."""
     path = Path(path)
     with files.faults(path, "write"):  # a full disk, a read-only file system…: StorageError naming the file
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,10 +49,8 @@ class LinearizedModel(torch.nn.Module):
 def train_linearized(model: torch.nn.Module, names: Iterable[str], batches: Callable[[], Iterable[tuple[dict, Tensor]]], *,
                      epochs: int = 5, lr: float = 1e-3, seed: int = 0,
                      loss: Callable[[Tensor, Tensor], Tensor] = torch.nn.functional.cross_entropy) -> dict[str, Tensor]:
-    """Fit δ for parameters ``names`` on the linearized model; return δ by parameter name.
-
-    ``batches()`` yields (model keyword inputs, targets) each epoch.
-    """
+    """Fit δ for parameters ``names`` on the linearized model; return δ by parameter name
+    (``batches()`` yields (model keyword inputs, targets) each epoch)."""
     torch.manual_seed(seed)
     lin = LinearizedModel(model, names)
     opt = torch.optim.AdamW(lin.delta.parameters(), lr=lr, weight_decay=0.0)

@@ -49,11 +49,9 @@ rounding of the activations (~1e-7 of each row), which is all that perturbs a pl
 
 
 def procrustes(source: Tensor, target: Tensor, ridge: float = RIDGE) -> Tensor:
-    """The (semi-)orthogonal T (d_source x d_target) minimizing ‖source @ T − target‖_F.
-
-    Directions the samples never reach are left alone: a ridge of ``ridge``·‖sourceᵀ target‖
-    toward the identity (``[I 0]`` across widths) settles what the data leaves undetermined.
-    """
+    """The (semi-)orthogonal T (d_source x d_target) minimizing ‖source @ T − target‖_F. Directions
+    the samples never reach are left alone: a ridge of ``ridge``·‖sourceᵀ target‖ toward the
+    identity (``[I 0]`` across widths) settles what the data leaves undetermined."""
     m = source.double().T @ target.double()
     m += ridge * torch.linalg.matrix_norm(m, ord=2) * torch.eye(*m.shape, dtype=m.dtype)
     u, _, vh = torch.linalg.svd(m, full_matrices=False)

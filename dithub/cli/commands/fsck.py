@@ -1,9 +1,9 @@
 """dithub fsck"""
 from __future__ import annotations
 
-import typer
-
 from typing import Annotated
+
+import typer
 
 from ...errors import BadInput, CorruptObject
 from ..options import Json
@@ -43,8 +43,6 @@ def fsck(
 
     emit(as_json, {**report.__dict__, "ok": report.ok}, human)
     if not report.ok:
-        raise CorruptObject(
-            f"fsck found {len(report.corrupt)} corrupt and {len(report.missing)} missing objects, "
-            f"{len(report.bad_refs)} bad refs",
-            "dithub fsck --repair REMOTE fetches them again; re-committing the adapters also restores them",
-        )
+        raise CorruptObject(f"fsck found {len(report.corrupt)} corrupt and {len(report.missing)} missing objects, "
+                            f"{len(report.bad_refs)} bad refs",
+                            "dithub fsck --repair REMOTE fetches them again; re-committing the adapters also restores them")

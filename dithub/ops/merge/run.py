@@ -47,13 +47,11 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
               merger: DeviceMerge | None = None, busy: dict[str, float] | None = None,
               report: dict[str, Any] | None = None) -> ObjectId:
     """Stream the planned merge (tensor by tensor, or module by module) on ``device``; store the tree.
-
     On a GPU (or with an explicit ``merger``) the stages overlap (``dithub.kernels.pipeline``): the
     inputs of tensor k+1 are staged on the device while tensor k merges and tensor k−1 is copied back
     and stored, so device memory holds about three tensors' inputs. On the CPU they run in turn.
     ``busy`` collects each stage's working seconds (load, compute, store) for benchmarks;
-    ``report`` what the op should record besides its inputs (a rank cap's ``rank_error``).
-    """
+    ``report`` what the op should record besides its inputs (a rank cap's ``rank_error``)."""
     dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":

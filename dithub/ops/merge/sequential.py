@@ -20,48 +20,27 @@ from ...store.refs import HEADS
 from ..commit import commit_tree
 
 
-
-def opcm_params(given: dict[str, Any] | None) -> dict[str, Any]:
-    """OPCM's parameters (the registered method's): alpha, the share of the running merge's
-    spectrum it keeps clear, in [0, 1]; project, which tensors it projects."""
-    return get_method("opcm").params(given)
-
-
 def recorded_project(params: dict[str, Any]) -> str:
     """What an OPCM op projected (``project``; merges recorded before it: every 2-D tensor)."""
     return str(get_method("opcm").recorded(params)["project"])
-
-
-def _linear_names(repo: RepoView, base: ObjectId | None) -> set[str] | None:
-    """The base's checkpoint names of ``nn.Linear`` weights, or None without a recorded base."""
-    if base is None:
-        return None
-    from ...eval.model import linear_weights
-
-    return linear_weights(repo.store.read_tree(base))
 
 
 def opcm_merge(repo: RepoView, rev: str, branch: str, params: dict[str, Any] | None = None, *,
                message: str | None = None, author: str | None = None,
                progress: ProgressFactory = no_progress) -> ObjectId:
     """Add ``rev`` to the OPCM merge running on ``branch`` (starting it if the branch is new)."""
-    full = opcm_params(params)
-    alpha, project = full["alpha"], full["project"]
-    ref = HEADS + branch
-    previous = repo.refs.resolve(ref)
-    new_id = repo.resolve(rev)
-    new_commit = repo.store.read_commit(new_id)
+    full = get_method("opcm").params(params)
+    previous, new_id = repo.refs.resolve(HEADS + branch), repo.resolve(rev)
     prev = None
     if previous is not None:
         prev_commit = repo.store.read_commit(previous)
         prev = (repo.store.read_tree(prev_commit.tree), prev_commit.base)
         if "opcm" not in prev[0].config:
             raise BadInput(f"branch {branch!r} does not hold an OPCM merge", "start one on a new branch: --into NEW")
-    tree = opcm_step(repo, prev, new_id, alpha, progress, what=rev, where=branch, project=project)
-    parents = ([previous] if previous else []) + [new_id]
-    return commit_tree(repo, tree, message or f"opcm: add {rev}", branch=branch, parents=parents,
-                            base=new_commit.base, op=Op("merge", "opcm", {"alpha": alpha, "project": project}, [new_id]),
-                            author=author, expected=previous)
+    tree = opcm_step(repo, prev, new_id, full["alpha"], progress, what=rev, where=branch, project=full["project"])
+    return commit_tree(repo, tree, message or f"opcm: add {rev}", branch=branch, parents=([previous] if previous else []) + [new_id],
+                       base=repo.store.read_commit(new_id).base, op=Op("merge", "opcm", full, [new_id]), author=author,
+                       expected=previous)
 
 
 def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new_id: ObjectId, alpha: float,
@@ -88,7 +67,11 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
             raise IncompatibleAdapters(f"{what} does not adapt the same tensors (names, shapes) as {where}")
         state = dict(prev_tree.config["opcm"])
         advance = progress(f"opcm: adding {what}", len(specs))
-        linear = _linear_names(repo, new_commit.base) if project == "linear" else None
+        linear = None  # without a recorded base: every 2-D tensor
+        if project == "linear" and new_commit.base is not None:
+            from ...eval.model import linear_weights
+
+            linear = linear_weights(repo.store.read_tree(new_commit.base))
         accumulate = get_method("opcm").fn
         tensors, task_sq = {}, 0.0
         for name in specs:

@@ -19,17 +19,13 @@ from .plan import plan_merge
 from .run import run_merge, sweep_alpha
 
 
-def merge(
-    repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
-    message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
-    probe: str | None = None, metric: str = "accuracy", device: str = "auto",
-) -> ObjectId:
+def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
+          message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
+          probe: str | None = None, metric: str = "accuracy", device: str = "auto") -> ObjectId:
     """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
-
     With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set (by
     ``metric``); the merge then runs once more at that scale, so the commit equals a replay of its
-    ``op`` bit for bit.
-    """
+    ``op`` bit for bit."""
     branch = into or repo.current_branch()
     if branch is None:
         raise BadInput("HEAD is detached", "pass --into BRANCH")
