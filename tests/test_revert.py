@@ -258,7 +258,7 @@ def test_cli_revert(cli, three):
     res = cli(["-C", str(root), "log", "m", "-n", "1", "--json"])
     assert json.loads(res.out)[0]["message"] == "revert: remove task/1 from m (exact)"
     res = cli(["-C", str(root), "revert", "task/1", "--from", "m~1", "--into", "m", "--method", "negation", "--alpha", "x"])
-    assert res.code == BadInput.exit_code and "--alpha must be a number or auto" in res.err
+    assert res.code == BadInput.exit_code and "--alpha: 'x' is not a number" in res.err
 
 
 def test_exact_revert_of_an_ema_blend_says_what_is_left(tmp_path):

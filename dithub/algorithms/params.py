@@ -157,14 +157,17 @@ def _coerce(method: str, name: str, value: Any, default: Any) -> Any:
     return value
 
 
-def scale_value(value: float | str, what: str = "--alpha") -> float | str:
-    """A final scale as given: ``auto``, or a finite number (BadInput otherwise)."""
-    if value == "auto":
-        return value
+def finite(value: Any, what: str, hint: str | None = None) -> float:
+    """``value`` (a CLI string, often) as a finite float; BadInput naming ``what`` otherwise."""
     try:
         out = float(value)
     except (TypeError, ValueError):
-        raise BadInput(f"{what} must be a number or auto, got {value!r}") from None
+        raise BadInput(f"{what}: {value!r} is not a number", hint) from None
     if not math.isfinite(out):
-        raise BadInput(f"{what} is {value}, not a finite number")
+        raise BadInput(f"{what} is {value}, not a finite number", hint)
     return out
+
+
+def scale_value(value: float | str, what: str = "--alpha") -> float | str:
+    """A final scale as given: ``auto``, or a finite number (BadInput otherwise)."""
+    return value if value == "auto" else finite(value, what, "give a number, or auto")

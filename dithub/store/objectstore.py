@@ -65,19 +65,38 @@ class BaseObjectStore(ABC):
 
     def receive(self, oid: ObjectId, fill: Callable[[Path], None], size: int | None = None,
                 check: Callable[[bytes, int], None] = lambda head, total: None) -> None:
-        """Store ``oid`` from a file that ``fill(path)`` writes (a download), once it hashes to
-        ``oid`` and ``check(first bytes, size)`` accepts it (CorruptObject otherwise). Here the file
-        is read into memory; a store on disk renames it into place instead."""
-        if self.contains(oid):
+        """Store ``oid`` from a file that ``fill(path)`` writes (a download straight to disk, no copy
+        through memory), once it hashes to ``oid`` (CorruptObject otherwise) and ``check(first
+        bytes, size)`` accepts it (raising otherwise); the store then adopts the file (``_adopt``).
+        A stored copy of another ``size`` than expected is replaced."""
+        if self._present(oid, size) if size else self.contains(oid):
             return
-        with tempfile.TemporaryDirectory(prefix="dithub-receive-") as tmp:
-            path = Path(tmp) / oid
-            fill(path)
-            data = path.read_bytes()
-        if object_id(data) != oid:
-            raise _corrupt(oid)
-        check(data[:PEEK_BYTES], len(data))
-        self._store(oid, [data])
+        fd, name = tempfile.mkstemp(prefix=f".{oid}.", dir=self._temp_dir())
+        os.close(fd)
+        tmp = Path(name)
+        try:
+            fill(tmp)
+            hasher = xxhash.xxh3_128()
+            with files.open_read(tmp) as f:
+                while chunk := f.read(16 << 20):
+                    hasher.update(chunk)
+                if hasher.hexdigest() != oid:
+                    raise _corrupt(oid)
+                total = f.tell()
+                f.seek(0)
+                check(f.read(PEEK_BYTES), total)
+                os.fsync(f.fileno())
+            self._adopt(oid, tmp)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _temp_dir(self) -> Path | None:
+        """Where ``receive`` downloads (None: the system's temporary folder)."""
+        return None
+
+    def _adopt(self, oid: ObjectId, path: Path) -> None:
+        """Store the checked file ``path`` as ``oid`` (here: its bytes, read into memory)."""
+        self._store(oid, [path.read_bytes()])
 
     def mtime(self, oid: ObjectId) -> float | None:
         """When ``oid`` was written (None where the store does not know: gc's grace does not apply)."""
@@ -289,37 +308,17 @@ class DiskObjectStore(BaseObjectStore):
         except FileNotFoundError:
             raise _missing(oid) from None
 
-    def receive(self, oid: ObjectId, fill: Callable[[Path], None], size: int | None = None,
-                check: Callable[[bytes, int], None] = lambda head, total: None) -> None:
-        """Store ``oid`` from a file that ``fill(path)`` writes (a download straight to disk, no copy
-        through memory); the file is re-hashed, and ``check(first bytes, size)`` may refuse it
-        (raising), before it is renamed into place. A file that does not hash to ``oid`` is deleted
-        and a CorruptObject raised. A stored copy of another ``size`` than expected is replaced."""
-        if self._present(oid, size) if size else self.contains(oid):
-            return
+    def _temp_dir(self) -> Path:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{oid}.", dir=self.tmp_dir)
-        os.close(fd)
-        tmp = Path(name)
-        try:
-            fill(tmp)
-            hasher = xxhash.xxh3_128()
-            with files.open_read(tmp) as f:
-                while chunk := f.read(16 << 20):
-                    hasher.update(chunk)
-                if hasher.hexdigest() != oid:
-                    raise _corrupt(oid)
-                total = f.tell()
-                f.seek(0)
-                check(f.read(PEEK_BYTES), total)
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o444)
-            final = self.path(oid)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, final)
-            self._dirty.add(final.parent)
-        finally:
-            tmp.unlink(missing_ok=True)
+        return self.tmp_dir
+
+    def _adopt(self, oid: ObjectId, path: Path) -> None:
+        """Rename the checked download into place (read-only, as every object)."""
+        os.chmod(path, 0o444)
+        final = self.path(oid)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(path, final)
+        self._dirty.add(final.parent)
 
     def sync(self) -> None:
         for directory in sorted(self._dirty):

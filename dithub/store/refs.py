@@ -6,7 +6,6 @@ Every update appends to the ref's reflog inside the same locked section (after d
 ``set_if_equals``)."""
 from __future__ import annotations
 
-import errno
 import fcntl
 import json
 import os
@@ -331,21 +330,16 @@ class DiskRefStore(BaseRefStore):
         except FileNotFoundError:
             return True
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    return False
-                raise
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # BlockingIOError while a live process holds it
             st = os.fstat(fd)
-            try:
-                same = os.stat(lock).st_ino == st.st_ino
-            except FileNotFoundError:
-                return True
-            if same and time.time() - st.st_mtime >= STALE_LOCK_SECONDS:
+            if os.stat(lock).st_ino == st.st_ino and time.time() - st.st_mtime >= STALE_LOCK_SECONDS:
                 os.unlink(lock)
                 return True
             return False
+        except BlockingIOError:
+            return False
+        except FileNotFoundError:  # removed meanwhile by its holder
+            return True
         finally:
             os.close(fd)
 

@@ -5,12 +5,14 @@ from typing import Annotated
 
 import typer
 
+from ...algorithms.params import finite
 from ...errors import BadInput
 from ..options import Alpha, Json, Metric, alpha_value
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
 # kept in step with dithub.algorithms.merge.REGISTRY by a test (importing it here would load torch at start-up)
+WEIGHT_HINT = "e.g. --weight task/a=0.5"
 METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space", "ema", "opcm")
 
 
@@ -24,16 +26,6 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
-def _weight(text: str, what: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise BadInput(f"{what}: {text!r} is not a number", "e.g. --weight task/a=0.5") from None
-    if value != value or value in (float("inf"), float("-inf")):
-        raise BadInput(f"{what}: weights must be finite, got {text!r}")
-    return value
-
-
 def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[float] | None]:
     """The revisions without ``:W`` suffixes, and one weight per revision (``REV:W`` in the list or
     ``--weight REV=W``; 1 where none is given), or None where none is given at all. A ref name
@@ -44,17 +36,17 @@ def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[fl
         name, sep, text = rev.rpartition(":")
         if sep and name:
             names.append(name)
-            weights.append(_weight(text, f"weight of {name}"))
+            weights.append(finite(text, f"weight of {name}", WEIGHT_HINT))
         else:
             names.append(rev)
             weights.append(None)
     for pair in pairs:
         name, sep, text = pair.partition("=")
         if not sep or not name:
-            raise BadInput(f"--weight {pair!r} is not REV=W", "e.g. --weight task/a=0.5")
+            raise BadInput(f"--weight {pair!r} is not REV=W", WEIGHT_HINT)
         if name not in names:
             raise BadInput(f"--weight {pair} names no input", f"inputs: {', '.join(names)}")
-        weights[names.index(name)] = _weight(text, f"--weight {pair}")
+        weights[names.index(name)] = finite(text, f"--weight {pair}", WEIGHT_HINT)
     if all(w is None for w in weights):
         return names, None
     return names, [1.0 if w is None else w for w in weights]
