@@ -8,6 +8,15 @@ from ..store.view import RepoView
 from ..store.refs import HEADS, TAGS
 
 
+def target_branch(repo: RepoView, branch: str | None, hint: str) -> str:
+    """``branch``, else the one HEAD is on (BadInput with ``hint`` when HEAD is detached), as a valid name."""
+    branch = branch or repo.current_branch()
+    if branch is None:
+        raise BadInput("HEAD is detached", hint)
+    check_ref_name(branch, "branch")
+    return branch
+
+
 def create_ref(repo: RepoView, ref: str, what: str, name: str, rev: str, force: bool) -> ObjectId:
     """Point ``ref`` (a ``what`` called ``name``) at ``rev``; an existing one moves only with ``force``."""
     check_ref_name(name, what)

@@ -15,6 +15,7 @@ from ..store import Commit, ObjectId, Op, TensorEntry, Tree, check_ref_name
 from ..store.objects import tensor_parts
 from ..store.refs import BASES, HEADS
 from ..store.view import RepoView
+from .branches import target_branch
 
 DEFAULT_BRANCH = "main"
 
@@ -92,12 +93,8 @@ def commit(repo: RepoView, path: Path, message: str, *, branch: str | None = Non
     """Import an adapter (peft dir or safetensors file) as a new commit on ``branch`` (default: HEAD's)."""
     if not message.strip():
         raise BadInput("empty commit message", "pass -m MESSAGE")
-    if branch:
-        check_ref_name(branch, "branch")
-    elif repo.current_branch() is None:
-        raise BadInput("HEAD is detached", "pass -b BRANCH to say which branch to commit on")
+    name = target_branch(repo, branch, "pass -b BRANCH to say which branch to commit on")
     staged = import_adapter(path)
-    name = branch or repo.current_branch() or DEFAULT_BRANCH
     ref_old = repo.refs.resolve(HEADS + name)
     parent = ref_old or (repo.refs.resolve("HEAD") if branch else None)
     base_tree = base_for(repo, base, parent)

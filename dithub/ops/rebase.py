@@ -21,6 +21,7 @@ from ..formats import plan_edits
 from ..formats.hf_names import model_names
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import to_torch
+from .branches import target_branch
 from .commit import named_base
 from .deltas import put_tensor
 from ..algorithms.params import scale_value
@@ -207,10 +208,7 @@ def select_branches(repo: RepoView, onto: str, branch: str | None, all_branches:
     """What ``rebase`` moves: ``branch`` (default: the current one), or with ``all_branches`` every
     branch whose head is on a base other than ``onto``."""
     if not all_branches:
-        branch = branch or repo.current_branch()
-        if branch is None:
-            raise BadInput("HEAD is detached", "name the BRANCH to rebase")
-        return [branch]
+        return [target_branch(repo, branch, "name the BRANCH to rebase")]
     if branch is not None:
         raise BadInput("give a branch or --all, not both")
     new_tree = named_base(repo, onto)

@@ -23,9 +23,10 @@ from .deltas import delta_loader, delta_specs, put_tensor
 from .merge.plan import plan_merge
 from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_from_mean
 from ..algorithms.revert import REGISTRY as REVERTS
-from ..store import Commit, ObjectId, Op, Tree, check_ref_name
+from ..store import Commit, ObjectId, Op, Tree
 from ..store.view import RepoView
 from ..store.refs import HEADS
+from .branches import target_branch
 from .commit import commit_tree, default_author
 
 LINEAR = ("task_arithmetic", "concat")
@@ -266,10 +267,7 @@ def revert(repo: RepoView, rev: str, *, from_merge: str | None = None, method: s
            branch: str | None = None, message: str | None = None, author: str | None = None) -> ObjectId:
     """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new commit
     on ``branch`` (default: the current one)."""
-    branch = branch or repo.current_branch()
-    if branch is None:
-        raise BadInput("HEAD is detached", "pass --into BRANCH")
-    check_ref_name(branch, "branch")
+    branch = target_branch(repo, branch, "pass --into BRANCH")
     head = repo.refs.resolve(HEADS + branch)
     oid = repo.resolve(rev)
     who = author or default_author()

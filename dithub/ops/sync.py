@@ -18,6 +18,7 @@ from ..remote.location import Location
 from ..remote.packs import PACKED_BELOW
 from ..remote.transfer import Receiver, plan, send_tensors
 from ..store.view import RepoView
+from .branches import target_branch
 
 if TYPE_CHECKING:
     from .maintenance import FsckReport
@@ -248,11 +249,7 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
     """Send the objects of ``branches`` (default: the current one) with their bases, then move the
     remote's branches by compare-and-swap; a non-fast-forward update needs ``force``."""
     loc = location(repo, remote)
-    if not branches:
-        current = repo.current_branch()
-        if current is None:
-            raise BadInput("HEAD is detached", "name the branches to push")
-        branches = [current]
+    branches = branches or [target_branch(repo, None, "name the branches to push")]
     mine = {}
     for b in branches:
         oid = repo.refs.resolve(HEADS + b)
@@ -378,9 +375,7 @@ def clone(url: str, directory: str | Path, make: Callable[[Path, str | None], R]
 
 def pull(repo: RepoView, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:
     """Fetch the branch's upstream and fast-forward the branch to it."""
-    branch = branch or repo.current_branch()
-    if branch is None:
-        raise BadInput("HEAD is detached", "name the branch to pull")
+    branch = target_branch(repo, branch, "name the branch to pull")
     up = upstream(repo, branch)
     remote_name, remote_branch = (remote, branch) if remote else (up or ("origin", branch))
     result = fetch(repo, remote_name, [remote_branch], progress=progress)

@@ -11,9 +11,10 @@ from typing import Any
 from ...algorithms.merge import get_method
 from ...errors import BadInput
 from ...progress import ProgressFactory, no_progress
-from ...store import ObjectId, Tree, check_ref_name
+from ...store import ObjectId, Tree
 from ...store.view import RepoView
 from ...store.refs import HEADS
+from ..branches import target_branch
 from ..commit import commit_tree
 from .plan import plan_merge
 from .run import run_merge, sweep_alpha
@@ -26,10 +27,7 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
     With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set (by
     ``metric``); the merge then runs once more at that scale, so the commit equals a replay of its
     ``op`` bit for bit."""
-    branch = into or repo.current_branch()
-    if branch is None:
-        raise BadInput("HEAD is detached", "pass --into BRANCH")
-    check_ref_name(branch, "branch")
+    branch = target_branch(repo, into, "pass --into BRANCH")
     if get_method(method).sequential:  # each input joins the running merge in its own commit
         from .sequential import opcm_merge
 
