@@ -20,25 +20,15 @@ INTERRUPTED = 130
 
 
 Classes = tuple[type[BaseException], ...]
+_EXIT: Classes = (typer.Exit,)
+_ABORT: Classes = (typer.Abort,)
+_USAGE: Classes = (typer.TyperException,)
+try:  # recent typer vendors click; where click is installed too, either one's exceptions may arrive
+    import click
 
-
-def _click_classes() -> tuple[Classes, Classes, Classes]:
-    """(exit, abort, usage-error) exception classes of typer and, where installed, click."""
-    exits: list[type[BaseException]] = [typer.Exit]
-    aborts: list[type[BaseException]] = [typer.Abort]
-    usage: list[type[BaseException]] = [typer.TyperException]
-    try:
-        import click
-
-        exits.append(click.exceptions.Exit)
-        aborts.append(click.exceptions.Abort)
-        usage.append(click.ClickException)
-    except ImportError:  # recent typer vendors click
-        pass
-    return tuple(exits), tuple(aborts), tuple(usage)
-
-
-_EXIT, _ABORT, _USAGE = _click_classes()
+    _EXIT, _ABORT, _USAGE = (*_EXIT, click.exceptions.Exit), (*_ABORT, click.exceptions.Abort), (*_USAGE, click.ClickException)
+except ImportError:
+    pass
 
 app = typer.Typer(
     name="dithub", help="Git for adapter modules: history, branches and merges of LoRA adapters and task vectors.",

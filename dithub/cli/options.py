@@ -27,3 +27,14 @@ def alpha_value(alpha: str | None, probe: str | None, metric: str, *, probe_with
     if metric != "accuracy" and value != "auto":
         raise BadInput("--metric is used with --alpha auto")
     return value
+
+
+def key_values(pairs: list[str] | None, flag: str, example: str) -> dict[str, str]:
+    """Repeated ``KEY=VALUE`` options as a dict (BadInput naming ``flag`` for one without a key)."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise BadInput(f"{flag} {pair!r} is not KEY=VALUE", f"e.g. {flag} {example}")
+        out[key.strip()] = value.strip()
+    return out

@@ -42,7 +42,11 @@ class Staged:
         return sum(t.nbytes for t in self.tensors.values())
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_config(folder: Path, name: str, what: str, hint: str) -> dict[str, Any]:
+    """The JSON object in ``folder/name``; BadInput when there is none (``folder`` is then not ``what``)."""
+    path = folder / name
+    if not path.is_file():
+        raise BadInput(f"{folder}: no {name} here, so it is not {what}", hint)
     try:
         value = json.loads(path.read_text())
     except (ValueError, UnicodeDecodeError) as exc:
@@ -54,13 +58,10 @@ def _read_json(path: Path) -> dict[str, Any]:
 
 def import_peft_dir(path: Path) -> Staged:
     """A peft LoRA adapter directory, checked against its config."""
-    config_path = path / ADAPTER_CONFIG
-    if not config_path.is_file():
-        raise BadInput(f"{path}: no {ADAPTER_CONFIG} here, so it is not a peft adapter directory",
-                       "give the directory PeftModel.save_pretrained wrote, or a .safetensors task vector")
-    config = _read_json(config_path)
+    config = _read_config(path, ADAPTER_CONFIG, "a peft adapter directory",
+                          "give the directory PeftModel.save_pretrained wrote, or a .safetensors task vector")
     if config.get("peft_type", "LORA") != "LORA":
-        raise BadInput(f"{config_path}: peft_type {config.get('peft_type')!r} is not supported", "dithub stores LoRA adapters")
+        raise BadInput(f"{path / ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r} is not supported", "dithub stores LoRA adapters")
     weights = path / ADAPTER_WEIGHTS
     if not weights.is_file():
         hint = "re-save with save_pretrained(safe_serialization=True)" if (path / "adapter_model.bin").exists() else "copy the adapter weights next to the config"
@@ -80,11 +81,7 @@ def import_task_vector(path: Path) -> Staged:
 
 def import_model_dir(path: Path) -> Staged:
     """A Hugging Face model directory (one or several safetensors shards)."""
-    config_path = path / MODEL_CONFIG
-    if not config_path.is_file():
-        raise BadInput(f"{path}: no {MODEL_CONFIG} here, so it is not a Hugging Face model directory",
-                       "give the directory save_pretrained wrote")
-    config = _read_json(config_path)
+    config = _read_config(path, MODEL_CONFIG, "a Hugging Face model directory", "give the directory save_pretrained wrote")
     shards = sorted(p for p in path.glob("*.safetensors") if p.name != ADAPTER_WEIGHTS)
     if not shards:
         raise BadInput(f"{path}: no .safetensors weights", "save the model with safe_serialization=True")

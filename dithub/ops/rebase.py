@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from ..errors import BadInput, IncompatibleAdapters, RefNotFound
+from ..errors import BadInput, IncompatibleAdapters
 from ..formats import plan_edits
 from ..formats.hf_names import model_names
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import to_torch
-from .branches import target_branch
+from .branches import existing, target_branch
 from .commit import named_base
 from .deltas import put_tensor
 from ..algorithms.params import scale_value
@@ -77,9 +77,7 @@ class RebaseResult:
 def _jobs(repo: RepoView, branches: list[str], new_base: ObjectId, tip_only: bool) -> list[_Job]:
     jobs = []
     for branch in branches:
-        head = repo.refs.resolve(HEADS + branch)
-        if head is None:
-            raise RefNotFound(f"no branch {branch!r}", "dithub branch lists the branches")
+        head = existing(repo, HEADS, branch, "branch")
         tip = repo.store.read_commit(head)
         if tip.base is None:
             raise BadInput(f"branch {branch!r}: its head records no base checkpoint", "commit it with --base NAME first")

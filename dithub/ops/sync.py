@@ -18,7 +18,7 @@ from ..remote.location import Location
 from ..remote.packs import PACKED_BELOW
 from ..remote.transfer import Receiver, plan, send_tensors
 from ..store.view import RepoView
-from .branches import target_branch
+from .branches import existing, target_branch
 
 if TYPE_CHECKING:
     from .maintenance import FsckReport
@@ -250,12 +250,8 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
     remote's branches by compare-and-swap; a non-fast-forward update needs ``force``."""
     loc = location(repo, remote)
     branches = branches or [target_branch(repo, None, "name the branches to push")]
-    mine = {}
+    mine = {b: existing(repo, HEADS, b, "branch") for b in branches}
     for b in branches:
-        oid = repo.refs.resolve(HEADS + b)
-        if oid is None:
-            raise RefNotFound(f"no branch {b!r}", "dithub branch lists the branches")
-        mine[b] = oid
         check_full_ref(f"{REMOTES}{remote}/{b}")  # before the remote moves: the tracking ref must be writable here
     theirs = loc.refs()
     for b, oid in mine.items():

@@ -143,14 +143,8 @@ def _norms(t: Target) -> CheckResult:
     worst, where = 0.0, ""
     merged = t.updates()
     sources = [t.updates(i) for i in inputs]
-    for key in merged.keys():
-        u = merged.get(key)
-        if u is None:
-            continue
-        total = 0.0
-        for s in sources:
-            v = s.get(key)
-            total += norm(v) if v is not None else 0.0
+    for key, u in merged.items():
+        total = sum(norm(v) for s in sources if (v := s.get(key)) is not None)
         size = norm(u)
         ratio = size / total if total > 0 else (math.inf if size > 0 else 0.0)
         if ratio > worst:

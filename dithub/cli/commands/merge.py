@@ -7,23 +7,13 @@ import typer
 
 from ...algorithms.params import finite
 from ...errors import BadInput
-from ..options import Alpha, Json, Metric, alpha_value
+from ..options import Alpha, Json, Metric, alpha_value, key_values
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
 # kept in step with dithub.algorithms.merge.REGISTRY by a test (importing it here would load torch at start-up)
 WEIGHT_HINT = "e.g. --weight task/a=0.5"
 METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space", "ema", "opcm")
-
-
-def _params(pairs: list[str]) -> dict[str, str]:
-    params = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--param {pair!r} is not KEY=VALUE", "e.g. --param density=0.2")
-        params[key.strip()] = value.strip()
-    return params
 
 
 def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[float] | None]:
@@ -80,7 +70,7 @@ def merge(
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
     repo = open_repo(ctx)
-    params: dict = _params(param or [])
+    params: dict = key_values(param, "--param", "density=0.2")
     revs, weights = split_weights(revs, weight or [])
     if weights is not None:
         params["weights"] = weights

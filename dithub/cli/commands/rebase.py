@@ -5,10 +5,9 @@ from typing import Annotated
 
 import typer
 
-from ..options import Json, Metric, alpha_value
+from ..options import Json, Metric, alpha_value, key_values
 from ..output import emit, out, progress_bars, short
 from ..state import repo as open_repo
-from .merge import _params
 
 # kept in step with dithub.algorithms.rebase.REGISTRY by a test (importing it here would load torch at start-up)
 METHODS = ("naive", "transfusion", "gradfix", "theseus")
@@ -31,7 +30,7 @@ def rebase(
     scale = alpha_value(alpha, probe, metric, probe_without_auto=True)
     repo = open_repo(ctx)
     with progress_bars() as progress:
-        results = repo.rebase(onto, branch, method, _params(param or []), all_branches=all_branches, tip_only=tip,
+        results = repo.rebase(onto, branch, method, key_values(param, "--param", "samples=32"), all_branches=all_branches, tip_only=tip,
                               alpha=1.0 if scale is None else scale, probe=probe, metric=metric, progress=progress)
     data = [{"branch": r.branch, "old_head": r.old_head, "new_head": r.new_head,
              "rewritten": [{"from": a, "to": b, "alpha": r.alphas[b]} for a, b in r.rewritten]} for r in results]

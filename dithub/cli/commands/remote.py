@@ -8,8 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from ...errors import BadInput
-from ..options import Json
+from ..options import Json, key_values
 from ..output import emit, lines, err, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
@@ -19,15 +18,13 @@ Options = Annotated[list[str] | None, typer.Option("--option", "-o", help="A sto
 
 
 def _options(pairs: list[str] | None) -> dict[str, Any]:
-    options: dict[str, Any] = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise BadInput(f"--option {pair!r} is not KEY=VALUE", "e.g. -o client_kwargs='{\"endpoint_url\": \"http://127.0.0.1:9000\"}'")
+    """Storage options, each value as JSON where it parses."""
+    options: dict[str, Any] = key_values(pairs, "-o", "client_kwargs='{\"endpoint_url\": \"http://127.0.0.1:9000\"}'")
+    for key, value in options.items():
         try:
             options[key] = json.loads(value)
         except ValueError:
-            options[key] = value
+            pass
     return options
 
 
