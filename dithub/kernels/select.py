@@ -85,21 +85,15 @@ _PROBES = 4
 _MAX_PASSES = 64
 
 
-def _count_at_least(xs: list[Tensor], values: Tensor) -> Tensor:
-    """[#(|x| ≥ values[i]) for the four values], in one native pass (``_by_counting`` runs only
-    where the native kernels do: there is no other path)."""
-    return native.count_at_least(xs[0], values)
-
-
 def _by_counting(flat: Tensor, k: int, lo: float, hi: float) -> Tensor | None:
-    """The k-th largest |x| inside [lo, hi] by counting passes, or None if the bracket misses.
-    Works on float32 bit patterns, which order like the non-negative values: f(u) = #(|x| ≥ u)
+    """The k-th largest |x| inside [lo, hi] by counting passes (native: this runs only where the
+    native kernels do), or None if the bracket misses. Works on float32 bit patterns, which order like the non-negative values: f(u) = #(|x| ≥ u)
     steps down at each entry's value, and the answer is the largest u with f(u) ≥ k. Invariant:
     f(left) ≥ k > f(right); each pass probes four patterns strictly between them."""
     as_float = lambda u: torch.tensor(u, dtype=torch.int32).view(torch.float32)  # noqa: E731
     left = int(torch.tensor(lo, dtype=torch.float32).view(torch.int32))
     right = min(int(torch.tensor(hi, dtype=torch.float32).view(torch.int32)) + 1, 0x7F800001)  # just above hi
-    first = _count_at_least([flat], torch.stack([as_float(left), as_float(right), as_float(0), as_float(left)]))
+    first = native.count_at_least(flat, torch.stack([as_float(left), as_float(right), as_float(0), as_float(left)]))
     f_left, f_right, nans = int(first[0]), int(first[1]), flat.numel() - int(first[2])  # NaN is never ≥ 0
     if nans or not f_left >= k > f_right:
         return None
@@ -107,7 +101,7 @@ def _by_counting(flat: Tensor, k: int, lo: float, hi: float) -> Tensor | None:
         if right - left <= 1:
             return as_float(left)
         probes = _probes(left, right, f_left, f_right, k)
-        counts = _count_at_least([flat], torch.stack([as_float(u) for u in probes])).tolist()
+        counts = native.count_at_least(flat, torch.stack([as_float(u) for u in probes])).tolist()
         for u, c in zip(probes, counts):
             if c >= k and u > left:
                 left, f_left = u, c

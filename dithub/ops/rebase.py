@@ -17,6 +17,8 @@ from typing import Any
 import torch
 
 from ..errors import BadInput, IncompatibleAdapters
+from ..eval import (ScaledAdapter, best_scale, linear_activations, load_base_model, load_metric, load_probe,
+                    majority_descent_signs)
 from ..formats import plan_edits
 from ..formats.hf_names import model_names
 from ..formats.merge_into import lora_delta
@@ -117,8 +119,6 @@ def _check_shapes(method: RebaseMethod, old: Tree, new: Tree, keys: list[str], n
 def prepare(repo: RepoView, method: RebaseMethod, params: dict[str, Any], old_id: ObjectId, new_id: ObjectId,
             keys: list[str], probe: str | None) -> Transport:
     """The method's transport from one base to the other (measuring on the probe if it needs to)."""
-    from ..eval import linear_activations, load_base_model, load_probe, majority_descent_signs
-
     old, new = repo.store.read_tree(old_id), repo.store.read_tree(new_id)
     names = (repo.base_name(old_id) or "old", repo.base_name(new_id) or "new")
     _check_shapes(method, old, new, keys, names)
@@ -195,8 +195,6 @@ def transport_tree(repo: RepoView, tree: Tree, old: Tree, new: Tree, transport: 
 
 def _best_alpha(repo: RepoView, new_id: ObjectId, unit: Tree, probe: str, metric: str) -> float:
     """The scale of the moved update with the best ``metric`` on the probe (``eval.best_scale``)."""
-    from ..eval import ScaledAdapter, best_scale, load_metric, load_probe
-
     data, score = load_probe(probe), load_metric(metric)
     scaled = ScaledAdapter(repo, repo.store.read_tree(new_id), unit)
     return best_scale(lambda a: score(scaled.set_scale(a), data))[0]

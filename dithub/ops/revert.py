@@ -16,11 +16,16 @@ from typing import Any
 
 import torch
 
+from ..algorithms.merge import REGISTRY as MERGES
+from ..algorithms.merge import get_method
+from ..algorithms.merge.registry import recorded_params
 from ..errors import BadInput, IncompatibleAdapters, ObjectNotFound
+from ..eval import ScaledAdapter, best_scale, load_metric, load_probe
 from ..formats.torch_io import TORCH_DTYPES
 from .merge.run import replay_device, run_merge
 from .deltas import delta_loader, delta_specs, put_tensor
 from .merge.plan import plan_merge
+from .merge.sequential import opcm_step, recorded_project
 from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_from_mean
 from ..algorithms.revert import REGISTRY as REVERTS
 from ..store import Commit, ObjectId, Op, Tree
@@ -61,9 +66,7 @@ def undo_tree(repo: RepoView, oid: ObjectId, head: ObjectId) -> ObjectId:
     if len({c.base for c in (commit, parent, top)}) != 1:
         raise IncompatibleAdapters(f"commit {oid[:12]}, its parent and the head are on different bases", "rebase them onto one base first")
     parts = [_deltas(repo, c) for c in (top, commit, parent)]
-    names = dict(parts[0][0])
-    for specs, _ in parts[1:]:
-        names.update({n: s for n, s in specs.items() if n not in names})
+    names = {**parts[2][0], **parts[1][0], **parts[0][0]}  # a name's spec from the head where it has one
     out = {}
     for name, (dtype, shape) in names.items():
         total = torch.zeros(shape, dtype=torch.float32)
@@ -79,9 +82,7 @@ def undo_tree(repo: RepoView, oid: ObjectId, head: ObjectId) -> ObjectId:
 
 def _sequential(method: str | None) -> bool:
     """Whether a recorded merge ran a sequential method (one input per commit: OPCM)."""
-    from ..algorithms.merge import REGISTRY
-
-    return method in REGISTRY and REGISTRY[method or ""].sequential
+    return method in MERGES and MERGES[method or ""].sequential
 
 
 def opcm_chain(repo: RepoView, oid: ObjectId) -> list[ObjectId]:
@@ -123,8 +124,6 @@ def _check_present(repo: RepoView, oid: ObjectId) -> None:
 
 def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str) -> ObjectId:
     """The tree of merge ``oid`` recomputed from its recorded op without ``removed``."""
-    from .merge.sequential import opcm_step, recorded_project
-
     commit = repo.store.read_commit(oid)
 
     def kept(i: ObjectId) -> ObjectId:
@@ -148,8 +147,6 @@ def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str
             state = (repo.store.read_tree(tree_id), repo.store.read_commit(i).base)
         return tree_id
     # one input may remain: every method is defined for it (a user-facing merge asks for two)
-    from ..algorithms.merge.registry import recorded_params
-
     params = recorded_params(commit.op.method or "", _without(commit.op.params, commit.op.inputs, removed))
     return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1),
                      device=replay_device(commit.op.params))
@@ -163,8 +160,6 @@ def _without(params: dict[str, Any], inputs: list[ObjectId], removed: ObjectId) 
 
 
 def _scale_of(commit: Commit) -> float | None:
-    from ..algorithms.merge import get_method
-
     name = get_method(commit.op.method or "").scale_for(commit.op.params)
     return float(commit.op.params[name]) if name and name in commit.op.params else None
 
@@ -180,9 +175,6 @@ def negation_tree(repo: RepoView, merge: Commit, removed: Commit, alpha: float,
                   subtract: Callable[[torch.Tensor, torch.Tensor, float], torch.Tensor] = negate) -> ObjectId:
     """The merge's update minus α times the removed input's, in full space (tensors the merge
     averaged lose the input from their mean)."""
-    from ..algorithms.merge import get_method
-    from ..algorithms.merge.registry import recorded_params
-
     method = get_method(merge.op.method or "")
     vectors = recorded_params(merge.op.method or "", merge.op.params).get("vectors")
     n = len(merge.op.inputs)
@@ -208,8 +200,6 @@ def auto_alpha(repo: RepoView, merge: Commit, removed: Commit, probe_spec: str, 
                metric: str = "accuracy") -> tuple[float, dict[float, float]]:
     """The largest α whose retain score (``metric`` on the probe) stays within ``margin`` of the
     merge's (``eval.best_scale`` with a floor); the scores, the merge's at α = 0."""
-    from ..eval import ScaledAdapter, best_scale, load_metric, load_probe
-
     probe, score = load_probe(probe_spec), load_metric(metric)
     base = repo.store.read_tree(merge.base) if merge.base else None
     if base is None:

@@ -31,7 +31,8 @@ class Pack:
     """Object id -> (offset, length) in ``data``."""
 
     def index_bytes(self) -> bytes:
-        return encode_index(self.id, self.index)
+        objects = {o: list(v) for o, v in sorted(self.index.items())}
+        return json.dumps({"format": 1, "pack": self.id, "objects": objects}, separators=(",", ":")).encode()
 
 
 def build_packs(objects: Iterable[tuple[ObjectId, bytes | memoryview]], limit: int | None = None) -> list[Pack]:
@@ -62,11 +63,6 @@ def build_packs(objects: Iterable[tuple[ObjectId, bytes | memoryview]], limit: i
         size += len(data)
     close()
     return packs
-
-
-def encode_index(pack_id: str, index: dict[ObjectId, tuple[int, int]]) -> bytes:
-    return json.dumps({"format": 1, "pack": pack_id, "objects": {o: list(v) for o, v in sorted(index.items())}},
-                      separators=(",", ":")).encode()
 
 
 def decode_index(pack_id: str, data: bytes, where: str) -> dict[ObjectId, tuple[int, int]]:

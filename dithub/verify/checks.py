@@ -16,7 +16,9 @@ from ..formats import check_fits, check_lora
 from ..formats.lora import rank_and_alpha
 from ..formats.torch_io import to_torch
 from ..store.history import is_ancestor
+from ..eval import ScaledAdapter, load_base_model, load_metric, load_probe
 from ..ops.maintenance import check_object, reachable
+from ..ops.revert import merge_inputs
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Tree
 from .policy import Policy, Settings
@@ -128,8 +130,6 @@ def numeric(t: Target) -> list[CheckResult]:
 
 def _merge_inputs(t: Target, oid: ObjectId | None = None) -> list[ObjectId]:
     """What merge ``oid`` (default: the target) combined; [] if it is not a merge."""
-    from ..ops.revert import merge_inputs
-
     return merge_inputs(t.repo, oid or t.oid)
 
 
@@ -155,8 +155,6 @@ def _norms(t: Target) -> CheckResult:
 
 def _evaluator(t: Target) -> Callable[[ObjectId, str], float]:
     """metric(commit, probe) on a base model loaded once, on first use; probes and scores cached."""
-    from ..eval import ScaledAdapter, load_base_model, load_metric, load_probe
-
     assert t.base is not None
     forbid = t.policy.code_forbidden(t.repo.path)
     metric = load_metric(t.settings.metric, forbid)

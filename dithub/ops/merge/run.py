@@ -16,7 +16,9 @@ import torch
 
 from ...algorithms.merge import get_method
 from ...algorithms.merge.lora_space import Capped
+from ...algorithms.merge.registry import recorded_params
 from ...errors import BadInput
+from ...eval import ScaledAdapter, best_scale, load_metric, load_probe
 from ...formats import lora_modules, scaling
 from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...kernels.device import DeviceMerge, to_host, triton_kernels
@@ -157,8 +159,6 @@ def replay_merge(repo: RepoView, commit: Commit) -> ObjectId:
     """Recompute a merge commit's tree from its ``op`` record."""
     if commit.op.name != "merge" or not commit.op.method:
         raise BadInput("not a merge commit", "replay takes a commit written by `dithub merge`")
-    from ...algorithms.merge.registry import recorded_params
-
     plan = plan_merge(repo, commit.op.inputs, commit.op.method, recorded_params(commit.op.method, commit.op.params))
     return run_merge(repo, plan, device=replay_device(commit.op.params))
 
@@ -185,8 +185,6 @@ def sweep_alpha(repo: RepoView, plan: MergePlan, probe_spec: str, metric: str = 
     ``module:function(model, probe) -> float``, higher better; ``eval.best_scale``), and every score
     seen. The merge itself runs once, at scale 1 (methods scale their result last, linearly)."""
     from dataclasses import replace
-
-    from ...eval import ScaledAdapter, best_scale, load_metric, load_probe
 
     scale = get_method(plan.method).scale_for(plan.params)
     if scale is None:
