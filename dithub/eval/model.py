@@ -10,7 +10,6 @@ import json
 import tempfile
 from pathlib import Path
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -20,9 +19,7 @@ from ..formats.hf_names import meta_model, model_names
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import to_torch
 from ..store import Tree
-
-if TYPE_CHECKING:
-    from ..store.view import RepoView
+from ..store.view import RepoView
 
 
 def load_base_model(repo: RepoView, base: Tree) -> torch.nn.Module:

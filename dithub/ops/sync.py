@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
@@ -14,14 +15,12 @@ from ..store import ObjectId, atomic_write, check_ref_name
 from ..store.graph import commits, complete, walk
 from ..store.objects import Link, inspect
 from ..store.refs import HEADS, REMOTES, check_full_ref, full_ref_problem
-from ..remote.location import Location
+from ..remote.location import WORKERS, Location
 from ..remote.packs import PACKED_BELOW
 from ..remote.transfer import Receiver, plan, send_tensors
 from ..store.view import RepoView
 from .branches import existing, target_branch
-
-if TYPE_CHECKING:
-    from .maintenance import FsckReport
+from .maintenance import FsckReport, fsck, reachable, ref_roots
 
 @dataclass
 class SyncResult:
@@ -170,10 +169,6 @@ def _fetch_listed(repo: RepoView, loc: Location, receiver: Receiver, listed: dic
                   progress: ProgressFactory) -> None:
     """Fetch every object the remote lists that the local store lacks, concurrently: loose objects
     one request each, packed ones a whole pack at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from ..remote.location import WORKERS
-
     sizes = {o: n for o, n in listed.items() if not repo.store.contains(o)}
     packed = loc.packed(refresh=False)
     by_pack: dict[str, list[ObjectId]] = {}
@@ -211,8 +206,6 @@ def default_remote(repo: RepoView) -> str | None:
 def restore(repo: RepoView, remote: str, oids: list[ObjectId], progress: ProgressFactory = no_progress) -> list[ObjectId]:
     """Fetch ``oids`` (objects found damaged and set aside, or missing) from ``remote`` again, and
     what restoring them shows to be missing below them (a tree's tensors); returns those restored."""
-    from .maintenance import reachable, ref_roots
-
     loc = location(repo, remote)
     receiver = Receiver(repo.store, loc)
     sizes = loc.object_sizes()
@@ -393,8 +386,6 @@ def fsck_repair(repo: RepoView, remote: str | None, progress: ProgressFactory = 
     """``fsck --repair``: damaged objects leave the store and, with the missing ones, are fetched
     again from ``remote`` (default: origin, or the only remote); the report is of the repaired
     repository, ``repaired`` listing what came back."""
-    from .maintenance import fsck
-
     first = fsck(repo.store, repo.refs, progress, set_aside=True)
     remote = remote or (default_remote(repo) if repo.path is not None else None)
     wanted = [oid for oid, _why in first.corrupt] + [oid for oid, _why in first.missing]

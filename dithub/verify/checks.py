@@ -7,7 +7,7 @@ import fnmatch
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
@@ -23,9 +23,7 @@ from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Tree
 from .policy import Policy, Settings
 from .updates import Updates, inner, norm
-
-if TYPE_CHECKING:
-    from ..store.view import RepoView
+from ..store.view import RepoView
 
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2")
 

@@ -14,16 +14,13 @@ import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..errors import BadInput
 from ..progress import ProgressFactory, no_progress
 from ..store import atomic_write
 from .policy import Policy
 from .run import VerifyReport, verify
-
-if TYPE_CHECKING:
-    from ..store.view import RepoView
+from ..store.view import RepoView
 
 HOOKS = ("pre-commit", "pre-push")
 MARK = "# installed by dithub hooks install"

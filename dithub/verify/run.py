@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from ..store.history import expand_ref
 from ..progress import ProgressFactory, no_progress
@@ -10,9 +9,7 @@ from ..store import ObjectId
 from ..store.refs import HEADS
 from .checks import CHECKS, ROWS, CheckResult, Target, integrity
 from .policy import Policy
-
-if TYPE_CHECKING:
-    from ..store.view import RepoView
+from ..store.view import RepoView
 
 JSON_FORMAT = 1
 """Version of the ``--json`` report layout (docs/verify.md); bumped on any incompatible change."""

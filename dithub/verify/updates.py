@@ -10,16 +10,13 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 
 from ..formats import lora_modules, plan_edits, scaling
 from ..formats.torch_io import to_torch
 from ..store import Tree
-
-if TYPE_CHECKING:
-    from ..store.view import RepoView
+from ..store.view import RepoView
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from torch import Tensor
 from ...errors import BadInput
 from ..params import NATURAL, REAL, UNIT
 from .primitives import svd
-from .registry import register
+from .registry import get_method, register
 
 CORE_RULES = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts")
 """The full-space methods Core Space can run on the cores (tests check these are the registered ones)."""
@@ -314,8 +314,6 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     768-wide layers); ``linear='core'`` returns the core-space factors U_ref M and V_refᵀ, as merges
     recorded before the parameter did (they replay with it).
     """
-    from .registry import get_method
-
     inner = get_method(rule)  # rule, linear and bases: checked against their choices by params()
     if not factors:
         raise BadInput("a merge needs at least one input")

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 from ...errors import BadInput, IncompatibleAdapters
+from ...eval.model import linear_weights
 from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...algorithms.merge import get_method
 from ..deltas import delta_loader, delta_specs, put_tensor
@@ -69,8 +70,6 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
         advance = progress(f"opcm: adding {what}", len(specs))
         linear = None  # without a recorded base: every 2-D tensor
         if project == "linear" and new_commit.base is not None:
-            from ...eval.model import linear_weights
-
             linear = linear_weights(repo.store.read_tree(new_commit.base))
         accumulate = get_method("opcm").fn
         tensors, task_sq = {}, 0.0

@@ -18,6 +18,7 @@ from ..branches import target_branch
 from ..commit import commit_tree
 from .plan import plan_merge
 from .run import run_merge, sweep_alpha
+from .sequential import opcm_merge
 
 
 def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
@@ -29,8 +30,6 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
     ``op`` bit for bit."""
     branch = target_branch(repo, into, "pass --into BRANCH")
     if get_method(method).sequential:  # each input joins the running merge in its own commit
-        from .sequential import opcm_merge
-
         if params and "weights" in params:
             raise BadInput(f"{method} takes no per-input weights (its paper defines none)", "drop --weight")
         oid = ""
