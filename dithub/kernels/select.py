@@ -87,9 +87,10 @@ _MAX_PASSES = 64
 
 def _by_counting(flat: Tensor, k: int, lo: float, hi: float) -> Tensor | None:
     """The k-th largest |x| inside [lo, hi] by counting passes (native: this runs only where the
-    native kernels do), or None if the bracket misses. Works on float32 bit patterns, which order like the non-negative values: f(u) = #(|x| ≥ u)
-    steps down at each entry's value, and the answer is the largest u with f(u) ≥ k. Invariant:
-    f(left) ≥ k > f(right); each pass probes four patterns strictly between them."""
+    native kernels do), or None if the bracket misses. Works on float32 bit patterns, which order
+    like the non-negative values: f(u) = #(|x| ≥ u) steps down at each entry's value, and the
+    answer is the largest u with f(u) ≥ k. Invariant: f(left) ≥ k > f(right); each pass probes
+    four patterns strictly between them."""
     as_float = lambda u: torch.tensor(u, dtype=torch.int32).view(torch.float32)  # noqa: E731
     left = int(torch.tensor(lo, dtype=torch.float32).view(torch.int32))
     right = min(int(torch.tensor(hi, dtype=torch.float32).view(torch.int32)) + 1, 0x7F800001)  # just above hi

@@ -264,7 +264,7 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
     def send(oid: ObjectId, advance: Callable[[int], None]) -> None:
         source = repo.store.file(oid)
         if source is not None:
-            loc.write_object(oid, source, advance, verify=lambda: repo.store.verify(oid))
+            loc.write_object(oid, source, advance, verify=lambda: repo.store.read_buffer(oid))  # re-hashed where mapped
         else:
             loc.write_object(oid, repo.store.read_buffer(oid), advance)
 

@@ -314,14 +314,14 @@ class Location:
             return dict(zip(oids, pool.map(self.read_object, oids)))
 
     def write_object(self, oid: ObjectId, data: bytes | memoryview | Path, advance: Callable[[int], None] | None = None,
-                     verify: Callable[[], None] | None = None) -> None:
+                     verify: Callable[[], object] | None = None) -> None:
         """Store one loose object: its bytes, or a local file holding them, whose bytes are reported
         to ``advance`` as they go. ``verify`` (raising on damage) checks the file while it is copied
         (before, where the copy publishes as it ends): a damaged file publishes nothing."""
         self._put(self._object(oid), data, f"object {oid}", advance, verify)
 
     def _put(self, path: str, data: bytes | memoryview | Path, what: str, advance: Callable[[int], None] | None = None,
-             verify: Callable[[], None] | None = None) -> None:
+             verify: Callable[[], object] | None = None) -> None:
         """Write one remote file whole: on a file system under a temporary name, renamed once written
         and ``verify``d (the check reads the file while it is copied); elsewhere one put (atomic on S3),
         after the check. A local ``Path`` is copied by the filesystem (not read into memory here)."""

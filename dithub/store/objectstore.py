@@ -3,6 +3,7 @@ bytes that no longer hash to their id raise ``CorruptObject`` naming the object.
 read zero-copy (a private mmap) from disk."""
 from __future__ import annotations
 
+import io
 import mmap
 import os
 import tempfile
@@ -187,17 +188,13 @@ class BaseObjectStore(ABC):
                     if fut is not None:
                         fut.cancel()
 
-    def write_parts(self, parts: Sequence[Buffer]) -> ObjectId:
-        """Store the concatenation of ``parts``; a no-op if present."""
-        return self.put(parts)[0]
-
     def write(self, data: Buffer) -> ObjectId:
         """Store bytes under their digest; a no-op if present."""
-        return self.write_parts([data])
+        return self.put([data])[0]
 
     def write_tensor(self, dtype: str, shape: Sequence[int], data: Buffer) -> ObjectId:
         """Store one tensor's raw little-endian bytes with its header."""
-        return self.write_parts(tensor_parts(dtype, shape, data))
+        return self.put(tensor_parts(dtype, shape, data))[0]
 
     def write_tree(self, tree: Tree) -> ObjectId:
         return self.write(tree.encode())
@@ -213,11 +210,6 @@ class BaseObjectStore(ABC):
         if object_id(buf) != oid:
             raise _corrupt(oid, set_aside and self.set_aside(oid))
         return buf
-
-    def verify(self, oid: ObjectId) -> None:
-        """Re-hash ``oid`` (on disk: hashed where it is mapped, no copy): CorruptObject, and the
-        object set aside, if it is damaged."""
-        self.read_buffer(oid)
 
     def read(self, oid: ObjectId) -> bytes:
         return bytes(self.read_buffer(oid))
@@ -301,12 +293,17 @@ class DiskObjectStore(BaseObjectStore):
         except FileNotFoundError:
             raise _missing(oid) from None
 
-    def peek(self, oid: ObjectId, n: int) -> bytes:
+    def _open(self, oid: ObjectId) -> io.BufferedReader:
+        """The object's file, open for reading (ObjectNotFound; a fault of the machine: StorageError)."""
         try:
-            with files.faults(self.path(oid), "read"), files.open_read(self.path(oid)) as f:
-                return f.read(n)
+            with files.faults(self.path(oid), "read"):
+                return files.open_read(self.path(oid))
         except FileNotFoundError:
             raise _missing(oid) from None
+
+    def peek(self, oid: ObjectId, n: int) -> bytes:
+        with files.faults(self.path(oid), "read"), self._open(oid) as f:
+            return f.read(n)
 
     def _temp_dir(self) -> Path:
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
@@ -345,20 +342,9 @@ class DiskObjectStore(BaseObjectStore):
             return False
 
     def _load(self, oid: ObjectId) -> memoryview:
-        with files.faults(self.path(oid), "read"):
-            return self._map(oid)
-
-    def _map(self, oid: ObjectId) -> memoryview:
-        path = self.path(oid)
-        try:
-            with files.open_read(path) as f:
-                size = os.fstat(f.fileno()).st_size
-                if size == 0:
-                    return memoryview(b"")
-                # ACCESS_COPY: writable for torch.frombuffer, never written back
-                return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY))
-        except FileNotFoundError:
-            raise _missing(oid) from None
+        with files.faults(self.path(oid), "read"), self._open(oid) as f:
+            size = os.fstat(f.fileno()).st_size  # mapped ACCESS_COPY: writable for torch.frombuffer, never written back
+            return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)) if size else memoryview(b"")
 
     def __iter__(self) -> Iterator[ObjectId]:
         if not self.root.is_dir():
@@ -381,12 +367,7 @@ class DiskObjectStore(BaseObjectStore):
         """An object's whole bytes in chunks read into one reused buffer (each valid until the next
         is asked for), verified by the end: a mismatch raises CorruptObject after the last chunk,
         so a streaming copy never publishes damaged bytes."""
-        try:
-            with files.faults(self.path(oid), "read"):
-                f = files.open_read(self.path(oid))
-        except FileNotFoundError:
-            raise _missing(oid) from None
-        with f:
+        with self._open(oid) as f:
             total = os.fstat(f.fileno()).st_size
             buf = memoryview(bytearray(min(chunk, total) or 1))
             hasher = xxhash.xxh3_128()

@@ -256,17 +256,9 @@ class DiskRefStore(BaseRefStore):
         return value or None
 
     def names(self, prefix: str = "refs/") -> list[str]:
-        base = self.root / "refs"
-        out = []
-        if base.is_dir():
-            for dirpath, _dirs, found in os.walk(base):
-                for f in found:
-                    if f.endswith(".lock") or f.startswith("."):
-                        continue
-                    name = os.path.relpath(os.path.join(dirpath, f), self.root).replace(os.sep, "/")
-                    if name.startswith(prefix):
-                        out.append(name)
-        return sorted(out)
+        names = (os.path.relpath(os.path.join(folder, f), self.root).replace(os.sep, "/")
+                 for folder, _dirs, found in os.walk(self.root / "refs") for f in found if not (f.endswith(".lock") or f.startswith(".")))
+        return sorted(n for n in names if n.startswith(prefix))
 
     def reflog(self, name: str) -> list[ReflogEntry]:
         path = self._log_path(self.follow(name))

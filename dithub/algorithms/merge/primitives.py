@@ -109,10 +109,11 @@ MASK_LEVELS = 1 << 16
 
 
 def dare_draws(x: Tensor, p: float, seed: int, mask: str = "uint16") -> tuple[Tensor, int, float]:
-    """DARE's random draws for ``x``: (draws, limit, keep probability); an entry is kept where
-    draw ≤ limit. Drawn on the CPU, so the mask is the same on every device. ``uint16`` (the default): one 16-bit uniform per entry, four per 64-bit draw of the generator,
-    the limit round(65536·(1−p)) levels up; the keep probability is exactly that many levels /
-    65536 (within 2^-17 of 1−p) and the rescale uses it, so the merge stays unbiased. ``float32``
+    """DARE's random draws for ``x``: (draws, limit, keep probability); an entry is kept where draw
+    ≤ limit. Drawn on the CPU, so the mask is the same on every device. ``uint16`` (the default):
+    one 16-bit uniform per entry, four per 64-bit draw of the generator, the limit
+    round(65536·(1−p)) levels up; the keep probability is exactly that many levels / 65536
+    (within 2^-17 of 1−p) and the rescale uses it, so the merge stays unbiased. ``float32``
     (merges recorded before the parameter existed): one float per entry, kept at ≥ p, as before."""
     limit, keep_prob = dare_limit(p, mask)
     draws = draw(torch.Generator().manual_seed(seed), x.numel(), p, mask)
