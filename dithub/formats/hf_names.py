@@ -1,10 +1,9 @@
 """Checkpoint tensor names vs. the parameter names of the loaded model.
 
-Recent ``transformers`` rename weights while loading (e.g. ViT's
-``attention.attention.query`` becomes ``attention.q_proj``), and peft
-adapters are keyed by the loaded names. This asks transformers itself, on a
-model built on the meta device (no memory, no weights), what each checkpoint
-key becomes. Where transformers offers no such mapping, names are unchanged.
+Recent ``transformers`` rename weights while loading (e.g. ViT's ``attention.attention.query``
+becomes ``attention.q_proj``), and peft adapters are keyed by the loaded names. This asks
+transformers itself, on a model built on the meta device (no memory, no weights), what each
+checkpoint key becomes. Where transformers offers no such mapping, names are unchanged.
 """
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Read and write safetensors files without copying tensor bytes.
 
-The reader validates the header against the file (sizes, offsets, overlaps,
-truncation) before any byte is trusted; the writer streams raw buffers into an
-atomic temp file. Neither needs torch.
+The reader validates the header against the file (sizes, offsets, overlaps, truncation) before any
+byte is trusted; the writer streams raw buffers into an atomic temp file. Neither needs torch.
 """
 from __future__ import annotations
 

@@ -1,18 +1,16 @@
 """One memory pass per merged tensor: elementwise kernels that read each input once.
 
-A merge method written as plain torch ops makes one pass over memory (and one
-fresh allocation, whose page faults cost more than the arithmetic) per op: TIES
-over four 16M-entry inputs is ~40 ops. As one loop that reads each input once and
-writes the output once, the same function is 10-30x faster on a CPU (see
-docs/performance.md).
+A merge method written as plain torch ops makes one pass over memory (and one fresh allocation,
+whose page faults cost more than the arithmetic) per op: TIES over four 16M-entry inputs is ~40 ops.
+As one loop that reads each input once and writes the output once, the same function is 10-30x
+faster on a CPU (see docs/performance.md).
 
-The plain function is the reference. On the CPU its loop is written in C
-(``native``: built once per machine, ~1 s; every later process loads it in
-milliseconds); on other devices torch.compile fuses it when the inputs are large.
-Kernels use only elementwise ops in a fixed order, so the native, compiled and plain
-results are bitwise equal (tested), and a merge's tree id does not depend on the path.
-The plain function runs when ``DITHUB_KERNELS=plain`` (default ``fused``), when the native library cannot be
-built (no C compiler), and for good once compiling has failed.
+The plain function is the reference. On the CPU its loop is written in C (``native``: built once per
+machine, ~1 s; every later process loads it in milliseconds); on other devices torch.compile fuses
+it when the inputs are large. Kernels use only elementwise ops in a fixed order, so the native,
+compiled and plain results are bitwise equal (tested), and a merge's tree id does not depend on the
+path. The plain function runs when ``DITHUB_KERNELS=plain`` (default ``fused``), when the native
+library cannot be built (no C compiler), and for good once compiling has failed.
 """
 from __future__ import annotations
 

@@ -1,18 +1,17 @@
 """Exact k-th largest magnitude of a tensor, without sorting it.
 
-The magnitude thresholds of TIES, DARE-TIES and Breadcrumbs are order statistics
-of 10^4-10^8 entries; ``torch.kthvalue`` spends ~20 ns per entry on them. Up to
-64K entries on the CPU a radix select in C (``native.kth_largest_abs_rows``, many
-tensors in one call), up to 2M numpy's introselect (``ndarray.partition``, ~1.3 ns per
-entry) ranks the magnitudes. Larger tensors: a random sample of 65,536 entries brackets the k-th value with a ±4σ margin on its
-rank. Large tensors on the CPU then search the bracket by counting: one native
-pass counts the entries at or above four candidate values at once (a reduction:
-it reads the tensor and writes nothing, ~3 ms per 16M entries), and the
-candidates, interpolated from the counts, close in on the float (as bits) whose
-count crosses k in about five passes. Elsewhere one pass in cache-sized chunks
-counts the entries above the bracket and collects the few inside it, and the
-answer is the right one of those. Exact whatever the sample: when the bracket
-misses (probability < 1e-4, or NaNs), a histogram of the float bits finds it.
+The magnitude thresholds of TIES, DARE-TIES and Breadcrumbs are order statistics of 10^4-10^8
+entries; ``torch.kthvalue`` spends ~20 ns per entry on them. Up to 64K entries on the CPU a radix
+select in C (``native.kth_largest_abs_rows``, many tensors in one call), up to 2M numpy's
+introselect (``ndarray.partition``, ~1.3 ns per entry) ranks the magnitudes. Larger tensors: a
+random sample of 65,536 entries brackets the k-th value with a ±4σ margin on its rank. Large tensors
+on the CPU then search the bracket by counting: one native pass counts the entries at or above four
+candidate values at once (a reduction: it reads the tensor and writes nothing, ~3 ms per 16M
+entries), and the candidates, interpolated from the counts, close in on the float (as bits) whose
+count crosses k in about five passes. Elsewhere one pass in cache-sized chunks counts the entries
+above the bracket and collects the few inside it, and the answer is the right one of those. Exact
+whatever the sample: when the bracket misses (probability < 1e-4, or NaNs), a histogram of the float
+bits finds it.
 """
 from __future__ import annotations
 

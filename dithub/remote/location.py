@@ -160,10 +160,8 @@ class Location:
         except Exception as exc:  # noqa: BLE001  fsspec backends raise their own errors
             raise self._fail("listing objects", exc) from None
         sizes = {oid: length for oid, (_pack, _offset, length) in self.packed().items()}
-        for path, info in found.items():
-            parts = path.rstrip("/").split("/")
-            oid = parts[-2] + parts[-1] if len(parts) >= 2 else ""
-            if is_object_id(oid):
+        for path, info in found.items():  # objects/ab/cdef…
+            if is_object_id(oid := "".join(path.rstrip("/").split("/")[-2:])):
                 sizes[oid] = int(info.get("size") or 0)
         return sizes
 

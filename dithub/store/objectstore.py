@@ -347,21 +347,10 @@ class DiskObjectStore(BaseObjectStore):
             return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)) if size else memoryview(b"")
 
     def __iter__(self) -> Iterator[ObjectId]:
-        if not self.root.is_dir():
-            return
-        for sub in sorted(self.root.iterdir()):
-            if len(sub.name) != 2 or not sub.is_dir():
-                continue
-            for f in sorted(sub.iterdir()):
-                oid = sub.name + f.name
-                if is_object_id(oid):
-                    yield oid
+        return (oid for f in sorted(self.root.glob("??/*")) if is_object_id(oid := f.parent.name + f.name))
 
     def delete(self, oid: ObjectId) -> None:
-        try:
-            self.path(oid).unlink()
-        except FileNotFoundError:
-            pass
+        self.path(oid).unlink(missing_ok=True)
 
     def iter_object_bytes(self, oid: ObjectId, chunk: int = 16 << 20) -> Iterator[memoryview]:
         """An object's whole bytes in chunks read into one reused buffer (each valid until the next

@@ -1,11 +1,10 @@
 """Full-space merges of task vectors, one weight tensor at a time.
 
-Trimming and thresholds are per tensor (as mergekit does), which is what lets
-a merge stream a model tensor by tensor; the papers state them per model.
-The executor applies these to every tensor, 1-D biases and norms included, as
-their reference code (and mergekit, peft) does; merges recorded before that
-(no ``vectors`` in the op) replay with 1-D tensors averaged. LoRA inputs are
-expanded to ΔW = s·B@A first (the result is a task vector).
+Trimming and thresholds are per tensor (as mergekit does), which is what lets a merge stream a model
+tensor by tensor; the papers state them per model. The executor applies these to every tensor, 1-D
+biases and norms included, as their reference code (and mergekit, peft) does; merges recorded before
+that (no ``vectors`` in the op) replay with 1-D tensors averaged. LoRA inputs are expanded to ΔW =
+s·B@A first (the result is a task vector).
 
 * ``task_arithmetic`` — Ilharco et al., "Editing Models with Task Arithmetic", arXiv 2212.04089:
   α · Σ τ_t. Default α = 0.3 (fusion_bench's scaling factor).
@@ -44,12 +43,12 @@ expanded to ΔW = s·B@A first (the result is a task vector).
   tie the later input wins (``tie='later'``); ``tie='first'`` is dithub's first rule (merges
   recorded before the parameter replay with it; they recorded α = 1).
 
-Each method finds its per-input statistics first (magnitude thresholds, random
-masks), then combines the inputs entry by entry in one pass: in place for task
-arithmetic, fused by ``dithub.kernels.fused`` for the others; computation is in fp32.
-The majority sign of TIES' zero sums is known after that pass: a second runs only where it is
-not + and a zero sum had entries to decide (``_elect``). Independent implementations of each
-rule, from the code named above: ``tests/reference/``.
+Each method finds its per-input statistics first (magnitude thresholds, random masks), then combines
+the inputs entry by entry in one pass: in place for task arithmetic, fused by
+``dithub.kernels.fused`` for the others; computation is in fp32. The majority sign of TIES' zero
+sums is known after that pass: a second runs only where it is not + and a zero sum had entries to
+decide (``_elect``). Independent implementations of each rule, from the code named above:
+``tests/reference/``.
 """
 from __future__ import annotations
 

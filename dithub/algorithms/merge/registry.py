@@ -1,11 +1,9 @@
 """The registry of merge methods: pure functions on tensors, named, with paper and defaults.
 
-A full-space method takes the T task-vector tensors of one weight (same
-shape) and returns the merged update for that weight; it never sees files,
-refs or other tensors, so the executor can stream a model tensor by tensor.
-Methods that draw random numbers take ``seed`` and ``key`` (the tensor's
-name), so each tensor's randomness is fixed by the recorded seed alone.
-"""
+A full-space method takes the T task-vector tensors of one weight (same shape) and returns the
+merged update for that weight; it never sees files, refs or other tensors, so the executor can
+stream a model tensor by tensor. Methods that draw random numbers take ``seed`` and ``key`` (the
+tensor's name), so each tensor's randomness is fixed by the recorded seed alone."""
 from __future__ import annotations
 
 import inspect
@@ -73,12 +71,9 @@ class MergeMethod(Algorithm):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        caps = {self.space}
-        caps |= {"device-kernel"} if self.device is not None else set()
-        caps |= {"random"} if self.random else set()
-        caps |= {"weighted"} if self.weighted else set()
-        caps |= {"matrices-only"} if self.matrices_only else set()
-        return frozenset(caps)
+        flags = {"device-kernel": self.device is not None, "random": self.random, "weighted": self.weighted,
+                 "matrices-only": self.matrices_only}
+        return frozenset({self.space, *(name for name, on in flags.items() if on)})
 
     @property
     def sequential(self) -> bool:
@@ -145,12 +140,10 @@ def check_weights(method: MergeMethod, weights: Sequence[float] | None, n: int) 
     return out
 
 
-def register(
-    name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
-    matrices_only: bool = False, legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
-    choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
-    inner: str | None = None, device: DeviceKernel | None = None,
-) -> Callable[[MergeFn], MergeFn]:
+def register(name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full", matrices_only: bool = False,
+             legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
+             choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
+             inner: str | None = None, device: DeviceKernel | None = None) -> Callable[[MergeFn], MergeFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key, and
     ``weights`` for a method with per-input weights), each numeric one with its range and each
     string one with its choices."""

@@ -1,11 +1,10 @@
 """Where the attention heads and MLP neurons of a transformer checkpoint are (torch-free).
 
-Permutation and rotation symmetries live inside each block: attention heads, the dimensions
-inside a head (query/key together, value alone) and MLP neurons. This finds, per block, the
-checkpoint names of the query, key, value and output projections and of the two MLP layers, for
-BERT- and ViT-style encoders (``…layer.N.attention.{self|attention}.query``,
-``…attention.output.dense``, ``…intermediate.dense``, ``…output.dense``) in their original
-checkpoint names.
+Permutation and rotation symmetries live inside each block: attention heads, the dimensions inside a
+head (query/key together, value alone) and MLP neurons. This finds, per block, the checkpoint names
+of the query, key, value and output projections and of the two MLP layers, for BERT- and ViT-style
+encoders (``…layer.N.attention.{self|attention}.query``, ``…attention.output.dense``,
+``…intermediate.dense``, ``…output.dense``) in their original checkpoint names.
 """
 from __future__ import annotations
 

@@ -45,12 +45,8 @@ class MergePlan:
 
     @property
     def op(self) -> Op:
-        extra: dict[str, Any] = {"dtype": self.dtype} if self.dtype else {}
-        if self.vectors is not None:
-            extra["vectors"] = self.vectors
-        if self.weights is not None:
-            extra["weights"] = list(self.weights)
-        return Op("merge", self.method, {**self.params, **extra}, self.inputs)
+        extra = {"dtype": self.dtype, "vectors": self.vectors, "weights": list(self.weights) if self.weights else None}
+        return Op("merge", self.method, {**self.params, **{k: v for k, v in extra.items() if v}}, self.inputs)
 
     def out_dtype(self, like: torch.dtype) -> torch.dtype:
         return TORCH_DTYPES[self.dtype] if self.dtype else like
