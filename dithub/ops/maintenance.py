@@ -1,6 +1,7 @@
 """fsck (integrity and connectivity) and gc (pruning unreachable objects)."""
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -104,10 +105,8 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
     advance = progress("checking objects", len(ids))
     for oid in ids:
         report.objects += 1
-        try:
+        with contextlib.suppress(DithubError, OSError):
             report.bytes += store.size(oid)
-        except (DithubError, OSError):
-            pass
         reason = check_object(store, oid, set_aside)
         if reason:
             report.corrupt.append((oid, reason))

@@ -14,7 +14,7 @@ from ..store.history import is_ancestor
 from ..store import ObjectId, atomic_write, check_ref_name
 from ..store.graph import commits, complete, walk
 from ..store.objects import Link, inspect
-from ..store.refs import HEADS, REMOTES, check_full_ref, full_ref_problem
+from ..store.refs import BASES, HEADS, REMOTES, check_full_ref, full_ref_problem
 from ..remote.location import WORKERS, Location
 from ..remote.packs import PACKED_BELOW
 from ..remote.transfer import Receiver, plan, send_tensors
@@ -152,15 +152,11 @@ def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, wit
         result.bytes += sum(len(data) for _oid, data in todo.small)
         receiver.put_held(dict(todo.small), strict=True)
     repo.store.sync()
-    for branch, oid in heads.items():
-        ref = f"{REMOTES}{remote}/{branch}"
-        old = repo.refs.resolve(ref)
+    for ref, oid in {**{f"{REMOTES}{remote}/{b}": oid for b, oid in heads.items()}, **extra}.items():
+        old = repo.refs.resolve(ref)  # (None for the tags and bases in extra: it lacks them)
         if old != oid:
             repo.refs.set_if_equals(ref, old, oid, f"fetch {remote}")
             result.refs[ref] = (old, oid)
-    for ref, oid in extra.items():
-        repo.refs.set_if_equals(ref, None, oid, f"fetch {remote}")
-        result.refs[ref] = (None, oid)
     result.requests = loc.fs.requests
     return result
 
@@ -257,20 +253,17 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
     read_many = lambda ids: {i: bytes(repo.store.read_buffer(i)) for i in ids}  # noqa: E731
     todo = plan([*mine.values(), *bases.values()], have, read_many, with_base=True, where="this repository")
     result = SyncResult(remote, todo.count)
-    large = [t for t in todo.tensors if repo.store.size(t) >= PACKED_BELOW]
-    set_large = set(large)
+    large = {t for t in todo.tensors if repo.store.size(t) >= PACKED_BELOW}
     # a large tensor goes as a loose object, copied from its file where the store has one and verified
     # as it is copied: a damaged one stops the push (CorruptObject) before it is published or any ref moves
     def send(oid: ObjectId, advance: Callable[[int], None]) -> None:
-        source = repo.store.file(oid)
-        if source is not None:
-            loc.write_object(oid, source, advance, verify=lambda: repo.store.read_buffer(oid))  # re-hashed where mapped
-        else:
-            loc.write_object(oid, repo.store.read_buffer(oid), advance)
+        source = repo.store.file(oid)  # its file re-hashed where mapped, while it is copied
+        check = (lambda: repo.store.read_buffer(oid)) if source else None
+        loc.write_object(oid, source or repo.store.read_buffer(oid), advance, verify=check)
 
-    result.bytes = send_tensors(large, send, repo.store.size, progress, f"pushing to {remote}")
+    result.bytes = send_tensors([t for t in todo.tensors if t in large], send, repo.store.size, progress, f"pushing to {remote}")
     # the rest in packs, in any order: `have` trusts only complete objects, so a partial upload resumes
-    small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in set_large] + todo.small
+    small = [(t, repo.store.read_buffer(t)) for t in todo.tensors if t not in large] + todo.small
     nbytes = sum(len(d) for _, d in small)
     loc.write_packs(small, progress(f"pushing commits, trees and small tensors to {remote}", nbytes))
     result.bytes += nbytes
@@ -283,8 +276,7 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
         tracking = f"{REMOTES}{remote}/{b}"
         repo.refs.set_if_equals(tracking, repo.refs.resolve(tracking), oid, f"push {remote}")
     for name, base in bases.items():  # the bases the pushed commits use, by name, so a clone has them
-        ref = f"refs/bases/{name}"
-        if ref not in theirs:
+        if (ref := BASES + name) not in theirs:
             loc.ref_store.compare_and_swap(ref, None, base)
             result.refs[ref] = (None, base)
     result.requests = loc.fs.requests

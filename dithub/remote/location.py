@@ -14,7 +14,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -207,10 +207,8 @@ class Location:
             raise self._fail(f"reading the index of pack {pack_id}", exc) from None
         index = decode_index(pack_id, data, f"remote {self.name} ({self.url})")
         if cached is not None:
-            try:
+            with suppress(OSError):  # a cache: the remote still has it
                 atomic_write(cached, data, durable_dir=False)
-            except OSError:
-                pass  # a cache: the remote still has it
         return index
 
     def pack_bytes(self, pack_id: str) -> bytes:
@@ -351,10 +349,8 @@ class Location:
         progress.finish()
 
     def _remove_quietly(self, path: str) -> None:
-        try:
+        with suppress(Exception):  # gone already, or the remote refuses: gc's temp sweep finds it
             self.fs.rm_file(path)
-        except Exception:  # noqa: BLE001  gone already, or the remote refuses: gc's temp sweep finds it
-            pass
 
     # -- refs ------------------------------------------------------------------
     def refs(self) -> dict[str, ObjectId]:
@@ -436,10 +432,7 @@ class RemoteRefs(BaseRefStore):
         try:
             yield lock
         finally:
-            try:
-                self.loc.fs.rm_file(lock)
-            except Exception:  # noqa: BLE001  a leftover lock goes stale and is broken later
-                pass
+            self.loc._remove_quietly(lock)  # a leftover lock goes stale and is broken later
 
     def _acquire(self, name: str) -> str:
         loc = self.loc

@@ -3,6 +3,7 @@ bytes that no longer hash to their id raise ``CorruptObject`` naming the object.
 read zero-copy (a private mmap) from disk."""
 from __future__ import annotations
 
+import contextlib
 import io
 import mmap
 import os
@@ -378,10 +379,8 @@ class DiskObjectStore(BaseObjectStore):
                 yield view
 
     def _freshen(self, oid: ObjectId) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.utime(self.path(oid))
-        except OSError:
-            pass
 
     def mtime(self, oid: ObjectId) -> float:
         return self.path(oid).stat().st_mtime

@@ -1,6 +1,7 @@
 """dithub remote add|remove|list, fetch, push, pull, clone"""
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,10 +22,8 @@ def _options(pairs: list[str] | None) -> dict[str, Any]:
     """Storage options, each value as JSON where it parses."""
     options: dict[str, Any] = key_values(pairs, "-o", "client_kwargs='{\"endpoint_url\": \"http://127.0.0.1:9000\"}'")
     for key, value in options.items():
-        try:
+        with contextlib.suppress(ValueError):
             options[key] = json.loads(value)
-        except ValueError:
-            pass
     return options
 
 
