@@ -24,6 +24,7 @@ from torch import Tensor
 
 from ..errors import BadInput
 
+
 @dataclass(frozen=True)
 class DeviceKernel:
     """How a merge method runs on the device kernels, chunk by chunk: registered with the method
@@ -43,9 +44,7 @@ class MergeMethodLike(Protocol):
 
     @property
     def device(self) -> DeviceKernel | None: ...
-
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]: ...
-
     def __call__(self, vectors: Sequence[Any], *, key: str = "", **params: Any) -> Any: ...
 
 

@@ -89,10 +89,7 @@ def ref_roots(refs: BaseRefStore, with_reflogs: bool) -> tuple[dict[str, ObjectI
     """Ref tips, plus (optionally) every commit named in a reflog."""
     tips = refs.as_dict("refs/")
     tips.update({special: oid for special in SPECIAL if (oid := refs.resolve(special))})
-    extra: list[ObjectId] = []
-    if with_reflogs:
-        for name in list(tips):
-            extra.extend(o for e in refs.reflog(name) for o in (e.old, e.new) if o)
+    extra = [o for name in tips for e in refs.reflog(name) for o in (e.old, e.new) if o] if with_reflogs else []
     return tips, extra
 
 

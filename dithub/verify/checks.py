@@ -202,17 +202,13 @@ def behaviour(t: Target) -> list[CheckResult]:
     if s.probe is None:
         rows.append(CheckResult("behaviour.accuracy", "skip", None, s.min_accuracy, "no probe in the policy"))
     else:
-        acc = score(t.oid, s.probe)
+        acc, where = score(t.oid, s.probe), f"{s.metric} on {s.probe.rsplit('/', 1)[-1]}"
         if s.min_accuracy is None:
-            rows.append(CheckResult("behaviour.accuracy", "skip", acc, None, f"{s.metric} on {_short(s.probe)}; no min_accuracy set"))
+            rows.append(CheckResult("behaviour.accuracy", "skip", acc, None, f"{where}; no min_accuracy set"))
         else:
-            rows.append(_row("behaviour.accuracy", acc < s.min_accuracy, acc, s.min_accuracy, f"{s.metric} on {_short(s.probe)}"))
+            rows.append(_row("behaviour.accuracy", acc < s.min_accuracy, acc, s.min_accuracy, where))
     rows.append(_drops(t, score))
     return rows
-
-
-def _short(probe: str) -> str:
-    return probe.rsplit("/", 1)[-1]
 
 
 def _drops(t: Target, score: Callable[[ObjectId, str], float]) -> CheckResult:

@@ -1,28 +1,7 @@
 """The verify policy (``dithub.toml``): which checks run, their thresholds per branch pattern, the
-probe sets; validated key by key so a typo is one clear line, not a silently ignored setting.
-
-    [verify]                      # defaults for every ref
-    checks = ["integrity", "structure", "numeric", "behaviour", "security"]
-    dtypes = ["F32", "BF16", "F16"]
-    max_norm_ratio = 4.0
-    probe = "probes/all.safetensors"      # or module:function yielding (inputs, labels) batches
-    metric = "accuracy"                   # or module:function(model, probe) -> float
-    min_accuracy = 0.5
-    max_drop = 0.05
-    known_bad = ["refs/tags/known-bad/*"]
-    max_backdoor_cosine = 0.2
-
-    [tasks]                       # an input's branch pattern -> that task's own probe
-    "domain/*" = "probes/{name}.safetensors"    # {branch}: the full name, {name}: its last part
-
-    [branches."class/*"]          # overrides for refs on matching branches (in file order)
-    min_accuracy = 0.8
-
-    [hooks]
-    refs = ["main", "class/*"]    # the branches the git hooks verify (default: every branch)
-
-Relative paths are relative to the policy file's folder.
-"""
+probe sets; validated key by key so a typo is one clear line, not a silently ignored setting. The
+format, with an example of every table and key: docs/verify.md ("The policy file"). Relative paths
+are relative to the policy file's folder."""
 from __future__ import annotations
 
 import fnmatch

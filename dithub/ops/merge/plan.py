@@ -138,13 +138,12 @@ def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree],
         raise IncompatibleAdapters(f"inputs have different base checkpoints ({detail})",
                                    "rebase them onto one base first (dithub rebase --onto)")
     kinds = {t.kind for t in trees}
+    which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
     if len(kinds) > 1:
-        which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
         raise BadInput(f"inputs mix adapter kinds ({which})",
                        "LoRA-native methods take LoRA adapters only; full-space methods merge both through their base")
     want = "lora" if space == "lora" else next(iter(kinds))
     if kinds != {want} or want == "full":
-        which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
         raise BadInput(f"method cannot merge these inputs ({which})",
                        "LoRA-native methods (" + ", ".join(REGISTRY.having("lora"))
                        + ") take LoRA adapters; the others take task vectors or LoRA adapters (expanded to ΔW)")
