@@ -28,9 +28,7 @@ def to_jsonable(value: Any) -> Any:
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set)):
         return [to_jsonable(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
+    return None if isinstance(value, float) and value != value else value
 
 
 def print_json(value: Any) -> None:

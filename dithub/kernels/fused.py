@@ -80,6 +80,4 @@ def runs_fused(tensor: Tensor) -> bool:
     """Whether a fused kernel (not the plain function) runs on ``tensor``'s inputs."""
     if not enabled():
         return False
-    if tensor.device.type == "cpu":
-        return _native.available()
-    return tensor.numel() >= COMPILE_MIN_NUMEL
+    return _native.available() if tensor.device.type == "cpu" else tensor.numel() >= COMPILE_MIN_NUMEL

@@ -151,13 +151,8 @@ class Commit:
 def object_type(data: bytes | memoryview) -> str:
     """``tensor``, ``tree``, ``commit`` or ``unknown`` from the type tag."""
     head = bytes(data[:8])
-    if head.startswith(_TENSOR_TAG):
-        return "tensor"
-    if head.startswith(_TREE_TAG):
-        return "tree"
-    if head.startswith(_COMMIT_TAG):
-        return "commit"
-    return "unknown"
+    return next((kind for kind, tag in (("tensor", _TENSOR_TAG), ("tree", _TREE_TAG), ("commit", _COMMIT_TAG))
+                 if head.startswith(tag)), "unknown")
 
 
 def _load_json(oid: ObjectId, data: bytes, tag: bytes, what: str) -> dict[str, Any]:

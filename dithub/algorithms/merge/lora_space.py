@@ -337,9 +337,7 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
         if frame is not None:
             return Capped(*frame.truncated(left, right_t), dropped, energy)
         return Capped(right_t.T @ v_ref.T, u_ref @ left, dropped, energy)
-    if frame is not None:
-        return frame.factors(merged)
-    return v_ref.T, u_ref @ merged
+    return frame.factors(merged) if frame is not None else (v_ref.T, u_ref @ merged)
 
 
 @register("ema", paper="2503.09271", defaults={"beta": 0.7, "a_rule": "new"}, space="lora", ranges={"beta": UNIT},

@@ -50,9 +50,7 @@ def trim_rank(n: int, density: float, convention: str) -> int:
     count = int(density * n)
     if convention == "paper":
         return min(n, count + 1)
-    if convention == "mergekit":
-        return count
-    return max(1, round(density * n))
+    return count if convention == "mergekit" else max(1, round(density * n))
 
 
 def magnitude_thresholds(xs: Sequence[Tensor], density: float, convention: str = "round") -> Tensor:

@@ -103,9 +103,7 @@ class MergeMethod(Algorithm):
     def scale_param(self) -> str | None:
         """The parameter that scales the merged update last (what ``--alpha`` sets), if any (a
         sequential merge has none: OPCM's alpha is a share of the spectrum)."""
-        if self.sequential:
-            return None
-        return next((p for p in ("alpha", "lam") if p in self.defaults), None)
+        return None if self.sequential else next((p for p in ("alpha", "lam") if p in self.defaults), None)
 
     def __call__(self, vectors: Sequence[Any], *, key: str = "", weights: Sequence[float] | None = None,
                  **params: Any) -> Any:

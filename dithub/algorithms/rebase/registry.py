@@ -78,8 +78,7 @@ REGISTRY: Registry[RebaseMethod] = Registry("rebase")
 
 def register_rebase(name: str, *, paper: str, defaults: dict[str, Any] | None = None, needs: str = "nothing",
                     equal_widths: bool = True, choices: dict[str, tuple[str, ...]] | None = None,
-                    ranges: dict[str, Range] | None = None, legacy: dict[str, Any] | None = None,
-                    ) -> Callable[[RebaseFn], RebaseFn]:
+                    ranges: dict[str, Range] | None = None, legacy: dict[str, Any] | None = None) -> Callable[[RebaseFn], RebaseFn]:
     """Register a method; its keyword-only parameters must be exactly ``defaults``."""
     if needs not in ("nothing", "inputs", "labels"):
         raise TypeError(f"{name}: needs must be nothing, inputs or labels")
