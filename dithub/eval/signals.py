@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from itertools import islice
 
 import torch
 from torch import Tensor
@@ -11,13 +12,7 @@ from .probe import Probe
 
 def _samples(probe: Probe, limit: int) -> list[tuple[Tensor, Tensor]]:
     """The probe's first ``limit`` samples, one (input, label) pair each."""
-    out: list[tuple[Tensor, Tensor]] = []
-    for inputs, labels in probe.batches:
-        for x, y in zip(inputs, labels):
-            if len(out) == limit:
-                return out
-            out.append((x, y))
-    return out
+    return list(islice(((x, y) for inputs, labels in probe.batches for x, y in zip(inputs, labels)), limit))
 
 
 def majority_descent_signs(model: torch.nn.Module, probe: Probe, params: Mapping[str, str], samples: int) -> dict[str, Tensor]:

@@ -9,7 +9,7 @@ import json
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,9 +33,6 @@ class SafetensorsFile:
     tensors: dict[str, TensorData]
     _mm: mmap.mmap | None = None
     _spans: dict[str, tuple[int, int]] | None = None
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.tensors)
 
     def release(self, name: str) -> None:
         """Drop a tensor's pages from this process (they stay in the page cache): the resident

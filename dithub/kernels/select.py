@@ -80,7 +80,6 @@ def _by_radix(flat: Tensor) -> bool:
     return flat.numel() <= RADIX_MAX and flat.device.type == "cpu" and runs_fused(flat)
 
 
-_PROBES = 4
 _MAX_PASSES = 64
 
 

@@ -12,7 +12,7 @@ from ..errors import IncompatibleAdapters
 from ..formats import base_key_lookup, lora_modules
 from ..formats.lora import strip_prefix
 from ..formats.merge_into import lora_delta
-from ..formats.torch_io import TORCH_DTYPES, from_torch, to_torch
+from ..formats.torch_io import DTYPE_NAMES, TORCH_DTYPES, from_torch, to_torch
 from ..store import ObjectId, TensorEntry, Tree
 from ..store.view import RepoView
 
@@ -42,21 +42,14 @@ def common_dtype(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
     merge of same-dtype inputs computes as it always did)."""
     if len({t.dtype for t in tensors}) <= 1:
         return tensors
-    out = _promote([t.dtype for t in tensors])
+    out = functools.reduce(torch.promote_types, [t.dtype for t in tensors])
     return [t.to(out) for t in tensors]
-
-
-def _promote(dtypes: Sequence[torch.dtype]) -> torch.dtype:
-    return functools.reduce(torch.promote_types, dtypes)
 
 
 def promoted(dtypes: Sequence[str]) -> str:
     """The dtype inputs of these (float) dtypes are merged in: the first if all agree, else their
     promotion (BF16 and F16 give F32)."""
-    if len(set(dtypes)) == 1:
-        return dtypes[0]
-    out = _promote([TORCH_DTYPES[d] for d in dtypes])
-    return next(name for name, t in TORCH_DTYPES.items() if t == out)
+    return dtypes[0] if len(set(dtypes)) == 1 else DTYPE_NAMES[functools.reduce(torch.promote_types, [TORCH_DTYPES[d] for d in dtypes])]
 
 
 def delta_loader(repo: RepoView, tree: Tree, base: ObjectId | None) -> Callable[[str], torch.Tensor]:

@@ -190,13 +190,13 @@ class Receiver:
 
     def bring(self, oid: ObjectId, size: int, advance: Callable[[int], None] = lambda n: None, expect: Link | None = None,
               missing_ok: bool = False) -> bytes | None:
-        """Bring one remote object of ``size`` bytes (as listed): a large loose tensor straight into
-        the store's temp folder, re-hashed and its header checked there (``expect``: what the tree
-        naming it says it is), then moved into place — None; anything else read whole, verified and
-        within the bounds of its kind, its bytes returned for the caller to store (``missing_ok``:
-        FileNotFoundError for an object the remote does not hold)."""
+        """Bring one remote object of ``size`` bytes (as listed; 0: unknown): a large loose tensor
+        straight into the store's temp folder, re-hashed and its header checked there (``expect``:
+        what the tree naming it says it is), then moved into place — None; anything else read whole,
+        verified and within the bounds of its kind, its bytes returned for the caller to store
+        (``missing_ok``: FileNotFoundError for an object the remote does not hold)."""
         loose = oid not in self.location.packed(refresh=False)
-        if size >= PACKED_BELOW and loose:
+        if loose and (size >= PACKED_BELOW or not size):
             found: list[Kind] = []
 
             def check(head: bytes, total: int) -> None:

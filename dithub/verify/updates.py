@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from ..formats import lora_modules, plan_edits, scaling
+from ..formats import LoraModule, lora_modules, plan_edits, scaling
 from ..formats.torch_io import to_torch
 from ..store import Tree
 from ..store.view import RepoView
@@ -60,15 +60,14 @@ class Updates:
                 self.names[base_key] = edit.module.name if edit.module is not None else edit.key
                 if edit.kind == "lora":
                     assert edit.module is not None
-                    self._get[base_key] = self._lora(edit.module.name, edit.module.a_key, edit.module.b_key,
-                                                     edit.module.embedding, load)
+                    self._get[base_key] = self._lora(edit.module, load)
                 elif edit.kind == "replace" or tree.kind == "full":
                     self._get[base_key] = self._minus_base(edit.key, base_key, load)
                 else:
                     self._get[base_key] = functools.partial(self._dense, load, edit.key)
         elif tree.kind == "lora":
             for m in lora_modules(tree.tensors).values():
-                self._get[m.name + ".weight"] = self._lora(m.name, m.a_key, m.b_key, m.embedding, load)
+                self._get[m.name + ".weight"] = self._lora(m, load)
         else:
             for key in tree.tensors:
                 self._get[key] = functools.partial(self._dense, load, key)
@@ -77,10 +76,10 @@ class Updates:
     def _dense(load: Callable[[str], Tensor], key: str) -> Update:
         return Update(dense=load(key))
 
-    def _lora(self, module: str, a_key: str, b_key: str, embedding: bool, load: Callable[[str], Tensor]) -> Callable[[], Update]:
+    def _lora(self, m: LoraModule, load: Callable[[str], Tensor]) -> Callable[[], Update]:
         def get() -> Update:
-            a, b = load(a_key).float(), load(b_key).float() * scaling(self.tree.config, module)
-            if embedding or self.tree.config.get("fan_in_fan_out"):
+            a, b = load(m.a_key).float(), load(m.b_key).float() * scaling(self.tree.config, m.name)
+            if m.embedding or self.tree.config.get("fan_in_fan_out"):
                 return Update(left=a.T, right=b.T)
             return Update(left=b, right=a)
 

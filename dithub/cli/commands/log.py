@@ -13,10 +13,6 @@ from ..output import emit, out
 from ..state import repo as open_repo
 
 
-def _when(t: float) -> str:
-    return dt.datetime.fromtimestamp(t).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def log(
     ctx: typer.Context,
     revs: Annotated[list[str] | None, typer.Argument(help="Where to start (default: HEAD).")] = None,
@@ -52,7 +48,8 @@ def log(
             what = f" [magenta]\\[{op.name}{': ' + op.method if op.method else ''}][/]" if op.name != "commit" else ""
             title = escape(e.commit.message.splitlines()[0] if e.commit.message else "")
             lead = f"[red]{escape(lines[star])}[/] " if graph else ""
-            out.print(f"{lead}[yellow]{e.id[:12]}[/]{deco}{what} {title} [dim]— {escape(e.commit.author)}, {_when(e.commit.time)}[/]")
+            when = f"{dt.datetime.fromtimestamp(e.commit.time):%Y-%m-%d %H:%M:%S}"
+            out.print(f"{lead}[yellow]{e.id[:12]}[/]{deco}{what} {title} [dim]— {escape(e.commit.author)}, {when}[/]")
             for extra in lines[star + 1 :]:
                 out.print(f"[red]{escape(extra)}[/]")
 

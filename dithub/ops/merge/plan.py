@@ -90,10 +90,9 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
     expand = m.space == "full" and first.kind == "lora"
     each = [expanded_specs(t) if expand else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
     specs = {n: (promoted([s[n][0] for s in each]), shape) for n, (_dtype, shape) in each[0].items()}
-    if expand and commits[0].base is None and any(n not in _module_outputs(first) for n in specs):
-        raise IncompatibleAdapters(
-            f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
-            "commit the adapters with --base NAME to merge them in full space")
+    if expand and commits[0].base is None and set(specs) - {name + ".weight" for name in lora_modules(first.tensors)}:
+        raise IncompatibleAdapters(f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
+                                   "commit the adapters with --base NAME to merge them in full space")
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
                      "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
@@ -125,10 +124,6 @@ def _plan_mixed(repo: RepoView, revs: list[str], ids: list[ObjectId], commits: l
     largest = max((nbytes_of("F32", sh) for _, sh in specs[0].values()), default=0)
     return MergePlan(m.name, m.paper, params, ids, revs, commits[0].base, "task_vector", specs[0],
                      peak_bytes=(len(ids) + 2) * largest, dtype=dtype, sources=sources, vectors=vectors)
-
-
-def _module_outputs(tree: Tree) -> set[str]:
-    return {name + ".weight" for name in lora_modules(tree.tensors)}
 
 
 def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree], space: str) -> None:
