@@ -10,6 +10,7 @@ import xxhash
 
 from dithub.errors import CorruptObject, ObjectNotFound
 from dithub.store import Commit, DiskObjectStore, MemoryObjectStore, Op, TensorEntry, Tree
+from dithub.store.objects import FileEntry, inspect
 
 
 class ObjectStoreTests:
@@ -56,6 +57,43 @@ class ObjectStoreTests:
         assert store.read_tree(t_oid) == tree
         commit = Commit(t_oid, [], None, "me", 1.5, "msg", Op("merge", "ties", {"density": 0.2}, [tid]))
         assert store.read_commit(store.write_commit(commit)) == commit
+
+    def test_a_blob_holds_a_file_byte_for_byte_and_a_tree_names_its_files(self, tmp_path):
+        """Issue 20: a model directory's files (config, tokenizer, a shard's header) are blobs a
+        tree names beside its tensors; a tree without files encodes as before (its id unchanged)."""
+        store = self.make(tmp_path)
+        raw = b'{"vocab": {"a": 0}}\n\x00\xff'
+        bid = store.write_blob(raw)
+        assert store.read(bid) == b"blob\n" + raw and store.read_blob(bid) == raw
+        tid = store.write_tensor("F32", (1,), b"\0\0\x80\x3f")
+        files = {"tokenizer.json": FileEntry(blob=bid), "model.safetensors": FileEntry(header=bid, tensors=("x",))}
+        tree = Tree("full", {}, {"x": TensorEntry(tid, "F32", (1,))}, files)
+        oid = store.write_tree(tree)
+        assert store.read_tree(oid) == tree
+        doc = json.loads(store.read(oid)[5:])
+        assert doc["files"] == {"tokenizer.json": {"blob": bid}, "model.safetensors": {"header": bid, "tensors": ["x"]}}
+        plain = Tree("full", {}, {"x": TensorEntry(tid, "F32", (1,))})
+        assert "files" not in json.loads(store.read(store.write_tree(plain))[5:])
+        names = {(link.id, link.kind, link.name) for link in inspect(oid, store.read(oid))[3]}
+        assert names == {(tid, "tensor", "x"), (bid, "blob", "tokenizer.json"), (bid, "blob", "model.safetensors (header)")}
+        with pytest.raises(CorruptObject, match="not a blob"):
+            store.read_blob(tid)
+
+    @pytest.mark.parametrize("files, why", [
+        ({"../x": {"blob": "0" * 32}}, "file name"),
+        ({"/etc/passwd": {"blob": "0" * 32}}, "file name"),
+        ({"a\\b": {"blob": "0" * 32}}, "file name"),
+        ({"x": {"blob": "nope"}}, "not an object id"),
+        ({"x": {"header": "0" * 32, "tensors": ["missing"]}}, "names no tensor"),
+        ({"x": {"blob": "0" * 32, "header": "0" * 32}}, "a blob or a header"),
+        ([], "must be an object"),
+    ])
+    def test_a_tree_naming_unsafe_or_malformed_files_is_refused(self, tmp_path, files, why):
+        store = self.make(tmp_path)
+        body = {"kind": "full", "config": {}, "tensors": {}, "files": files}
+        oid = store.write(b"tree\n" + json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+        with pytest.raises(CorruptObject, match=why):
+            store.read_tree(oid)
 
     def test_reading_a_tree_as_commit_fails(self, tmp_path):
         store = self.make(tmp_path)

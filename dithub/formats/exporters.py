@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..store import TensorData, TensorEntry, Tree, atomic_write
+from ..store import ObjectId, TensorData, TensorEntry, Tree, atomic_write
 from .importers import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CONFIG
-from .safetensors_io import Buffer, write_safetensors
+from .safetensors_io import Buffer, write_layout, write_safetensors
 
 Loader = Callable[[str], TensorData]
 RawLoader = Callable[[str], Buffer | Iterable[Buffer]]
@@ -78,8 +78,24 @@ def write_model_dir(out: Path, config: dict[str, Any], specs: dict[str, TensorEn
     return Path(out)
 
 
-def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
-    """Write any tree in its own format."""
+def write_files(out: Path, tree: Tree, load: RawLoader, read_blob: Callable[[ObjectId], bytes], on_bytes: OnBytes = None) -> Path:
+    """A directory of the files a tree kept, each byte for byte (a safetensors file from its header
+    and its tensors)."""
+    with output_dir(out) as d:
+        for name, f in tree.files.items():
+            if f.blob is not None:
+                atomic_write(d / name, read_blob(f.blob))
+            else:
+                write_layout(d / name, read_blob(f.header or ""), f.tensors, tree.tensors, load, on_bytes)
+    return Path(out)
+
+
+def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None,
+               read_blob: Callable[[ObjectId], bytes] | None = None) -> Path:
+    """Write any tree in its own format (a checkpoint that kept its files: those files, which needs
+    ``read_blob``)."""
+    if tree.files and read_blob is not None:
+        return write_files(out, tree, load, read_blob, on_bytes)
     if tree.kind == "full":
         return write_model_dir(out, tree.config, tree.tensors, load, on_bytes)
     return (write_peft_dir if tree.kind == "lora" else write_task_vector)(out, tree, load, on_bytes)

@@ -13,9 +13,12 @@ from typing import Any
 
 from ..errors import BadInput
 from ..store import TensorData
+from ..store.objects import MAX_BLOB_BYTES, file_name_problem
 from .lora import check_lora
 from .safetensors_io import SafetensorsFile, read_safetensors
 
+WEIGHT_FORMATS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf")
+"""Weights in other formats a model directory may also hold: neither read (pickles run code) nor kept."""
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_CONFIG = "config.json"
@@ -30,6 +33,9 @@ class Staged:
     tensors: dict[str, TensorData]
     source: Path
     files: list[SafetensorsFile] = field(default_factory=list)
+    kept: dict[str, bytes | tuple[bytes, tuple[str, ...]]] = field(default_factory=dict)
+    """The files a model directory holds, kept to come back byte for byte: bytes, or a safetensors
+    file's header and the tensors its data section holds, in order."""
 
     def release(self, name: str) -> None:
         """Drop tensor ``name``'s pages from memory once it is stored."""
@@ -91,11 +97,26 @@ def import_model_dir(path: Path) -> Staged:
             if name in tensors:
                 raise BadInput(f"{shard}: tensor {name!r} also appears in another shard")
             tensors[name] = t
-    return Staged("full", config, tensors, path, files)
+    layouts = {f.path.name: (f.header, order) for f in files if (order := f.order) is not None}
+    kept: dict[str, bytes | tuple[bytes, tuple[str, ...]]] = {}
+    for p in sorted(path.iterdir()):
+        if not p.is_file() or p.suffix in WEIGHT_FORMATS:
+            continue
+        if problem := file_name_problem(p.name):
+            raise BadInput(f"{p}: cannot be kept: {problem}", "rename it, or move it out of the model directory")
+        if p.name in layouts:
+            kept[p.name] = layouts[p.name]
+        elif p.stat().st_size > MAX_BLOB_BYTES:
+            raise BadInput(f"{p}: {p.stat().st_size} bytes, over the {MAX_BLOB_BYTES} a kept file may have",
+                           "move it out of the model directory")
+        else:
+            kept[p.name] = p.read_bytes()
+    return Staged("full", config, tensors, path, files, kept)
 
 
-def import_adapter(path: Path) -> Staged:
-    """Import what ``dithub commit PATH`` accepts: a peft directory or a safetensors file."""
+def import_adapter(path: Path, *, models: bool = False) -> Staged:
+    """Import what ``dithub commit PATH`` accepts: a peft directory or a safetensors file, and with
+    ``models`` a Hugging Face model directory (a fine-tune)."""
     path = Path(path)
     if not path.exists():
         raise BadInput(f"{path}: no such file or directory", "check the path")
@@ -104,5 +125,7 @@ def import_adapter(path: Path) -> Staged:
             raise BadInput(f"{path}: not a .safetensors file", "commit a peft adapter directory or a .safetensors task vector")
         return import_task_vector(path)
     if not (path / ADAPTER_CONFIG).exists() and (path / MODEL_CONFIG).exists():
+        if models:
+            return import_model_dir(path)
         raise BadInput(f"{path}: is a model checkpoint, not an adapter", f"register it with `dithub base add NAME {path}`")
     return import_peft_dir(path)

@@ -9,7 +9,7 @@ import json
 import mmap
 import os
 import struct
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +33,21 @@ class SafetensorsFile:
     tensors: dict[str, TensorData]
     _mm: mmap.mmap | None = None
     _spans: dict[str, tuple[int, int]] | None = None
+    header: bytes = b""
+    """The header as the file holds it (its JSON and padding, without the 8-byte length)."""
+    size: int = 0
+
+    @property
+    def order(self) -> tuple[str, ...] | None:
+        """The tensors in the order their bytes fill the data section, or None where the section
+        holds anything else (gaps, overlaps): what rebuilds the file from its header and tensors."""
+        spans = sorted((b, e, n) for n, (b, e) in (self._spans or {}).items())
+        at = 8 + len(self.header)
+        for begin, end, _name in spans:
+            if begin != at:
+                return None
+            at = end
+        return tuple(n for _b, _e, n in spans) if at == self.size else None
 
     def release(self, name: str) -> None:
         """Drop a tensor's pages from this process (they stay in the page cache): the resident
@@ -77,7 +92,7 @@ def read_safetensors(path: Path) -> SafetensorsFile:
     tensors = _entries(path, header, data)
     spans = {n: (8 + header_len + int(header[n]["data_offsets"][0]), 8 + header_len + int(header[n]["data_offsets"][1]))
              for n in tensors}
-    return SafetensorsFile(path, {str(k): str(v) for k, v in metadata.items()}, tensors, mm, spans)
+    return SafetensorsFile(path, {str(k): str(v) for k, v in metadata.items()}, tensors, mm, spans, bytes(mm[8:8 + header_len]), size)
 
 
 def _entries(path: Path, header: dict[str, Any], data: memoryview) -> dict[str, TensorData]:
@@ -121,36 +136,41 @@ def write_safetensors(path: Path, specs: Mapping[str, _Spec], load: Callable[[st
     """Write tensors atomically to ``path``, in sorted name order. ``specs`` gives each tensor's dtype
     and shape; ``load(name)`` its bytes (or an iterable of chunks), called once per tensor while
     writing, so tensors stream one at a time. Without ``load`` the specs must be ``TensorData``."""
-    path = Path(path)
     names = sorted(specs)
-    header: dict[str, object] = {}
-    if metadata:
-        header["__metadata__"] = dict(metadata)
+    header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for name in names:
         size = nbytes_of(specs[name].dtype, specs[name].shape)
         header[name] = {"dtype": specs[name].dtype, "shape": list(specs[name].shape), "data_offsets": [offset, offset + size]}
         offset += size
     head = json.dumps(header, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
+    write_layout(path, head + b" " * (-len(head) % 8), names, specs, load, on_bytes)
 
-    base = 8 + len(head)
+
+def write_layout(path: Path, header: bytes, order: Sequence[str], specs: Mapping[str, _Spec],
+                 load: Callable[[str], Buffer | Iterable[Buffer]] | None = None, on_bytes: Callable[[int], None] | None = None) -> None:
+    """Write a safetensors file atomically from its ``header`` bytes and the tensors that fill its
+    data section, in ``order`` (a file read by ``read_safetensors`` comes back byte for byte)."""
+    base, at, spans = 8 + len(header), 0, {}
+    for name in order:
+        spans[name] = (at, at + nbytes_of(specs[name].dtype, specs[name].shape))
+        at = spans[name][1]
 
     def write_tensor(fd: int, name: str) -> int:
         data = load(name) if load else specs[name].data  # type: ignore[attr-defined]
-        begin, end = header[name]["data_offsets"]  # type: ignore[index]
+        begin, end = spans[name]
         chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else data
         written = pwrite_chunks(fd, chunks, base + begin)
         if written != end - begin:
             raise BadInput(f"tensor {name!r}: {written} bytes where {end - begin} were declared")
         return written
 
-    with atomic_file(path) as fd:
-        pwrite_chunks(fd, [struct.pack("<Q", len(head)) + head], 0)
+    with atomic_file(Path(path)) as fd:
+        pwrite_chunks(fd, [struct.pack("<Q", len(header)) + header], 0)
         # tensors go to their own offsets from a few threads: reading, hashing and
         # computing one overlaps writing another
         with ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="dithub-export") as pool:
-            futures = [pool.submit(write_tensor, fd, name) for name in names]
+            futures = [pool.submit(write_tensor, fd, name) for name in order]
             try:
                 for fut in futures:
                     n = fut.result()

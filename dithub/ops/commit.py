@@ -12,7 +12,8 @@ from ..formats import Staged, check_fits, import_adapter, import_model_dir
 from ..errors import BadInput, RefNotFound
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Op, TensorEntry, Tree, check_ref_name
-from ..store.objects import tensor_parts
+from ..store.ids import Buffer
+from ..store.objects import FileEntry, blob_parts, tensor_parts
 from ..store.refs import BASES, HEADS
 from ..store.view import RepoView
 from .branches import target_branch
@@ -62,11 +63,15 @@ def store_staged(repo: RepoView, staged: Staged, progress: ProgressFactory) -> t
         advance(t.nbytes)
 
     repo.store.put_many(((n, tensor_parts(t.dtype, t.shape, t.data)) for n, t in staged.tensors.items()), done)
-    tree_oid, new = repo.store.put([Tree(staged.kind, staged.config, entries).encode()])
-    if new:
-        stats.objects += 1
-        stats.bytes += repo.store.size(tree_oid)
-    return tree_oid, stats
+
+    def put(parts: list[Buffer]) -> ObjectId:
+        oid, new = repo.store.put(parts)
+        stats.objects, stats.bytes = stats.objects + new, stats.bytes + (repo.store.size(oid) if new else 0)
+        return oid
+
+    files = {name: FileEntry(blob=put(blob_parts(kept))) if isinstance(kept, bytes)
+             else FileEntry(header=put(blob_parts(kept[0])), tensors=kept[1]) for name, kept in staged.kept.items()}
+    return put([Tree(staged.kind, staged.config, entries, files).encode()]), stats
 
 
 def commit_tree(repo: RepoView, tree: ObjectId, message: str, *, branch: str | None = None, parents: list[ObjectId] | None = None,
@@ -90,14 +95,19 @@ def commit_tree(repo: RepoView, tree: ObjectId, message: str, *, branch: str | N
 
 def commit(repo: RepoView, path: Path, message: str, *, branch: str | None = None, base: str | None = None,
            author: str | None = None, allow_empty: bool = False, progress: ProgressFactory = no_progress) -> CommitResult:
-    """Import an adapter (peft dir or safetensors file) as a new commit on ``branch`` (default: HEAD's)."""
+    """Import an adapter (peft dir or safetensors file), or a model fine-tuned from a base (a Hugging
+    Face model directory: its files kept byte for byte, tensors equal to the base's stored once), as
+    a new commit on ``branch`` (default: HEAD's)."""
     if not message.strip():
         raise BadInput("empty commit message", "pass -m MESSAGE")
     name = target_branch(repo, branch, "pass -b BRANCH to say which branch to commit on")
-    staged = import_adapter(path)
+    staged = import_adapter(path, models=True)
     ref_old = repo.refs.resolve(HEADS + name)
     parent = ref_old or (repo.refs.resolve("HEAD") if branch else None)
     base_tree = base_for(repo, base, parent)
+    if staged.kind == "full" and base_tree is None:
+        raise BadInput(f"{path}: a model directory commits as a fine-tune of a registered base, and none is given",
+                       f"pass --base NAME (the base it was fine-tuned from), or register it as a base: dithub base add NAME {path}")
     if base_tree is not None:
         check_fits(repo.store.read_tree(base_tree), staged)
     tree_oid, stats = store_staged(repo, staged, progress)

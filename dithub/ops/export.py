@@ -15,7 +15,7 @@ from .commit import named_base
 def write_tree(repo: RepoView, tree: Tree, out: Path, progress: ProgressFactory = no_progress) -> Path:
     """Stream a stored tree to ``out`` in its own format."""
     chunks = lambda name: repo.store.iter_tensor_bytes(tree.tensors[name].id)  # noqa: E731
-    return write_tree_file(out, tree, chunks, progress(f"writing {out}", tree.nbytes))
+    return write_tree_file(out, tree, chunks, progress(f"writing {out}", tree.nbytes), repo.store.read_blob)
 
 
 def export_merged(repo: RepoView, rev: str, base: str | None, out: Path, progress: ProgressFactory = no_progress) -> Path:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from collections.abc import Sequence
 from typing import Any
@@ -28,6 +29,7 @@ ALIGN = 64
 _TENSOR_TAG = b"tensor "
 _TREE_TAG = b"tree\n"
 _COMMIT_TAG = b"commit\n"
+_BLOB_TAG = b"blob\n"
 MAX_HEADER = 1 << 20
 MAX_NDIM = 32
 MAX_TREE_ENTRIES = 1 << 20
@@ -35,6 +37,10 @@ MAX_TREE_ENTRIES = 1 << 20
 MAX_PARENTS = 1024
 MAX_JSON_BYTES = 256 << 20
 """A tree or commit is at most this large (a tree of MAX_TREE_ENTRIES entries fits)."""
+MAX_BLOB_BYTES = MAX_JSON_BYTES
+"""A blob (a file a tree keeps: config, tokenizer, a shard's header) is at most this large."""
+MAX_FILES = 10_000
+_FILE_NAME = re.compile(r"[A-Za-z0-9._+@=-]+(/[A-Za-z0-9._+@=-]+){0,7}")
 
 
 def nbytes_of(dtype: str, shape: Sequence[int]) -> int:
@@ -102,16 +108,41 @@ class TensorEntry:
 
 
 @dataclass(frozen=True)
+class FileEntry:
+    """A file a tree keeps beside its tensors, so a model directory comes back byte for byte: its
+    bytes as one ``blob``, or, for a safetensors file, its ``header`` (a blob) and the ``tensors``
+    its data section holds, in order (their bytes are the tensors' own: they dedup)."""
+
+    blob: ObjectId | None = None
+    header: ObjectId | None = None
+    tensors: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"blob": self.blob} if self.blob is not None else {"header": self.header, "tensors": list(self.tensors)}
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a file of a tree (a relative path of plain components), or None."""
+    if not isinstance(name, str) or len(name.encode()) > 1024 or not _FILE_NAME.fullmatch(name):
+        return "it is not a relative path of letters, digits and ._+@=-"
+    return "it has a '.' or '..' component" if any(part in (".", "..") for part in name.split("/")) else None
+
+
+@dataclass(frozen=True)
 class Tree:
-    """An adapter (``lora``, ``task_vector``) or a base checkpoint (``full``)."""
+    """An adapter (``lora``, ``task_vector``) or a checkpoint (``full``: a base, or a fine-tune of
+    one), and the files it keeps (``files``: none for trees made before they existed)."""
 
     kind: str
     config: dict[str, Any]
     tensors: dict[str, TensorEntry]
+    files: dict[str, FileEntry] = field(default_factory=dict)
 
     def encode(self) -> bytes:
-        return _TREE_TAG + canonical_json({"kind": self.kind, "config": self.config,
-                                           "tensors": {k: v.to_json() for k, v in self.tensors.items()}})
+        body = {"kind": self.kind, "config": self.config, "tensors": {k: v.to_json() for k, v in self.tensors.items()}}
+        if self.files:  # absent otherwise: a tree without files has the id it always had
+            body["files"] = {name: f.to_json() for name, f in self.files.items()}
+        return _TREE_TAG + canonical_json(body)
 
     @property
     def nbytes(self) -> int:
@@ -151,8 +182,22 @@ class Commit:
 def object_type(data: bytes | memoryview) -> str:
     """``tensor``, ``tree``, ``commit`` or ``unknown`` from the type tag."""
     head = bytes(data[:8])
-    return next((kind for kind, tag in (("tensor", _TENSOR_TAG), ("tree", _TREE_TAG), ("commit", _COMMIT_TAG))
-                 if head.startswith(tag)), "unknown")
+    tags = (("tensor", _TENSOR_TAG), ("tree", _TREE_TAG), ("commit", _COMMIT_TAG), ("blob", _BLOB_TAG))
+    return next((kind for kind, tag in tags if head.startswith(tag)), "unknown")
+
+
+def blob_parts(data: Buffer) -> list[Buffer]:
+    """A blob object as the parts whose concatenation it is: its tag, then the file's bytes."""
+    return [_BLOB_TAG, data]
+
+
+def blob_data(oid: ObjectId, data: bytes | memoryview) -> memoryview:
+    """The file bytes of blob object ``data`` (CorruptObject for another kind, or one over the limit)."""
+    if bytes(data[: len(_BLOB_TAG)]) != _BLOB_TAG:
+        raise CorruptObject(f"object {oid} is not a blob", f"it is a {object_type(data)}")
+    if len(data) > MAX_BLOB_BYTES + len(_BLOB_TAG):
+        raise CorruptObject(f"blob object {oid} is {len(data)} bytes, over the limit of {MAX_BLOB_BYTES}")
+    return memoryview(data)[len(_BLOB_TAG):]
 
 
 def _load_json(oid: ObjectId, data: bytes, tag: bytes, what: str) -> dict[str, Any]:
@@ -178,13 +223,33 @@ def decode_tree(oid: ObjectId, data: bytes) -> Tree:
         if len(value["tensors"]) > MAX_TREE_ENTRIES:
             raise ValueError(f"{len(value['tensors'])} entries, over the limit of {MAX_TREE_ENTRIES}")
         tensors = {name: TensorEntry(e["id"], e["dtype"], check_shape(e["shape"])) for name, e in value["tensors"].items()}
-        tree = Tree(value["kind"], value["config"], tensors)
+        tree = Tree(value["kind"], value["config"], tensors, _files(value.get("files", {}), tensors))
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise CorruptObject(f"tree object {oid} is malformed: {exc}") from None
     bad = [n for n, e in tensors.items() if not isinstance(e.id, str) or not is_object_id(e.id) or e.dtype not in DTYPE_SIZES]
     if tree.kind not in TREE_KINDS or bad or not isinstance(tree.config, dict):
         raise CorruptObject(f"tree object {oid} is malformed (kind {tree.kind!r}, bad entries {bad[:3]})")
     return tree
+
+
+def _files(value: Any, tensors: dict[str, TensorEntry]) -> dict[str, FileEntry]:
+    """A tree's ``files``, checked: safe names, object ids, shard tensors the tree holds (ValueError)."""
+    if not isinstance(value, dict) or len(value) > MAX_FILES:
+        raise ValueError(f"its files must be an object of at most {MAX_FILES} entries")
+    out = {}
+    for name, e in value.items():
+        if problem := file_name_problem(name):
+            raise ValueError(f"file name {name!r}: {problem}")
+        if not isinstance(e, dict) or set(e) not in ({"blob"}, {"header", "tensors"}):
+            raise ValueError(f"file {name!r} must be a blob or a header with its tensors")
+        ids = [e.get("blob") or e.get("header")]
+        if not all(isinstance(i, str) and is_object_id(i) for i in ids):
+            raise ValueError(f"file {name!r} names {ids[0]!r}, which is not an object id")
+        order = e.get("tensors", [])
+        if not isinstance(order, list) or any(not isinstance(t, str) or t not in tensors for t in order):
+            raise ValueError(f"file {name!r} names no tensor {next(iter(order), None)!r} of the tree")
+        out[name] = FileEntry(e.get("blob"), e.get("header"), tuple(order))
+    return out
 
 
 def decode_commit(oid: ObjectId, data: bytes) -> Commit:
@@ -219,14 +284,20 @@ def inspect(oid: ObjectId, data: bytes | memoryview, *, with_base: bool = True) 
     """(kind, dtype, shape, what it names) of the object ``data``, parsed and checked in one pass
     (CorruptObject when it does not parse); dtype and shape for tensors only. This is the one
     definition of the object graph's edges: a commit names its tree, its parents and (unless
-    ``with_base`` is False) its base checkpoint; a tree names its tensors; a tensor names nothing."""
+    ``with_base`` is False) its base checkpoint; a tree names its tensors and the blobs of its files;
+    a tensor and a blob name nothing."""
     kind = object_type(data)
     if kind == "tensor":
         dtype, shape, _offset = parse_tensor_header(oid, data)
         return kind, dtype, shape, []
     if kind == "tree":
-        entries = decode_tree(oid, bytes(data)).tensors.items()
-        return kind, None, None, [Link(e.id, "tensor", e.dtype, e.shape, name=n) for n, e in entries]
+        tree = decode_tree(oid, bytes(data))
+        files = [Link(f.blob, "blob", name=n) if f.blob else Link(f.header or "", "blob", name=f"{n} (header)")
+                 for n, f in tree.files.items()]
+        return kind, None, None, [Link(e.id, "tensor", e.dtype, e.shape, name=n) for n, e in tree.tensors.items()] + files
+    if kind == "blob":
+        blob_data(oid, data)
+        return kind, None, None, []
     if kind == "commit":
         c = decode_commit(oid, bytes(data))
         named = [Link(c.tree, "tree", name="tree")] + [Link(p, "commit", name="parent") for p in c.parents]

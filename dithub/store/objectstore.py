@@ -23,7 +23,7 @@ from ..errors import CorruptObject, ObjectNotFound
 from . import files
 from .atomic import atomic_write_parts, fsync_dir
 from .ids import Buffer, ObjectId, is_object_id, object_id, object_id_of_parts
-from .objects import Commit, Tree, decode_commit, decode_tree, parse_tensor_header, tensor_parts
+from .objects import Commit, Tree, blob_data, blob_parts, decode_commit, decode_tree, parse_tensor_header, tensor_parts
 
 PEEK_BYTES = 4096
 """Enough of an object to hold any tensor header (its shape has at most MAX_NDIM sizes)."""
@@ -196,6 +196,13 @@ class BaseObjectStore(ABC):
     def write_tensor(self, dtype: str, shape: Sequence[int], data: Buffer) -> ObjectId:
         """Store one tensor's raw little-endian bytes with its header."""
         return self.put(tensor_parts(dtype, shape, data))[0]
+
+    def write_blob(self, data: Buffer) -> ObjectId:
+        """Store a file's bytes as a blob."""
+        return self.put(blob_parts(data))[0]
+
+    def read_blob(self, oid: ObjectId) -> bytes:
+        return bytes(blob_data(oid, self.read_buffer(oid)))
 
     def write_tree(self, tree: Tree) -> ObjectId:
         return self.write(tree.encode())

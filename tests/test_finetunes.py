@@ -1,0 +1,152 @@
+"""Full fine-tunes (issue 20, part 1): real transformers models fine-tuned for a few steps, saved by
+``save_pretrained`` (sharded, with a tokenizer and a generation config), committed on their base."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import tiny_vit
+from dithub import Repo
+from dithub.errors import BadInput, IncompatibleAdapters
+
+
+def tiny_llama(seed: int = 0):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
+def save_tokenizer(out: Path) -> None:
+    """A word-level tokenizer made with the tokenizers library (nothing downloaded), saved by transformers."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(["[UNK]", "[PAD]", *(f"w{i}" for i in range(62))])}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]").save_pretrained(out)
+
+
+def fine_tune(model, steps: int, batch, only: tuple[str, ...] = ()):
+    """A few SGD steps on one batch (``only``: train just the parameters whose names contain one of these)."""
+    params = []
+    for n, p in model.named_parameters():
+        p.requires_grad_(not only or any(o in n for o in only))
+        params += [p] if p.requires_grad else []
+    opt = torch.optim.SGD(params, lr=0.1)
+    model.train()
+    for _ in range(steps):
+        opt.zero_grad()
+        model(**batch).loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@dataclass
+class Llama:
+    base: Path
+    ft: Path
+    ft_head: Path
+    ids: torch.Tensor
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory) -> Llama:
+    root = tmp_path_factory.mktemp("llama")
+    torch.manual_seed(1)
+    ids = torch.randint(2, 64, (4, 12))
+    batch = {"input_ids": ids, "labels": ids}
+    tiny_llama().save_pretrained(root / "base", max_shard_size="40KB")
+    save_tokenizer(root / "base")
+    fine_tune(tiny_llama(), 3, batch).save_pretrained(root / "ft", max_shard_size="40KB")
+    save_tokenizer(root / "ft")
+    fine_tune(tiny_llama(), 3, batch, only=("lm_head",)).save_pretrained(root / "ft_head", max_shard_size="40KB")
+    return Llama(root / "base", root / "ft", root / "ft_head", ids)
+
+
+def files_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+def test_a_fine_tune_commits_on_its_base_and_comes_back_byte_for_byte(llama, tmp_path):
+    from transformers import LlamaForCausalLM
+
+    original = files_of(llama.ft)
+    assert "model.safetensors.index.json" in original and "generation_config.json" in original
+    assert "tokenizer.json" in original and sum(n.endswith(".safetensors") for n in original) >= 2  # really sharded
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("llama", llama.base)
+    res = repo.commit(llama.ft, "fine-tuned", branch="ft/a", base="llama")
+    tree = repo.tree_of("ft/a")
+    assert tree.kind == "full" and repo.show("ft/a").base == "llama"
+    out = repo.export("ft/a", tmp_path / "out")
+    assert files_of(out) == original  # every shard, the index, config, generation config, tokenizer files
+    checked = tmp_path / "checked"
+    from dithub.cli import main
+    assert main(["-C", str(tmp_path / "repo"), "checkout", "ft/a", "-o", str(checked)]) == 0
+    assert files_of(checked) == original
+    with torch.no_grad():
+        expected = LlamaForCausalLM.from_pretrained(llama.ft)(input_ids=llama.ids).logits
+        got = LlamaForCausalLM.from_pretrained(out)(input_ids=llama.ids).logits
+    assert torch.equal(expected, got)
+    assert res.total_bytes == sum(e.nbytes for e in tree.tensors.values())
+    assert repo.fsck().ok
+
+
+def test_a_fine_tune_costs_the_tensors_it_changed(llama, tmp_path):
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("llama", llama.base)
+    res = repo.commit(llama.ft_head, "head only", branch="ft/head", base="llama")
+    tree, base = repo.tree_of("ft/head"), repo.tree_of("llama")
+    changed = [n for n, e in tree.tensors.items() if e.id != base.tensors[n].id]
+    assert changed == ["lm_head.weight"]  # the others dedup against the base, by content
+    head = tree.tensors["lm_head.weight"].nbytes
+    assert head <= res.new_bytes < head + 16_000  # the head, and the small objects: headers, index, config, tree, commit
+    assert res.new_bytes < 0.25 * res.total_bytes
+
+
+def test_a_model_directory_needs_the_base_it_was_fine_tuned_from(llama, tmp_path, cli):
+    repo = Repo.init(tmp_path / "repo")
+    with pytest.raises(BadInput, match="pass --base NAME"):
+        repo.commit(llama.ft, "no base", branch="ft/a")
+    repo.base_add("vit", _vit_dir(tmp_path))
+    with pytest.raises(IncompatibleAdapters, match="no matching tensor in the base"):
+        repo.commit(llama.ft, "other base", branch="ft/a", base="vit")
+    assert repo.branches() == {}  # nothing committed
+    res = cli(["-C", str(tmp_path / "repo"), "commit", str(llama.ft), "-m", "x", "-b", "ft/a"])
+    assert res.code == BadInput.exit_code and "--base" in res.err
+
+
+def _vit_dir(root: Path) -> Path:
+    tiny_vit().save_pretrained(root / "vit")
+    return root / "vit"
+
+
+def test_a_vit_fine_tune_round_trips_and_travels_through_a_remote(tmp_path):
+    from transformers import ViTForImageClassification
+
+    from dithub.ops.sync import push, remote_add
+
+    torch.manual_seed(4)
+    pixels, labels = torch.randn(4, 1, 8, 8), torch.randint(0, 10, (4,))
+    fine_tune(tiny_vit(), 3, {"pixel_values": pixels, "labels": labels}).save_pretrained(tmp_path / "ft")
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("vit", _vit_dir(tmp_path))
+    repo.commit(tmp_path / "ft", "vit fine-tune", branch="ft/vit", base="vit")
+    remote_add(repo, "origin", str(tmp_path / "remote"))
+    push(repo, "origin", ["ft/vit"])
+    clone, _ = Repo.clone(str(tmp_path / "remote"), tmp_path / "clone")
+    out = clone.export("ft/vit", tmp_path / "out")
+    assert files_of(out) == files_of(tmp_path / "ft")
+    assert json.loads((out / "config.json").read_text())["architectures"] == ["ViTForImageClassification"]
+    with torch.no_grad():
+        assert torch.equal(ViTForImageClassification.from_pretrained(out)(pixel_values=pixels).logits,
+                           ViTForImageClassification.from_pretrained(tmp_path / "ft")(pixel_values=pixels).logits)
+    assert clone.fsck().ok
