@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import tiny_vit
+from conftest import stored_f32, tiny_vit
 from dithub import Repo
 from dithub.errors import BadInput, IncompatibleAdapters
 
@@ -54,6 +54,7 @@ class Llama:
     base: Path
     ft: Path
     ft_head: Path
+    ft2: Path
     ids: torch.Tensor
 
 
@@ -68,7 +69,9 @@ def llama(tmp_path_factory) -> Llama:
     fine_tune(tiny_llama(), 3, batch).save_pretrained(root / "ft", max_shard_size="40KB")
     save_tokenizer(root / "ft")
     fine_tune(tiny_llama(), 3, batch, only=("lm_head",)).save_pretrained(root / "ft_head", max_shard_size="40KB")
-    return Llama(root / "base", root / "ft", root / "ft_head", ids)
+    other = torch.randint(2, 64, (4, 12))
+    fine_tune(tiny_llama(), 3, {"input_ids": other, "labels": other}).save_pretrained(root / "ft2", max_shard_size="40KB")
+    return Llama(root / "base", root / "ft", root / "ft_head", root / "ft2", ids)
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -150,3 +153,75 @@ def test_a_vit_fine_tune_round_trips_and_travels_through_a_remote(tmp_path):
         assert torch.equal(ViTForImageClassification.from_pretrained(out)(pixel_values=pixels).logits,
                            ViTForImageClassification.from_pretrained(tmp_path / "ft")(pixel_values=pixels).logits)
     assert clone.fsck().ok
+
+
+def weights_of(folder: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v for p in sorted(folder.glob("*.safetensors")) for k, v in load_file(str(p)).items()}
+
+
+def test_full_fine_tunes_merge_as_task_vectors_against_their_base(llama, tmp_path):
+    """Every full-space method sees τ = θ − θ_base, computed on the fly against the recorded base (as
+    mergekit does); the result is a task vector on that base, exported as a full model by --merged."""
+    from transformers import LlamaForCausalLM
+
+    from reference import ties_merging
+
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("llama", llama.base)
+    repo.commit(llama.ft, "a", branch="ft/a", base="llama")
+    repo.commit(llama.ft2, "b", branch="ft/b", base="llama")
+    repo.merge(["ft/a", "ft/b"], "task_arithmetic", {"alpha": 0.5}, into="ta")
+    repo.merge(["ft/a", "ft/b"], "ties", {"density": 0.2}, into="ties")
+    assert repo.tree_of("ta").kind == "task_vector" and repo.show("ta").base == "llama"
+    base, a, b = weights_of(llama.base), weights_of(llama.ft), weights_of(llama.ft2)
+    taus = {n: [a[n].float() - base[n].float(), b[n].float() - base[n].float()] for n in base}
+    assert set(repo.tree_of("ta").tensors) == set(base)
+    for n, (ta, tb) in taus.items():
+        assert torch.equal(stored_f32(repo, "ta", n, base[n].shape), (ta + tb) * 0.5)
+        torch.testing.assert_close(stored_f32(repo, "ties", n, base[n].shape), ties_merging.ties([ta, tb], 0.2), rtol=1e-6, atol=0)
+    repo.create_branch("undo", "ta")
+    repo.revert("ft/b", from_merge="ta", branch="undo")  # exact: the merge replayed without ft/b
+    repo.create_branch("neg", "ta")
+    repo.revert("ft/b", from_merge="ta", method="negation", branch="neg")  # the merge minus α·τ_b
+    for n, (ta, _tb) in taus.items():
+        assert torch.equal(stored_f32(repo, "undo", n, base[n].shape), ta * 0.5)
+        torch.testing.assert_close(stored_f32(repo, "neg", n, base[n].shape), ta * 0.5, rtol=0, atol=1e-6)
+    out = repo.export_merged("ta", None, tmp_path / "merged")
+    expected = tiny_llama()
+    expected.load_state_dict({n: base[n] + (ta + tb) * 0.5 for n, (ta, tb) in taus.items()})
+    with torch.no_grad():
+        torch.testing.assert_close(LlamaForCausalLM.from_pretrained(out)(input_ids=llama.ids).logits,
+                                   expected(input_ids=llama.ids).logits, rtol=0, atol=0)
+    with pytest.raises(BadInput, match="full-space ones .* fine-tunes"):
+        repo.merge(["ft/a", "ft/b"], "concat", into="nope")
+    repo.base_add("llama-ft", llama.ft)  # a checkpoint registered as a base records none
+    with pytest.raises(IncompatibleAdapters, match="records no base"):
+        repo.merge(["llama", "llama-ft"], "task_arithmetic", into="nope")
+
+
+def test_a_fine_tunes_integer_tensors_must_be_its_bases(tmp_path):
+    """Integer tensors (position ids, masks) have no deltas: equal to the base's they are left out of
+    the merge (and come back from the base on export --merged); changed, the merge is refused."""
+    from safetensors.torch import load_file, save_file
+
+    def model_dir(name: str, w: torch.Tensor, pos: torch.Tensor) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text('{"model_type": "toy"}')
+        save_file({"w": w, "pos": pos}, str(tmp_path / name / "model.safetensors"), metadata={"format": "pt"})
+        return tmp_path / name
+
+    torch.manual_seed(0)
+    w0, pos = torch.randn(3, 4), torch.arange(4)
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("toy", model_dir("base", w0, pos))
+    repo.commit(model_dir("a", w0 + 1, pos), "a", branch="a", base="toy")
+    repo.commit(model_dir("b", w0 - 2, pos), "b", branch="b", base="toy")
+    repo.commit(model_dir("c", w0 + 3, pos + 1), "c", branch="c", base="toy")
+    repo.merge(["a", "b"], "task_arithmetic", {"alpha": 1.0}, into="m")
+    assert set(repo.tree_of("m").tensors) == {"w"}
+    merged = load_file(str(repo.export_merged("m", None, tmp_path / "out") / "model.safetensors"))
+    assert torch.equal(merged["pos"], pos) and torch.equal(merged["w"], w0 + ((w0 + 1 - w0) + (w0 - 2 - w0)))
+    with pytest.raises(IncompatibleAdapters, match="'pos'"):
+        repo.merge(["a", "c"], "task_arithmetic", into="nope")

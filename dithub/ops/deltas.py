@@ -1,5 +1,5 @@
 """What the operations share: an input as deltas on its base's checkpoint names (a LoRA's modules
-expanded to ΔW), dtype promotion between inputs, and storing a tensor."""
+expanded to ΔW, a fine-tune as θ − θ_base), dtype promotion between inputs, and storing a tensor."""
 from __future__ import annotations
 
 import functools
@@ -17,9 +17,25 @@ from ..store import ObjectId, TensorEntry, Tree
 from ..store.view import RepoView
 
 
-def delta_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
-    """What ``delta_loader`` gives for ``tree``: a LoRA expanded (``expanded_specs``), else its tensors as stored."""
-    return expanded_specs(tree) if tree.kind == "lora" else {n: (e.dtype, tuple(e.shape)) for n, e in tree.tensors.items()}
+FLOATS = frozenset({"F64", "F32", "F16", "BF16"})
+"""The dtypes a fine-tune's tensors have deltas in (its other tensors must be its base's)."""
+
+
+def delta_specs(tree: Tree, base: Tree | None = None) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """What ``delta_loader`` gives for ``tree``: a LoRA expanded (``expanded_specs``), a fine-tune's
+    float tensors (``base``: the checkpoint it was fine-tuned from), else its tensors as stored."""
+    if tree.kind == "lora":
+        return expanded_specs(tree)
+    if tree.kind == "full":
+        if base is None:
+            raise IncompatibleAdapters("a full checkpoint merges as a fine-tune, θ − θ_base, and this one records no base",
+                                       "commit fine-tunes with --base NAME")
+        for n, e in tree.tensors.items():
+            if n not in base.tensors or (e.dtype not in FLOATS and e.id != base.tensors[n].id):
+                raise IncompatibleAdapters(f"fine-tune tensor {n!r} ({e.dtype}) is not in its base, or differs from it in a dtype "
+                                           "without deltas", "merge fine-tunes whose integer tensors are their base's")
+        return {n: (e.dtype, tuple(e.shape)) for n, e in tree.tensors.items() if e.dtype in FLOATS}
+    return {n: (e.dtype, tuple(e.shape)) for n, e in tree.tensors.items()}
 
 
 def expanded_specs(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
@@ -53,10 +69,14 @@ def promoted(dtypes: Sequence[str]) -> str:
 
 
 def delta_loader(repo: RepoView, tree: Tree, base: ObjectId | None) -> Callable[[str], torch.Tensor]:
-    """Each output tensor of an input as a delta: as stored, ΔW of a LoRA module, or whole − base."""
+    """Each output tensor of an input as a delta: as stored, ΔW of a LoRA module, or whole − base (a
+    LoRA's saved modules, every tensor of a fine-tune)."""
     def stored(key: str) -> torch.Tensor:
         return to_torch(repo.store.read_tensor(tree.tensors[key].id))
 
+    if tree.kind == "full" and base is not None:
+        base_tensors = repo.store.read_tree(base).tensors
+        return lambda name: stored(name).float() - to_torch(repo.store.read_tensor(base_tensors[name].id)).float()
     if tree.kind != "lora":
         return stored
     modules = {name + ".weight": m for name, m in lora_modules(tree.tensors).items()}

@@ -41,9 +41,8 @@ DEFAULT_MARGIN = 0.02
 
 def _deltas(repo: RepoView, commit: Commit) -> tuple[dict[str, tuple[str, tuple[int, ...]]], Callable[[str], torch.Tensor]]:
     tree = repo.store.read_tree(commit.tree)
-    if tree.kind == "full":
-        raise BadInput("a commit holds a full checkpoint, not an adapter", "revert works on adapters")
-    return delta_specs(tree), delta_loader(repo, tree, commit.base)
+    base = repo.store.read_tree(commit.base) if commit.base else None
+    return delta_specs(tree, base), delta_loader(repo, tree, commit.base)
 
 
 def _write(repo: RepoView, tensors: dict[str, tuple[str, torch.Tensor]]) -> ObjectId:

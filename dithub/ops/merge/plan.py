@@ -15,7 +15,7 @@ from ...formats import base_key_lookup, lora_modules
 from ...formats.torch_io import TORCH_DTYPES
 from ...store import Commit, ObjectId, Op, Tree, nbytes_of
 from ...store.view import RepoView
-from ..deltas import delta_specs, expanded_specs, promoted
+from ..deltas import delta_specs, promoted
 
 OUT_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -83,35 +83,37 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise BadInput(f"{dup!r} is named twice (or points at the same commit as another input)")
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
-    if m.space == "full" and {t.kind for t in trees} == {"lora", "task_vector"}:
+    if m.space == "full" and len({t.kind for t in trees}) > 1:
         return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights)
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
-    each = [expanded_specs(t) if expand else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
+    base = repo.store.read_tree(commits[0].base) if first.kind == "full" and commits[0].base else None
+    each = [delta_specs(t, base) if m.space == "full" else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
     specs = {n: (promoted([s[n][0] for s in each]), shape) for n, (_dtype, shape) in each[0].items()}
     if expand and commits[0].base is None and set(specs) - {name + ".weight" for name in lora_modules(first.tensors)}:
         raise IncompatibleAdapters(f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
                                    "commit the adapters with --base NAME to merge them in full space")
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
-                     "task_vector" if expand else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
+                     "task_vector" if m.space == "full" else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
                      vectors=vectors, weights=weights)
 
 
 def _plan_mixed(repo: RepoView, revs: list[str], ids: list[ObjectId], commits: list[Commit], trees: list[Tree],
                 m: Any, params: dict[str, Any], dtype: str | None, vectors: str | None) -> MergePlan:
-    """LoRA adapters and task vectors together: both become deltas on the base's checkpoint names."""
+    """LoRA adapters, task vectors and fine-tunes together: all become deltas on the base's checkpoint names."""
     bases = {c.base for c in commits}
     if len(bases) > 1 or None in bases:
-        raise IncompatibleAdapters("a LoRA adapter and a task vector merge only through their shared base checkpoint",
-                                   "commit both with --base NAME (the same base)")
+        raise IncompatibleAdapters("LoRA adapters, task vectors and fine-tunes merge together only through their shared base "
+                                   "checkpoint", "commit them with --base NAME (the same base)")
     base = commits[0].base
     assert base is not None  # refused above
-    lookup = base_key_lookup(repo.store.read_tree(base))
+    base_tree = repo.store.read_tree(base)
+    lookup = base_key_lookup(base_tree)
     sources, specs = [], []
     for rev, tree in zip(revs, trees):
-        own = delta_specs(tree)
+        own = delta_specs(tree, base_tree)
         mapping = {}
         for name in own:
             key = lookup(name)
@@ -136,12 +138,12 @@ def _check_compatible(revs: list[str], commits: list[Commit], trees: list[Tree],
     which = ", ".join(f"{r}: {t.kind}" for r, t in zip(revs, trees))
     if len(kinds) > 1:
         raise BadInput(f"inputs mix adapter kinds ({which})",
-                       "LoRA-native methods take LoRA adapters only; full-space methods merge both through their base")
-    want = "lora" if space == "lora" else next(iter(kinds))
-    if kinds != {want} or want == "full":
+                       "LoRA-native methods take LoRA adapters only; full-space methods merge them through their base")
+    if space == "lora" and kinds != {"lora"}:
         raise BadInput(f"method cannot merge these inputs ({which})",
-                       "LoRA-native methods (" + ", ".join(REGISTRY.having("lora"))
-                       + ") take LoRA adapters; the others take task vectors or LoRA adapters (expanded to ΔW)")
+                       "LoRA-native methods (" + ", ".join(REGISTRY.having("lora")) + ") take LoRA adapters; the full-space "
+                       "ones (" + ", ".join(REGISTRY.having("full")) + ") take task vectors, LoRA adapters (as ΔW) and "
+                       "fine-tunes (as θ − θ_base)")
     _agree(revs, [_merge_shapes(t) for t in trees], "tensor")
 
 

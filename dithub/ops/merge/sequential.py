@@ -52,9 +52,7 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
     what, where = what or new_id[:12], where or "the running merge"
     new_commit = repo.store.read_commit(new_id)
     new_tree = repo.store.read_tree(new_commit.tree)
-    if new_tree.kind == "full":
-        raise BadInput(f"{what} is a full checkpoint, not an adapter")
-    specs = delta_specs(new_tree)
+    specs = delta_specs(new_tree, repo.store.read_tree(new_commit.base) if new_commit.base else None)
     load_new = delta_loader(repo, new_tree, new_commit.base)
     state: dict[str, Any]
     if previous is None:
