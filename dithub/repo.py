@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .ops.rebase import RebaseResult
     from .verify import Policy, VerifyReport
     from .ops.diff import DiffResult
+    from .ops.extract import Extracted
     from .ops.merge.plan import MergePlan
     from .ops.sync import SyncResult
 
@@ -225,6 +226,13 @@ class Repo:
         from .ops.export import export_merged
 
         return export_merged(self, rev, base, Path(out), progress)
+
+    def extract(self, rev: str, rank: int, out: str | os.PathLike[str], *, progress: ProgressFactory = no_progress) -> Extracted:
+        """A rank-``rank`` LoRA adapter (peft directory) of ``rev``'s update on its base, by truncated
+        SVD of each linear layer's ΔW; see ``ops.extract``."""
+        from .ops.extract import extract
+
+        return extract(self, rev, rank, Path(out), progress)
 
     # -- merge, revert, rebase (dithub.ops) ----------------------------------------
     def plan_merge(self, revs: list[str], method: str, params: Mapping[str, Any] | None = None) -> MergePlan:

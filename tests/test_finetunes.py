@@ -225,3 +225,38 @@ def test_a_fine_tunes_integer_tensors_must_be_its_bases(tmp_path):
     assert torch.equal(merged["pos"], pos) and torch.equal(merged["w"], w0 + ((w0 + 1 - w0) + (w0 - 2 - w0)))
     with pytest.raises(IncompatibleAdapters, match="'pos'"):
         repo.merge(["a", "c"], "task_arithmetic", into="nope")
+
+
+def test_extract_makes_a_peft_lora_of_a_fine_tune_with_its_errors(llama, tmp_path, cli):
+    """``extract`` (as mergekit's LoRA extraction): per linear layer, the top-r SVD of ΔW = θ − θ_base as
+    B = U_r Σ_r, A = V_rᵀ at scale 1; the reported error is √(Σ_{i>r} σ_i² / Σ σ_i²), computed here
+    from the singular values; peft loads the directory, and merging it adds exactly B A."""
+    from peft import PeftModel
+
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("llama", llama.base)
+    repo.commit(llama.ft, "ft", branch="ft/a", base="llama")
+    base, ft = weights_of(llama.base), weights_of(llama.ft)
+    res = repo.extract("ft/a", 2, tmp_path / "lora")
+    linear = [n for n in base if n.endswith("proj.weight") or n == "lm_head.weight"]
+    assert sorted(res.errors) == sorted(n.removesuffix(".weight") for n in linear)
+    total_sq = tail_sq = 0.0
+    for n in linear:
+        s = torch.linalg.svdvals(ft[n].double() - base[n].double())
+        total_sq, tail_sq = total_sq + float(s.square().sum()), tail_sq + float(s[2:].square().sum())
+        assert res.errors[n.removesuffix(".weight")] == pytest.approx(float((s[2:].square().sum() / s.square().sum()).sqrt()), rel=1e-9)
+    assert res.overall == pytest.approx((tail_sq / total_sq) ** 0.5, rel=1e-9)
+    assert "model.embed_tokens.weight" in res.skipped and "model.norm.weight" in res.skipped  # changed, not linear
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    assert config["r"] == 2 and config["lora_alpha"] == 2 and config["base_model_name_or_path"] == "llama"
+    merged = PeftModel.from_pretrained(tiny_llama(), tmp_path / "lora").merge_and_unload().state_dict()
+    for n in linear:
+        u, s, vh = torch.linalg.svd(ft[n].double() - base[n].double(), full_matrices=False)
+        torch.testing.assert_close(merged[n].double() - base[n].double(), (u[:, :2] * s[:2]) @ vh[:2], rtol=0, atol=1e-6)
+    full = repo.extract("ft/a", 64, tmp_path / "full")  # every layer at full rank: exact
+    assert max(full.errors.values()) < 1e-7 and json.loads((tmp_path / "full" / "adapter_config.json").read_text())["rank_pattern"]
+    repo.commit(tmp_path / "full", "extracted", branch="lora/a", base="llama")  # the directory commits as any peft adapter
+    res = cli(["-C", str(tmp_path / "repo"), "extract", "ft/a", "--rank", "2", "-o", str(tmp_path / "cli"), "--json"])
+    assert res.code == 0 and json.loads(res.out)["overall"] == pytest.approx((tail_sq / total_sq) ** 0.5, rel=1e-9)
+    with pytest.raises(BadInput, match="rank 1 or more"):
+        repo.extract("ft/a", 0, tmp_path / "zero")

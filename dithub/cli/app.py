@@ -10,8 +10,8 @@ import typer
 
 from ..errors import DithubError
 from ..store.files import storage_error
-from .commands import (base, branch, checkout, commit, diff, export, fsck, gc, init, kernels, log, merge, rebase, reflog, remote, revert,
-                       show, status, tag, verify)
+from .commands import (base, branch, checkout, commit, diff, export, extract, fsck, gc, init, kernels, log, merge, rebase, reflog, remote,
+                       revert, show, status, tag, verify)
 from .output import error_line
 from .state import State
 
@@ -47,7 +47,7 @@ def _root(
 
 COMMANDS: tuple[Callable[..., None], ...] = (
     init.init, status.status, commit.commit, log.log, show.show, diff.diff, branch.branch, checkout.checkout, tag.tag,
-    merge.merge, rebase.rebase, revert.revert, export.export, fsck.fsck, gc.gc, reflog.reflog, verify.verify,
+    merge.merge, rebase.rebase, revert.revert, export.export, extract.extract, fsck.fsck, gc.gc, reflog.reflog, verify.verify,
     remote.fetch, remote.push, remote.pull, remote.clone)
 for fn in COMMANDS:
     app.command(fn.__name__)(fn)

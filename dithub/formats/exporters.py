@@ -9,7 +9,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -49,11 +49,13 @@ def _json_bytes(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
 
-def write_peft_dir(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
-    """A directory ``PeftModel.from_pretrained`` loads, tensors bit-identical."""
+def write_peft_dir(out: Path, config: dict[str, Any], specs: Mapping[str, TensorEntry | TensorData], load: RawLoader,
+                   on_bytes: OnBytes = None) -> Path:
+    """A directory ``PeftModel.from_pretrained`` loads (``adapter_config.json`` holding ``config``),
+    tensors bit-identical."""
     with output_dir(out) as d:
-        write_safetensors(d / ADAPTER_WEIGHTS, tree.tensors, load, {"format": "pt"}, on_bytes)
-        atomic_write(d / ADAPTER_CONFIG, _json_bytes(tree.config))
+        write_safetensors(d / ADAPTER_WEIGHTS, specs, load, {"format": "pt"}, on_bytes)
+        atomic_write(d / ADAPTER_CONFIG, _json_bytes(config))
     return Path(out)
 
 
@@ -98,4 +100,6 @@ def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None,
         return write_files(out, tree, load, read_blob, on_bytes)
     if tree.kind == "full":
         return write_model_dir(out, tree.config, tree.tensors, load, on_bytes)
-    return (write_peft_dir if tree.kind == "lora" else write_task_vector)(out, tree, load, on_bytes)
+    if tree.kind == "lora":
+        return write_peft_dir(out, tree.config, tree.tensors, load, on_bytes)
+    return write_task_vector(out, tree, load, on_bytes)
