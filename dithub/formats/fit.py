@@ -10,6 +10,7 @@ from ..errors import IncompatibleAdapters
 from ..store import Tree
 from .hf_names import model_names
 from .lora import LoraModule, lora_modules, match_base_key
+from .peft_kinds import PeftModule, peft_modules, peft_type, update_shape
 
 
 class _Shaped(Protocol):
@@ -30,9 +31,10 @@ class AdapterLike(Protocol):
 
 @dataclass(frozen=True)
 class _Edit:
-    kind: str  # "lora", "add" or "replace"
+    kind: str  # "lora", "add", "replace" or "peft" (DoRA, LoHa, LoKr, IA3)
     key: str
     module: LoraModule | None = None
+    peft: PeftModule | None = None
 
 
 def base_key_lookup(base: Tree) -> Callable[[str], str | None]:
@@ -67,6 +69,9 @@ def plan_edits(base: Tree, adapter: AdapterLike) -> dict[str, _Edit]:
         for key in adapter.tensors:
             if key not in factor_keys:
                 claim(lookup(key), _Edit("replace", key))
+    elif adapter.kind == "peft":
+        for pm in peft_modules(adapter.config, adapter.tensors).values():
+            claim(lookup(pm.name + ".weight"), _Edit("peft", next(iter(pm.keys.values())), peft=pm))
     else:
         for key in adapter.tensors:
             claim(lookup(key), _Edit("add", key))
@@ -84,6 +89,10 @@ def check_fits(base: Tree, adapter: AdapterLike) -> None:
             got: tuple[int, ...] = (b[0], a[1])
             if edit.module.embedding or adapter.config.get("fan_in_fan_out"):
                 got = (a[1], b[0])
+        elif edit.kind == "peft":
+            assert edit.peft is not None
+            got = update_shape(peft_type(adapter.config), edit.peft, {k: adapter.tensors[k].shape for k in edit.peft.keys.values()})
+            got = tuple(w if g == -1 else g for g, w in zip(got, want)) if len(want) == len(got) else got  # IA3 scales one side
         else:
             got = adapter.tensors[edit.key].shape
         if tuple(got) != tuple(want):

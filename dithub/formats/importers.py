@@ -15,6 +15,7 @@ from ..errors import BadInput
 from ..store import TensorData
 from ..store.objects import MAX_BLOB_BYTES, file_name_problem
 from .lora import check_lora
+from .peft_kinds import check_peft, peft_type
 from .safetensors_io import SafetensorsFile, read_safetensors
 
 WEIGHT_FORMATS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".gguf")
@@ -62,16 +63,22 @@ def _read_config(folder: Path, name: str, what: str, hint: str) -> dict[str, Any
 
 
 def import_peft_dir(path: Path) -> Staged:
-    """A peft LoRA adapter directory, checked against its config."""
+    """A peft adapter directory, checked against its config: LoRA (kind ``lora``), or DoRA, LoHa,
+    LoKr, IA3 (kind ``peft``: its files kept byte for byte)."""
     config = _read_config(path, ADAPTER_CONFIG, "a peft adapter directory",
                           "give the directory PeftModel.save_pretrained wrote, or a .safetensors task vector")
-    if config.get("peft_type", "LORA") != "LORA":
-        raise BadInput(f"{path / ADAPTER_CONFIG}: peft_type {config.get('peft_type')!r} is not supported", "dithub stores LoRA adapters")
+    try:
+        kind = peft_type(config)
+    except BadInput as exc:
+        raise BadInput(f"{path / ADAPTER_CONFIG}: {exc.message}", exc.hint) from None
     weights = path / ADAPTER_WEIGHTS
     if not weights.is_file():
         hint = "re-save with save_pretrained(safe_serialization=True)" if (path / "adapter_model.bin").exists() else "copy the adapter weights next to the config"
         raise BadInput(f"{path}: no {ADAPTER_WEIGHTS}", hint)
     st = read_safetensors(weights)
+    if kind != "LORA":
+        check_peft(config, {k: v.shape for k, v in st.tensors.items()}, str(weights))
+        return Staged("peft", config, st.tensors, path, [st], _kept(path, [st]))
     check_lora(config, {k: v.shape for k, v in st.tensors.items()}, str(weights))
     return Staged("lora", config, st.tensors, path, [st])
 
@@ -97,6 +104,12 @@ def import_model_dir(path: Path) -> Staged:
             if name in tensors:
                 raise BadInput(f"{shard}: tensor {name!r} also appears in another shard")
             tensors[name] = t
+    return Staged("full", config, tensors, path, files, _kept(path, files))
+
+
+def _kept(path: Path, files: list[SafetensorsFile]) -> dict[str, bytes | tuple[bytes, tuple[str, ...]]]:
+    """Every file of directory ``path`` to keep: its safetensors ``files`` as header and tensor order,
+    the others' bytes (weights in other formats left out)."""
     layouts = {f.path.name: (f.header, order) for f in files if (order := f.order) is not None}
     kept: dict[str, bytes | tuple[bytes, tuple[str, ...]]] = {}
     for p in sorted(path.iterdir()):
@@ -111,7 +124,7 @@ def import_model_dir(path: Path) -> Staged:
                            "move it out of the model directory")
         else:
             kept[p.name] = p.read_bytes()
-    return Staged("full", config, tensors, path, files, kept)
+    return kept
 
 
 def import_adapter(path: Path, *, models: bool = False) -> Staged:

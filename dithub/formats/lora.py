@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import BadInput, IncompatibleAdapters
+from ..errors import BadInput
 
 PEFT_PREFIX = "base_model.model."
 _KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<emb>embedding_)?(?P<which>[AB])(?:\.weight)?$")
@@ -103,8 +103,6 @@ def check_lora(config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], w
             if not any(m.name == t or m.name.endswith("." + t) for m in modules.values()):
                 raise BadInput(f"{where}: target module {t!r} has no lora tensors",
                                "remove it from target_modules or add its lora_A/lora_B tensors")
-    if config.get("use_dora"):
-        raise IncompatibleAdapters(f"{where}: DoRA adapters (use_dora) are not supported yet", "use plain LoRA")
     return modules
 
 

@@ -15,6 +15,7 @@ from ..store import Tree
 from .exporters import Loader, OnBytes, write_model_dir
 from .fit import check_fits, plan_edits
 from .lora import LoraModule, scaling
+from .peft_kinds import not_yet
 from .torch_io import from_torch, to_torch
 
 
@@ -28,6 +29,8 @@ def merged_loader(base: Tree, load_base: Loader, adapter: Tree, load_adapter: Lo
     """Bytes of each base tensor with the adapter folded in."""
     check_fits(base, adapter)
     edits = plan_edits(base, adapter)
+    if adapter.kind == "peft":
+        raise not_yet(adapter.config, "folded into a base")
 
     def load(name: str) -> memoryview:
         edit = edits.get(name)

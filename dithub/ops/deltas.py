@@ -11,6 +11,7 @@ import torch
 from ..errors import IncompatibleAdapters
 from ..formats import base_key_lookup, lora_modules
 from ..formats.lora import strip_prefix
+from ..formats.peft_kinds import not_yet
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import DTYPE_NAMES, TORCH_DTYPES, from_torch, to_torch
 from ..store import ObjectId, TensorEntry, Tree
@@ -26,6 +27,8 @@ def delta_specs(tree: Tree, base: Tree | None = None) -> dict[str, tuple[str, tu
     float tensors (``base``: the checkpoint it was fine-tuned from), else its tensors as stored."""
     if tree.kind == "lora":
         return expanded_specs(tree)
+    if tree.kind == "peft":
+        raise not_yet(tree.config, "merged")
     if tree.kind == "full":
         if base is None:
             raise IncompatibleAdapters("a full checkpoint merges as a fine-tune, θ − θ_base, and this one records no base",

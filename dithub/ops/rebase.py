@@ -22,6 +22,7 @@ from ..eval import (ScaledAdapter, best_scale, linear_activations, load_base_mod
 from ..formats import plan_edits
 from ..formats.hf_names import model_names
 from ..formats.merge_into import lora_delta
+from ..formats.peft_kinds import not_yet
 from ..formats.torch_io import to_torch
 from .branches import existing, target_branch
 from .commit import named_base
@@ -101,6 +102,8 @@ def _keys(base: Tree, trees: list[Tree]) -> list[str]:
     for tree in trees:
         if tree.kind == "full":
             raise BadInput("a commit holds a full checkpoint, not an adapter", "rebase moves adapters; add checkpoints with base add")
+        if tree.kind == "peft":
+            raise not_yet(tree.config, "rebased")
         keys.update(plan_edits(base, tree))
     return sorted(keys)
 

@@ -24,7 +24,7 @@ DTYPE_SIZES: dict[str, int] = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5
                                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 """Item size of each dtype, named as safetensors names them."""
 
-TREE_KINDS = ("lora", "task_vector", "full")
+TREE_KINDS = ("lora", "task_vector", "full", "peft")
 ALIGN = 64
 _TENSOR_TAG = b"tensor "
 _TREE_TAG = b"tree\n"

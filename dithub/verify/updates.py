@@ -55,7 +55,9 @@ class Updates:
         self._get: dict[str, Callable[[], Update | None]] = {}
         self.names: dict[str, str] = {}
         """Base tensor -> the adapter's own name for what changes it (for messages)."""
-        if base is not None:
+        if tree.kind == "peft":
+            pass  # DoRA, LoHa, LoKr, IA3: their updates are not computed yet (no update is known)
+        elif base is not None:
             for base_key, edit in plan_edits(base, tree).items():
                 self.names[base_key] = edit.module.name if edit.module is not None else edit.key
                 if edit.kind == "lora":

@@ -12,6 +12,7 @@ from ...algorithms.merge import REGISTRY, get_method
 from ...algorithms.merge.registry import VECTORS, check_weights
 from ...errors import BadInput, IncompatibleAdapters
 from ...formats import base_key_lookup, lora_modules
+from ...formats.peft_kinds import not_yet
 from ...formats.torch_io import TORCH_DTYPES
 from ...store import Commit, ObjectId, Op, Tree, nbytes_of
 from ...store.view import RepoView
@@ -83,6 +84,8 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise BadInput(f"{dup!r} is named twice (or points at the same commit as another input)")
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
+    if peft := next((t for t in trees if t.kind == "peft"), None):
+        raise not_yet(peft.config, "merged")
     if m.space == "full" and len({t.kind for t in trees}) > 1:
         return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights)
     _check_compatible(list(revs), commits, trees, m.space)
