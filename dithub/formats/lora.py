@@ -81,16 +81,23 @@ def targets_module(targets: str | Sequence[str] | None, module: str) -> bool:
     return any(module == t or module.endswith("." + t) for t in targets)
 
 
+def check_targets(config: Mapping[str, Any], modules: Mapping[str, str], where: str) -> None:
+    """BadInput for an adapted module (name -> one of its tensors) that ``target_modules`` does not name."""
+    targets = config.get("target_modules")
+    for name, key in modules.items():
+        if not targets_module(targets, name):
+            raise BadInput(f"{where}: tensor {key!r} adapts module {name!r}, which target_modules {targets!r} does not name",
+                           "fix target_modules in adapter_config.json to match the tensors")
+
+
 def check_lora(config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], where: str) -> dict[str, LoraModule]:
     """Check factors against the config: pairs, ranks, target modules."""
     modules = lora_modules(shapes, where)
     if not modules:
         raise BadInput(f"{where}: no lora_A/lora_B tensors found", "is this a LoRA adapter saved by peft?")
+    check_targets(config, {m.name: m.a_key for m in modules.values()}, where)
     targets = config.get("target_modules")
     for m in modules.values():
-        if not targets_module(targets, m.name):
-            raise BadInput(f"{where}: tensor {m.a_key!r} adapts module {m.name!r}, which target_modules {targets!r} does not name",
-                           "fix target_modules in adapter_config.json to match the tensors")
         a, b = shapes[m.a_key], shapes[m.b_key]
         r, _ = rank_and_alpha(config, m.name)
         if len(a) != 2 or len(b) != 2 or a[0] != b[1]:

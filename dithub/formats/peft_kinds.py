@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput, IncompatibleAdapters
-from .lora import strip_prefix, targets_module
+from .lora import check_targets, strip_prefix
 
 TYPES = ("DORA", "LOHA", "LOKR", "IA3")
 _ROLES = {
@@ -90,11 +90,8 @@ def check_peft(config: Mapping[str, Any], shapes: Mapping[str, Sequence[int]], w
     modules = peft_modules(config, shapes, where)
     if not modules:
         raise BadInput(f"{where}: no adapter tensors found", "is this an adapter saved by peft?")
-    targets = config.get("target_modules")
+    check_targets(config, {m.name: next(iter(m.keys.values())) for m in modules.values()}, where)
     for m in modules.values():
-        if not targets_module(targets, m.name):
-            raise BadInput(f"{where}: module {m.name!r} has tensors, but target_modules {targets!r} does not name it",
-                           "fix target_modules in adapter_config.json to match the tensors")
         if any(role in m.keys for role in ("hada_t1", "hada_t2", "lokr_t2")) or len(shapes[next(iter(m.keys.values()))]) > 2:
             raise BadInput(f"{where}: module {m.name!r} adapts a convolution", "dithub reads these adapters on linear layers")
     return modules
