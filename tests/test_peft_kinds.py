@@ -43,14 +43,21 @@ def files_of(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
 
 
+def repo_with(tmp_path: Path, kinds, *names: str) -> Repo:
+    """A repository with the ViT base and adapters ``names`` committed on branches a/NAME."""
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("vit", kinds[0])
+    for name in names:
+        repo.commit(kinds[1][name], name, branch=f"a/{name}", base="vit")
+    return repo
+
+
 @pytest.mark.parametrize("kind", ["dora", "loha", "lokr", "ia3"])
 def test_each_kind_commits_and_checks_out_byte_for_byte(kinds, kind, tmp_path):
     from peft import PeftModel
 
     base_dir, dirs, pixels = kinds
-    repo = Repo.init(tmp_path / "repo")
-    repo.base_add("vit", base_dir)
-    repo.commit(dirs[kind], kind, branch=f"a/{kind}", base="vit")
+    repo = repo_with(tmp_path, kinds, kind)
     tree = repo.tree_of(f"a/{kind}")
     assert tree.kind == "peft" and "README.md" in tree.files  # peft's own model card, kept
     out = repo.export(f"a/{kind}", tmp_path / "out")
@@ -63,22 +70,50 @@ def test_each_kind_commits_and_checks_out_byte_for_byte(kinds, kind, tmp_path):
     assert report.ok and [c.status for c in report.checks] == ["pass", "pass", "skip"]
 
 
-def test_what_is_not_computed_for_them_yet_is_refused_by_name(kinds, tmp_path):
-    base_dir, dirs, _ = kinds
-    repo = Repo.init(tmp_path / "repo")
-    repo.base_add("vit", base_dir)
-    repo.commit(dirs["loha"], "loha", branch="a/loha", base="vit")
-    repo.commit(dirs["dora"], "dora", branch="a/dora", base="vit")
-    for call, doing in [(lambda: repo.merge(["a/loha", "a/dora"], "task_arithmetic", into="m"), "merged"),
-                        (lambda: repo.merge(["a/loha", "a/dora"], "mean_ba", into="m"), "merged"),
-                        (lambda: repo.export_merged("a/dora", None, tmp_path / "merged"), "folded into a base")]:
-        with pytest.raises(IncompatibleAdapters, match=f"(LOHA|DORA) adapters are kept .* but not {doing} yet"):
-            call()
+@pytest.mark.parametrize("kind", ["dora", "loha", "lokr", "ia3"])
+def test_export_merged_is_peft_merge_and_unload_bit_for_bit(kinds, kind, tmp_path):
+    from peft import PeftModel
+
+    from transformers import ViTForImageClassification
+
+    _base_dir, dirs, _ = kinds
+    repo = repo_with(tmp_path, kinds, kind)
+    ours = ViTForImageClassification.from_pretrained(repo.export_merged(f"a/{kind}", None, tmp_path / "merged")).state_dict()
+    theirs = PeftModel.from_pretrained(tiny_vit(), dirs[kind]).merge_and_unload().state_dict()
+    base = tiny_vit().state_dict()  # all three by the loaded model's names
+    changed = [n for n in base if not torch.equal(theirs[n], base[n])]
+    assert changed  # the adapter really changes the model (and, for IA3, q/v biases too)
+    assert set(ours) == set(base) and all(torch.equal(ours[n], theirs[n]) for n in base), \
+        [n for n in base if not torch.equal(ours[n], theirs[n])]
+
+
+def test_full_space_merges_take_their_exact_updates(kinds, tmp_path):
+    """τ of a DoRA/LoHa/LoKr/IA3 adapter is the change peft's merge makes to each base tensor: task
+    arithmetic of two is the sum of those changes (computed here through peft itself)."""
+    from peft import PeftModel
+
+    _base_dir, dirs, _ = kinds
+    repo = repo_with(tmp_path, kinds, "loha", "dora")
+    repo.merge(["a/loha", "a/dora"], "task_arithmetic", {"alpha": 1.0}, into="m")
+    from dithub.formats.hf_names import model_names
+
+    base = tiny_vit().state_dict()
+    changes = []
+    for kind in ("loha", "dora"):
+        merged = PeftModel.from_pretrained(tiny_vit(), dirs[kind]).merge_and_unload().state_dict()
+        changes.append({n: merged[n].float() - base[n].float() for n in base if not torch.equal(merged[n], base[n])})
+    tree, names = repo.tree_of("m"), model_names(repo.tree_of("vit").config, repo.tree_of("vit").tensors)
+    assert tree.kind == "task_vector" and {names[n] for n in tree.tensors} == set(changes[0]) == set(changes[1])
+    for n in tree.tensors:
+        want = changes[0][names[n]] + changes[1][names[n]]
+        got = torch.frombuffer(bytearray(repo.store.read_tensor(tree.tensors[n].id).data), dtype=torch.float32).reshape(want.shape)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
     tiny_vit(1).save_pretrained(tmp_path / "vit2")
     repo.base_add("vit2", tmp_path / "vit2")
     with pytest.raises(IncompatibleAdapters, match="LOHA adapters .* not rebased yet"):
         repo.rebase("vit2", "a/loha", "naive")
-    assert not (tmp_path / "merged").exists() and "m" not in repo.branches()
+    with pytest.raises(BadInput, match="LoRA-native methods"):
+        repo.merge(["a/loha", "a/dora"], "mean_ba", into="nope")
 
 
 def test_an_unknown_type_or_an_incomplete_module_is_refused(kinds, tmp_path):

@@ -17,7 +17,7 @@ from ..errors import IncompatibleAdapters
 from ..formats import plan_edits, write_model_dir
 from ..formats.hf_names import meta_model, model_names
 from ..formats.merge_into import lora_delta
-from ..formats.peft_kinds import not_yet
+from ..formats.peft_merge import update as peft_update
 from ..formats.torch_io import to_torch
 from ..store import Tree
 from ..store.view import RepoView
@@ -58,8 +58,6 @@ class ScaledAdapter:
     def __init__(self, repo: RepoView, base: Tree, adapter: Tree, model: torch.nn.Module | None = None) -> None:
         """``model``: the base already loaded (adapters on one base can share it; ``set_scale(0)``
         puts back the base weights an adapter changed)."""
-        if adapter.kind == "peft":
-            raise not_yet(adapter.config, "evaluated")
         self.model = model if model is not None else load_base_model(repo, base)
         params = dict(self.model.named_parameters())
         names = model_names(base.config, base.tensors)
@@ -74,6 +72,9 @@ class ScaledAdapter:
             if edit.kind == "lora":
                 assert edit.module is not None
                 delta = lora_delta(adapter.config, edit.module, load(adapter, edit.module.a_key), load(adapter, edit.module.b_key))
+            elif edit.kind == "peft":
+                assert edit.peft is not None
+                delta = peft_update(adapter.config, edit.peft, lambda key: load(adapter, key), w, edit.bias)
             elif edit.kind == "replace":
                 delta = load(adapter, edit.key).float() - w
             else:

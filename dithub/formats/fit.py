@@ -35,6 +35,8 @@ class _Edit:
     key: str
     module: LoraModule | None = None
     peft: PeftModule | None = None
+    bias: bool = False
+    """An IA3 module's bias (it scales the bias with the output rows)."""
 
 
 def base_key_lookup(base: Tree) -> Callable[[str], str | None]:
@@ -72,6 +74,9 @@ def plan_edits(base: Tree, adapter: AdapterLike) -> dict[str, _Edit]:
     elif adapter.kind == "peft":
         for pm in peft_modules(adapter.config, adapter.tensors).values():
             claim(lookup(pm.name + ".weight"), _Edit("peft", next(iter(pm.keys.values())), peft=pm))
+            scales_rows = "ia3_l" in pm.keys and tuple(adapter.tensors[pm.keys["ia3_l"]].shape)[1:] == (1,)
+            if scales_rows and (bias := lookup(pm.name + ".bias")) is not None:
+                edits[bias] = _Edit("peft", pm.keys["ia3_l"], peft=pm, bias=True)
     else:
         for key in adapter.tensors:
             claim(lookup(key), _Edit("add", key))
@@ -89,6 +94,8 @@ def check_fits(base: Tree, adapter: AdapterLike) -> None:
             got: tuple[int, ...] = (b[0], a[1])
             if edit.module.embedding or adapter.config.get("fan_in_fan_out"):
                 got = (a[1], b[0])
+        elif edit.kind == "peft" and edit.bias:
+            got = tuple(want)  # scaled entry by entry by the vector whose shape the weight's check saw
         elif edit.kind == "peft":
             assert edit.peft is not None
             got = update_shape(peft_type(adapter.config), edit.peft, {k: adapter.tensors[k].shape for k in edit.peft.keys.values()})

@@ -52,7 +52,7 @@ def lora_modules(tensor_names: Iterable[str], where: str = "adapter") -> dict[st
     return out
 
 
-def _pattern_value(module: str, patterns: Mapping[str, Any], default: Any) -> Any:
+def pattern_value(module: str, patterns: Mapping[str, Any], default: Any) -> Any:
     """peft's rule: the first pattern key that matches the end of the module name."""
     for pattern, value in patterns.items():
         if re.match(rf"(.*\.)?({pattern})$", module):
@@ -61,8 +61,8 @@ def _pattern_value(module: str, patterns: Mapping[str, Any], default: Any) -> An
 
 
 def rank_and_alpha(config: Mapping[str, Any], module: str) -> tuple[int, float]:
-    r = int(_pattern_value(module, config.get("rank_pattern") or {}, config.get("r", 8)))
-    alpha = float(_pattern_value(module, config.get("alpha_pattern") or {}, config.get("lora_alpha", 8)))
+    r = int(pattern_value(module, config.get("rank_pattern") or {}, config.get("r", 8)))
+    alpha = float(pattern_value(module, config.get("alpha_pattern") or {}, config.get("lora_alpha", 8)))
     return r, alpha
 
 

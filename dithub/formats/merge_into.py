@@ -2,7 +2,8 @@
 
 LoRA: ΔW = s · B @ A per module (s from ``lora.scaling``; transposed for embeddings and
 ``fan_in_fan_out`` layers); tensors peft saves whole (``modules_to_save``, trained biases) replace
-the base tensor. Task vectors: W + τ. Computed in fp32 and stored in the base tensor's dtype."""
+the base tensor. Task vectors: W + τ. Computed in fp32 and stored in the base tensor's dtype. DoRA,
+LoHa, LoKr, IA3: the weights peft's own merge writes (``peft_merge``)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from ..store import Tree
 from .exporters import Loader, OnBytes, write_model_dir
 from .fit import check_fits, plan_edits
 from .lora import LoraModule, scaling
-from .peft_kinds import not_yet
+from .peft_merge import merged_bias, merged_weight
 from .torch_io import from_torch, to_torch
 
 
@@ -29,8 +30,6 @@ def merged_loader(base: Tree, load_base: Loader, adapter: Tree, load_adapter: Lo
     """Bytes of each base tensor with the adapter folded in."""
     check_fits(base, adapter)
     edits = plan_edits(base, adapter)
-    if adapter.kind == "peft":
-        raise not_yet(adapter.config, "folded into a base")
 
     def load(name: str) -> memoryview:
         edit = edits.get(name)
@@ -39,6 +38,10 @@ def merged_loader(base: Tree, load_base: Loader, adapter: Tree, load_adapter: Lo
         if edit.kind == "replace":
             return load_adapter(edit.key).data
         w = to_torch(load_base(name))
+        if edit.kind == "peft":  # DoRA, LoHa, LoKr, IA3: the weight (or IA3's bias) exactly as peft's merge writes it
+            assert edit.peft is not None
+            fold = merged_bias if edit.bias else merged_weight
+            return from_torch(fold(adapter.config, edit.peft, lambda key: to_torch(load_adapter(key)), w)).data
         if edit.kind == "add":
             delta = to_torch(load_adapter(edit.key)).float()
         else:

@@ -9,9 +9,10 @@ from typing import Any
 import torch
 
 from ..errors import IncompatibleAdapters
-from ..formats import base_key_lookup, lora_modules
+from ..formats import base_key_lookup, lora_modules, plan_edits
 from ..formats.lora import strip_prefix
-from ..formats.peft_kinds import not_yet
+from ..formats.peft_kinds import peft_type
+from ..formats.peft_merge import update as peft_update
 from ..formats.merge_into import lora_delta
 from ..formats.torch_io import DTYPE_NAMES, TORCH_DTYPES, from_torch, to_torch
 from ..store import ObjectId, TensorEntry, Tree
@@ -27,8 +28,11 @@ def delta_specs(tree: Tree, base: Tree | None = None) -> dict[str, tuple[str, tu
     float tensors (``base``: the checkpoint it was fine-tuned from), else its tensors as stored."""
     if tree.kind == "lora":
         return expanded_specs(tree)
-    if tree.kind == "peft":
-        raise not_yet(tree.config, "merged")
+    if tree.kind == "peft":  # DoRA, LoHa, LoKr, IA3: the change to each base tensor, by its checkpoint name
+        if base is None:
+            raise IncompatibleAdapters(f"{peft_type(tree.config)} updates are computed on the base checkpoint, and this "
+                                       "adapter records none", "commit it with --base NAME")
+        return {key: (base.tensors[key].dtype, tuple(base.tensors[key].shape)) for key in plan_edits(base, tree)}
     if tree.kind == "full":
         if base is None:
             raise IncompatibleAdapters("a full checkpoint merges as a fine-tune, θ − θ_base, and this one records no base",
@@ -77,9 +81,13 @@ def delta_loader(repo: RepoView, tree: Tree, base: ObjectId | None) -> Callable[
     def stored(key: str) -> torch.Tensor:
         return to_torch(repo.store.read_tensor(tree.tensors[key].id))
 
-    if tree.kind == "full" and base is not None:
-        base_tensors = repo.store.read_tree(base).tensors
-        return lambda name: stored(name).float() - to_torch(repo.store.read_tensor(base_tensors[name].id)).float()
+    if tree.kind in ("full", "peft") and base is not None:
+        checkpoint = repo.store.read_tree(base)
+        of_base = lambda name: to_torch(repo.store.read_tensor(checkpoint.tensors[name].id))  # noqa: E731
+        if tree.kind == "full":
+            return lambda name: stored(name).float() - of_base(name).float()
+        edits = plan_edits(checkpoint, tree)
+        return lambda name: peft_update(tree.config, edits[name].peft, stored, of_base(name), edits[name].bias)  # type: ignore[arg-type]
     if tree.kind != "lora":
         return stored
     modules = {name + ".weight": m for name, m in lora_modules(tree.tensors).items()}

@@ -14,7 +14,7 @@ import torch
 from ..errors import DithubError, IncompatibleAdapters
 from ..formats import check_fits, check_lora
 from ..formats.lora import rank_and_alpha
-from ..formats.peft_kinds import check_peft, peft_type
+from ..formats.peft_kinds import check_peft
 from ..formats.torch_io import to_torch
 from ..store.history import is_ancestor
 from ..eval import ScaledAdapter, load_base_model, load_metric, load_probe
@@ -198,9 +198,8 @@ def _input_branch(t: Target, oid: ObjectId) -> str | None:
 def behaviour(t: Target) -> list[CheckResult]:
     """The metric on the policy's probe is at least the floor; no input's task drops more than the margin."""
     s = t.settings
-    if t.base is None or t.tree.kind == "peft":
+    if t.base is None:
         why = ("the commit records no base checkpoint to evaluate on" if t.commit.base is None
-               else f"{peft_type(t.tree.config)} adapters are not evaluated yet" if t.tree.kind == "peft"
                else "its base checkpoint is not in this repository (fetch --with-base)")
         return [CheckResult("behaviour.accuracy", "skip", None, s.min_accuracy, why),
                 CheckResult("behaviour.drop", "skip", None, s.max_drop, why)]
@@ -245,8 +244,6 @@ def security(t: Target) -> list[CheckResult]:
     limit = t.settings.max_backdoor_cosine
     if t.tree.kind == "full" and t.commit.base is None:
         return [CheckResult("security.backdoor", "skip", None, limit, "a full checkpoint with no base: no update to screen")]
-    if t.tree.kind == "peft":
-        return [CheckResult("security.backdoor", "skip", None, limit, f"{peft_type(t.tree.config)} updates are not computed yet")]
     patterns = t.against if t.against is not None else list(t.settings.known_bad)
     refs = sorted(r for r in t.repo.refs.names("refs/") if any(fnmatch.fnmatchcase(r, p) for p in patterns))
     if not refs:

@@ -10,10 +10,12 @@ import functools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor
 
 from ..formats import LoraModule, lora_modules, plan_edits, scaling
+from ..formats.peft_merge import update as peft_update
 from ..formats.torch_io import to_torch
 from ..store import Tree
 from ..store.view import RepoView
@@ -55,16 +57,16 @@ class Updates:
         self._get: dict[str, Callable[[], Update | None]] = {}
         self.names: dict[str, str] = {}
         """Base tensor -> the adapter's own name for what changes it (for messages)."""
-        if tree.kind == "peft":
-            pass  # DoRA, LoHa, LoKr, IA3: their updates are not computed yet (no update is known)
+        if tree.kind == "peft" and base is None:
+            pass  # DoRA, LoHa, LoKr, IA3: their updates are computed on the base (none is known without one)
         elif base is not None:
             for base_key, edit in plan_edits(base, tree).items():
                 self.names[base_key] = edit.module.name if edit.module is not None else edit.key
                 if edit.kind == "lora":
                     assert edit.module is not None
                     self._get[base_key] = self._lora(edit.module, load)
-                elif edit.kind == "replace" or tree.kind == "full":
-                    self._get[base_key] = self._minus_base(edit.key, base_key, load)
+                elif edit.kind == "replace" or tree.kind == "full" or edit.kind == "peft":
+                    self._get[base_key] = self._minus_base(edit.key, base_key, load, edit)
                 else:
                     self._get[base_key] = functools.partial(self._dense, load, edit.key)
         elif tree.kind == "lora":
@@ -87,14 +89,17 @@ class Updates:
 
         return get
 
-    def _minus_base(self, key: str, base_key: str, load: Callable[[str], Tensor]) -> Callable[[], Update | None]:
+    def _minus_base(self, key: str, base_key: str, load: Callable[[str], Tensor], edit: Any) -> Callable[[], Update | None]:
+        """The update of a tensor whole minus the base's (a DoRA/LoHa/LoKr/IA3 module's: as its merge applies it)."""
         def get() -> Update | None:
             assert self.base is not None
             entry = self.base.tensors[base_key]
             if not self.repo.store.contains(entry.id):
                 return None  # the base was not fetched: this update cannot be formed
-            w = to_torch(self.repo.store.read_tensor(entry.id)).float()
-            return Update(dense=load(key).float() - w)
+            w = to_torch(self.repo.store.read_tensor(entry.id))
+            if edit.kind == "peft":
+                return Update(dense=peft_update(self.tree.config, edit.peft, load, w, edit.bias))
+            return Update(dense=load(key).float() - w.float())
 
         return get
 

@@ -12,7 +12,6 @@ from ...algorithms.merge import REGISTRY, get_method
 from ...algorithms.merge.registry import VECTORS, check_weights
 from ...errors import BadInput, IncompatibleAdapters
 from ...formats import base_key_lookup, lora_modules
-from ...formats.peft_kinds import not_yet
 from ...formats.torch_io import TORCH_DTYPES
 from ...store import Commit, ObjectId, Op, Tree, nbytes_of
 from ...store.view import RepoView
@@ -84,14 +83,12 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise BadInput(f"{dup!r} is named twice (or points at the same commit as another input)")
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
-    if peft := next((t for t in trees if t.kind == "peft"), None):
-        raise not_yet(peft.config, "merged")
-    if m.space == "full" and len({t.kind for t in trees}) > 1:
+    if m.space == "full" and (len({t.kind for t in trees}) > 1 or trees[0].kind == "peft"):  # deltas keyed by base names
         return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights)
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
-    base = repo.store.read_tree(commits[0].base) if first.kind == "full" and commits[0].base else None
+    base = repo.store.read_tree(commits[0].base) if first.kind in ("full", "peft") and commits[0].base else None
     each = [delta_specs(t, base) if m.space == "full" else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
     specs = {n: (promoted([s[n][0] for s in each]), shape) for n, (_dtype, shape) in each[0].items()}
     if expand and commits[0].base is None and set(specs) - {name + ".weight" for name in lora_modules(first.tensors)}:
