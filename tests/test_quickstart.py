@@ -40,6 +40,11 @@ def test_quickstart(tmp_path):
     assert cells[1:4] == [f"{100 * text[t]:.1f}" for t in TEXT_TASKS]
     assert repo.commit_object("merged/text-tsv").parents == [repo.resolve(f"text/{t}") for t in TEXT_TASKS]
     assert repo.store.read_tree(repo.commit_object("text/intent").base).kind == "full"  # MiniLM is a stored base
+    # full fine-tunes as model directories on their base, merged as θ − θ_base; a DoRA adapter checked out byte for byte
+    assert repo.tree_of("ft/rot90").kind == "full" and repo.show("ft/rot90").base == "vit-v1"
+    ties = repo.commit_object("merged/ft-ties")
+    assert ties.op.method == "ties" and ties.parents == [repo.resolve("ft/rot90"), repo.resolve("ft/rot180")]
+    assert repo.tree_of("dora/rot90").kind == "peft" and "byte for byte: True" in res.stdout
     # the class-incremental branches, one per pair of classes, merged
     assert repo.commit_object("merged/class-iso_cts").parents == [repo.resolve(t) for t in CLASS_TASKS]
     # checkout wrote back the committed adapter's tensors bit for bit
