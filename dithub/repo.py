@@ -150,9 +150,9 @@ class Repo:
     # -- writing history (dithub.ops.commit) -----------------------------------
     def commit(self, path: str | os.PathLike[str], message: str, *, branch: str | None = None, base: str | None = None,
                author: str | None = None, allow_empty: bool = False, progress: ProgressFactory = no_progress) -> CommitResult:
-        """Import an adapter (peft dir or safetensors file) as a new commit."""
-        return commit(self, Path(path), message, branch=branch, base=base, author=author, allow_empty=allow_empty,
-                      progress=progress)
+        """Import an adapter (peft dir or safetensors file) or a fine-tuned model directory as a new
+        commit; ``path`` may be ``hf://org/name[@revision]``."""
+        return commit(self, path, message, branch=branch, base=base, author=author, allow_empty=allow_empty, progress=progress)
 
     def commit_tree(self, tree: ObjectId, message: str, **how: Any) -> ObjectId:
         """Write a commit of a stored tree and advance a branch (or HEAD) by compare-and-swap; see ``ops.commit``."""
@@ -161,7 +161,7 @@ class Repo:
     def base_add(self, name: str, path: str | os.PathLike[str], *, message: str | None = None,
                  progress: ProgressFactory = no_progress) -> CommitResult:
         """Register a Hugging Face model directory as base checkpoint ``name``."""
-        return base_add(self, name, Path(path), message=message, progress=progress)
+        return base_add(self, name, path, message=message, progress=progress)
 
     # -- refs (dithub.ops.branches) --------------------------------------------
     def create_branch(self, name: str, start: str = "HEAD", force: bool = False) -> ObjectId:

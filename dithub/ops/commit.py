@@ -6,9 +6,9 @@ import getpass
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..formats import Staged, check_fits, import_adapter, import_model_dir
+from ..formats.hub import source as hub_source
 from ..errors import BadInput, RefNotFound
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Op, TensorEntry, Tree, check_ref_name
@@ -93,14 +93,16 @@ def commit_tree(repo: RepoView, tree: ObjectId, message: str, *, branch: str | N
     return oid
 
 
-def commit(repo: RepoView, path: Path, message: str, *, branch: str | None = None, base: str | None = None,
+def commit(repo: RepoView, source: str | os.PathLike[str], message: str, *, branch: str | None = None, base: str | None = None,
            author: str | None = None, allow_empty: bool = False, progress: ProgressFactory = no_progress) -> CommitResult:
     """Import an adapter (peft dir or safetensors file), or a model fine-tuned from a base (a Hugging
     Face model directory: its files kept byte for byte, tensors equal to the base's stored once), as
-    a new commit on ``branch`` (default: HEAD's)."""
+    a new commit on ``branch`` (default: HEAD's). ``source``: a path, or ``hf://org/name[@revision]``
+    (resolved through the Hugging Face cache; the id and its commit sha are recorded in the op)."""
     if not message.strip():
         raise BadInput("empty commit message", "pass -m MESSAGE")
     name = target_branch(repo, branch, "pass -b BRANCH to say which branch to commit on")
+    path, hub = hub_source(source)
     staged = import_adapter(path, models=True)
     ref_old = repo.refs.resolve(HEADS + name)
     parent = ref_old or (repo.refs.resolve("HEAD") if branch else None)
@@ -114,7 +116,7 @@ def commit(repo: RepoView, path: Path, message: str, *, branch: str | None = Non
     if parent and not allow_empty and repo.store.read_commit(parent).tree == tree_oid:
         raise BadInput(f"nothing to commit: {path} is identical to {name}'s head", "use --allow-empty to commit anyway")
     oid = commit_tree(repo, tree_oid, message, branch=name, parents=[parent] if parent else [], base=base_tree,
-                      author=author, expected=ref_old)
+                      op=Op(params=hub.to_json() if hub else {}), author=author, expected=ref_old)
     stats.objects += 1
     stats.bytes += repo.store.size(oid)
     return CommitResult(oid, name, tree_oid, stats.objects, stats.bytes, staged.nbytes)
@@ -136,14 +138,15 @@ def named_base(repo: RepoView, name: str) -> ObjectId:
     return repo.store.read_commit(bases[name]).tree
 
 
-def base_add(repo: RepoView, name: str, path: Path, *, message: str | None = None,
+def base_add(repo: RepoView, name: str, source: str | os.PathLike[str], *, message: str | None = None,
              progress: ProgressFactory = no_progress) -> CommitResult:
-    """Register a Hugging Face model directory as base checkpoint ``name``."""
+    """Register a Hugging Face model directory (a path, or ``hf://org/name[@revision]``) as base checkpoint ``name``."""
     check_ref_name(name, "base")
     ref = BASES + name
     old = repo.refs.resolve(ref)
+    path, hub = hub_source(source)
     staged = import_model_dir(path)
     tree_oid, stats = store_staged(repo, staged, progress)
-    oid = commit_tree(repo, tree_oid, message or f"base {name} from {path.name}", parents=[old] if old else [],
-                      op=Op("base"), expected=old, ref=ref, reflog=f"base add: {name}")
+    oid = commit_tree(repo, tree_oid, message or f"base {name} from {str(source) if hub else path.name}", parents=[old] if old else [],
+                      op=Op("base", params=hub.to_json() if hub else {}), expected=old, ref=ref, reflog=f"base add: {name}")
     return CommitResult(oid, None, tree_oid, stats.objects + 1, stats.bytes, staged.nbytes)

@@ -1,7 +1,6 @@
 """dithub base add|list"""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -17,7 +16,8 @@ app = typer.Typer(help="Named base checkpoints the adapters belong to.", no_args
 def add(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="Name of the base, e.g. vit-v2.")],
-    path: Annotated[Path, typer.Argument(help="A Hugging Face model directory (config.json + safetensors).")],
+    path: Annotated[str, typer.Argument(help="A Hugging Face model directory (config.json + safetensors): a path, or "
+                                             "hf://org/name[@revision] (from the Hugging Face cache).")],
 ) -> None:
     """Register a model checkpoint as a named base."""
     repo = open_repo(ctx)

@@ -1,7 +1,6 @@
 """dithub commit"""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +12,8 @@ from ..state import repo as open_repo
 
 def commit(
     ctx: typer.Context,
-    path: Annotated[Path, typer.Argument(help="A peft adapter directory or a .safetensors task vector.")],
+    path: Annotated[str, typer.Argument(help="A peft adapter directory, a .safetensors task vector, or a model directory "
+                                             "fine-tuned from --base; a path, or hf://org/name[@revision].")],
     message: Annotated[str, typer.Option("--message", "-m", help="Commit message.")],
     branch: Annotated[str | None, typer.Option("--branch", "-b", help="Commit on this branch (created from HEAD if new).")] = None,
     base: Annotated[str | None, typer.Option("--base", help="Named base checkpoint (see `dithub base list`).")] = None,

@@ -46,6 +46,7 @@ def log(
             deco = f" [cyan]({', '.join(names[e.id])})[/]" if e.id in names else ""
             op = e.commit.op
             what = f" [magenta]\\[{op.name}{': ' + op.method if op.method else ''}][/]" if op.name != "commit" else ""
+            what += f" [blue]hf://{escape(str(op.params['hub']))}@{str(op.params['revision'])[:12]}[/]" if "hub" in op.params else ""
             title = escape(e.commit.message.splitlines()[0] if e.commit.message else "")
             lead = f"[red]{escape(lines[star])}[/] " if graph else ""
             when = f"{dt.datetime.fromtimestamp(e.commit.time):%Y-%m-%d %H:%M:%S}"

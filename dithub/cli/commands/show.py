@@ -30,6 +30,8 @@ def show(ctx: typer.Context, rev: Rev = "HEAD", as_json: Json = False) -> None:
             out.print("Parents: " + " ".join(short(p) for p in c.parents))
         out.print(f"Author:  {escape(c.author)}\nDate:    {dt.datetime.fromtimestamp(c.time):%Y-%m-%d %H:%M:%S}")
         out.print(f"Kind:    {tree.kind}, {len(tree.tensors)} tensors, {human_bytes(tree.nbytes)}; base: {info.base or 'none'}")
+        if "hub" in c.op.params:
+            out.print(escape(f"Source:  hf://{c.op.params['hub']}@{c.op.params['revision']}"))
         if c.op.name != "commit":
             out.print(f"Op:      {c.op.name} {c.op.method or ''} {c.op.params or ''} inputs={[short(i) for i in c.op.inputs]}")
         out.print(f"\n    {escape(c.message)}\n")
