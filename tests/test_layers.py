@@ -64,3 +64,27 @@ def test_commit_log_and_checkout_do_not_load_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo"), str(tmp_path / "a.safetensors"), str(tmp_path / "out")],
                          capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_committing_an_adapter_on_its_base_loads_neither_torch_nor_transformers(tmp_path, vit):
+    """Issue 20, part 5: the checkpoint-to-model name map an adapter is checked through is computed once,
+    at base add, and stored with the base; a commit reads it instead of building a model."""
+    from dithub import Repo
+
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("vit", vit.base_dir)
+    assert repo.tree_of("vit").names  # the loaded model renames ViT's checkpoint keys: recorded
+    code = ("import sys; from dithub.cli import main; rc = main(['-C', sys.argv[1], 'commit', sys.argv[2], '-m', 'dog', "
+            "'-b', 'class/dog', '--base', 'vit']); print(rc, 'torch' in sys.modules, 'transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo"), str(vit.adapter_dir)],
+                         capture_output=True, text=True, check=True).stdout
+    assert out.split()[-3:] == ["0", "False", "False"]
+    legacy = Repo.init(tmp_path / "legacy")  # a base recorded before the names were: computed when needed
+    legacy.base_add("vit", vit.base_dir)
+    tree = legacy.tree_of("vit")
+    from dataclasses import replace
+
+    old = legacy.store.write_tree(replace(tree, names=None))
+    legacy.commit_tree(old, "as before", ref="refs/bases/vit")
+    legacy.commit(vit.adapter_dir, "dog", branch="class/dog", base="vit")
+    assert legacy.tree_of("class/dog").tensors == repo.tree_of("class/dog").tensors

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import IncompatibleAdapters
 from ..formats import plan_edits, write_model_dir
-from ..formats.hf_names import meta_model, model_names
+from ..formats.hf_names import meta_model, names_of
 from ..formats.merge_into import lora_delta
 from ..formats.peft_merge import update as peft_update
 from ..formats.torch_io import to_torch
@@ -43,7 +43,7 @@ def linear_weights(base: Tree) -> set[str]:
     key = json.dumps(base.config, sort_keys=True) + "\0" + "\0".join(sorted(base.tensors))
     if key not in _LINEAR:
         modules = dict(meta_model(base.config).named_modules())
-        names = model_names(base.config, base.tensors)
+        names = names_of(base)
         _LINEAR[key] = {k for k, n in names.items()
                         if n.endswith(".weight") and isinstance(modules.get(n.rpartition(".")[0]), torch.nn.Linear)}
     return _LINEAR[key]
@@ -60,7 +60,7 @@ class ScaledAdapter:
         puts back the base weights an adapter changed)."""
         self.model = model if model is not None else load_base_model(repo, base)
         params = dict(self.model.named_parameters())
-        names = model_names(base.config, base.tensors)
+        names = names_of(base)
         load = lambda tree, key: to_torch(repo.store.read_tensor(tree.tensors[key].id))  # noqa: E731
         self._base: dict[str, torch.Tensor] = {}
         self._delta: dict[str, torch.Tensor] = {}

@@ -8,7 +8,7 @@ from typing import Any, Protocol
 
 from ..errors import IncompatibleAdapters
 from ..store import Tree
-from .hf_names import model_names
+from .hf_names import names_of
 from .lora import LoraModule, lora_modules, match_base_key
 from .peft_kinds import PeftModule, peft_modules, peft_type, update_shape
 
@@ -42,7 +42,7 @@ class _Edit:
 def base_key_lookup(base: Tree) -> Callable[[str], str | None]:
     """The checkpoint tensor of ``base`` an adapter key belongs to, or None (adapter keys may use the
     loaded model's names, as peft, or the checkpoint's own, as task vectors; see ``hf_names``)."""
-    to_checkpoint = {m: c for c, m in model_names(base.config, base.tensors).items()}
+    to_checkpoint = {m: c for c, m in names_of(base).items()}
     to_checkpoint.update({c: c for c in base.tensors})
 
     def lookup(key: str) -> str | None:

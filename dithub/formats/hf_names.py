@@ -13,6 +13,16 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
+from ..store import Tree
+
+
+def names_of(tree: Tree) -> dict[str, str]:
+    """checkpoint key -> loaded parameter name for a stored base: as recorded at ``base add`` (no
+    transformers needed), else computed (bases added before the names were recorded)."""
+    if tree.names is not None:
+        return {n: tree.names.get(n, n) for n in tree.tensors}
+    return model_names(tree.config, tree.tensors)
+
 
 def model_names(config: dict[str, Any], checkpoint_names: Iterable[str]) -> dict[str, str]:
     """checkpoint key -> loaded parameter name (identity when nothing is renamed)."""

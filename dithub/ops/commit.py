@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from ..formats import Staged, check_fits, import_adapter, import_model_dir
+from ..formats.hf_names import model_names
 from ..formats.hub import source as hub_source
 from ..errors import BadInput, RefNotFound
 from ..progress import ProgressFactory, no_progress
@@ -47,7 +48,8 @@ def default_author() -> str:
         return "unknown"
 
 
-def store_staged(repo: RepoView, staged: Staged, progress: ProgressFactory) -> tuple[ObjectId, _WriteStats]:
+def store_staged(repo: RepoView, staged: Staged, progress: ProgressFactory,
+                 names: dict[str, str] | None = None) -> tuple[ObjectId, _WriteStats]:
     """Store a validated, memory-mapped import tensor by tensor (each page dropped once stored) and its tree."""
     stats = _WriteStats()
     advance = progress(f"storing {staged.source.name}", staged.nbytes)
@@ -71,7 +73,7 @@ def store_staged(repo: RepoView, staged: Staged, progress: ProgressFactory) -> t
 
     files = {name: FileEntry(blob=put(blob_parts(kept))) if isinstance(kept, bytes)
              else FileEntry(header=put(blob_parts(kept[0])), tensors=kept[1]) for name, kept in staged.kept.items()}
-    return put([Tree(staged.kind, staged.config, entries, files).encode()]), stats
+    return put([Tree(staged.kind, staged.config, entries, files, names).encode()]), stats
 
 
 def commit_tree(repo: RepoView, tree: ObjectId, message: str, *, branch: str | None = None, parents: list[ObjectId] | None = None,
@@ -146,7 +148,8 @@ def base_add(repo: RepoView, name: str, source: str | os.PathLike[str], *, messa
     old = repo.refs.resolve(ref)
     path, hub = hub_source(source)
     staged = import_model_dir(path)
-    tree_oid, stats = store_staged(repo, staged, progress)
+    renamed = {k: v for k, v in model_names(staged.config, staged.tensors).items() if k != v}  # once, so commits need no transformers
+    tree_oid, stats = store_staged(repo, staged, progress, renamed)
     oid = commit_tree(repo, tree_oid, message or f"base {name} from {str(source) if hub else path.name}", parents=[old] if old else [],
                       op=Op("base", params=hub.to_json() if hub else {}), expected=old, ref=ref, reflog=f"base add: {name}")
     return CommitResult(oid, None, tree_oid, stats.objects + 1, stats.bytes, staged.nbytes)

@@ -19,7 +19,7 @@ import torch
 from ..errors import BadInput
 from ..eval.model import linear_weights
 from ..formats import base_key_lookup, write_peft_dir
-from ..formats.hf_names import model_names
+from ..formats.hf_names import names_of
 from ..formats.lora import PEFT_PREFIX
 from ..formats.torch_io import TORCH_DTYPES, from_torch
 from ..progress import ProgressFactory, no_progress
@@ -51,7 +51,7 @@ def extract(repo: RepoView, rev: str, rank: int, out: Path, progress: ProgressFa
         raise BadInput(f"{rev} records no base checkpoint", "extract maps an update onto its base's layers: commit it with --base NAME")
     tree, base = repo.store.read_tree(commit.tree), repo.store.read_tree(commit.base)
     specs, load = delta_specs(tree, base), delta_loader(repo, tree, commit.base)
-    lookup, names, linear = base_key_lookup(base), model_names(base.config, base.tensors), linear_weights(base)
+    lookup, names, linear = base_key_lookup(base), names_of(base), linear_weights(base)
     result, tensors, ranks = Extracted(Path(out), rank), {}, {}
     dropped = energy = 0.0
     advance = progress(f"extracting a rank-{rank} LoRA from {rev}", len(specs))

@@ -20,7 +20,7 @@ from ..errors import BadInput, IncompatibleAdapters
 from ..eval import (ScaledAdapter, best_scale, linear_activations, load_base_model, load_metric, load_probe,
                     majority_descent_signs)
 from ..formats import plan_edits
-from ..formats.hf_names import model_names
+from ..formats.hf_names import names_of
 from ..formats.merge_into import lora_delta
 from ..formats.peft_kinds import not_yet
 from ..formats.torch_io import to_torch
@@ -134,13 +134,13 @@ def prepare(repo: RepoView, method: RebaseMethod, params: dict[str, Any], old_id
         data = load_probe(probe, labels=needs == "labels")
         if needs == "labels":
             model = load_base_model(repo, new)
-            to_model = model_names(new.config, new.tensors)
+            to_model = names_of(new)
             ctx.grad_signs = majority_descent_signs(model, data, {k: to_model.get(k, k) for k in keys}, params["samples"])
         else:
             matrices = [k for k in keys if k.endswith(".weight") and len(old.tensors[k].shape) == 2]
             seen = []
             for tree in (old, new):
-                to_model = model_names(tree.config, tree.tensors)
+                to_model = names_of(tree)
                 modules = {k: to_model.get(k, k).rpartition(".")[0] for k in matrices}
                 seen.append(linear_activations(load_base_model(repo, tree), data, modules, params["samples"]))
             ctx.activations = {k: (seen[0][k][0], seen[1][k][0], seen[0][k][1], seen[1][k][1]) for k in matrices}

@@ -137,11 +137,16 @@ class Tree:
     config: dict[str, Any]
     tensors: dict[str, TensorEntry]
     files: dict[str, FileEntry] = field(default_factory=dict)
+    names: dict[str, str] | None = None
+    """A base's tensors as the loaded model names them, where that differs from the checkpoint
+    (computed once, at ``base add``; None: not recorded, as bases added before)."""
 
     def encode(self) -> bytes:
-        body = {"kind": self.kind, "config": self.config, "tensors": {k: v.to_json() for k, v in self.tensors.items()}}
-        if self.files:  # absent otherwise: a tree without files has the id it always had
+        body: dict[str, Any] = {"kind": self.kind, "config": self.config, "tensors": {k: v.to_json() for k, v in self.tensors.items()}}
+        if self.files:  # absent otherwise: a tree without files (or names) has the id it always had
             body["files"] = {name: f.to_json() for name, f in self.files.items()}
+        if self.names is not None:
+            body["names"] = self.names
         return _TREE_TAG + canonical_json(body)
 
     @property
@@ -223,7 +228,10 @@ def decode_tree(oid: ObjectId, data: bytes) -> Tree:
         if len(value["tensors"]) > MAX_TREE_ENTRIES:
             raise ValueError(f"{len(value['tensors'])} entries, over the limit of {MAX_TREE_ENTRIES}")
         tensors = {name: TensorEntry(e["id"], e["dtype"], check_shape(e["shape"])) for name, e in value["tensors"].items()}
-        tree = Tree(value["kind"], value["config"], tensors, _files(value.get("files", {}), tensors))
+        names = value.get("names")
+        if names is not None and (not isinstance(names, dict) or any(k not in tensors or not isinstance(v, str) for k, v in names.items())):
+            raise ValueError("its names must map its tensors to strings")
+        tree = Tree(value["kind"], value["config"], tensors, _files(value.get("files", {}), tensors), names)
     except (KeyError, TypeError, AttributeError, ValueError) as exc:
         raise CorruptObject(f"tree object {oid} is malformed: {exc}") from None
     bad = [n for n, e in tensors.items() if not isinstance(e.id, str) or not is_object_id(e.id) or e.dtype not in DTYPE_SIZES]
