@@ -15,7 +15,7 @@ from ...formats import base_key_lookup, lora_modules
 from ...formats.torch_io import TORCH_DTYPES
 from ...store import Commit, ObjectId, Op, Tree, nbytes_of
 from ...store.view import RepoView
-from ..deltas import delta_specs, promoted
+from ..deltas import FLOATS, delta_specs, promoted
 
 OUT_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -158,12 +158,9 @@ def _agree(revs: list[str], specs: list[dict[str, tuple[str, tuple[int, ...]]]],
                                        "merge adapters that change the same tensors")
         for name, got in spec.items():
             first = specs[0][name]
-            if got[1] != first[1] or (got[0] != first[0] and not {got[0], first[0]} <= FLOAT_DTYPES):
+            if got[1] != first[1] or (got[0] != first[0] and not {got[0], first[0]} <= FLOATS):
                 raise IncompatibleAdapters(f"{noun} {name!r} is {_fmt(first)} in {revs[0]} but {_fmt(got)} in {r}",
                                            "merge adapters of the same shapes; float dtypes may differ, other dtypes must agree")
-
-
-FLOAT_DTYPES = frozenset({"F64", "F32", "F16", "BF16"})
 
 
 def _fmt(spec: tuple[str, tuple[int, ...]]) -> str:
