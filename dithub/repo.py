@@ -208,7 +208,7 @@ class Repo:
 
     def diff(self, a: str, b: str) -> DiffResult:
         """Per-tensor (and per-LoRA-module) differences from ``a`` to ``b``."""
-        from .ops.diff import diff_trees  # torch: imported only when needed
+        from .ops.diff import diff_trees  # numpy: imported only when needed
 
         ta, tb = self.tree_of(a), self.tree_of(b)
         return diff_trees(self.resolve(a), ta, self.loader(ta), self.resolve(b), tb, self.loader(tb))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,34 @@ def test_committing_an_adapter_on_its_base_loads_neither_torch_nor_transformers(
     legacy.commit_tree(old, "as before", ref="refs/bases/vit")
     legacy.commit(vit.adapter_dir, "dog", branch="class/dog", base="vit")
     assert legacy.tree_of("class/dog").tensors == repo.tree_of("class/dog").tensors
+
+
+READ_AND_WRITE_COMMANDS = [
+    ["status"], ["log", "class/a"], ["show", "class/a"], ["branch"], ["branch", "new", "class/a"], ["tag", "v1", "class/a"],
+    ["tag"], ["checkout", "class/a", "-o", "{tmp}/co"], ["export", "class/b", "-o", "{tmp}/ex"],
+    ["diff", "class/a", "class/b"], ["remote", "add", "origin", "{tmp}/remote"], ["push", "origin", "class/a"],
+    ["fetch", "origin"],
+]
+
+
+def test_adapter_commands_load_neither_torch_nor_transformers(tmp_path, vit):
+    """Issue 20, part 5: the commands that store, move, show and compare adapters import no torch,
+    transformers, peft or scipy. One process runs them in turn; the first command that loads one is named."""
+    from dithub import Repo
+
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("vit", vit.base_dir)
+    repo.commit(vit.adapter_dir, "a", branch="class/a", base="vit")
+    repo.commit(vit.adapter2_dir, "b", branch="class/b", base="vit")
+    Repo.init(tmp_path / "remote")
+    commands = [[arg.replace("{tmp}", str(tmp_path)) for arg in cmd] for cmd in READ_AND_WRITE_COMMANDS]
+    code = ("import json, sys; from dithub.cli import main\n"
+            "for cmd in json.loads(sys.argv[2]):\n"
+            "    rc = main(['-C', sys.argv[1], *cmd])\n"
+            "    heavy = [m for m in ('torch', 'transformers', 'peft', 'scipy') if m in sys.modules]\n"
+            "    if rc or heavy:\n"
+            "        print('FAILED', ' '.join(cmd), rc, heavy); break\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo"), json.dumps(commands)],
+                         capture_output=True, text=True, check=True).stdout
+    assert "FAILED" not in out, out[out.index("FAILED"):]
+    assert (tmp_path / "co" / "adapter_model.safetensors").is_file() and (tmp_path / "ex").exists()

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import torch
+import numpy as np
 
-from ..formats import lora_modules, scaling, to_torch
+from ..formats.lora import lora_modules, scaling
+from ..formats.numpy_io import to_float64
 from ..store import ObjectId, TensorData, Tree
 
 
@@ -49,36 +50,36 @@ class DiffResult:
         return [t for t in self.tensors if t.status != "same"]
 
 
-def effective_rank(singular_values: torch.Tensor) -> float:
+def effective_rank(singular_values: np.ndarray) -> float:
     """exp(H(p)) with p = σ / Σσ; 0 for a zero matrix."""
     s = singular_values[singular_values > 0]
-    if s.numel() == 0:
+    if s.size == 0:
         return 0.0
     p = s / s.sum()
-    return float(torch.exp(-(p * p.log()).sum()))
+    return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def factored_singular_values(terms: Sequence[tuple[float, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+def factored_singular_values(terms: Sequence[tuple[float, np.ndarray, np.ndarray]]) -> np.ndarray:
     """Singular values of Σ s·B@A without forming it (QR of the stacked factors)."""
-    left = torch.cat([s * b.double() for s, b, _ in terms], dim=1)
-    right = torch.cat([a.double() for _, _, a in terms], dim=0)
-    _, r1 = torch.linalg.qr(left)
-    _, r2 = torch.linalg.qr(right.T)
-    return torch.linalg.svdvals(r1 @ r2.T)
+    left = np.concatenate([s * b for s, b, _ in terms], axis=1)
+    right = np.concatenate([a for _, _, a in terms], axis=0)
+    _, r1 = np.linalg.qr(left)
+    _, r2 = np.linalg.qr(right.T)
+    return np.asarray(np.linalg.svd(r1 @ r2.T, compute_uv=False))
 
 
 def _tensor_diff(name: str, a: TensorData | None, b: TensorData | None) -> TensorDiff:
-    ta = to_torch(a).double().reshape(-1) if a is not None else None
-    tb = to_torch(b).double().reshape(-1) if b is not None else None
+    ta = to_float64(a).reshape(-1) if a is not None else None
+    tb = to_float64(b).reshape(-1) if b is not None else None
     shape = (b or a).shape  # type: ignore[union-attr]
-    na = float(ta.norm()) if ta is not None else None
-    nb = float(tb.norm()) if tb is not None else None
+    na = float(np.linalg.norm(ta)) if ta is not None else None
+    nb = float(np.linalg.norm(tb)) if tb is not None else None
     if ta is None or tb is None:
         return TensorDiff(name, "added" if ta is None else "removed", shape, na, nb, float(nb or na or 0.0), None)
     if ta.shape != tb.shape:
         return TensorDiff(name, "changed", shape, na, nb, float("nan"), None)
     cos = float(ta @ tb / (na * nb)) if na and nb else None
-    return TensorDiff(name, "changed", shape, na, nb, float((tb - ta).norm()), cos)
+    return TensorDiff(name, "changed", shape, na, nb, float(np.linalg.norm(tb - ta)), cos)
 
 
 def diff_trees(a_id: ObjectId, a: Tree, load_a: Callable[[str], TensorData], b_id: ObjectId, b: Tree,
@@ -107,11 +108,11 @@ def _module_diffs(a: Tree, load_a: Callable, b: Tree, load_b: Callable) -> list[
             continue
         terms = []
         if pb:
-            terms.append((scaling(b.config, module), to_torch(load_b(pb.b_key)), to_torch(load_b(pb.a_key))))
+            terms.append((scaling(b.config, module), to_float64(load_b(pb.b_key)), to_float64(load_b(pb.a_key))))
         if pa:
-            terms.append((-scaling(a.config, module), to_torch(load_a(pa.b_key)), to_torch(load_a(pa.a_key))))
+            terms.append((-scaling(a.config, module), to_float64(load_a(pa.b_key)), to_float64(load_a(pa.a_key))))
         sv = factored_singular_values(terms)
         status = "changed" if pa and pb else ("added" if pb else "removed")
-        tol = sv.max() * max(sv.shape) * torch.finfo(torch.float64).eps if sv.numel() else 0
-        out.append(ModuleDiff(module, status, float(sv.norm()), effective_rank(sv), int((sv > tol).sum())))
+        tol = sv.max() * sv.size * np.finfo(np.float64).eps if sv.size else 0
+        out.append(ModuleDiff(module, status, float(np.linalg.norm(sv)), effective_rank(sv), int((sv > tol).sum())))
     return out
