@@ -116,3 +116,22 @@ def test_scaling_rules_follow_peft():
     assert scaling(cfg, "enc.0.q") == 2.0
     assert scaling(cfg, "enc.0.v") == 3.0
     assert scaling({**cfg, "use_rslora": True}, "enc.0.q") == 4.0
+
+
+def test_numpy_reads_every_stored_dtype_as_torch_does():
+    """``diff`` reads tensors through numpy (no torch): every dtype, FP8's 256 bit patterns included,
+    must give torch's values."""
+    import numpy as np
+
+    from dithub.formats.numpy_io import to_float64
+    from dithub.formats.torch_io import TORCH_DTYPES, from_torch
+
+    for name, dtype in TORCH_DTYPES.items():
+        if dtype.is_floating_point and dtype.itemsize == 1:
+            x = torch.arange(256, dtype=torch.uint8).view(dtype)
+        elif dtype == torch.bool:
+            x = torch.tensor([[True, False], [False, True]])
+        else:
+            x = (torch.randn(3, 5) * 50).to(dtype)
+        got = to_float64(from_torch(x))
+        assert got.shape == tuple(x.shape) and np.array_equal(got, x.double().numpy(), equal_nan=True), name
