@@ -214,11 +214,13 @@ class Repo:
         return diff_trees(self.resolve(a), ta, self.loader(ta), self.resolve(b), tb, self.loader(tb))
 
     # -- writing files (dithub.ops.export) ---------------------------------------
-    def export(self, rev: str, out: str | os.PathLike[str], *, progress: ProgressFactory = no_progress) -> Path:
-        """Write the adapter (or checkpoint) at ``rev`` in its own format."""
-        from .ops.export import write_tree
+    def export(self, rev: str, out: str | os.PathLike[str], *, card: bool = False,
+               progress: ProgressFactory = no_progress) -> Path:
+        """Write the adapter (or checkpoint) at ``rev`` in its own format, with a model card (README.md)
+        where none was committed (``card``: in place of the committed one)."""
+        from .ops.export import export
 
-        return write_tree(self, self.tree_of(rev), Path(out), progress)
+        return export(self, rev, Path(out), progress, card=card)
 
     def export_merged(self, rev: str, base: str | None, out: str | os.PathLike[str], *,
                       progress: ProgressFactory = no_progress) -> Path:

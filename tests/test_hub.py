@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+from huggingface_hub import ModelCard
 
 from conftest import lora_adapter, tiny_vit
 from dithub import Repo
@@ -59,6 +60,8 @@ def test_bases_and_adapters_come_from_the_cache_and_record_their_revision(offlin
     assert shown.code == 0 and f"hf://acme/dog-lora@{'f' * 40}" in shown.out
     logged = cli(["-C", str(tmp_path / "repo"), "log", "class/dog"])
     assert "hf://acme/dog-lora@ffffffffffff" in logged.out
+    card = cli(["-C", str(tmp_path / "repo"), "checkout", "class/dog", "-o", str(tmp_path / "out"), "--card"])
+    assert card.code == 0 and ModelCard.load(tmp_path / "out" / "README.md").data.base_model == "acme/tiny-vit"  # the hub id
 
 
 def test_a_path_wins_and_an_unmarked_name_is_never_looked_up(offline_cache, tmp_path, monkeypatch):

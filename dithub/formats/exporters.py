@@ -59,10 +59,15 @@ def write_peft_dir(out: Path, config: dict[str, Any], specs: Mapping[str, Tensor
     return Path(out)
 
 
-def write_task_vector(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None) -> Path:
-    """A safetensors file (``out`` itself if it ends in .safetensors, else inside ``out``)."""
+GENERATED = {"format": "pt"}
+"""The metadata ``save_pretrained`` gives every weight file, and dithub every file it computes."""
+
+
+def write_task_vector(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None, *, generated: bool = False) -> Path:
+    """A safetensors file (``out`` itself if it ends in .safetensors, else inside ``out``): a committed
+    task vector with the metadata it came with, a ``generated`` one (a merge's) with ``GENERATED``."""
     out = Path(out)
-    metadata = tree.config.get("metadata") or None
+    metadata = tree.config.get("metadata") or (GENERATED if generated else None)
     if out.suffix == ".safetensors":
         write_safetensors(out, tree.tensors, load, metadata, on_bytes)
         return out
@@ -80,26 +85,32 @@ def write_model_dir(out: Path, config: dict[str, Any], specs: dict[str, TensorEn
     return Path(out)
 
 
-def write_files(out: Path, tree: Tree, load: RawLoader, read_blob: Callable[[ObjectId], bytes], on_bytes: OnBytes = None) -> Path:
-    """A directory of the files a tree kept, each byte for byte (a safetensors file from its header
-    and its tensors)."""
+def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None,
+               read_blob: Callable[[ObjectId], bytes] | None = None, *, generated: bool = False,
+               extra: Mapping[str, bytes] | None = None) -> Path:
+    """Write any tree in its own format: the files it kept, each byte for byte (a safetensors file
+    from its header and its tensors; reading them needs ``read_blob``), and its weights in their format
+    where no kept file holds them; then ``extra`` files (a model card), which replace kept ones.
+    Returns ``out``, or for a task vector the safetensors file in it."""
+    extra = dict(extra or {})
+    kept = {name: f for name, f in tree.files.items() if name not in extra} if read_blob is not None else {}
+    if tree.kind == "task_vector" and Path(out).suffix == ".safetensors":
+        return write_task_vector(out, tree, load, on_bytes, generated=generated)
+    written = Path(out)
     with output_dir(out) as d:
-        for name, f in tree.files.items():
+        if not any(f.header for f in kept.values()):  # no kept safetensors file: the weights in the kind's own format
+            if tree.kind == "full":
+                write_model_dir(d, tree.config, tree.tensors, load, on_bytes)
+            elif tree.kind == "lora":
+                write_peft_dir(d, tree.config, tree.tensors, load, on_bytes)
+            else:
+                written = written / write_task_vector(d, tree, load, on_bytes, generated=generated).name
+        for name, f in kept.items():
+            assert read_blob is not None
             if f.blob is not None:
                 atomic_write(d / name, read_blob(f.blob))
             else:
                 write_layout(d / name, read_blob(f.header or ""), f.tensors, tree.tensors, load, on_bytes)
-    return Path(out)
-
-
-def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None,
-               read_blob: Callable[[ObjectId], bytes] | None = None) -> Path:
-    """Write any tree in its own format (a checkpoint that kept its files: those files, which needs
-    ``read_blob``)."""
-    if tree.files and read_blob is not None:
-        return write_files(out, tree, load, read_blob, on_bytes)
-    if tree.kind == "full":
-        return write_model_dir(out, tree.config, tree.tensors, load, on_bytes)
-    if tree.kind == "lora":
-        return write_peft_dir(out, tree.config, tree.tensors, load, on_bytes)
-    return write_task_vector(out, tree, load, on_bytes)
+        for name, data in extra.items():
+            atomic_write(d / name, data)
+    return written

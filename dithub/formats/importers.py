@@ -23,6 +23,7 @@ WEIGHT_FORMATS = (".bin", ".pt", ".pth", ".ckpt", ".h5", ".msgpack", ".onnx", ".
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 MODEL_CONFIG = "config.json"
+MODEL_CARD = "README.md"
 
 
 @dataclass
@@ -80,7 +81,8 @@ def import_peft_dir(path: Path) -> Staged:
         check_peft(config, {k: v.shape for k, v in st.tensors.items()}, str(weights))
         return Staged("peft", config, st.tensors, path, [st], _kept(path, [st]))
     check_lora(config, {k: v.shape for k, v in st.tensors.items()}, str(weights))
-    return Staged("lora", config, st.tensors, path, [st])
+    card = path / MODEL_CARD
+    return Staged("lora", config, st.tensors, path, [st], {MODEL_CARD: _blob(card)} if card.is_file() else {})
 
 
 def import_task_vector(path: Path) -> Staged:
@@ -117,14 +119,16 @@ def _kept(path: Path, files: list[SafetensorsFile]) -> dict[str, bytes | tuple[b
             continue
         if problem := file_name_problem(p.name):
             raise BadInput(f"{p}: cannot be kept: {problem}", "rename it, or move it out of the model directory")
-        if p.name in layouts:
-            kept[p.name] = layouts[p.name]
-        elif p.stat().st_size > MAX_BLOB_BYTES:
-            raise BadInput(f"{p}: {p.stat().st_size} bytes, over the {MAX_BLOB_BYTES} a kept file may have",
-                           "move it out of the model directory")
-        else:
-            kept[p.name] = p.read_bytes()
+        kept[p.name] = layouts[p.name] if p.name in layouts else _blob(p)
     return kept
+
+
+def _blob(path: Path) -> bytes:
+    """The bytes of a file to keep (BadInput if it is larger than a blob may be)."""
+    if path.stat().st_size > MAX_BLOB_BYTES:
+        raise BadInput(f"{path}: {path.stat().st_size} bytes, over the {MAX_BLOB_BYTES} a kept file may have",
+                       f"move it out of {path.parent}")
+    return path.read_bytes()
 
 
 def import_adapter(path: Path, *, models: bool = False) -> Staged:

@@ -21,6 +21,9 @@ from ..store.atomic import atomic_file, pwrite_chunks
 
 MAX_HEADER_BYTES = 100 << 20
 WRITERS = 3
+DTYPE_ORDER = {name: i for i, name in enumerate(("U64", "I64", "F64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16",
+                                                 "F8_E4M3", "F8_E5M2", "I8", "U8", "BOOL"))}
+"""The order the safetensors library writes dtypes in (its ``Dtype`` enum, descending)."""
 Buffer = bytes | bytearray | memoryview
 
 
@@ -133,10 +136,11 @@ class _Spec(Protocol):
 
 def write_safetensors(path: Path, specs: Mapping[str, _Spec], load: Callable[[str], Buffer | Iterable[Buffer]] | None = None,
                       metadata: Mapping[str, str] | None = None, on_bytes: Callable[[int], None] | None = None) -> None:
-    """Write tensors atomically to ``path``, in sorted name order. ``specs`` gives each tensor's dtype
+    """Write tensors atomically to ``path``, laid out as the safetensors library lays them out (by
+    dtype, then name: a file it wrote comes back byte for byte). ``specs`` gives each tensor's dtype
     and shape; ``load(name)`` its bytes (or an iterable of chunks), called once per tensor while
     writing, so tensors stream one at a time. Without ``load`` the specs must be ``TensorData``."""
-    names = sorted(specs)
+    names = sorted(specs, key=lambda n: (DTYPE_ORDER.get(specs[n].dtype, len(DTYPE_ORDER)), n))
     header: dict[str, object] = {"__metadata__": dict(metadata)} if metadata else {}
     offset = 0
     for name in names:

@@ -5,17 +5,35 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..formats import write_tree as write_tree_file
+from ..formats.importers import MODEL_CARD
 from ..errors import BadInput
 from ..progress import ProgressFactory, no_progress
 from ..store import Tree
 from ..store.view import RepoView
+from .card import card_text
 from .commit import named_base
 
+COMMITTED = ("commit", "base")
+"""Ops whose trees hold files as they were committed (any other op computed its tree)."""
 
-def write_tree(repo: RepoView, tree: Tree, out: Path, progress: ProgressFactory = no_progress) -> Path:
-    """Stream a stored tree to ``out`` in its own format."""
+
+def write_tree(repo: RepoView, tree: Tree, out: Path, progress: ProgressFactory = no_progress, *, generated: bool = True,
+               card: bytes | None = None) -> Path:
+    """Stream a stored tree to ``out`` in its own format (and ``card`` as its README.md)."""
     chunks = lambda name: repo.store.iter_tensor_bytes(tree.tensors[name].id)  # noqa: E731
-    return write_tree_file(out, tree, chunks, progress(f"writing {out}", tree.nbytes), repo.store.read_blob)
+    return write_tree_file(out, tree, chunks, progress(f"writing {out}", tree.nbytes), repo.store.read_blob,
+                           generated=generated, extra={MODEL_CARD: card} if card is not None else None)
+
+
+def export(repo: RepoView, rev: str, out: Path, progress: ProgressFactory = no_progress, *, card: bool = False) -> Path:
+    """Write ``rev``'s tree out: its committed files verbatim, with a model card where none was
+    committed (or, with ``card``, in place of the committed one)."""
+    oid = repo.resolve(rev)
+    commit = repo.store.read_commit(oid)
+    tree = repo.store.read_tree(commit.tree)
+    fresh = card or MODEL_CARD not in tree.files
+    return write_tree(repo, tree, out, progress, generated=commit.op.name not in COMMITTED,
+                      card=card_text(repo, oid, rev) if fresh else None)
 
 
 def export_merged(repo: RepoView, rev: str, base: str | None, out: Path, progress: ProgressFactory = no_progress) -> Path:

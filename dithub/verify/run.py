@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..ops.reports import save_report
 from ..store.history import expand_ref
 from ..progress import ProgressFactory, no_progress
 from ..store import ObjectId
@@ -46,7 +47,15 @@ def branch_of(repo: RepoView, rev: str) -> str | None:
 
 def verify(repo: RepoView, rev: str, policy: Policy, *, against: list[str] | None = None, checks: list[str] | None = None,
            progress: ProgressFactory = no_progress) -> VerifyReport:
-    """Run the checks the policy enables for ``rev``'s branch (or ``checks``) on the commit ``rev`` names."""
+    """Run the checks the policy enables for ``rev``'s branch (or ``checks``) on the commit ``rev``
+    names; the report is kept as the commit's last (a model card cites it)."""
+    report = _run(repo, rev, policy, against, checks, progress)
+    save_report(repo, report.commit, report.to_json())
+    return report
+
+
+def _run(repo: RepoView, rev: str, policy: Policy, against: list[str] | None, checks: list[str] | None,
+         progress: ProgressFactory) -> VerifyReport:
     oid = repo.resolve(rev)
     branch = branch_of(repo, rev)
     settings = policy.for_branch(branch)

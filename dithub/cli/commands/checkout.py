@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput
+from ..options import Card
 from ..output import out, progress_bars, short
 from ..state import repo as open_repo
 
@@ -16,6 +17,7 @@ def checkout(
     revs: Annotated[list[str], typer.Argument(help="A revision; with -o, several compose one adapter.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the adapter here instead of moving HEAD.")] = None,
     method: Annotated[str, typer.Option("--method", help="How several revisions compose (a merge method).")] = "mean_ba",
+    card: Card = False,
 ) -> None:
     """Move HEAD to a branch or commit, or write an adapter out with -o DIR (composed from several, uncommitted)."""
     repo = open_repo(ctx)
@@ -29,7 +31,7 @@ def checkout(
     rev = revs[0]
     if output is not None:
         with progress_bars() as progress:
-            path = repo.export(rev, output, progress=progress)
+            path = repo.export(rev, output, card=card, progress=progress)
         out.print(f"Wrote {rev} to {path}")
         return
     oid = repo.checkout(rev)
