@@ -222,12 +222,13 @@ class Repo:
 
         return export(self, rev, Path(out), progress, card=card)
 
-    def export_merged(self, rev: str, base: str | None, out: str | os.PathLike[str], *,
+    def export_merged(self, rev: str, base: str | None, out: str | os.PathLike[str], *, max_shard_size: int | str = "5GB",
                       progress: ProgressFactory = no_progress) -> Path:
-        """Full weights of ``rev``'s base with the adapter folded in."""
+        """Full weights of ``rev``'s base (or of ``base``: a model directory, a dithub revision or
+        ``hf://org/name``) with the adapter folded in, sharded as ``save_pretrained`` shards."""
         from .ops.export import export_merged
 
-        return export_merged(self, rev, base, Path(out), progress)
+        return export_merged(self, rev, base, Path(out), progress, max_shard_size=max_shard_size)
 
     def extract(self, rev: str, rank: int, out: str | os.PathLike[str], *, progress: ProgressFactory = no_progress) -> Extracted:
         """A rank-``rank`` LoRA adapter (peft directory) of ``rev``'s update on its base, by truncated

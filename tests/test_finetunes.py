@@ -270,3 +270,50 @@ def test_extract_makes_a_peft_lora_of_a_fine_tune_with_its_errors(llama, tmp_pat
     assert res.code == 0 and json.loads(res.out)["overall"] == pytest.approx((tail_sq / total_sq) ** 0.5, rel=1e-9)
     with pytest.raises(BadInput, match="rank 1 or more"):
         repo.extract("ft/a", 0, tmp_path / "zero")
+
+
+def test_export_merged_shards_like_save_pretrained_with_the_base_tokenizer(llama, tmp_path, cli):
+    """Issue 20, part 4: ``export --merged --max-shard-size`` writes shards and an index as
+    ``save_pretrained`` does, the base's tokenizer and generation config, and a card; ``--merge-into``
+    takes a model directory or a dithub revision, and both give the same weights."""
+    from huggingface_hub import ModelCard
+    from peft import PeftModel
+    from safetensors import safe_open
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    from conftest import lora_adapter
+
+    lora_adapter(tiny_llama(), tmp_path / "lora", seed=5, targets=("q_proj", "v_proj", "down_proj"))
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("llama", llama.base)
+    repo.commit(tmp_path / "lora", "a lora", branch="lora/a", base="llama")
+    run = lambda *args: cli(["-C", str(tmp_path / "repo"), "export", "lora/a", *args])  # noqa: E731
+    assert run("--merged", "--max-shard-size", "20KB", "-o", str(tmp_path / "merged")).code == 0
+    out = tmp_path / "merged"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in out.glob("*.safetensors"))
+    assert len(shards) >= 3 and shards == [f"model-{i:05d}-of-{len(shards):05d}.safetensors" for i in range(1, len(shards) + 1)]
+    assert set(index["weight_map"].values()) == set(shards)
+    sizes = {}
+    for name in shards:
+        with safe_open(str(out / name), "pt") as f:
+            assert f.metadata() == {"format": "pt"}
+            sizes[name] = sum(f.get_tensor(k).nbytes for k in f.keys())
+            one_tensor = len(list(f.keys())) == 1
+        assert sizes[name] <= 20_000 or one_tensor
+    assert index["metadata"]["total_size"] == sum(sizes.values())
+    for side in ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "config.json"):
+        assert (out / side).read_bytes() == (llama.base / side).read_bytes(), side
+    assert AutoTokenizer.from_pretrained(out)("w1 w2")["input_ids"] == AutoTokenizer.from_pretrained(llama.base)("w1 w2")["input_ids"]
+    card = ModelCard.load(out / "README.md").data
+    assert (card.library_name, card.base_model, card.base_model_relation) == ("transformers", "llama", "finetune")
+    expected = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(llama.base), tmp_path / "lora").merge_and_unload()
+    ours = LlamaForCausalLM.from_pretrained(out)
+    assert all(torch.equal(v, expected.state_dict()[k]) for k, v in ours.state_dict().items())
+    weights = lambda folder: {n: (folder / n).read_bytes() for n in shards}  # noqa: E731
+    for i, into in enumerate((str(llama.base), "llama", repo.resolve("llama"))):  # a path, a base name, a commit id
+        assert run("--merge-into", into, "--max-shard-size", "20KB", "-o", str(tmp_path / f"into{i}")).code == 0
+        assert weights(tmp_path / f"into{i}") == weights(out), into
+    bad = run("--merge-into", "nowhere/at-all", "-o", str(tmp_path / "bad"))
+    assert bad.code != 0 and "neither a path, a base, a revision nor a hub id" in bad.err and not (tmp_path / "bad").exists()
+    assert run("--merge-into", "lora/a", "-o", str(tmp_path / "bad")).code != 0  # an adapter is no base

@@ -62,6 +62,11 @@ def test_bases_and_adapters_come_from_the_cache_and_record_their_revision(offlin
     assert "hf://acme/dog-lora@ffffffffffff" in logged.out
     card = cli(["-C", str(tmp_path / "repo"), "checkout", "class/dog", "-o", str(tmp_path / "out"), "--card"])
     assert card.code == 0 and ModelCard.load(tmp_path / "out" / "README.md").data.base_model == "acme/tiny-vit"  # the hub id
+    for into, out in (("hf://acme/tiny-vit", "from-hub"), (None, "recorded")):  # --merge-into a hub id: the same weights
+        args = ["--merge-into", into] if into else ["--merged"]
+        assert cli(["-C", str(tmp_path / "repo"), "export", "class/dog", *args, "-o", str(tmp_path / out)]).code == 0
+    assert (tmp_path / "from-hub" / "model.safetensors").read_bytes() == (tmp_path / "recorded" / "model.safetensors").read_bytes()
+    assert ModelCard.load(tmp_path / "from-hub" / "README.md").data.base_model == "acme/tiny-vit"
 
 
 def test_a_path_wins_and_an_unmarked_name_is_never_looked_up(offline_cache, tmp_path, monkeypatch):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -15,9 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput
-from ..store import ObjectId, TensorData, TensorEntry, Tree, atomic_write
+from ..store import ObjectId, TensorData, TensorEntry, Tree, atomic_write, nbytes_of
 from .importers import ADAPTER_CONFIG, ADAPTER_WEIGHTS, MODEL_CONFIG
 from .safetensors_io import Buffer, write_layout, write_safetensors
+
+GENERATED = {"format": "pt"}
+"""The metadata ``save_pretrained`` gives every weight file, and dithub every file it computes."""
+WEIGHTS = "model.safetensors"
+WEIGHTS_INDEX = "model.safetensors.index.json"
 
 Loader = Callable[[str], TensorData]
 RawLoader = Callable[[str], Buffer | Iterable[Buffer]]
@@ -54,13 +60,9 @@ def write_peft_dir(out: Path, config: dict[str, Any], specs: Mapping[str, Tensor
     """A directory ``PeftModel.from_pretrained`` loads (``adapter_config.json`` holding ``config``),
     tensors bit-identical."""
     with output_dir(out) as d:
-        write_safetensors(d / ADAPTER_WEIGHTS, specs, load, {"format": "pt"}, on_bytes)
+        write_safetensors(d / ADAPTER_WEIGHTS, specs, load, GENERATED, on_bytes)
         atomic_write(d / ADAPTER_CONFIG, _json_bytes(config))
     return Path(out)
-
-
-GENERATED = {"format": "pt"}
-"""The metadata ``save_pretrained`` gives every weight file, and dithub every file it computes."""
 
 
 def write_task_vector(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None, *, generated: bool = False) -> Path:
@@ -76,13 +78,62 @@ def write_task_vector(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes 
     return out / "task_vector.safetensors"
 
 
-def write_model_dir(out: Path, config: dict[str, Any], specs: dict[str, TensorEntry], load_raw: RawLoader,
-                    on_bytes: OnBytes = None) -> Path:
-    """A Hugging Face model directory (config.json + model.safetensors)."""
+def write_model_dir(out: Path, config: dict[str, Any], specs: Mapping[str, TensorEntry | TensorData], load_raw: RawLoader,
+                    on_bytes: OnBytes = None, *, max_shard_bytes: int | None = None, extra: Mapping[str, bytes] | None = None) -> Path:
+    """A Hugging Face model directory (config.json, then ``model.safetensors``, or shards of at most
+    ``max_shard_bytes`` with ``model.safetensors.index.json`` as ``save_pretrained`` writes them) and
+    ``extra`` files (tokenizer, generation config, model card; a config.json among them is used as is)."""
+    shards = shard(specs, max_shard_bytes)
     with output_dir(out) as d:
-        write_safetensors(d / "model.safetensors", specs, load_raw, {"format": "pt"}, on_bytes)
-        atomic_write(d / MODEL_CONFIG, _json_bytes(config))
+        if len(shards) == 1:
+            write_safetensors(d / WEIGHTS, specs, load_raw, GENERATED, on_bytes)
+        else:
+            names = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+            for name, part in zip(names, shards):
+                write_safetensors(d / name, {k: specs[k] for k in part}, load_raw, GENERATED, on_bytes)
+            index = {"metadata": {"total_size": sum(nbytes_of(t.dtype, t.shape) for t in specs.values())},
+                     "weight_map": {k: name for name, part in zip(names, shards) for k in part}}
+            atomic_write(d / WEIGHTS_INDEX, _json_bytes(index))
+        files = dict(extra or {})
+        atomic_write(d / MODEL_CONFIG, files.pop(MODEL_CONFIG) if MODEL_CONFIG in files else _json_bytes(config))
+        for name, data in files.items():
+            atomic_write(d / name, data)
     return Path(out)
+
+
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+DEFAULT_SHARD = "5GB"
+"""``save_pretrained``'s default ``max_shard_size``."""
+
+
+def byte_size(text: str | int) -> int:
+    """A size as ``save_pretrained`` takes one: bytes, or a number with KB/MB/GB/TB (powers of 10) or
+    KiB/MiB/GiB/TiB (powers of 2)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        value = text
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B|B)?\s*", str(text), re.I)
+        if not match:
+            raise BadInput(f"{text!r} is not a size", "write bytes or a number with a unit, e.g. 5GB, 500MB, 64KiB")
+        value = int(float(match.group(1)) * _UNITS[(match.group(2) or "").upper()])
+    if value < 1:
+        raise BadInput(f"size {text!r} must be at least one byte")
+    return value
+
+
+def shard(specs: Mapping[str, TensorEntry | TensorData], max_bytes: int | None) -> list[list[str]]:
+    """Tensors by name, in groups of at most ``max_bytes`` (a tensor larger than the limit alone in
+    its shard), as huggingface_hub's ``split_torch_state_dict_into_shards`` groups them for ``save_pretrained``."""
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name in sorted(specs):
+        n = nbytes_of(specs[name].dtype, specs[name].shape)
+        if max_bytes is not None and shards[-1] and size + n > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += n
+    return shards
 
 
 def write_tree(out: Path, tree: Tree, load: RawLoader, on_bytes: OnBytes = None,

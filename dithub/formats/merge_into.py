@@ -6,7 +6,7 @@ the base tensor. Task vectors: W + τ. Computed in fp32 and stored in the base t
 LoHa, LoKr, IA3: the weights peft's own merge writes (``peft_merge``)."""
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,7 +54,9 @@ def merged_loader(base: Tree, load_base: Loader, adapter: Tree, load_adapter: Lo
 
 
 def write_merged_model(out: Path, base: Tree, load_base: Loader, adapter: Tree, load_adapter: Loader,
-                       on_bytes: OnBytes = None) -> Path:
-    """A model directory with full weights, loadable with ``from_pretrained``."""
+                       on_bytes: OnBytes = None, *, max_shard_bytes: int | None = None,
+                       extra: Mapping[str, bytes] | None = None) -> Path:
+    """A model directory with full weights, loadable with ``from_pretrained`` (sharded, and with
+    ``extra`` files, as ``write_model_dir``)."""
     load = merged_loader(base, load_base, adapter, load_adapter)
-    return write_model_dir(out, base.config, base.tensors, load, on_bytes)
+    return write_model_dir(out, base.config, base.tensors, load, on_bytes, max_shard_bytes=max_shard_bytes, extra=extra)
