@@ -2,6 +2,7 @@
 resolved through huggingface_hub's cache, offline, from a cache laid out as the library documents it."""
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 from pathlib import Path
@@ -67,6 +68,12 @@ def test_bases_and_adapters_come_from_the_cache_and_record_their_revision(offlin
         assert cli(["-C", str(tmp_path / "repo"), "export", "class/dog", *args, "-o", str(tmp_path / out)]).code == 0
     assert (tmp_path / "from-hub" / "model.safetensors").read_bytes() == (tmp_path / "recorded" / "model.safetensors").read_bytes()
     assert ModelCard.load(tmp_path / "from-hub" / "README.md").data.base_model == "acme/tiny-vit"
+    tiny_vit(seed=1).save_pretrained(tmp_path / "vit2")
+    put_in_cache(offline_cache, "acme/tiny-vit", tmp_path / "vit2", sha="e" * 40, ref="v2")  # a new release
+    repo.base_add("vit2", "hf://acme/tiny-vit@v2")
+    repo.rebase("vit2", "class/dog", "naive")
+    config = json.loads((repo.export("class/dog", tmp_path / "rebased") / "adapter_config.json").read_text())
+    assert (config["base_model_name_or_path"], config["revision"]) == ("acme/tiny-vit", "e" * 40)  # what a server checks
 
 
 def test_a_path_wins_and_an_unmarked_name_is_never_looked_up(offline_cache, tmp_path, monkeypatch):

@@ -92,6 +92,8 @@ def test_transfusion_recovers_a_planted_permutation_for_a_lora_on_vit(vit, vit_p
     [result] = repo.rebase("vit-v2", "class/dog", "transfusion")
     assert repo.tree_of("class/dog").kind == "lora"  # a LoRA stays a LoRA
     out = repo.export("class/dog", tmp_path / "moved")
+    config = json.loads((out / "adapter_config.json").read_text())  # names the base it is on now (as vLLM checks)
+    assert (config["base_model_name_or_path"], config["revision"]) == ("vit-v2", None)
     expected = _logits(vit.base_dir, tmp_path / "lora", vit.pixels)
     torch.testing.assert_close(_logits(new_dir, out, vit.pixels), expected, rtol=1e-4, atol=1e-5)
     naive = _logits(new_dir, tmp_path / "lora", vit.pixels)  # the same adapter, unmoved: not the function

@@ -5,22 +5,13 @@ from __future__ import annotations
 from ..formats.card import CardInfo, CardInput, model_card
 from ..store import Commit, ObjectId
 from ..store.view import RepoView
+from .commit import base_reference
 from .reports import last_report
 
 
 def _hub_id(commit: Commit) -> str | None:
     hub = commit.op.params.get("hub")
     return hub if isinstance(hub, str) else None
-
-
-def _base(repo: RepoView, commit: Commit) -> str | None:
-    if commit.base is None:
-        return None
-    for name, oid in sorted(repo.bases().items()):
-        base = repo.store.read_commit(oid)
-        if base.tree == commit.base:
-            return _hub_id(base) or name
-    return commit.base[:12]
 
 
 def _input(repo: RepoView, oid: ObjectId) -> CardInput:
@@ -34,7 +25,7 @@ def card_info(repo: RepoView, oid: ObjectId, name: str) -> CardInfo:
     commit = repo.store.read_commit(oid)
     tree = repo.store.read_tree(commit.tree)
     inputs = [_input(repo, i) for i in commit.op.inputs if repo.store.contains(i)]
-    return CardInfo(name, tree.kind, oid, commit.message, commit.op.to_json(), _base(repo, commit), inputs, last_report(repo, oid))
+    return CardInfo(name, tree.kind, oid, commit.message, commit.op.to_json(), base_reference(repo, commit.base)[0] if commit.base else None, inputs, last_report(repo, oid))
 
 
 def card_text(repo: RepoView, oid: ObjectId, name: str) -> bytes:

@@ -140,6 +140,19 @@ def named_base(repo: RepoView, name: str) -> ObjectId:
     return repo.store.read_commit(bases[name]).tree
 
 
+def base_reference(repo: RepoView, base_tree: ObjectId) -> tuple[str, str | None]:
+    """How the ecosystem names base checkpoint ``base_tree``: (hub id, the commit sha resolved) where
+    it was added from the Hub, else (its name in this repository, None)."""
+    for name, oid in sorted(repo.bases().items()):
+        commit = repo.store.read_commit(oid)
+        if commit.tree == base_tree:
+            hub, revision = commit.op.params.get("hub"), commit.op.params.get("revision")
+            if isinstance(hub, str):
+                return hub, revision if isinstance(revision, str) else None
+            return name, None
+    return base_tree[:12], None
+
+
 def base_add(repo: RepoView, name: str, source: str | os.PathLike[str], *, message: str | None = None,
              progress: ProgressFactory = no_progress) -> CommitResult:
     """Register a Hugging Face model directory (a path, or ``hf://org/name[@revision]``) as base checkpoint ``name``."""

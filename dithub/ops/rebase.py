@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -25,7 +25,7 @@ from ..formats.merge_into import lora_delta
 from ..formats.peft_kinds import not_yet
 from ..formats.torch_io import to_torch
 from .branches import existing, target_branch
-from .commit import named_base
+from .commit import base_reference, named_base
 from .deltas import put_tensor
 from ..algorithms.params import scale_value
 from ..progress import ProgressFactory, no_progress
@@ -196,6 +196,14 @@ def transport_tree(repo: RepoView, tree: Tree, old: Tree, new: Tree, transport: 
     return Tree("lora", dict(tree.config), entries) if low_rank else Tree("task_vector", {}, entries)
 
 
+def naming(tree: Tree, name: str, revision: str | None) -> Tree:
+    """A LoRA adapter whose config names the base it is on (``base_model_name_or_path``, ``revision``),
+    as serving systems check (vLLM's LoRA resolvers); other trees as they are."""
+    if tree.kind != "lora":
+        return tree
+    return replace(tree, config={**tree.config, "base_model_name_or_path": name, "revision": revision})
+
+
 def _best_alpha(repo: RepoView, new_id: ObjectId, unit: Tree, probe: str, metric: str) -> float:
     """The scale of the moved update with the best ``metric`` on the probe (``eval.best_scale``)."""
     data, score = load_probe(probe), load_metric(metric)
@@ -253,7 +261,8 @@ def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, par
                     assert probe is not None
                     unit = transport_tree(repo, tree, old, new, transports[job.old_base], 1.0)
                     scale = _best_alpha(repo, new_id, unit, probe, metric)
-                moved = repo.store.write_tree(transport_tree(repo, tree, old, new, transports[job.old_base], float(scale)))
+                moved = repo.store.write_tree(naming(transport_tree(repo, tree, old, new, transports[job.old_base], float(scale)),
+                                                     *base_reference(repo, new_id)))
                 op = Op("rebase", method.name, {**full, "alpha": float(scale)}, [oid])
                 note = f"\n\n(rebased from {oid[:12]} on {repo.base_name(job.old_base)} onto {onto} with {method.name})"
                 new_oid = repo.store.write_commit(Commit(moved, parents, new_id, author, time.time(), commit.message + note, op))
