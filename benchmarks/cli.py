@@ -1,5 +1,7 @@
 """The command line's fixed cost: wall time and peak memory of dithub commands on a small adapter,
-against ``git add && git commit`` of the same files in the same run (issue 20, part 5).
+against ``git add && git commit`` of the same files in the same run (issue 20, part 5), and the
+floors measured in the same run: Python's start-up, and the command line's (a process that imports
+dithub's CLI and has typer build its commands, then stops).
 
     python benchmarks/cli.py [--repeat 5] [--json benchmarks/results/cli.json]
 
@@ -25,6 +27,11 @@ HERE = Path(__file__).resolve().parent
 MEASURE = ("import resource, subprocess, sys, time; t = time.perf_counter(); "
            "rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode; "
            "print(rc, time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+
+
+FLOOR = "import typer.main; from dithub.cli.app import app; typer.main.get_command(app)"
+"""What every command pays before it does anything: Python, dithub's CLI imported, and typer building
+the command tree from the functions' signatures."""
 
 
 def measure(cmd: list[str], cwd: Path) -> tuple[float, float]:
@@ -65,6 +72,8 @@ def main() -> None:
                 "dithub status": [dithub, "status"],
                 "dithub checkout -o": [dithub, "checkout", f"run/{i}", "-o", str(work / f"out{i}")],
                 "git add && git commit (same files)": ["sh", "-c", f"git add lora && git -c user.name=b -c user.email=b@x commit -qm 'run {i}'"],
+                "floor: python start-up": [sys.executable, "-c", "pass"],
+                "floor: the CLI built (imports, typer's tree)": [sys.executable, "-c", FLOOR],
             }
             for name, cmd in steps.items():
                 rows.setdefault(name, []).append(measure(cmd, work / ("git" if name.startswith("git") else "repo")))

@@ -22,13 +22,7 @@ INTERRUPTED = 130
 Classes = tuple[type[BaseException], ...]
 _EXIT: Classes = (typer.Exit,)
 _ABORT: Classes = (typer.Abort,)
-_USAGE: Classes = (typer.TyperException,)
-try:  # recent typer vendors click; where click is installed too, either one's exceptions may arrive
-    import click
-
-    _EXIT, _ABORT, _USAGE = (*_EXIT, click.exceptions.Exit), (*_ABORT, click.exceptions.Abort), (*_USAGE, click.ClickException)
-except ImportError:
-    pass
+_USAGE: Classes = (typer.TyperException,)  # typer vendors click: its exceptions are typer's
 
 app = typer.Typer(
     name="dithub", help="Git for adapter modules: history, branches and merges of LoRA adapters and task vectors.",

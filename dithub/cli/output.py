@@ -11,9 +11,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
-from ..progress import Advance, ProgressFactory
+from ..progress import Advance, ProgressFactory, no_progress
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -75,11 +74,17 @@ def human_bytes(n: float) -> str:
 
 @contextmanager
 def progress_bars() -> Iterator[ProgressFactory]:
-    """A ``ProgressFactory`` drawing rich bars on stderr once a task runs past half a second."""
+    """A ``ProgressFactory`` drawing rich bars on stderr once a task runs past half a second (none
+    where stderr is no terminal: CI loops then do not even load rich's progress module)."""
+    if not err.is_terminal:
+        yield no_progress
+        return
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
     progress = Progress(
         TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
         TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
-        disable=not err.is_terminal,
     )
     started = [False]
     t0 = time.monotonic()
