@@ -649,7 +649,7 @@ def test_every_registered_parameter_declares_what_it_may_be():
                 assert default in algo.choices.get(name, ()), (algo.name, name)
             else:
                 assert name in algo.ranges and algo.ranges[name].contains(default), (algo.name, name)
-    from dithub.algorithms.merge.lora_space import CORE_RULES
+    from dithub.algorithms.merge.catalog import CORE_RULES
 
     assert set(CORE_RULES) == {n for n, m in REGISTRY.items() if m.space == "full"}  # what Core Space may run
 

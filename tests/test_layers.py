@@ -94,13 +94,14 @@ def test_committing_an_adapter_on_its_base_loads_neither_torch_nor_transformers(
 READ_AND_WRITE_COMMANDS = [
     ["status"], ["log", "class/a"], ["show", "class/a"], ["branch"], ["branch", "new", "class/a"], ["tag", "v1", "class/a"],
     ["tag"], ["checkout", "class/a", "-o", "{tmp}/co"], ["export", "class/b", "-o", "{tmp}/ex"],
-    ["diff", "class/a", "class/b"], ["remote", "add", "origin", "{tmp}/remote"], ["push", "origin", "class/a"],
+    ["diff", "class/a", "class/b"], ["merge", "class/a", "class/b", "--method", "ties", "--dry-run"],
+    ["merge", "class/a", "class/b", "--method", "concat", "--dry-run"], ["remote", "add", "origin", "{tmp}/remote"], ["push", "origin", "class/a"],
     ["fetch", "origin"],
 ]
 
 
 def test_adapter_commands_load_neither_torch_nor_transformers(tmp_path, vit):
-    """Issue 20, part 5: the commands that store, move, show and compare adapters import no torch,
+    """Issue 20, part 5: the commands that store, move, show, compare and plan merges of adapters import no torch,
     transformers, peft or scipy (nor pydantic, which typer 0.29 loads on every command: 60-80 ms of a
     0.3 s budget). One process runs them in turn; the first command that loads one is named."""
     from dithub import Repo

@@ -63,3 +63,19 @@ def test_a_float_and_an_integer_tensor_do_not_merge(tmp_path):
     repo.commit(tmp_path / "b.safetensors", "b", branch="b")
     with pytest.raises(IncompatibleAdapters, match=r"'w' is F32 \[3, 2\] in a but I32 \[3, 2\] in b"):
         repo.merge(["a", "b"], "task_arithmetic", into="m")
+
+
+def test_the_planned_dtype_is_torchs_promotion():
+    """Plans are made without torch (``merge --dry-run`` loads none): the dtype inputs of several float
+    dtypes merge in must still be the one torch promotes them to, which the merge computes in."""
+    import functools
+    import itertools
+
+    from dithub.formats.torch_io import DTYPE_NAMES, TORCH_DTYPES
+    from dithub.ops.delta_specs import promoted
+
+    floats = ["F64", "F32", "F16", "BF16"]
+    for n in (1, 2, 3):
+        for combo in itertools.product(floats, repeat=n):
+            expected = DTYPE_NAMES[functools.reduce(torch.promote_types, [TORCH_DTYPES[d] for d in combo])]
+            assert promoted(list(combo)) == expected, combo

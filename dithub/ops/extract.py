@@ -25,7 +25,8 @@ from ..formats.torch_io import TORCH_DTYPES, from_torch
 from ..progress import ProgressFactory, no_progress
 from ..store import TensorData
 from ..store.view import RepoView
-from .deltas import delta_loader, delta_specs
+from .delta_specs import delta_specs
+from .deltas import delta_loader
 
 
 @dataclass

@@ -23,7 +23,8 @@ from ..errors import BadInput, IncompatibleAdapters, ObjectNotFound
 from ..eval import ScaledAdapter, best_scale, load_metric, load_probe
 from ..formats.torch_io import TORCH_DTYPES
 from .merge.run import replay_device, run_merge
-from .deltas import delta_loader, delta_specs, put_tensor
+from .delta_specs import delta_specs
+from .deltas import delta_loader, put_tensor
 from .merge.plan import plan_merge
 from .merge.sequential import opcm_step, recorded_project
 from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_from_mean

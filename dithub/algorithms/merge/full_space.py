@@ -60,11 +60,10 @@ import torch
 from torch import Tensor
 
 from ...errors import BadInput
-from ..params import NATURAL, REAL, Range
 from ...kernels import fused, kth_largest_abs, native, philox
 from ...kernels.device import DeviceKernel
-from .primitives import CONVENTIONS, dare_limit, draw, magnitude_threshold, running_sum, tensor_seed, top_mask, trimmed
-from .registry import register
+from .primitives import dare_limit, draw, magnitude_threshold, running_sum, tensor_seed, top_mask, trimmed
+from .registry import implements
 
 
 def _flat(vectors: Sequence[Tensor]) -> list[Tensor]:
@@ -185,8 +184,7 @@ def _ta_on_device(k: ModuleType, params: dict[str, Any], _stats: None, stacked: 
     return k.task_arithmetic(stacked, torch.full((stacked.shape[0],), params["alpha"], device=stacked.device))
 
 
-@register("task_arithmetic", paper="2212.04089", defaults={"alpha": 0.3}, ranges={"alpha": REAL},
-          device=DeviceKernel(_always, _no_stats, _ta_on_device))
+@implements("task_arithmetic", device=DeviceKernel(_always, _no_stats, _ta_on_device))
 def task_arithmetic(vectors: Sequence[Tensor], *, alpha: float, weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)  # α · Σ w_t τ_t with weights (mergekit's task_arithmetic); in place: at the memory bound
     return running_sum(xs, torch.float32, weights).mul_(alpha).reshape(vectors[0].shape)
@@ -200,10 +198,7 @@ def _ties_on_device(k: ModuleType, params: dict[str, Any], thresholds: Tensor, s
     return k.ties(stacked, thresholds.to(stacked.device), params["lam"])
 
 
-@register("ties", paper="2306.01708", defaults={"density": 0.2, "lam": 1.0, "convention": "paper"},
-          ranges={"density": Range(0.0, 1.0, low_open=True), "lam": REAL}, choices={"convention": CONVENTIONS},
-          legacy={"convention": "round"},  # the device kernels elect + on a zero sum and trim at round(density·n)
-          device=DeviceKernel(lambda p: p["convention"] == "round", _ties_thresholds, _ties_on_device))
+@implements("ties", device=DeviceKernel(lambda p: p["convention"] == "round", _ties_thresholds, _ties_on_device))
 def ties(vectors: Sequence[Tensor], *, density: float, lam: float, convention: str, weights: list[float] | None) -> Tensor:
     xs, thresholds = trimmed(_flat(vectors), density, convention)
     if weights is not None:  # mergekit's weighted TIES: trimmed unweighted, elected and averaged weighted
@@ -231,14 +226,7 @@ def _dare_on_device(k: ModuleType, params: dict[str, Any], stats: tuple, stacked
     return dare_chunk(list(stacked.unbind(0)), chunk, params, limit, keep_prob)[0]
 
 
-@register("dare", paper="2311.03099",
-          defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16", "rng": "torch", "convention": "paper"},
-          legacy={"mask": "float32", "convention": "mergekit"},
-          ranges={"p": Range(0.0, 1.0, high_open=True), "lam": REAL, "seed": NATURAL},
-          choices={"combine": ("ta", "ties"), "mask": ("uint16", "float32"), "rng": ("torch", "philox"),
-                   "convention": ("paper", "mergekit")},
-          check=lambda p: "rng=philox draws 16-bit uniforms: use mask=uint16" if p["rng"] == "philox" and p["mask"] != "uint16" else None,
-          device=DeviceKernel(lambda p: p["combine"] == "ta" or p["convention"] == "mergekit", _dare_draws, _dare_on_device))
+@implements("dare", device=DeviceKernel(lambda p: p["combine"] == "ta" or p["convention"] == "mergekit", _dare_draws, _dare_on_device))
 def dare(vectors: Sequence[Tensor], *, p: float, combine: str, lam: float, seed: int, mask: str, rng: str,
          convention: str, key: str, weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
@@ -304,10 +292,7 @@ DARE_CHUNK = 1 << 21
 """Entries merged per pass by DARE (a multiple of four: see ``primitives.draw``)."""
 
 
-@register("breadcrumbs", paper="2312.06795", defaults={"beta": 0.1, "gamma": 0.01, "alpha": 0.3, "convention": "paper"},
-          ranges={"beta": Range(0.0, 1.0, low_open=True), "gamma": Range(0.0, 1.0, high_open=True), "alpha": REAL},
-          choices={"convention": CONVENTIONS}, legacy={"convention": "round"},
-          check=lambda p: f"need beta <= 1 - gamma (got beta={p['beta']}, gamma={p['gamma']})" if p["beta"] > 1 - p["gamma"] else None)
+@implements("breadcrumbs")
 def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: float, convention: str,
                 weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
@@ -342,8 +327,7 @@ def _magmax_on_device(k: ModuleType, params: dict[str, Any], _stats: None, stack
     return k.magmax(stacked, params["alpha"], later=params["tie"] == "later")
 
 
-@register("magmax", paper="2407.06322", defaults={"alpha": 0.5, "tie": "later"}, ranges={"alpha": REAL},
-          choices={"tie": ("later", "first")}, legacy={"tie": "first"}, device=DeviceKernel(_always, _no_stats, _magmax_on_device))
+@implements("magmax", device=DeviceKernel(_always, _no_stats, _magmax_on_device))
 def magmax(vectors: Sequence[Tensor], *, alpha: float, tie: str) -> Tensor:
     xs = _flat(vectors)
     return _magmax_kernel(xs, _scalar(alpha, xs[0]), _flag(tie == "later", xs[0])).reshape(vectors[0].shape)

@@ -23,11 +23,9 @@ import torch
 from torch import Tensor
 
 from ...errors import BadInput
-from ..params import NATURAL, REAL, UNIT
 from .primitives import svd
-from .registry import get_method, register
+from .registry import get_method, implements
 
-CORE_RULES = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts")
 """The full-space methods Core Space can run on the cores (tests check these are the registered ones)."""
 
 Factors = tuple[Tensor, Tensor, float]
@@ -81,14 +79,12 @@ def _concat(factors: Sequence[Factors], weight: float, weights: Sequence[float] 
     return a, b
 
 
-@register("concat", paper="2106.09685", defaults={"alpha": 1.0, "rank": 0}, space="lora",
-          ranges={"alpha": REAL, "rank": NATURAL})
+@implements("concat")
 def concat(factors: Sequence[Factors], *, alpha: float, rank: int, weights: list[float] | None) -> tuple[Tensor, Tensor]:
     return cap_rank(*_concat(factors, alpha, weights), rank)
 
 
-@register("mean_ba", paper="2503.09271", defaults={"shared_b": "merge", "rank": 0}, space="lora",
-          choices={"shared_b": ("merge", "stack")}, legacy={"shared_b": "stack"}, ranges={"rank": NATURAL})
+@implements("mean_ba")
 def mean_ba(factors: Sequence[Factors], *, shared_b: str, rank: int, weights: list[float] | None) -> tuple[Tensor, Tensor]:
     return cap_rank(*_mean_ba(factors, shared_b, weights), rank)
 
@@ -275,10 +271,7 @@ their merge is the same in any orthonormal bases of the stacks, so ``bases='svd'
 triangular ones, which need no SVD. Entrywise rules (TIES, DARE, Breadcrumbs, MagMax) do not."""
 
 
-@register("core_space", paper="2509.17786",
-          defaults={"rule": "task_arithmetic", "rank": 0, "seed": 0, "linear": "concat", "bases": "svd"},
-          space="lora", legacy={"linear": "core", "bases": "explicit"}, ranges={"rank": NATURAL, "seed": NATURAL},
-          choices={"rule": CORE_RULES, "linear": ("concat", "core"), "bases": ("svd", "implicit", "explicit")}, inner="rule")
+@implements("core_space")
 def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, linear: str, bases: str,
                key: str, weights: list[float] | None, **rule_params: Any) -> tuple[Tensor, Tensor]:
     """LoRA Core Space merging (Panariello et al., arXiv 2509.17786).
@@ -340,8 +333,7 @@ def core_space(factors: Sequence[Factors], *, rule: str, rank: int, seed: int, l
     return frame.factors(merged) if frame is not None else (v_ref.T, u_ref @ merged)
 
 
-@register("ema", paper="2503.09271", defaults={"beta": 0.7, "a_rule": "new"}, space="lora", ranges={"beta": UNIT},
-          choices={"a_rule": ("new", "blend")}, legacy={"a_rule": "blend"})
+@implements("ema")
 def ema(factors: Sequence[Factors], *, beta: float, a_rule: str) -> tuple[Tensor, Tensor]:
     """DitHub's update of a class module that reappears, as the DitHub code does it
     (chiara-cap/DitHub): the B shared by the classes is blended at the end of a task,

@@ -36,12 +36,6 @@ def magnitude_threshold(x: Tensor, density: float) -> Tensor:
     return kth_largest_abs(x, max(1, round(density * x.numel())))
 
 
-CONVENTIONS = ("paper", "mergekit", "round")
-"""How a magnitude trim counts what it keeps (TIES, Breadcrumbs) and how TIES' election signs a zero
-sum: ``paper`` as the TIES authors' code, ``mergekit`` as mergekit, ``round`` as dithub's first
-release (what merges recorded before the parameter replay with); see ``trim_rank``."""
-
-
 def trim_rank(n: int, density: float, convention: str) -> int:
     """The rank (1 = largest) of the magnitude a trim to ``density`` of ``n`` entries keeps down to.
     ``paper``: int(density·n) + 1, as prateeky2806/ties-merging keeps every entry ≥ the

@@ -3,18 +3,24 @@
 A full-space method takes the T task-vector tensors of one weight (same shape) and returns the
 merged update for that weight; it never sees files, refs or other tensors, so the executor can
 stream a model tensor by tensor. Methods that draw random numbers take ``seed`` and ``key`` (the
-tensor's name), so each tensor's randomness is fixed by the recorded seed alone."""
+tensor's name), so each tensor's randomness is fixed by the recorded seed alone.
+
+A method is declared (``declare``, in ``catalog``: no torch) and implemented (``implements``, in the
+module the declaration names, which is imported when the method first runs)."""
 from __future__ import annotations
 
+import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ...errors import BadInput
-from ...kernels.device import DeviceKernel
 from ..params import Algorithm, Range, Registry, describe
+
+if TYPE_CHECKING:
+    from ...kernels.device import DeviceKernel
 
 MergeFn = Callable[..., Any]
 """Full space: tensors -> tensor; LoRA space: factors -> (A, B); sequential: one tensor's update."""
@@ -35,8 +41,20 @@ class MergeMethod(Algorithm):
     that rule's parameters (but ``seed``, its own), checked against the rule's definition."""
     weighted: bool = False
     """Takes per-input weights (``weights=``), as the paper or mergekit defines them."""
-    device: DeviceKernel | None = None
-    """How the device kernels run it in chunks (None: the torch function, on whole tensors)."""
+    device_kernel: bool = False
+    """The device kernels run it in chunks (``device``, given by its implementation)."""
+    module: str = ""
+    """The module of ``dithub.algorithms.merge`` that implements it."""
+
+    @property
+    def function(self) -> MergeFn:
+        """The implementation (its module imported if it was not)."""
+        return _implementation(self)[0]
+
+    @property
+    def device(self) -> DeviceKernel | None:
+        """How the device kernels run it in chunks (None: the torch function, on whole tensors)."""
+        return _implementation(self)[1]
 
     def params(self, given: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overridden by ``given``; with an inner rule, that rule's parameters too (every
@@ -71,7 +89,7 @@ class MergeMethod(Algorithm):
 
     @property
     def capabilities(self) -> frozenset[str]:
-        flags = {"device-kernel": self.device is not None, "random": self.random, "weighted": self.weighted,
+        flags = {"device-kernel": self.device_kernel, "random": self.random, "weighted": self.weighted,
                  "matrices-only": self.matrices_only}
         return frozenset({self.space, *(name for name, on in flags.items() if on)})
 
@@ -138,27 +156,55 @@ def check_weights(method: MergeMethod, weights: Sequence[float] | None, n: int) 
     return out
 
 
-def register(name: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full", matrices_only: bool = False,
-             legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
-             choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
-             inner: str | None = None, device: DeviceKernel | None = None) -> Callable[[MergeFn], MergeFn]:
-    """Register a method; its keyword-only parameters must be exactly ``defaults`` (+ seed/key, and
-    ``weights`` for a method with per-input weights), each numeric one with its range and each
-    string one with its choices."""
+def declare(name: str, module: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
+            matrices_only: bool = False, legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
+            choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
+            inner: str | None = None, random: bool = False, weighted: bool = False, device_kernel: bool = False) -> MergeMethod:
+    """Declare a method implemented in ``dithub.algorithms.merge.<module>``: each numeric parameter
+    with its range, each string one with its choices; ``random`` (it takes ``seed`` and ``key``),
+    ``weighted`` (it takes ``weights``) and ``device_kernel`` are checked against the implementation."""
+    if random and "seed" not in (defaults or {}):
+        raise TypeError(f"{name}: a random method must declare a seed default")
+    return REGISTRY.add(MergeMethod(name, _Deferred(name), paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
+                                    dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
+                                    inner=inner, weighted=weighted, device_kernel=device_kernel, module=module))
+
+
+_IMPLEMENTED: dict[str, tuple[MergeFn, DeviceKernel | None]] = {}
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """A declared method's function, imported with its module on first call."""
+
+    name: str
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _implementation(REGISTRY[self.name])[0](*args, **kwargs)
+
+
+def _implementation(method: MergeMethod) -> tuple[MergeFn, DeviceKernel | None]:
+    if method.name not in _IMPLEMENTED:
+        importlib.import_module(f"{__package__}.{method.module}")  # a module of this package, named by the catalog
+    if method.name not in _IMPLEMENTED:
+        raise TypeError(f"{method.module} does not implement merge method {method.name!r}")
+    return _IMPLEMENTED[method.name]
+
+
+def implements(name: str, *, device: DeviceKernel | None = None) -> Callable[[MergeFn], MergeFn]:
+    """Give declared method ``name`` its function (and its device kernel): the function's keyword-only
+    parameters must be exactly the declared defaults (+ ``key`` if random, ``weights`` if weighted)."""
 
     def wrap(fn: MergeFn) -> MergeFn:
+        method = REGISTRY[name]
         sig = inspect.signature(fn)
         kw = {p.name for p in sig.parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY}
-        random = "key" in kw
-        weighted = "weights" in kw
-        declared = set(defaults or {}) | ({"key"} if random else set()) | ({"weights"} if weighted else set())
+        declared = set(method.defaults) | ({"key"} if method.random else set()) | ({"weights"} if method.weighted else set())
         if kw != declared:
-            raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match defaults {sorted(declared)}")
-        if random and "seed" not in (defaults or {}):
-            raise TypeError(f"{name}: a method taking key must declare a seed default")
-        REGISTRY.add(MergeMethod(name, fn, paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
-                                     dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
-                                     inner=inner, weighted=weighted, device=device))
+            raise TypeError(f"{name}: keyword parameters {sorted(kw)} do not match its declaration {sorted(declared)}")
+        if (device is not None) != method.device_kernel:
+            raise TypeError(f"{name}: declared {'with' if method.device_kernel else 'without'} a device kernel")
+        _IMPLEMENTED[name] = (fn, device)
         return fn
 
     return wrap

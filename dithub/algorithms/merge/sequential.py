@@ -23,8 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ..params import UNIT
-from .registry import register
+from .registry import implements
 
 
 def opcm_project(previous: Tensor, task: Tensor, alpha: float, linear: bool = True) -> Tensor:
@@ -41,8 +40,7 @@ def opcm_project(previous: Tensor, task: Tensor, alpha: float, linear: bool = Tr
     return (u @ p @ vh).to(task.dtype)
 
 
-@register("opcm", paper="2501.09522", defaults={"alpha": 0.5, "project": "linear"}, ranges={"alpha": UNIT},
-          choices={"project": ("linear", "matrices")}, legacy={"project": "matrices"}, space="sequential")
+@implements("opcm")
 def opcm_accumulate(previous: Tensor, task: Tensor, lam: float, linear_layer: bool | None = None, *, alpha: float,
                     project: str) -> Tensor:
     """u = λ τ̄ + τ' for one tensor (before the model-wide rescaling). ``linear_layer``: whether the

@@ -32,9 +32,8 @@ import torch
 from torch import Tensor
 
 from ...errors import BadInput
-from ..params import REAL, UNIT
 from .primitives import running_sum, svd
-from .registry import register
+from .registry import implements
 
 
 def _matrices(vectors: Sequence[Tensor], method: str) -> list[Tensor]:
@@ -74,7 +73,7 @@ def top_triplets(mats: Iterable[Tensor], k: int, batched: bool) -> tuple[list[Te
     return us, ss, vhs
 
 
-@register("tsv", paper="2412.00081", defaults={"alpha": 1.0}, matrices_only=True, ranges={"alpha": REAL})
+@implements("tsv")
 def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     mats = _matrices(vectors, "tsv")
     k = max(1, min(mats[0].shape) // len(mats))
@@ -84,15 +83,14 @@ def tsv(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     return alpha * (polar(u) * s) @ polar(vh)
 
 
-@register("iso_c", paper="2502.04959", defaults={"alpha": 1.0}, matrices_only=True, ranges={"alpha": REAL})
+@implements("iso_c")
 def iso_c(vectors: Sequence[Tensor], *, alpha: float) -> Tensor:
     mats = _matrices(vectors, "iso_c")
     total = running_sum(mats, mats[0].dtype)  # stacking first would copy all N
     return alpha * _flat(*svd(total))
 
 
-@register("iso_cts", paper="2502.04959", defaults={"common": 0.8, "alpha": 1.0}, matrices_only=True,
-          ranges={"common": UNIT, "alpha": REAL})
+@implements("iso_cts")
 def iso_cts(vectors: Sequence[Tensor], *, common: float, alpha: float) -> Tensor:
     mats = _matrices(vectors, "iso_cts")
     t, r = len(mats), min(mats[0].shape)

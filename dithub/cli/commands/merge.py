@@ -5,15 +5,14 @@ from typing import Annotated
 
 import typer
 
+from ...algorithms.merge import REGISTRY, get_method  # the declarations: no torch
 from ...algorithms.params import finite
 from ...errors import BadInput
 from ..options import Alpha, Json, Metric, alpha_value, key_values
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
-# kept in step with dithub.algorithms.merge.REGISTRY by a test (importing it here would load torch at start-up)
 WEIGHT_HINT = "e.g. --weight task/a=0.5"
-METHODS = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts", "concat", "mean_ba", "core_space", "ema", "opcm")
 
 
 def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[float] | None]:
@@ -44,8 +43,6 @@ def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[fl
 
 def scale_param(method: str, params: dict[str, str]) -> str:
     """The parameter ``--alpha`` sets for ``method`` with ``params`` (Core Space: its rule's scale)."""
-    from ...algorithms.merge import get_method  # loads torch; only when --alpha is given
-
     name = get_method(method).scale_for(params)
     if name is None:
         raise BadInput(f"method {method!r} has no final scale for --alpha", "pass its parameters with --param")
@@ -55,7 +52,7 @@ def scale_param(method: str, params: dict[str, str]) -> str:
 def merge(
     ctx: typer.Context,
     revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more; opcm: added one by one).")],
-    method: Annotated[str, typer.Option("--method", help=f"Merge method: {', '.join(METHODS)}.")],
+    method: Annotated[str, typer.Option("--method", help=f"Merge method: {', '.join(REGISTRY)}.")],
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="An input's weight, REV=W (repeatable; or REV:W in the list).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,

@@ -6,16 +6,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
-
 from ...algorithms.merge import REGISTRY, get_method
 from ...algorithms.merge.registry import VECTORS, check_weights
 from ...errors import BadInput, IncompatibleAdapters
 from ...formats import base_key_lookup, lora_modules
-from ...formats.torch_io import TORCH_DTYPES
 from ...store import Commit, ObjectId, Op, Tree, nbytes_of
 from ...store.view import RepoView
-from ..deltas import FLOATS, delta_specs, promoted
+from ..delta_specs import FLOATS, delta_specs, promoted
 
 OUT_DTYPES = ("F32", "F16", "BF16", "F64")
 
@@ -47,9 +44,6 @@ class MergePlan:
     def op(self) -> Op:
         extra = {"dtype": self.dtype, "vectors": self.vectors, "weights": list(self.weights) if self.weights else None}
         return Op("merge", self.method, {**self.params, **{k: v for k, v in extra.items() if v}}, self.inputs)
-
-    def out_dtype(self, like: torch.dtype) -> torch.dtype:
-        return TORCH_DTYPES[self.dtype] if self.dtype else like
 
 
 def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None, *,

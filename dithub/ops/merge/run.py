@@ -45,6 +45,11 @@ CPU_PIPELINE_DEPTH = 0
 """Items between the stages of a CPU merge (0: in turn; see docs/performance.md for why)."""
 
 
+def _out_dtype(plan: MergePlan, like: torch.dtype) -> torch.dtype:
+    """The dtype the merge writes: the one asked for (``--dtype``), else the inputs'."""
+    return TORCH_DTYPES[plan.dtype] if plan.dtype else like
+
+
 def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_progress, device: str = "cpu",
               merger: DeviceMerge | None = None, busy: dict[str, float] | None = None,
               report: dict[str, Any] | None = None) -> ObjectId:
@@ -85,7 +90,7 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
                 merged = merged * float(plan.params[method.scale_param])
         else:
             merged = method(loaded, key=name, weights=plan.weights, **plan.params)
-        return to_host(merged.to(plan.out_dtype(TORCH_DTYPES[dtype])))
+        return to_host(merged.to(_out_dtype(plan, TORCH_DTYPES[dtype])))
 
     def store(name: str, result: Any) -> None:
         entries[name] = put_tensor(repo, result())
@@ -128,8 +133,8 @@ def _run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Prog
         if isinstance(result, Capped):
             capped.append(result)
         a, b = result
-        entries[m.a_key] = put_tensor(repo, a.to(plan.out_dtype(factors[0][0].dtype)).cpu())
-        entries[m.b_key] = put_tensor(repo, b.to(plan.out_dtype(factors[0][1].dtype)).cpu())
+        entries[m.a_key] = put_tensor(repo, a.to(_out_dtype(plan, factors[0][0].dtype)).cpu())
+        entries[m.b_key] = put_tensor(repo, b.to(_out_dtype(plan, factors[0][1].dtype)).cpu())
         ranks[name] = a.shape[0]
         advance(2)
     factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
@@ -137,7 +142,7 @@ def _run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Prog
         if key not in factor_keys:
             whole = common_dtype([load(t, key) for t in trees])
             mean = mean_of(whole, plan.weights)
-            entries[key] = put_tensor(repo, mean.to(plan.out_dtype(whole[0].dtype)).cpu())
+            entries[key] = put_tensor(repo, mean.to(_out_dtype(plan, whole[0].dtype)).cpu())
             advance(1)
     if capped and report is not None:
         energy = sum(c.energy for c in capped)

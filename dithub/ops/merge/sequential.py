@@ -13,7 +13,8 @@ from ...errors import BadInput, IncompatibleAdapters
 from ...eval.model import linear_weights
 from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...algorithms.merge import get_method
-from ..deltas import delta_loader, delta_specs, put_tensor
+from ..delta_specs import delta_specs
+from ..deltas import delta_loader, put_tensor
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, Op, Tree
 from ...store.view import RepoView
