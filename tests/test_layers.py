@@ -94,6 +94,7 @@ def test_committing_an_adapter_on_its_base_loads_neither_torch_nor_transformers(
 READ_AND_WRITE_COMMANDS = [
     ["status"], ["log", "class/a"], ["show", "class/a"], ["branch"], ["branch", "new", "class/a"], ["tag", "v1", "class/a"],
     ["tag"], ["checkout", "class/a", "-o", "{tmp}/co"], ["export", "class/b", "-o", "{tmp}/ex"],
+    ["commit", "{tmp}/tv.safetensors", "-m", "tv", "-b", "tv/a"], ["export", "tv/a", "-o", "{tmp}/tv-out"],
     ["diff", "class/a", "class/b"], ["merge", "class/a", "class/b", "--method", "ties", "--dry-run"],
     ["merge", "class/a", "class/b", "--method", "concat", "--dry-run"], ["remote", "add", "origin", "{tmp}/remote"], ["push", "origin", "class/a"],
     ["fetch", "origin"],
@@ -111,6 +112,10 @@ def test_adapter_commands_load_neither_torch_nor_transformers(tmp_path, vit):
     repo.commit(vit.adapter_dir, "a", branch="class/a", base="vit")
     repo.commit(vit.adapter2_dir, "b", branch="class/b", base="vit")
     Repo.init(tmp_path / "remote")
+    from safetensors.numpy import save_file
+    import numpy as np
+
+    save_file({"w": np.ones((3, 4), np.float32)}, str(tmp_path / "tv.safetensors"))
     commands = [[arg.replace("{tmp}", str(tmp_path)) for arg in cmd] for cmd in READ_AND_WRITE_COMMANDS]
     code = ("import json, sys; from dithub.cli import main\n"
             "for cmd in json.loads(sys.argv[2]):\n"
@@ -122,3 +127,4 @@ def test_adapter_commands_load_neither_torch_nor_transformers(tmp_path, vit):
                          capture_output=True, text=True, check=True).stdout
     assert "FAILED" not in out, out[out.index("FAILED"):]
     assert (tmp_path / "co" / "adapter_model.safetensors").is_file() and (tmp_path / "ex").exists()
+    assert (tmp_path / "tv-out" / "task_vector.safetensors").read_bytes() == (tmp_path / "tv.safetensors").read_bytes()
