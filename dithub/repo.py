@@ -23,6 +23,9 @@ from .store.history import LogEntry, expand_ref, resolve_rev, walk
 from .store.refs import BASES, HEADS, TAGS
 
 if TYPE_CHECKING:
+    from .ops.bisect import BisectResult, Step
+    from .ops.blame import BlameLine
+    from .ops.objects import ObjectView
     from .ops.rebase import RebaseResult
     from .verify import Policy, VerifyReport
     from .ops.diff import DiffResult
@@ -183,7 +186,35 @@ class Repo:
         """Move HEAD: onto a branch (symbolic) or to a commit (detached)."""
         return branch_ops.checkout(self, rev)
 
+    def reset(self, rev: str, *, author: str | None = None) -> tuple[str | None, ObjectId | None, ObjectId]:
+        """Move the current branch (or a detached HEAD) to ``rev``; ``ORIG_HEAD`` keeps the old head."""
+        return branch_ops.reset(self, rev, author or default_author())
+
     # -- reading ---------------------------------------------------------------
+    def object(self, text: str) -> ObjectView:
+        """Any stored object by id (or a revision's commit), parsed; see ``ops.objects``."""
+        from .ops.objects import view
+
+        return view(self, text)
+
+    def blame(self, rev: str = "HEAD") -> list[BlameLine]:
+        """For each tensor (or LoRA module) of ``rev``, the commit that last changed it (first parents)."""
+        from .ops.blame import blame  # numpy: imported only when needed
+
+        return blame(self, rev)
+
+    def bisect(self, good: str, bad: str, *, probe: str | None = None, metric: str = "accuracy", min_score: float | None = None,
+               max_drop: float | None = None, run: str | None = None, on_step: Callable[[Step], None] = lambda s: None) -> BisectResult:
+        """The first bad commit between ``good`` and ``bad`` (first parents), by a probe's score against a
+        threshold or by a command (``run``: exit 0 good, 125 skip, else bad); see ``ops.bisect``."""
+        from .ops import bisect as search  # torch, for a probe: imported only when needed
+
+        if (probe is None) == (run is None):
+            raise BadInput("bisect tests each commit with a probe or a command", "pass --probe FILE with a threshold, or --run CMD")
+        test = (search.command_test(self, run) if run is not None else
+                search.probe_test(self, probe or "", metric, min_score=min_score, max_drop=max_drop, reference=self.resolve(good)))
+        return search.bisect(self, good, bad, test, on_step)
+
     def log(self, revs: list[str] | None = None, limit: int | None = None) -> list[LogEntry]:
         return list(walk(self.store, [self.resolve(r) for r in (revs or ["HEAD"])], limit))
 

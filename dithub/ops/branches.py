@@ -77,3 +77,22 @@ def checkout(repo: RepoView, rev: str) -> ObjectId:
     oid = repo.resolve(rev)
     repo.refs.set_detached("HEAD", oid, f"checkout: moving to {rev}")
     return oid
+
+
+def reset(repo: RepoView, rev: str, author: str = "dithub") -> tuple[str | None, ObjectId | None, ObjectId]:
+    """Move the current branch (or a detached HEAD) to ``rev``, as ``git reset`` does: logged, and the
+    old head kept as ``ORIG_HEAD``. dithub has no working tree, so there is no soft or hard to choose.
+    Returns (branch or None, old head, new head)."""
+    oid = repo.resolve(rev)
+    branch = repo.current_branch()
+    old = repo.refs.resolve("HEAD")
+    message = f"reset: moving to {rev}"
+    if branch is None:
+        if old is None:
+            raise BadInput("HEAD names no commit", "check out a branch or commit first")
+        repo.refs.set_detached("HEAD", oid, message, author)
+    else:
+        repo.refs.set_if_equals(HEADS + branch, old, oid, message, author)
+    if old is not None:
+        repo.refs.set_detached("ORIG_HEAD", old, message, author)
+    return branch, old, oid

@@ -68,7 +68,7 @@ def factored_singular_values(terms: Sequence[tuple[float, np.ndarray, np.ndarray
     return np.asarray(np.linalg.svd(r1 @ r2.T, compute_uv=False))
 
 
-def _tensor_diff(name: str, a: TensorData | None, b: TensorData | None) -> TensorDiff:
+def tensor_diff(name: str, a: TensorData | None, b: TensorData | None) -> TensorDiff:
     ta = to_float64(a).reshape(-1) if a is not None else None
     tb = to_float64(b).reshape(-1) if b is not None else None
     shape = (b or a).shape  # type: ignore[union-attr]
@@ -91,17 +91,18 @@ def diff_trees(a_id: ObjectId, a: Tree, load_a: Callable[[str], TensorData], b_i
         if ea is not None and eb is not None and ea.id == eb.id:
             result.tensors.append(TensorDiff(name, "same", ea.shape, None, None, 0.0, 1.0))
         else:
-            result.tensors.append(_tensor_diff(name, load_a(name) if ea else None, load_b(name) if eb else None))
+            result.tensors.append(tensor_diff(name, load_a(name) if ea else None, load_b(name) if eb else None))
     if "lora" in (a.kind, b.kind):
-        result.modules = _module_diffs(a, load_a, b, load_b)
+        result.modules = module_diffs(a, load_a, b, load_b)
     return result
 
 
-def _module_diffs(a: Tree, load_a: Callable, b: Tree, load_b: Callable) -> list[ModuleDiff]:
+def module_diffs(a: Tree, load_a: Callable, b: Tree, load_b: Callable, only: set[str] | None = None) -> list[ModuleDiff]:
+    """The change of each LoRA module's ΔW from ``a`` to ``b`` (``only``: of these modules)."""
     ma = lora_modules(a.tensors) if a.kind == "lora" else {}
     mb = lora_modules(b.tensors) if b.kind == "lora" else {}
     out = []
-    for module in sorted(set(ma) | set(mb)):
+    for module in sorted((set(ma) | set(mb)) & (only if only is not None else set(ma) | set(mb))):
         pa, pb = ma.get(module), mb.get(module)
         ids = lambda tree, m: (tree.tensors[m.a_key].id, tree.tensors[m.b_key].id, tree.config)  # noqa: E731
         if pa and pb and ids(a, pa) == ids(b, pb):

@@ -63,9 +63,16 @@ def remote_add(repo: RepoView, name: str, url: str, options: dict[str, Any] | No
     config = _config(repo)
     if name in config.get("remotes", {}):
         raise BadInput(f"remote {name!r} already exists ({config['remotes'][name]['url']})", "remove it first, or pick another name")
-    Location(url, name, options)  # fails now, not at the first fetch, on a URL fsspec cannot open
+    Location(_located(repo, url), name, options)  # fails now, not at the first fetch, on a URL fsspec cannot open
     config.setdefault("remotes", {})[name] = {"url": url, "options": dict(options or {})}
     _save(repo, config)
+
+
+def _located(repo: RepoView, url: str) -> str:
+    """A remote's URL as opened: a relative path is relative to the repository (as git reads one)."""
+    if "://" in url or Path(url).is_absolute() or repo.path is None:
+        return url
+    return str(repo.path / url)
 
 
 def remote_remove(repo: RepoView, name: str) -> None:
@@ -83,7 +90,7 @@ def location(repo: RepoView, name: str) -> Location:
     if name not in known:
         raise RefNotFound(f"no remote {name!r}", f"add it: dithub remote add {name} URL (known: {', '.join(sorted(known)) or 'none'})")
     cache = repo.path / ".dithub" / "cache" / "remotes" / name if repo.path is not None else None
-    return Location(known[name]["url"], name, known[name].get("options"), cache=cache)
+    return Location(_located(repo, known[name]["url"]), name, known[name].get("options"), cache=cache)
 
 
 def set_upstream(repo: RepoView, branch: str, remote: str, remote_branch: str | None = None) -> None:
@@ -238,6 +245,9 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
     """Send the objects of ``branches`` (default: the current one) with their bases, then move the
     remote's branches by compare-and-swap; a non-fast-forward update needs ``force``."""
     loc = location(repo, remote)
+    if loc.working:
+        raise RemoteError(f"{remote} ({loc.url}) is a working repository: pushing would move its branches under it",
+                          f"fetch from the other side instead (dithub -C {loc.url} fetch ...), or push to a bare remote")
     branches = branches or [target_branch(repo, None, "name the branches to push")]
     mine = {b: existing(repo, HEADS, b, "branch") for b in branches}
     for b in branches:

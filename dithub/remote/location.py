@@ -1,6 +1,6 @@
 """A remote repository on any fsspec filesystem: a local path, file://, memory://, s3://.
 
-Layout under the URL (a bare repository): ``objects/ab/cdef…`` (the same bytes as loose objects:
+Layout under the URL (a bare repository, or the ``.dithub`` of a working one): ``objects/ab/cdef…`` (the same bytes as loose objects:
 large tensors), ``packs/<id>.pack`` + ``packs/<id>.idx`` (small objects, many per file: see
 ``packs.py``) and ``refs/heads/…``, ``refs/tags/…``, ``refs/bases/…`` (one commit id per file).
 Every object read is re-hashed before it is returned; a ref changes under a lock object created exclusively (an
@@ -21,11 +21,13 @@ from typing import Any
 
 from ..errors import BadInput, DithubError, RefConflict, RemoteError
 from ..store import ObjectId, atomic_write, files, is_object_id, object_id
-from ..store.refs import BASES, HEADS, MAX_REF_BYTES, TAGS, BaseRefStore, ReflogEntry, full_ref_problem
+from ..store.refs import BASES, HEADS, MAX_REF_BYTES, REMOTES, TAGS, BaseRefStore, ReflogEntry, full_ref_problem
 from ..store.objects import MAX_JSON_BYTES
 from .packs import PACK_BYTES, Pack, build_packs, decode_index
 
 STALE_LOCK_SECONDS = 60.0
+WORKING = ".dithub"
+"""Where a working repository keeps its objects and refs."""
 REMOTE_NAMESPACES = (HEADS, TAGS, BASES)
 """The refs a remote holds (a bare repository: no remote-tracking refs)."""
 WORKERS = 8
@@ -112,6 +114,11 @@ class Location:
         """The filesystem; ``fs.requests`` counts the storage calls made (reads, writes, listings, deletes)."""
         self.root = self.root.rstrip("/")
         self._local = "file" in ((fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol or ()))
+        self.working = self._local and not fs.exists(f"{self.root}/refs") and fs.isdir(f"{self.root}/{WORKING}/refs")
+        """A working repository (a directory holding ``.dithub/``, as git clones a non-bare one): read
+        from its ``.dithub``, which has a remote's layout; its remote-tracking refs are not listed."""
+        if self.working:
+            self.root = f"{self.root}/{WORKING}"
         self._made: set[str] = set()
         self._cache = cache
         self.ref_store = RemoteRefs(self)
@@ -371,6 +378,8 @@ class Location:
             if not path.startswith(self.root + "/") or path.endswith(".lock"):
                 continue
             name = path[len(self.root) + 1:]
+            if self.working and name.startswith(REMOTES):
+                continue  # what that repository fetched from its own remotes: not its branches
             problem = full_ref_problem(name, REMOTE_NAMESPACES)
             if problem is None and int(info.get("size") or 0) > MAX_REF_BYTES:
                 problem = f"its file is over {MAX_REF_BYTES} bytes"

@@ -19,6 +19,7 @@ def log(
     graph: Annotated[bool, typer.Option("--graph", help="Draw the commit graph.")] = False,
     all_refs: Annotated[bool, typer.Option("--all", help="Start from every branch, tag and base.")] = False,
     max_count: Annotated[int | None, typer.Option("--max-count", "-n", help="Show at most N commits.")] = None,
+    oneline: Annotated[bool, typer.Option("--oneline", help="One short line per commit: id, refs, title.")] = False,
     as_json: Json = False,
 ) -> None:
     """Show the history of commits."""
@@ -50,7 +51,8 @@ def log(
             title = escape(e.commit.message.splitlines()[0] if e.commit.message else "")
             lead = f"[red]{escape(lines[star])}[/] " if graph else ""
             when = f"{dt.datetime.fromtimestamp(e.commit.time):%Y-%m-%d %H:%M:%S}"
-            out.print(f"{lead}[yellow]{e.id[:12]}[/]{deco}{what} {title} [dim]— {escape(e.commit.author)}, {when}[/]")
+            tail = "" if oneline else f"{what} {title} [dim]— {escape(e.commit.author)}, {when}[/]"
+            out.print(f"{lead}[yellow]{e.id[:12]}[/]{deco}" + (f" {title}" if oneline else tail))
             for extra in lines[star + 1 :]:
                 out.print(f"[red]{escape(extra)}[/]")
 
