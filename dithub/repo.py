@@ -186,6 +186,10 @@ class Repo:
         """Move HEAD: onto a branch (symbolic) or to a commit (detached)."""
         return branch_ops.checkout(self, rev)
 
+    def class_branches(self, classes: list[str], prefix: str = "class/") -> tuple[list[str], list[str]]:
+        """(the branches ``prefix + class`` that exist, the classes without one); see ``ops.branches``."""
+        return branch_ops.class_branches(self, classes, prefix)
+
     def reset(self, rev: str, *, author: str | None = None) -> tuple[str | None, ObjectId | None, ObjectId]:
         """Move the current branch (or a detached HEAD) to ``rev``; ``ORIG_HEAD`` keeps the old head."""
         return branch_ops.reset(self, rev, author or default_author())

@@ -172,3 +172,57 @@ def test_clone_and_fetch_from_a_working_repository(history, tmp_path, cli):
     with pytest.raises(RemoteError, match="is a working repository"):
         push(copy, "origin", ["main"])
     assert repo.resolve("main") == commits[4]
+
+
+def _diverged(tmp_path, vit):
+    """A remote with class/dog; a clone that commits on it while the remote moves on: diverged."""
+    from dithub.ops.sync import push, remote_add
+
+    repo = Repo.init(tmp_path / "a")
+    repo.base_add("vit", vit.base_dir)
+    first = repo.commit(vit.adapter_dir, "dog", branch="main", base="vit").id
+    remote_add(repo, "origin", str(tmp_path / "remote"))
+    push(repo, "origin", ["main"])
+    other, _ = Repo.clone(str(tmp_path / "remote"), tmp_path / "b")
+    ours = repo.commit(vit.adapter2_dir, "ours", branch="main").id
+    save_file({k: 2 * v for k, v in load_file(str(vit.adapter_dir / "adapter_model.safetensors")).items()},
+              str(tmp_path / "x.safetensors"))
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "adapter_config.json").write_text((vit.adapter_dir / "adapter_config.json").read_text())
+    (tmp_path / "x.safetensors").rename(tmp_path / "theirs" / "adapter_model.safetensors")
+    theirs = other.commit(tmp_path / "theirs", "theirs", branch="main").id
+    push(other, "origin", ["main"])
+    return repo, first, ours, theirs
+
+
+def test_pull_merges_diverged_branches_with_the_merge_engine(tmp_path, vit, cli):
+    repo, first, ours, theirs = _diverged(tmp_path, vit)
+    refused = cli(["-C", str(repo.path), "pull", "origin", "main"])
+    assert refused.code == 8 and "have diverged" in refused.err and "--method" in refused.err  # RefConflict
+    assert repo.resolve("main") == ours
+    res = cli(["-C", str(repo.path), "pull", "origin", "main", "--method", "mean_ba", "--json"])
+    assert res.code == 0, res.err
+    head = repo.commit_object("main")
+    assert head.parents == [ours, theirs] and head.op.name == "merge" and head.op.method == "mean_ba"
+    assert head.op.inputs == [ours, theirs]
+    expected = repo.merge([ours, theirs], "mean_ba", into="check")  # the same merge, run directly: the same tree
+    assert repo.commit_object("check").tree == head.tree and expected
+
+
+def test_checkout_classes_composes_the_classes_branches(tmp_path, vit, cli):
+    repo = Repo.init(tmp_path / "repo")
+    repo.base_add("vit", vit.base_dir)
+    repo.commit(vit.adapter_dir, "dog", branch="class/dog", base="vit")
+    repo.commit(vit.adapter2_dir, "cat", branch="class/cat", base="vit")
+    res = cli(["-C", str(repo.path), "checkout", "--classes", "dog,cat,zebra", "-o", str(tmp_path / "out"), "--json"])
+    assert res.code == 0, res.err
+    assert json.loads(res.out)["used"] == ["class/dog", "class/cat"] and json.loads(res.out)["missing"] == ["zebra"]
+    assert "zebra" in res.err and "warning" in res.err
+    direct = cli(["-C", str(repo.path), "checkout", "class/dog", "class/cat", "-o", str(tmp_path / "direct")])
+    assert direct.code == 0
+    assert (tmp_path / "out" / "adapter_model.safetensors").read_bytes() == (tmp_path / "direct" / "adapter_model.safetensors").read_bytes()
+    one = cli(["-C", str(repo.path), "checkout", "--classes", "dog", "--prefix", "class/", "-o", str(tmp_path / "one")])
+    assert one.code == 0 and (tmp_path / "one" / "adapter_model.safetensors").read_bytes() == (
+        vit.adapter_dir / "adapter_model.safetensors").read_bytes()
+    none = cli(["-C", str(repo.path), "checkout", "--classes", "zebra", "-o", str(tmp_path / "none")])
+    assert none.code == 3 and not (tmp_path / "none").exists()

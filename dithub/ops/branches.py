@@ -96,3 +96,11 @@ def reset(repo: RepoView, rev: str, author: str = "dithub") -> tuple[str | None,
     if old is not None:
         repo.refs.set_detached("ORIG_HEAD", old, message, author)
     return branch, old, oid
+
+
+def class_branches(repo: RepoView, classes: list[str], prefix: str = "class/") -> tuple[list[str], list[str]]:
+    """The branches named ``prefix + class`` for each class that has one, and the classes that have
+    none (DitHub fetches class modules by the class names a prompt holds, and skips unknown ones)."""
+    known = repo.branches()
+    wanted = [c.strip() for c in classes if c.strip()]
+    return [prefix + c for c in wanted if prefix + c in known], [c for c in wanted if prefix + c not in known]

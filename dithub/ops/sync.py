@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -364,8 +364,10 @@ def clone(url: str, directory: str | Path, make: Callable[[Path, str | None], R]
     return repo, result
 
 
-def pull(repo: RepoView, remote: str | None = None, branch: str | None = None, *, progress: ProgressFactory = no_progress) -> SyncResult:
-    """Fetch the branch's upstream and fast-forward the branch to it."""
+def pull(repo: RepoView, remote: str | None = None, branch: str | None = None, *, method: str | None = None,
+         params: Mapping[str, Any] | None = None, progress: ProgressFactory = no_progress) -> SyncResult:
+    """Fetch the branch's upstream and fast-forward the branch to it; where the two have diverged,
+    merge them with ``method`` (a commit whose parents are both heads), or refuse without one."""
     branch = target_branch(repo, branch, "name the branch to pull")
     up = upstream(repo, branch)
     remote_name, remote_branch = (remote, branch) if remote else (up or ("origin", branch))
@@ -377,8 +379,16 @@ def pull(repo: RepoView, remote: str | None = None, branch: str | None = None, *
     if mine is not None and not is_ancestor(repo.store, mine, theirs):
         if is_ancestor(repo.store, theirs, mine):
             return result  # already ahead
-        raise RefConflict(f"{branch} and {remote_name}/{remote_branch} have diverged",
-                          f"merge them: dithub merge {branch} {remote_name}/{remote_branch} --method METHOD --into {branch}")
+        tracking = f"{remote_name}/{remote_branch}"
+        if method is None:
+            raise RefConflict(f"{branch} and {tracking} have diverged",
+                              f"pull with --method METHOD to merge them, or: dithub merge {branch} {tracking} --method METHOD --into {branch}")
+        from .merge.verb import merge  # the merge engine: only for a pull that merges
+
+        merged = merge(repo, [HEADS + branch, REMOTES + tracking], method, params, into=branch,
+                       message=f"pull {tracking} into {branch} ({method})", progress=progress)
+        result.refs[HEADS + branch] = (mine, merged)
+        return result
     repo.refs.set_if_equals(HEADS + branch, mine, theirs, f"pull {remote_name}: fast-forward")
     result.refs[HEADS + branch] = (mine, theirs)
     return result

@@ -98,13 +98,16 @@ def push(ctx: typer.Context, remote: Annotated[str, typer.Argument(help="Remote 
 
 
 def pull(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="Remote name (default: the branch's upstream).")] = None,
-         branch: Annotated[str | None, typer.Argument(help="Branch (default: the current one).")] = None, as_json: Json = False) -> None:
-    """Fetch the branch's upstream and fast-forward the branch; diverged branches are left to `merge`."""
+         branch: Annotated[str | None, typer.Argument(help="Branch (default: the current one).")] = None,
+         method: Annotated[str | None, typer.Option("--method", help="Where the branches have diverged, merge them with this method.")] = None,
+         param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
+         as_json: Json = False) -> None:
+    """Fetch the branch's upstream and fast-forward the branch; diverged branches merge with --method."""
     from ...ops.sync import pull as do_pull
 
     repo = open_repo(ctx)
     with progress_bars() as progress:
-        result = do_pull(repo, remote, branch, progress=progress)
+        result = do_pull(repo, remote, branch, method=method, params=key_values(param, "--param", "density=0.2"), progress=progress)
     _report(as_json, "Pulled", result)
 
 
