@@ -2,12 +2,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 Advance = Callable[[int], None]
-ProgressFactory = Callable[[str, int], Advance]
-"""``progress(description, total)`` starts a task and returns ``advance(n)``."""
 
 
-def no_progress(description: str, total: int) -> Advance:
+class ProgressFactory(Protocol):
+    """``progress(description, total, unit)`` starts a task counted in ``unit`` (``bytes``, or
+    what is counted: ``tensors``, ``objects``, ``commits``) and returns ``advance(n)``."""
+
+    def __call__(self, description: str, total: int, unit: str = "bytes") -> Advance: ...
+
+
+def no_progress(description: str, total: int, unit: str = "bytes") -> Advance:
     """The default: report nothing."""
     return lambda n: None

@@ -226,3 +226,49 @@ def test_checkout_classes_composes_the_classes_branches(tmp_path, vit, cli):
         vit.adapter_dir / "adapter_model.safetensors").read_bytes()
     none = cli(["-C", str(repo.path), "checkout", "--classes", "zebra", "-o", str(tmp_path / "none")])
     assert none.code == 3 and not (tmp_path / "none").exists()
+
+
+def test_show_keeps_whole_tensor_names_in_80_columns(vit, tmp_path, cli):
+    """Issue 21, part 4: names wrap instead of being cut to '…q_proj.…' (tests print 80 columns)."""
+    repo = Repo.init(tmp_path / "repo")
+    repo.commit(vit.adapter_dir, "dog", branch="main")
+    shown = cli(["-C", str(repo.path), "show", "main"]).out
+    rows = shown.splitlines()
+    header = next(i for i, line in enumerate(rows) if line.split()[:2] == ["tensor", "dtype"])
+    cut = rows[header].index("dtype")
+    names: list[str] = []
+    for line in rows[header + 1:]:  # a name folded over lines: the other columns are empty on its continuations
+        if line[cut:].strip():
+            names.append(line[:cut].strip())
+        elif line.strip():
+            names[-1] += line[:cut].strip()
+    assert "…" not in shown and sorted(names) == sorted(repo.tree_of("main").tensors)
+    assert max(len(line) for line in rows) <= 80
+    assert "…" not in cli(["-C", str(repo.path), "diff", "main", "main"]).out
+
+
+def test_status_on_an_unborn_branch_names_the_others(vit, tmp_path, cli):
+    repo = Repo.init(tmp_path / "repo")
+    repo.commit(vit.adapter_dir, "dog", branch="class/dog")
+    res = cli(["-C", str(repo.path), "status"])
+    assert "No commits on main yet" in res.out and "class/dog" in res.out and "dithub checkout class/dog" in res.out
+
+
+def test_progress_counts_tensors_as_tensors(monkeypatch):
+    """A merge's bar counts tensors ("3/12 tensors"), a transfer's bytes with a speed."""
+    import io
+
+    from rich.console import Console
+
+    from dithub.cli import output
+
+    sink = io.StringIO()
+    monkeypatch.setattr(output, "err", Console(file=sink, force_terminal=True, width=100))
+    monkeypatch.setattr(output, "SHOW_AFTER_SECONDS", 0.0)
+    with output.progress_bars() as progress:
+        advance = progress("merging with ties", 12, "tensors")
+        advance(3)
+        sent = progress("pushing", 2_000_000)
+        sent(1_000_000)
+    text = sink.getvalue()
+    assert "3/12 tensors" in text and "1.0/2.0 MB" in text and "tensors/" not in text

@@ -96,7 +96,7 @@ READ_AND_WRITE_COMMANDS = [
     ["tag"], ["checkout", "class/a", "-o", "{tmp}/co"], ["export", "class/b", "-o", "{tmp}/ex"],
     ["commit", "{tmp}/tv.safetensors", "-m", "tv", "-b", "tv/a"], ["export", "tv/a", "-o", "{tmp}/tv-out"],
     ["diff", "class/a", "class/b"], ["merge", "class/a", "class/b", "--method", "ties", "--dry-run"],
-    ["merge", "class/a", "class/b", "--method", "concat", "--dry-run"], ["remote", "add", "origin", "{tmp}/remote"], ["push", "origin", "class/a"],
+    ["merge", "class/a", "class/b", "--method", "concat", "--dry-run"], ["remote", "add", "origin", "{tmp}/bare"], ["push", "origin", "class/a"],
     ["fetch", "origin"],
 ]
 
@@ -111,7 +111,6 @@ def test_adapter_commands_load_neither_torch_nor_transformers(tmp_path, vit):
     repo.base_add("vit", vit.base_dir)
     repo.commit(vit.adapter_dir, "a", branch="class/a", base="vit")
     repo.commit(vit.adapter2_dir, "b", branch="class/b", base="vit")
-    Repo.init(tmp_path / "remote")
     from safetensors.numpy import save_file
     import numpy as np
 

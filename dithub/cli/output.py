@@ -75,22 +75,36 @@ def human_bytes(n: float) -> str:
 @contextmanager
 def progress_bars() -> Iterator[ProgressFactory]:
     """A ``ProgressFactory`` drawing rich bars on stderr once a task runs past half a second (none
-    where stderr is no terminal: CI loops then do not even load rich's progress module)."""
+    where stderr is no terminal: CI loops then do not even load rich's progress module). Tasks in
+    bytes show sizes and speed; others count their unit (``3/12 tensors``)."""
     if not err.is_terminal:
         yield no_progress
         return
-    from rich.progress import (BarColumn, DownloadColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn,
-                               TransferSpeedColumn)
+    from rich.progress import (BarColumn, DownloadColumn, Progress, ProgressColumn, Task, TaskProgressColumn, TextColumn,
+                               TimeRemainingColumn, TransferSpeedColumn)
+    from rich.text import Text
 
-    progress = Progress(
-        TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), DownloadColumn(),
-        TransferSpeedColumn(), TimeRemainingColumn(), console=err, transient=True,
-    )
+    class Amount(ProgressColumn):
+        """Bytes as sizes and a speed; anything else as done/total and its unit."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.size, self.speed = DownloadColumn(), TransferSpeedColumn()
+
+        def render(self, task: Task) -> Text:
+            unit = task.fields.get("unit", "bytes")
+            if unit == "bytes":
+                return Text.assemble(self.size.render(task), " ", self.speed.render(task))
+            total = f"/{int(task.total)}" if task.total else ""
+            return Text(f"{int(task.completed)}{total} {unit}", style="progress.download")
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), Amount(), TimeRemainingColumn(),
+                        console=err, transient=True)
     started = [False]
     t0 = time.monotonic()
 
-    def factory(description: str, total: int) -> Advance:
-        task = progress.add_task(description, total=total or None)
+    def factory(description: str, total: int, unit: str = "bytes") -> Advance:
+        task = progress.add_task(description, total=total or None, unit=unit)
 
         def advance(n: int) -> None:
             progress.advance(task, n)

@@ -55,7 +55,7 @@ def extract(repo: RepoView, rev: str, rank: int, out: Path, progress: ProgressFa
     lookup, names, linear = base_key_lookup(base), names_of(base), linear_weights(base)
     result, tensors, ranks = Extracted(Path(out), rank), {}, {}
     dropped = energy = 0.0
-    advance = progress(f"extracting a rank-{rank} LoRA from {rev}", len(specs))
+    advance = progress(f"extracting a rank-{rank} LoRA from {rev}", len(specs), "tensors")
     for key, (dtype, shape) in specs.items():
         delta = load(key).reshape(shape).double()
         checkpoint = lookup(key)

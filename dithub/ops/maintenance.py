@@ -99,7 +99,7 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
     ``set_aside``, damaged objects leave the store (so a fetch of their bytes restores them)."""
     report = FsckReport()
     ids = list(store)
-    advance = progress("checking objects", len(ids))
+    advance = progress("checking objects", len(ids), "objects")
     for oid in ids:
         report.objects += 1
         with contextlib.suppress(DithubError, OSError):

@@ -243,7 +243,7 @@ def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, par
         old = repo.store.read_tree(old_id)
         trees = [repo.store.read_tree(repo.store.read_commit(c).tree) for j in jobs if j.old_base == old_id for c in j.commits]
         transports[old_id] = prepare(repo, method, full, old_id, new_id, _keys(old, trees), probe)
-    advance = progress(f"rebasing onto {onto} with {method.name}", sum(len(j.commits) for j in jobs))
+    advance = progress(f"rebasing onto {onto} with {method.name}", sum(len(j.commits) for j in jobs), "commits")
     results = []
     done: dict[tuple[ObjectId, tuple[ObjectId, ...]], ObjectId] = {}
     alphas_all: dict[ObjectId, float] = {}

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,8 +71,8 @@ def remote_add(repo: RepoView, name: str, url: str, options: dict[str, Any] | No
 
 def _located(repo: RepoView, url: str) -> str:
     """A remote's URL as opened: a relative path is relative to the repository (as git reads one)."""
-    if "://" in url or Path(url).is_absolute() or repo.path is None:
-        return url
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", url) or Path(url).is_absolute() or repo.path is None:
+        return url  # a URL (or something like one, which Location judges), or an absolute path
     return str(repo.path / url)
 
 
@@ -216,7 +217,7 @@ def restore(repo: RepoView, remote: str, oids: list[ObjectId], progress: Progres
     restored: list[ObjectId] = []
     tried: set[ObjectId] = set()
     todo = list(dict.fromkeys(oids))
-    advance = progress(f"restoring from {remote}", 0)
+    advance = progress(f"restoring from {remote}", 0, "objects")
     while todo:
         held: dict[ObjectId, bytes] = {}
         while todo:  # what is asked for, and what the held objects name that is missing too

@@ -75,7 +75,7 @@ def integrity(repo: RepoView, oid: ObjectId, progress: ProgressFactory = no_prog
     absent_base = {oid for oid, why in missing if why.endswith("(base)")}
     missing = [(o, why) for o, why in missing if o not in absent_base]
     present = [o for o in seen if repo.store.contains(o)]
-    advance = progress("integrity: re-hashing objects", len(present))
+    advance = progress("integrity: re-hashing objects", len(present), "objects")
     bad: list[str] = []
     for o in present:
         reason = check_object(repo.store, o)

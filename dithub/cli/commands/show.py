@@ -36,6 +36,7 @@ def show(ctx: typer.Context, rev: Rev = "HEAD", as_json: Json = False) -> None:
             out.print(f"Op:      {c.op.name} {c.op.method or ''} {c.op.params or ''} inputs={[short(i) for i in c.op.inputs]}")
         out.print(f"\n    {escape(c.message)}\n")
         table = Table("tensor", "dtype", "shape", "id", box=None)
+        table.columns[0].overflow = "fold"  # a long name wraps whole: its end is what tells tensors apart
         for name, e in tree.tensors.items():
             table.add_row(escape(name), e.dtype, "x".join(map(str, e.shape)) or "scalar", short(e.id))
         out.print(table)

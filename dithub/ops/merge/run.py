@@ -68,7 +68,7 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
     method = get_method(plan.method)
     if merger is None and dev.type == "cuda" and plan.weights is None:  # weighted merges: the torch methods, on the device
         merger = DeviceMerge(dev, triton_kernels(dev))
-    advance = progress(f"merging with {plan.method}", len(plan.tensors))
+    advance = progress(f"merging with {plan.method}", len(plan.tensors), "tensors")
     loaders = [delta_loader(repo, t, plan.base) for t in trees]
     sources = plan.sources or [{} for _ in trees]
     entries: dict[str, TensorEntry] = {}
@@ -122,7 +122,7 @@ def _run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Prog
     method = get_method(plan.method)
     modules = lora_modules(trees[0].tensors)
     load = lambda t, key: to_torch(repo.store.read_tensor(t.tensors[key].id)).to(dev)  # noqa: E731
-    advance = progress(f"merging with {plan.method}", len(trees[0].tensors))
+    advance = progress(f"merging with {plan.method}", len(trees[0].tensors), "tensors")
     entries: dict[str, TensorEntry] = {}
     ranks: dict[str, int] = {}
     capped: list[Capped] = []

@@ -66,7 +66,7 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
         if set(prev_tree.tensors) != set(specs) or any(tuple(prev_tree.tensors[n].shape) != s for n, (_d, s) in specs.items()):
             raise IncompatibleAdapters(f"{what} does not adapt the same tensors (names, shapes) as {where}")
         state = dict(prev_tree.config["opcm"])
-        advance = progress(f"opcm: adding {what}", len(specs))
+        advance = progress(f"opcm: adding {what}", len(specs), "tensors")
         linear = None  # without a recorded base: every 2-D tensor
         if project == "linear" and new_commit.base is not None:
             linear = linear_weights(repo.store.read_tree(new_commit.base))
