@@ -1,7 +1,7 @@
 """dithub merge"""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -41,6 +41,22 @@ def split_weights(revs: list[str], pairs: list[str]) -> tuple[list[str], list[fl
     return names, [1.0 if w is None else w for w in weights]
 
 
+def per_tensor(params: dict[str, str]) -> tuple[dict[str, str], list[list]]:
+    """``--param KEY=V`` for every tensor, and ``--param "KEY[GLOB]=V"`` for the tensors whose name
+    matches GLOB (the last matching rule wins), as (params, rules)."""
+    plain: dict[str, str] = {}
+    rules: list[list] = []
+    for key, value in params.items():
+        name, bracket, glob = key.partition("[")
+        if not bracket:
+            plain[key] = value
+        elif not glob.endswith("]") or not glob[:-1] or not name:
+            raise BadInput(f"--param {key}={value}: a per-tensor parameter is NAME[GLOB]=VALUE", 'e.g. -p "density[*.mlp.*]=0.5"')
+        else:
+            rules.append([glob[:-1], {name: value}])
+    return plain, rules
+
+
 def scale_param(method: str, params: dict[str, str]) -> str:
     """The parameter ``--alpha`` sets for ``method`` with ``params`` (Core Space: its rule's scale)."""
     name = get_method(method).scale_for(params)
@@ -67,7 +83,10 @@ def merge(
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
     repo = open_repo(ctx)
-    params: dict = key_values(param, "--param", "density=0.2")
+    params: dict[str, Any]
+    params, rules = per_tensor(key_values(param, "--param", "density=0.2"))
+    if rules:
+        params["per_tensor"] = rules
     revs, weights = split_weights(revs, weight or [])
     if weights is not None:
         params["weights"] = weights

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from fnmatch import fnmatchcase
 from typing import Any
 
 from ...algorithms.merge import REGISTRY, get_method
@@ -39,11 +40,24 @@ class MergePlan:
     """For full-space methods: ``method`` (tensors the method does not decompose merged as its
     reference code does) or ``mean`` (averaged: merges recorded before the key existed); see
     ``merge.registry.VECTORS``. None for methods it does not apply to."""
+    per_tensor: tuple[tuple[str, dict[str, Any]], ...] = ()
+    """Parameters for some tensors only: (glob on the tensor's name — a LoRA module's ``NAME.weight``
+    —, values), the last that matches winning (``-p "density[*.mlp.*]=0.5"``; a recipe's gradients
+    and filters, evaluated per tensor)."""
 
     @property
     def op(self) -> Op:
-        extra = {"dtype": self.dtype, "vectors": self.vectors, "weights": list(self.weights) if self.weights else None}
+        extra = {"dtype": self.dtype, "vectors": self.vectors, "weights": list(self.weights) if self.weights else None,
+                 "per_tensor": [[glob, values] for glob, values in self.per_tensor] or None}
         return Op("merge", self.method, {**self.params, **{k: v for k, v in extra.items() if v}}, self.inputs)
+
+    def params_for(self, name: str) -> dict[str, Any]:
+        """The parameters tensor ``name`` merges with."""
+        out = dict(self.params)
+        for glob, values in self.per_tensor:
+            if fnmatchcase(name, glob):
+                out.update(values)
+        return out
 
 
 def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None, *,
@@ -65,12 +79,15 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise BadInput(f"method {method!r} has no parameter 'vectors'",
                        "only full-space methods choose how the tensors they do not decompose merge")
     weights = params.pop("weights", None)
+    per_tensor = _per_tensor(m, params, params.pop("per_tensor", None))
     params.pop("rank_error", None)  # what a rank cap dropped, recorded by the merge: recomputed, not an input
     params.pop("execution", None)  # where it ran: replay_device() reads it
     full_params = m.params(params)
     if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
     weights = check_weights(m, weights, len(revs))
+    if per_tensor and m.sequential:
+        raise BadInput(f"{method} merges whole models one input at a time: it takes no per-tensor parameters")
     ids = [repo.resolve(r) for r in revs]
     if len(set(ids)) != len(ids):
         dup = next(r for r, i in zip(revs, ids) if ids.count(i) > 1)
@@ -78,7 +95,8 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
     if m.space == "full" and (len({t.kind for t in trees}) > 1 or trees[0].kind == "peft"):  # deltas keyed by base names
-        return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights)
+        return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights,
+                       per_tensor=per_tensor)
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space == "full" and first.kind == "lora"
@@ -91,7 +109,24 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
                      "task_vector" if m.space == "full" else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
-                     vectors=vectors, weights=weights)
+                     vectors=vectors, weights=weights, per_tensor=per_tensor)
+
+
+def _per_tensor(m: Any, given: Mapping[str, Any], rules: Any) -> tuple[tuple[str, dict[str, Any]], ...]:
+    """Per-tensor parameter rules, each checked as the method checks its parameters (on top of the
+    ones given for every tensor) and typed as they are."""
+    if rules is None:
+        return ()
+    if not isinstance(rules, (list, tuple)) or not all(isinstance(r, (list, tuple)) and len(r) == 2 and isinstance(r[0], str)
+                                                       and isinstance(r[1], dict) for r in rules):
+        raise BadInput("per_tensor must be a list of [glob, {parameter: value}]", 'e.g. -p "density[*.mlp.*]=0.5"')
+    out = []
+    for glob, values in rules:
+        if not glob or len(glob) > 1024:
+            raise BadInput(f"per-tensor pattern {glob!r} is empty or too long")
+        full = m.params({**given, **values})
+        out.append((glob, {k: full[k] for k in values}))
+    return tuple(out)
 
 
 def _plan_mixed(repo: RepoView, revs: list[str], ids: list[ObjectId], commits: list[Commit], trees: list[Tree],

@@ -83,13 +83,13 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
     def compute(name: str, loaded: Any) -> Any:
         dtype, shape = plan.tensors[name]
         if merger is not None and method.applies_to(shape, plan.vectors, name):
-            merged = merger.merge(method, plan.params, loaded, name)
+            merged = merger.merge(method, plan.params_for(name), loaded, name)
         elif not method.applies_to(shape, plan.vectors, name):  # non-matrices for SVD methods (and 1-D tensors of old merges): averaged
             merged = mean_of(loaded, plan.weights)
             if method.matrices_only and plan.vectors == "method" and method.scale_param:  # α on the whole merged vector
-                merged = merged * float(plan.params[method.scale_param])
+                merged = merged * float(plan.params_for(name)[method.scale_param])
         else:
-            merged = method(loaded, key=name, weights=plan.weights, **plan.params)
+            merged = method(loaded, key=name, weights=plan.weights, **plan.params_for(name))
         return to_host(merged.to(_out_dtype(plan, TORCH_DTYPES[dtype])))
 
     def store(name: str, result: Any) -> None:
@@ -129,7 +129,7 @@ def _run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Prog
     for name, m in modules.items():
         a_s, b_s = common_dtype([load(t, m.a_key) for t in trees]), common_dtype([load(t, m.b_key) for t in trees])
         factors = [(a, b, scaling(t.config, name)) for a, b, t in zip(a_s, b_s, trees)]
-        result = method(factors, key=name, weights=plan.weights, **plan.params)
+        result = method(factors, key=name, weights=plan.weights, **plan.params_for(name + ".weight"))
         if isinstance(result, Capped):
             capped.append(result)
         a, b = result
@@ -194,6 +194,9 @@ def sweep_alpha(repo: RepoView, plan: MergePlan, probe_spec: str, metric: str = 
     scale = get_method(plan.method).scale_for(plan.params)
     if scale is None:
         raise BadInput(f"method {plan.method!r} has no final scale to tune", "drop --alpha auto")
+    if any(scale in values for _glob, values in plan.per_tensor):
+        raise BadInput(f"--alpha auto tunes one {scale} for every tensor, and per-tensor parameters set it for some",
+                       f"drop --alpha auto, or the per-tensor {scale}")
     if plan.base is None:
         raise BadInput("--alpha auto evaluates the merge on its base checkpoint, and the inputs record none",
                        "commit the adapters with --base NAME")
