@@ -289,6 +289,26 @@ class Repo:
         return merge(self, revs, method, params, into=into, message=message, author=author, progress=progress,
                      probe=probe, metric=metric, device=device)
 
+    def merge_recipe(self, recipe: str | os.PathLike[str], *, into: str | None = None, message: str | None = None,
+                     author: str | None = None, progress: ProgressFactory = no_progress, device: str = "auto") -> ObjectId:
+        """Merge as a mergekit recipe (YAML) says; see ``ops.merge.recipe``."""
+        from .ops.merge.recipe import from_recipe, read_recipe
+        from .ops.merge.verb import merge
+
+        revs, method, params = from_recipe(self, read_recipe(Path(recipe)))
+        return merge(self, revs, method, params, into=into, message=message or f"merge as {Path(recipe).name} says",
+                     author=author, progress=progress, device=device)
+
+    def recipe(self, rev: str) -> dict[str, Any]:
+        """Merge commit ``rev`` as a mergekit recipe; see ``ops.merge.recipe.to_recipe``."""
+        from .ops.merge.recipe import to_recipe
+
+        def name(oid: ObjectId) -> str:
+            heads = sorted(b for b, o in self.branches().items() if o == oid)
+            return heads[0] if heads else oid
+
+        return to_recipe(self, self.resolve(rev), name)
+
     def compose(self, revs: list[str], out: str | os.PathLike[str], method: str = "mean_ba",
                 params: Mapping[str, Any] | None = None, *, progress: ProgressFactory = no_progress) -> Path:
         """Write the merge of ``revs`` to ``out`` without a commit (DitHub's per-query composition);

@@ -1,6 +1,7 @@
 """dithub merge"""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -67,8 +68,9 @@ def scale_param(method: str, params: dict[str, str]) -> str:
 
 def merge(
     ctx: typer.Context,
-    revs: Annotated[list[str], typer.Argument(help="Branches or commits to merge (two or more; opcm: added one by one).")],
-    method: Annotated[str, typer.Option("--method", help=f"Merge method: {', '.join(REGISTRY)}.")],
+    revs: Annotated[list[str] | None, typer.Argument(help="Branches or commits to merge (two or more; opcm: added one by one).")] = None,
+    method: Annotated[str | None, typer.Option("--method", help=f"Merge method: {', '.join(REGISTRY)}.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="A mergekit recipe (YAML): its method, models and parameters.")] = None,
     param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", "-w", help="An input's weight, REV=W (repeatable; or REV:W in the list).")] = None,
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
@@ -83,8 +85,18 @@ def merge(
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
     repo = open_repo(ctx)
-    params: dict[str, Any]
-    params, rules = per_tensor(key_values(param, "--param", "density=0.2"))
+    if config is not None:
+        if revs or method or param or weight or alpha or dtype or dry_run:
+            raise BadInput("--config gives the inputs, method and parameters", "drop the revisions and --method/-p/-w/--alpha/--dtype")
+        with progress_bars() as progress:
+            oid = repo.merge_recipe(config, into=into, message=message, progress=progress, device=device)
+        emit(as_json, {"id": oid, "branch": into or repo.current_branch(), "op": repo.store.read_commit(oid).op.to_json()},
+             lambda: out.print(f"Merged as {config} says: {short(oid)} on {into or repo.current_branch()}"))
+        return
+    if not revs or not method:
+        raise BadInput("name the revisions to merge and --method (or give --config RECIPE)")
+    plain, rules = per_tensor(key_values(param, "--param", "density=0.2"))
+    params: dict[str, Any] = dict(plain)
     if rules:
         params["per_tensor"] = rules
     revs, weights = split_weights(revs, weight or [])

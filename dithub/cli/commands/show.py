@@ -3,7 +3,10 @@ from __future__ import annotations
 
 import datetime as dt
 
+from typing import Annotated
+
 import typer
+import yaml
 from rich.markup import escape
 from rich.table import Table
 
@@ -12,9 +15,16 @@ from ..output import emit, human_bytes, out, short
 from ..state import repo as open_repo
 
 
-def show(ctx: typer.Context, rev: Rev = "HEAD", as_json: Json = False) -> None:
+def show(ctx: typer.Context, rev: Rev = "HEAD",
+         recipe: Annotated[bool, typer.Option("--recipe", help="Print a merge commit as a mergekit recipe (YAML).")] = False,
+         as_json: Json = False) -> None:
     """Show a commit: metadata, how it was made, and its tensors."""
-    info = open_repo(ctx).show(rev)
+    repo = open_repo(ctx)
+    if recipe:
+        doc = repo.recipe(rev)
+        emit(as_json, doc, lambda: out.print(escape(yaml.safe_dump(doc, sort_keys=False)), end=""))
+        return
+    info = repo.show(rev)
     c, tree = info.commit, info.tree
     payload = {
         "id": info.id, "refs": info.refs, "tree": c.tree, "parents": c.parents, "base": c.base,
