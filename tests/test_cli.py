@@ -134,3 +134,13 @@ def test_every_command_help_renders(cli):
     for words in commands:
         res = cli([*words, "--help"])
         assert res.code == 0 and "Usage" in res.out, (words, res.err)
+
+
+def test_docs_cli_lists_every_command_and_option():
+    """docs/cli.md ends with the reference generated from the commands (python -m dithub.cli.reference)."""
+    from pathlib import Path
+
+    from dithub.cli.reference import MARK, reference
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    assert text[text.index(MARK):] == reference(), "regenerate: python -m dithub.cli.reference (replace the section in docs/cli.md)"
