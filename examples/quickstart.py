@@ -16,6 +16,8 @@ Offline, on a CPU, in about 50 seconds: `make demo` or `python examples/quicksta
 The trained bases and adapters ship in examples/digits (7 MB) and examples/minilm (1 MB); `--retrain`
 trains them again from scratch (about five minutes on 2 cores), as examples/make_digits.py and
 examples/make_text.py made them.
+A mergekit recipe is merged with `merge --config` and printed back with `show --recipe`, and
+`bisect` finds the commit that broke an adapter on its probe.
 Then `verify` gates two of the merges on a dithub.toml policy (accuracy floor, per-domain drop).
 """
 from __future__ import annotations
@@ -217,6 +219,37 @@ def finetune_step(r: Repo, repo: Path, work: Path, suite) -> None:  # type: igno
     console.print(f"(the checked-out DoRA directory is the committed one byte for byte: {same})")
 
 
+def recipe_and_bisect_step(r: Repo, repo: Path, work: Path, suite) -> None:  # type: ignore[no-untyped-def]
+    """A mergekit recipe merged as mergekit users write it (a density gradient across the layers, a
+    filter for the attention), printed back as a recipe; then bisect finds the commit that broke an
+    adapter on its probe."""
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    recipe = {"merge_method": "ties", "base_model": "vit-v1",
+              "models": [{"model": "tv/rot90", "parameters": {"weight": 1.0}}, {"model": "tv/flip", "parameters": {"weight": 0.5}}],
+              "parameters": {"density": [{"filter": "attention", "value": 0.3}, {"value": [0.2, 0.6]}], "lambda": 1.0},
+              "dtype": "float32"}
+    (work / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    console.print(f"\n[dim]{work / 'recipe.yaml'}, a mergekit recipe:[/]")
+    console.print(yaml.safe_dump(recipe, sort_keys=False), markup=False, highlight=False)
+    run(f"merge --config {work / 'recipe.yaml'} --into merged/recipe", repo)
+    run("show merged/recipe --recipe", repo)
+    good = suite.lora("rot90")
+    broken = work / "broken-rot90"
+    broken.mkdir(exist_ok=True)
+    (broken / "adapter_config.json").write_text((good / "adapter_config.json").read_text())
+    g = torch.Generator().manual_seed(7)
+    weights = load_file(str(good / "adapter_model.safetensors"))
+    save_file({k: v if "lora_A" in k else 40 * torch.randn(v.shape, generator=g) for k, v in weights.items()},
+              str(broken / "adapter_model.safetensors"))
+    first = r.commit(good, "rot90, as trained", branch="history/rot90", base="vit-v1").id
+    for i in range(1, 16):  # fifteen more commits; the ninth breaks the adapter
+        r.commit(broken if i >= 9 else good, f"retraining step {i}", branch="history/rot90", allow_empty=True)
+    run(f"bisect {first[:12]} history/rot90 --probe {suite.probe('rot90')} --min-accuracy 0.5", repo)
+    run("blame history/rot90~7", repo)
+
+
 def verify_step(r: Repo, repo: Path, suite) -> dict[str, float]:  # type: ignore[no-untyped-def]
     """CI's gate on merged adapters: a policy (dithub.toml) with an accuracy floor on the original
     digits and a per-domain drop margin; one merge passes, one is refused (exit 11). Then a client
@@ -300,6 +333,7 @@ def main() -> None:
     console.print(f"(the class-incremental split: {', '.join(CLASS_TASKS)} committed and merged with "
                   f"{', '.join(CLASS_MERGES)})")
     finetune_step(r, repo, work, suite)
+    recipe_and_bisect_step(r, repo, work, suite)
     text_seconds, text_ref = text_step(r, repo, work if args.retrain else None)
     rebase_table = rebase_step(r, repo, work)
     revert_table = revert_step(work / "federated", suite)

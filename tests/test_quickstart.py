@@ -45,6 +45,11 @@ def test_quickstart(tmp_path):
     ties = repo.commit_object("merged/ft-ties")
     assert ties.op.method == "ties" and ties.parents == [repo.resolve("ft/rot90"), repo.resolve("ft/rot180")]
     assert repo.tree_of("dora/rot90").kind == "peft" and "byte for byte: True" in res.stdout
+    # a mergekit recipe merged and printed back; bisect names the commit that broke rot90 (the 9th after it)
+    recipe = repo.commit_object("merged/recipe")
+    assert recipe.op.method == "ties" and recipe.op.params["per_tensor"] and "merge_method: ties" in res.stdout
+    history = [e.id for e in repo.log(["history/rot90"])][::-1]
+    assert f"{history[9][:12]} is the first bad commit" in res.stdout
     # the class-incremental branches, one per pair of classes, merged
     assert repo.commit_object("merged/class-iso_cts").parents == [repo.resolve(t) for t in CLASS_TASKS]
     # checkout wrote back the committed adapter's tensors bit for bit

@@ -32,8 +32,8 @@ def reference() -> str:
             help_text = " ".join((getattr(p, "help", None) or "").split())
             lines.append(f"- {names}: {help_text}".rstrip(": "))
         lines.append("")
-        for name in sorted(subs or {}):
-            walk(subs[name], name)
+        for name, sub in sorted((subs or {}).items()):
+            walk(sub, name)
 
     walk(typer.main.get_command(app), "")
     return "\n".join(lines).rstrip() + "\n"
