@@ -17,7 +17,8 @@ Methods: task_arithmetic, ties (density 0.2), dare (p 0.9, combine ta), tsv, iso
 mergekit have no TSV or Iso-CTS.
 
 Agreement: dithub's task arithmetic and TIES (convention=mergekit) against mergekit's own merge code
-on the same tensors, entry by entry (where mergekit imports in this process).
+on the same tensors, entry by entry (where mergekit imports in this process); and recipes end to end
+(--recipes-only): merge --config, show --recipe, and mergekit run on the printed recipe.
 
 Rank cap: concat with -p rank=16 against peft's svd combination on the same LoRA adapters.
 
@@ -357,6 +358,99 @@ def agreement_table(n: int, json_path: Path | None) -> None:
     _write_json(json_path, "agreement", rows)
 
 
+RECIPES = {  # mergekit recipes as dithub's show --recipe writes them (inputs named ft/0 … and base "llama")
+    "task_arithmetic": {"merge_method": "task_arithmetic", "parameters": {"lambda": 0.5, "normalize": False}},
+    "ties": {"merge_method": "ties", "parameters": {"density": [{"filter": "mlp", "value": 0.4}, {"value": [0.2, 0.6]}],
+                                                    "lambda": 1.0, "normalize": True}},
+    "dare_linear": {"merge_method": "dare_linear", "parameters": {"density": 0.3, "lambda": 1.0, "normalize": False}},
+}
+
+
+def recipe_agreement_rows(work: Path) -> list[dict] | None:
+    """Recipes end to end: a tiny Llama base and three fine-tunes as model directories; dithub merges
+    them with ``merge --config`` (their dithub names), prints the merge with ``show --recipe``, and
+    mergekit runs that printed recipe on the directories. Task arithmetic and TIES (gradient and filter
+    included) are compared entry by entry; DARE, whose draws no two tools share, by its kept fraction
+    and the norm of the merged update. None without mergekit."""
+    try:
+        from mergekit.config import MergeConfiguration
+        from mergekit.merge import MergeOptions, run_merge
+    except ImportError:
+        return None
+    import torch
+    import yaml
+    from safetensors.torch import load_file
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from dithub import Repo
+
+    root = work / "recipes"
+    shutil.rmtree(root, ignore_errors=True)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
+                      num_key_value_heads=4, tie_word_embeddings=False)
+    base = LlamaForCausalLM(cfg)
+    base.save_pretrained(root / "base")
+    dirs = []
+    for i in range(3):
+        ft = LlamaForCausalLM(cfg)
+        ft.load_state_dict({k: v + 0.02 * torch.randn_like(v) for k, v in base.state_dict().items()})
+        ft.save_pretrained(root / f"ft{i}")
+        dirs.append(root / f"ft{i}")
+    repo = Repo.init(root / "repo")
+    repo.base_add("llama", root / "base")
+    for i, d in enumerate(dirs):
+        repo.commit(d, f"fine-tune {i}", branch=f"ft/{i}", base="llama")
+    weights = [1.0, 0.5, 1.0]
+    theta0 = load_file(str(root / "base" / "model.safetensors"))
+    rows = []
+    for name, recipe in RECIPES.items():
+        doc = {**recipe, "base_model": "llama", "dtype": "float32",
+               "models": [{"model": f"ft/{i}", "parameters": {"weight": w}} for i, w in enumerate(weights)]}
+        (root / f"{name}.yaml").write_text(yaml.safe_dump(doc))
+        repo.merge_recipe(root / f"{name}.yaml", into=f"m/{name}")
+        printed = repo.recipe(f"m/{name}")  # what show --recipe prints, with the inputs' directories
+        printed["base_model"] = str(root / "base")
+        for m in printed["models"]:
+            m["model"] = str(dirs[int(m["model"].split("/")[1])])
+        out = root / f"mergekit-{name}"
+        run_merge(MergeConfiguration.model_validate(printed), str(out), options=MergeOptions(copy_tokenizer=False))
+        theirs = {}
+        for f in out.glob("*.safetensors"):
+            theirs.update(load_file(str(f)))
+        tree = repo.tree_of(f"m/{name}")
+        differ = total = kept_ours = kept_theirs = 0
+        largest, norm_ours, norm_theirs = 0.0, 0.0, 0.0
+        for key, entry in tree.tensors.items():
+            tau = torch.frombuffer(bytearray(repo.store.read_tensor(entry.id).data), dtype=torch.float32).reshape(entry.shape)
+            mk = theirs[key].float() - theta0[key].float()
+            mine = (theta0[key].float() + tau) - theta0[key].float()  # both through θ_base + τ, in fp32
+            diff = (mine - mk).abs()
+            differ, total = differ + int((diff > 1e-6).sum()), total + diff.numel()
+            largest = max(largest, float(diff.max()))
+            kept_ours, kept_theirs = kept_ours + int((mine != 0).sum()), kept_theirs + int((mk != 0).sum())
+            norm_ours, norm_theirs = norm_ours + float(mine.pow(2).sum()), norm_theirs + float(mk.pow(2).sum())
+        rows.append({"recipe": name, "entries": total, "differ_over_1e-6": differ, "max_abs_diff": largest,
+                     "kept_fraction_dithub": kept_ours / total, "kept_fraction_mergekit": kept_theirs / total,
+                     "norm_ratio": (norm_ours / norm_theirs) ** 0.5 if norm_theirs else float("nan")})
+    return rows
+
+
+def recipe_agreement_table(work: Path, json_path: Path | None) -> None:
+    rows = recipe_agreement_rows(work)
+    if rows is None:
+        console.print("mergekit is not installed: no recipe agreement rows (pip install mergekit, or PYTHONPATH to it)")
+        return
+    table = Table(title="merge --config, show --recipe, then mergekit on the printed recipe: dithub vs mergekit")
+    for col in ("recipe", "entries", "differ > 1e-6", "max |diff|", "kept: dithub", "kept: mergekit", "‖τ‖ dithub / mergekit"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["recipe"], str(r["entries"]), str(r["differ_over_1e-6"]), f"{r['max_abs_diff']:.3g}",
+                      f"{r['kept_fraction_dithub']:.4f}", f"{r['kept_fraction_mergekit']:.4f}", f"{r['norm_ratio']:.4f}")
+    console.print(table)
+    _write_json(json_path, "recipe_agreement", rows)
+
+
 def rank_cap_rows(ns: list[int], repeat: int, rank: int = 16) -> list[dict]:
     """A rank cap on merged LoRAs: dithub's concat with -p rank=R (factored: QRs of the stacks, SVD
     of the small core) against peft's ``add_weighted_adapter(combination_type="svd")`` (the dense
@@ -447,7 +541,12 @@ def main() -> None:
     ap.add_argument("--agreement-only", action="store_true",
                     help="only the agreement with mergekit's merge code, in this process (JSON: agreement.json)")
     ap.add_argument("--rank-cap-only", action="store_true", help="only the rank cap against peft's svd (JSON: rank_cap.json)")
+    ap.add_argument("--recipes-only", action="store_true",
+                    help="only the recipe round trip through mergekit, in this process (JSON: recipe_agreement.json)")
     args = ap.parse_args()
+    if args.recipes_only:
+        recipe_agreement_table(args.work.resolve(), args.json.with_name("recipe_agreement.json"))
+        return
     if args.core_space_only:
         core_space_table(args.n, args.repeat, args.json.with_name("core_space.json"))
         return

@@ -403,8 +403,9 @@ def to_recipe(repo: RepoView, oid: ObjectId, names: Callable[[ObjectId], str]) -
         convert = lambda v: _to_mergekit(name, v)  # noqa: E731
         top = {**convert(params), "normalize": name == "ties" or name == "dare_ties"}
         fixed = METHODS[name].fixed
+        moot = ("convention",) if name == "dare_linear" else ()  # zero sums are TIES' election's alone
         extra = sorted(k for k in params if k not in fixed and k not in ("alpha", "lam", "p", "beta", "density", "gamma", "seed",
-                                                                         "mask", "rng"))
+                                                                         "mask", "rng", *moot))
         if extra:
             raise BadInput(f"parameters {extra} of this merge have no mergekit equivalent")
     for glob, values in rules:  # prepended in turn: mergekit's first matching condition is dithub's last rule
