@@ -137,3 +137,18 @@ def test_show_recipe_round_trips_to_the_same_tree(tvs, tmp_path, cli):
     assert run("merge", "--config", str(tmp_path / "mm.yaml"), "--into", "mm2").code == 0
     assert repo.commit_object("mm2").tree == repo.commit_object("mm").tree
     assert run("show", "task/0", "--recipe").code == 3  # not a merge
+
+
+def test_recipe_models_may_be_paths_stored_as_unreferenced_commits(tvs, tmp_path, cli):
+    """An existing path wins over a revision of the same name; it is stored as a commit the merge names."""
+    repo, tv = tvs
+    doc = {"merge_method": "task_arithmetic", "models": [{"model": "task/0"}, {"model": str(tmp_path / "t1.safetensors")}],
+           "parameters": {"lambda": 1.0}}
+    res = cli(["-C", str(repo.path), "merge", "--config", str(write(tmp_path / "p.yaml", doc)), "--into", "p"])
+    assert res.code == 0, res.err
+    merge = repo.commit_object("p")
+    stored = repo.store.read_commit(merge.op.inputs[1])
+    assert repo.store.read_tree(stored.tree).tensors == repo.tree_of("task/1").tensors  # the same file: the same objects
+    assert stored.message.startswith("recipe input") and repo.fsck().ok
+    for name in NAMES:
+        torch.testing.assert_close(stored_f32(repo, "p", name, (6, 5)), tv[0][name] + tv[1][name], rtol=0, atol=1e-6)
