@@ -42,7 +42,8 @@ def test_per_tensor_parameters_merge_each_tensor_by_its_rule_and_replay(tvs, cli
         torch.testing.assert_close(stored_f32(repo, "m", name, (6, 5)), expected, rtol=0, atol=0)
     op = repo.commit_object("m").op
     assert op.params["per_tensor"] == [["*.mlp.*", {"density": 0.6}], ["*.layers.1.mlp.*", {"density": 0.9}]]
-    repo.revert("task/2", from_merge="m", branch="m")  # exact: the recorded merge replayed without task/2, rules included
+    reverted = cli(["-C", str(repo.path), "revert", "task/2", "--from", "m", "--method", "exact", "--into", "m"])
+    assert reverted.code == 0, reverted.err  # exact: the recorded merge replayed without task/2, rules included
     for name in NAMES:
         density = 0.9 if "layers.1.mlp" in name else 0.6 if ".mlp." in name else 0.2
         torch.testing.assert_close(stored_f32(repo, "m", name, (6, 5)), ties([tv[0][name], tv[1][name]], density=density),
