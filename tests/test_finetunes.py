@@ -315,5 +315,5 @@ def test_export_merged_shards_like_save_pretrained_with_the_base_tokenizer(llama
         assert run("--merge-into", into, "--max-shard-size", "20KB", "-o", str(tmp_path / f"into{i}")).code == 0
         assert weights(tmp_path / f"into{i}") == weights(out), into
     bad = run("--merge-into", "nowhere/at-all", "-o", str(tmp_path / "bad"))
-    assert bad.code != 0 and "neither a path, a base, a revision nor a hub id" in bad.err and not (tmp_path / "bad").exists()
+    assert bad.code != 0 and "is neither a path, a revision nor a hub id" in bad.err and not (tmp_path / "bad").exists()
     assert run("--merge-into", "lora/a", "-o", str(tmp_path / "bad")).code != 0  # an adapter is no base

@@ -6,9 +6,11 @@ import getpass
 import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..formats import Staged, check_fits, import_adapter, import_model_dir
 from ..formats.hf_names import model_names
+from ..formats.hub import SCHEME, HubSource
 from ..formats.hub import source as hub_source
 from ..errors import BadInput, RefNotFound
 from ..progress import ProgressFactory, no_progress
@@ -122,6 +124,26 @@ def commit(repo: RepoView, source: str | os.PathLike[str], message: str, *, bran
     stats.objects += 1
     stats.bytes += repo.store.size(oid)
     return CommitResult(oid, name, tree_oid, stats.objects, stats.bytes, staged.nbytes)
+
+
+@dataclass(frozen=True)
+class Named:
+    """A model or adapter named by a user: a dithub commit, or files (a path; a hub id's snapshot)."""
+
+    commit: ObjectId | None = None
+    path: Path | None = None
+    hub: HubSource | None = None
+
+
+def named_model(repo: RepoView, text: str, what: str, hint: str) -> Named:
+    """What ``text`` names, in this order: an existing path, a dithub revision, ``hf://org/name``."""
+    if not Path(text).exists() and not text.startswith(SCHEME):
+        try:
+            return Named(commit=repo.resolve(text))
+        except RefNotFound:
+            raise RefNotFound(f"{what} {text!r} is neither a path, a revision nor a hub id", hint) from None
+    path, hub = hub_source(text)
+    return Named(path=path, hub=hub)
 
 
 def base_for(repo: RepoView, base: str | None, parent: ObjectId | None) -> ObjectId | None:

@@ -6,18 +6,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from ..errors import BadInput, RefNotFound
+from ..errors import BadInput
 from ..formats import import_model_dir
 from ..formats import write_tree as write_tree_file
 from ..formats.card import model_card
 from ..formats.exporters import DEFAULT_SHARD, WEIGHTS_INDEX, Loader, byte_size
-from ..formats.hub import SCHEME
-from ..formats.hub import source as hub_source
 from ..formats.importers import MODEL_CARD
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, TensorEntry, Tree
 from ..store.view import RepoView
 from .card import card_info, card_text
+from .commit import named_model
 
 COMMITTED = ("commit", "base")
 """Ops whose trees hold files as they were committed (any other op computed its tree)."""
@@ -73,14 +72,11 @@ def _into(repo: RepoView, rev: str, commit: Commit, text: str | None) -> _Into:
         if commit.base is None:
             raise BadInput(f"{rev} records no base checkpoint", "pass --merge-into BASE (see `dithub base list`)")
         return _stored(repo, commit.base, repo.base_name(commit.base) or commit.base[:12])
-    if not Path(text).exists() and not text.startswith(SCHEME):
-        try:
-            oid = repo.resolve(text)
-        except RefNotFound:
-            raise RefNotFound(f"--merge-into {text}: neither a path, a base, a revision nor a hub id",
-                              "give a model directory, a name from `dithub base list`, or hf://org/name") from None
-        return _stored(repo, repo.store.read_commit(oid).tree, text)
-    path, hub = hub_source(text)
+    named = named_model(repo, text, "--merge-into", "give a model directory, a name from `dithub base list`, or hf://org/name")
+    if named.commit is not None:
+        return _stored(repo, repo.store.read_commit(named.commit).tree, text)
+    assert named.path is not None
+    path, hub = named.path, named.hub
     staged = import_model_dir(path)
     tree = Tree("full", staged.config, {n: TensorEntry("", t.dtype, t.shape) for n, t in staged.tensors.items()})
     kept = {n: data for n, data in staged.kept.items() if isinstance(data, bytes)}

@@ -39,14 +39,12 @@ from typing import Any
 import yaml
 
 from ...algorithms.merge import REGISTRY, get_method
-from ...errors import BadInput, IncompatibleAdapters, RefNotFound
+from ...errors import BadInput, IncompatibleAdapters
 from ...formats import check_fits, import_adapter, import_model_dir, lora_modules
-from ...formats.hub import SCHEME
-from ...formats.hub import source as hub_source
 from ...progress import no_progress
 from ...store import Commit, ObjectId, Op
 from ...store.view import RepoView
-from ..commit import default_author, store_staged
+from ..commit import default_author, named_model, store_staged
 from .plan import plan_merge
 
 MAX_RECIPE_BYTES = 1 << 20
@@ -59,9 +57,10 @@ BEFORE = ("embed", "wte", "wpe", "patch_embeddings", "position_embeddings", "cls
 
 
 @dataclass(frozen=True)
-class Mapping_:
-    """How one mergekit method maps: dithub's method, its fixed parameters, the mergekit parameters
-    it takes (name → dithub name, or a function of the value), which mergekit default ``normalize`` has."""
+class Translation:
+    """How one mergekit method maps: dithub's method and the parameters that pin it to mergekit's
+    definition, the dithub parameter ``lambda`` scales, mergekit's default ``normalize`` and the values
+    of it dithub computes, and the parameters a model may give for itself."""
 
     method: str
     fixed: dict[str, Any]
@@ -71,13 +70,13 @@ class Mapping_:
     per_model: tuple[str, ...] = ("weight",)
 
 
-METHODS: dict[str, Mapping_] = {
-    "task_arithmetic": Mapping_("task_arithmetic", {}, "alpha", False, (False, True)),
-    "linear": Mapping_("task_arithmetic", {}, None, True, (True,)),
-    "ties": Mapping_("ties", {"convention": "mergekit"}, "lam", True, (True,), ("weight", "density")),
-    "dare_ties": Mapping_("dare", {"combine": "ties", "convention": "mergekit"}, "lam", False, (True,), ("weight", "density")),
-    "dare_linear": Mapping_("dare", {"combine": "ta"}, "lam", False, (False, True), ("weight", "density")),
-    "breadcrumbs": Mapping_("breadcrumbs", {"convention": "mergekit"}, "alpha", False, (False, True), ("weight", "density", "gamma")),
+METHODS: dict[str, Translation] = {
+    "task_arithmetic": Translation("task_arithmetic", {}, "alpha", False, (False, True)),
+    "linear": Translation("task_arithmetic", {}, None, True, (True,)),
+    "ties": Translation("ties", {"convention": "mergekit"}, "lam", True, (True,), ("weight", "density")),
+    "dare_ties": Translation("dare", {"combine": "ties", "convention": "mergekit"}, "lam", False, (True,), ("weight", "density")),
+    "dare_linear": Translation("dare", {"combine": "ta"}, "lam", False, (False, True), ("weight", "density")),
+    "breadcrumbs": Translation("breadcrumbs", {"convention": "mergekit"}, "alpha", False, (False, True), ("weight", "density", "gamma")),
 }
 """mergekit's merge methods that dithub computes, by mergekit name."""
 
@@ -149,18 +148,15 @@ class _Inputs:
 def _input(repo: RepoView, text: str, base_tree: ObjectId | None) -> str:
     """A model of the recipe as a revision: an existing path (committed here as an unreferenced commit
     on the recipe's base), else a dithub revision, else ``hf://org/name`` (as a path)."""
-    if not Path(text).exists() and not text.startswith(SCHEME):
-        try:
-            oid = repo.resolve(text)
-        except RefNotFound:
-            raise RefNotFound(f"recipe model {text!r} is neither a path, a revision nor a hub id",
-                              "name a branch or commit, a model or adapter directory, or hf://org/name") from None
-        if base_tree is not None and repo.store.read_commit(oid).base != base_tree:
+    named = named_model(repo, text, "recipe model", "name a branch or commit, a model or adapter directory, or hf://org/name")
+    if named.commit is not None:
+        if base_tree is not None and repo.store.read_commit(named.commit).base != base_tree:
             raise IncompatibleAdapters(f"recipe model {text!r} is not on the recipe's base_model",
                                        "rebase it onto that base first, or name its own base")
-        return oid
-    path, hub = hub_source(text)
-    staged = import_adapter(path, models=True)
+        return named.commit
+    assert named.path is not None
+    hub = named.hub
+    staged = import_adapter(named.path, models=True)
     if base_tree is not None:
         check_fits(repo.store.read_tree(base_tree), staged)
     tree, _ = store_staged(repo, staged, no_progress)
@@ -173,15 +169,11 @@ def _base(repo: RepoView, text: Any) -> ObjectId | None:
         return None
     if not isinstance(text, str):
         raise BadInput(f"recipe base_model {text!r} is not a name")
-    if text in repo.bases():
-        return repo.store.read_commit(repo.bases()[text]).tree
-    if not Path(text).exists() and not text.startswith(SCHEME):
-        try:
-            return repo.store.read_commit(repo.resolve(text)).tree
-        except RefNotFound:
-            raise RefNotFound(f"recipe base_model {text!r} is neither a base, a revision, a path nor a hub id",
-                              "see `dithub base list`") from None
-    tree, _ = store_staged(repo, import_model_dir(hub_source(text)[0]), no_progress)
+    named = named_model(repo, text, "recipe base_model", "name a base (see `dithub base list`), a model directory or hf://org/name")
+    if named.commit is not None:
+        return repo.store.read_commit(named.commit).tree
+    assert named.path is not None
+    tree, _ = store_staged(repo, import_model_dir(named.path), no_progress)
     return tree
 
 
@@ -196,7 +188,7 @@ def from_recipe(repo: RepoView, doc: Mapping[str, Any]) -> tuple[list[str], str,
     name = doc.get("merge_method")
     if not isinstance(name, str):
         raise BadInput("recipe key 'merge_method' is missing", f"one of: {', '.join(sorted(METHODS) + sorted(REGISTRY))}")
-    mapping = METHODS.get(name) or (Mapping_(name, {}, None, False, (False,), ("weight",)) if name in REGISTRY else None)
+    mapping = METHODS.get(name) or (Translation(name, {}, None, False, (False,), ("weight",)) if name in REGISTRY else None)
     if mapping is None:
         raise BadInput(f"recipe merge_method {name!r} is not one dithub implements",
                        f"mergekit methods it maps: {', '.join(sorted(METHODS))}; or a dithub method: {', '.join(sorted(REGISTRY))}")
@@ -232,7 +224,7 @@ def from_recipe(repo: RepoView, doc: Mapping[str, Any]) -> tuple[list[str], str,
     return inputs.revs, mapping.method, params
 
 
-def _parameters(repo: RepoView, name: str, mapping: Mapping_, native: bool, inputs: _Inputs, settings: dict[str, Any]) -> dict[str, Any]:
+def _parameters(repo: RepoView, name: str, mapping: Translation, native: bool, inputs: _Inputs, settings: dict[str, Any]) -> dict[str, Any]:
     """dithub parameters for every tensor, and per-tensor rules where a setting varies."""
     normalize = settings.pop("normalize", mapping.normalize)
     settings.pop("int8_mask", None)
@@ -303,7 +295,7 @@ def _weights(inputs: _Inputs, names: list[str], position: Callable[[str], float]
     return out
 
 
-def _dithub(mapping: Mapping_, native: bool, values: dict[str, Any], weights: list[float], normalize: bool) -> dict[str, Any]:
+def _dithub(mapping: Translation, native: bool, values: dict[str, Any], weights: list[float], normalize: bool) -> dict[str, Any]:
     """One tensor's mergekit values as dithub's parameters."""
     if native:
         return dict(values)
