@@ -299,8 +299,8 @@ def _dithub(mapping: Translation, native: bool, values: dict[str, Any], weights:
     """One tensor's mergekit values as dithub's parameters."""
     if native:
         return dict(values)
-    divide = sum(weights) if normalize and mapping.method in ("task_arithmetic", "dare", "breadcrumbs") and \
-        not (mapping.method == "dare" and mapping.fixed.get("combine") == "ties") else 1.0
+    averages = mapping.method == "ties" or mapping.fixed.get("combine") == "ties"  # TIES' disjoint mean is its normalize
+    divide = sum(weights) if normalize and not averages else 1.0
     if divide == 0:
         raise BadInput("recipe weights sum to 0, and normalize divides by their sum")
     scale = float(values.get("lambda", 1.0)) / divide
