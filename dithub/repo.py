@@ -2,6 +2,7 @@
 hands each verb to its operation in ``dithub.ops`` (which take any ``RepoView``)."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -94,6 +95,12 @@ class Repo:
         refs = MemoryRefStore()
         refs.set_symbolic("HEAD", HEADS + branch)
         return cls(MemoryObjectStore(), refs)
+
+    def opener(self) -> Callable[[], Repo]:
+        """A picklable function opening this repository again, for worker processes (``--executor ray``)."""
+        if self.path is None:
+            raise BadInput("an in-memory repository cannot be shared with worker processes", "use a repository on disk")
+        return functools.partial(Repo.open, self.path)
 
     # -- names ------------------------------------------------------------
     def resolve(self, rev: str) -> ObjectId:
@@ -281,13 +288,15 @@ class Repo:
 
     def merge(self, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
               message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
-              probe: str | None = None, metric: str = "accuracy", device: str = "auto") -> ObjectId:
+              probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: str = "local") -> ObjectId:
         """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch),
-        its final scale chosen on ``probe`` by ``metric`` if given; see ``ops.merge.verb.merge``."""
+        its final scale chosen on ``probe`` by ``metric`` if given; ``executor``: ``local``, ``ray`` or
+        ``ray=ADDRESS`` (see ``ops.executor``); see ``ops.merge.verb.merge``."""
+        from .ops.executor import executor_for
         from .ops.merge.verb import merge
 
         return merge(self, revs, method, params, into=into, message=message, author=author, progress=progress,
-                     probe=probe, metric=metric, device=device)
+                     probe=probe, metric=metric, device=device, executor=executor_for(executor))
 
     def merge_recipe(self, recipe: str | os.PathLike[str], *, into: str | None = None, message: str | None = None,
                      author: str | None = None, progress: ProgressFactory = no_progress, device: str = "auto") -> ObjectId:
@@ -330,13 +339,16 @@ class Repo:
 
     def rebase(self, onto: str, branch: str | None = None, method: str = "transfusion", params: Mapping[str, Any] | None = None, *,
                all_branches: bool = False, tip_only: bool = False, alpha: float | str = 1.0, probe: str | None = None,
-               metric: str = "accuracy", author: str | None = None, progress: ProgressFactory = no_progress) -> list[RebaseResult]:
+               metric: str = "accuracy", author: str | None = None, executor: str = "local",
+               progress: ProgressFactory = no_progress) -> list[RebaseResult]:
         """Move ``branch`` (default: the current one; with ``all_branches``, every branch whose head
-        is on another base) onto base ``onto``; see ``ops.rebase``."""
+        is on another base) onto base ``onto``, one task per branch on ``executor``; see ``ops.rebase``."""
+        from .ops.executor import executor_for
         from .ops.rebase import rebase, select_branches
 
         return rebase(self, onto, select_branches(self, onto, branch, all_branches), method, params, alpha=alpha, probe=probe,
-                      metric=metric, tip_only=tip_only, author=author or default_author(), progress=progress)
+                      metric=metric, tip_only=tip_only, author=author or default_author(), progress=progress,
+                      executor=executor_for(executor))
 
     # -- checks, remotes, maintenance --------------------------------------------
     def verify(self, rev: str = "HEAD", *, policy: str | Path | Policy | None = None, against: list[str] | None = None,
@@ -344,13 +356,29 @@ class Repo:
         """Run the verify checks on ``rev`` with a policy (a ``dithub.toml`` path, a Policy, or
         None: ``dithub.toml`` at the repository root if present, else the defaults); see ``dithub.verify``.
         ``allow_code``: a policy file may name probe/metric functions (``module:function``)."""
-        from .verify import Policy, load_policy, verify
+        from .verify import verify
 
-        if not isinstance(policy, Policy):
-            default = self.path / "dithub.toml" if self.path is not None else None
-            policy = load_policy(policy if policy is not None else (default if default is not None and default.is_file() else None),
-                                 allow_code=allow_code)
-        return verify(self, rev, policy, against=against, checks=checks, progress=progress)
+        return verify(self, rev, self._policy(policy, allow_code), against=against, checks=checks, progress=progress)
+
+    def verify_many(self, revs: list[str], *, policy: str | Path | Policy | None = None, against: list[str] | None = None,
+                    checks: list[str] | None = None, allow_code: bool = False, executor: str = "local",
+                    progress: ProgressFactory = no_progress) -> list[VerifyReport]:
+        """``verify`` of each revision, here or one task each on ``executor`` (``ray``, ``ray=ADDRESS``)."""
+        from .ops.executor import executor_for
+        from .verify import verify_many
+
+        return verify_many(self, revs, self._policy(policy, allow_code), against=against, checks=checks,
+                           executor=executor_for(executor), progress=progress)
+
+    def _policy(self, policy: str | Path | Policy | None, allow_code: bool) -> Policy:
+        """A Policy; a ``dithub.toml`` path; or None: the one at the repository root if present, else the defaults."""
+        from .verify import Policy, load_policy
+
+        if isinstance(policy, Policy):
+            return policy
+        default = self.path / "dithub.toml" if self.path is not None else None
+        return load_policy(policy if policy is not None else (default if default is not None and default.is_file() else None),
+                           allow_code=allow_code)
 
     @classmethod
     def clone(cls, url: str, directory: str | Path, *, name: str = "origin", options: dict[str, Any] | None = None,

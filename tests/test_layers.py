@@ -119,7 +119,7 @@ def test_adapter_commands_load_neither_torch_nor_transformers(tmp_path, vit):
     code = ("import json, sys; from dithub.cli import main\n"
             "for cmd in json.loads(sys.argv[2]):\n"
             "    rc = main(['-C', sys.argv[1], *cmd])\n"
-            "    heavy = [m for m in ('torch', 'transformers', 'peft', 'scipy', 'pydantic') if m in sys.modules]\n"
+            "    heavy = [m for m in ('torch', 'transformers', 'peft', 'scipy', 'pydantic', 'ray') if m in sys.modules]\n"
             "    if rc or heavy:\n"
             "        print('FAILED', ' '.join(cmd), rc, heavy); break\n")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "repo"), json.dumps(commands)],

@@ -11,6 +11,7 @@ from ..errors import BadInput
 Json = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 Rev = Annotated[str, typer.Argument(help="A branch, tag, base, commit id (or prefix), with optional ~N / ^N.")]
 Force = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing name.")]
+Executor = Annotated[str, typer.Option("--executor", help="Where the work runs: local, ray (RAY_ADDRESS, or a local cluster) or ray=ADDRESS.")]
 Card = Annotated[bool, typer.Option("--card", help="Write a generated model card (README.md) even where one was committed.")]
 Alpha = Annotated[str | None, typer.Option("--alpha", help="The final scale of the update, or 'auto': the best on --probe by --metric.")]
 Metric = Annotated[str, typer.Option("--metric", help="What --alpha auto maximizes: accuracy, or module:function(model, probe) -> float.")]

@@ -27,6 +27,7 @@ from ..formats.torch_io import to_torch
 from .branches import existing, target_branch
 from .commit import base_reference, named_base
 from .deltas import put_tensor
+from .executor import Executor
 from ..algorithms.params import scale_value
 from ..progress import ProgressFactory, no_progress
 from ..algorithms.rebase import RebaseContext, RebaseMethod, Transport, get_rebase
@@ -226,10 +227,27 @@ def select_branches(repo: RepoView, onto: str, branch: str | None, all_branches:
     return branches
 
 
+@dataclass(frozen=True)
+class _Rebase:
+    """What every branch's rewrite shares (sent once to an executor's tasks)."""
+
+    method: str
+    params: dict[str, Any]
+    alpha: float | str
+    probe: str | None
+    metric: str
+    onto: str
+    new_id: ObjectId
+    transports: dict[ObjectId, Transport]
+    author: str
+
+
 def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, params: Mapping[str, Any] | None = None, *,
            alpha: float | str = 1.0, probe: str | None = None, metric: str = "accuracy", tip_only: bool = False, author: str,
-           progress: ProgressFactory = no_progress) -> list[RebaseResult]:
-    """Rebase ``branches`` onto base ``onto``; see the module docstring."""
+           progress: ProgressFactory = no_progress, executor: Executor | None = None) -> list[RebaseResult]:
+    """Rebase ``branches`` onto base ``onto``; see the module docstring. Every branch is rewritten
+    first (one task per branch on ``executor``, the prepared transports sent once), then the branches
+    move, each by compare-and-swap: a rebase that fails moves none."""
     method = get_rebase(method_name)
     full = method.params(params)
     if alpha == "auto" and probe is None:
@@ -237,46 +255,64 @@ def rebase(repo: RepoView, onto: str, branches: list[str], method_name: str, par
     alpha = scale_value(alpha)
     new_id = named_base(repo, onto)
     jobs = _jobs(repo, branches, new_id, tip_only)
-    new = repo.store.read_tree(new_id)
     transports: dict[ObjectId, Transport] = {}
     for old_id in dict.fromkeys(j.old_base for j in jobs):
         old = repo.store.read_tree(old_id)
         trees = [repo.store.read_tree(repo.store.read_commit(c).tree) for j in jobs if j.old_base == old_id for c in j.commits]
         transports[old_id] = prepare(repo, method, full, old_id, new_id, _keys(old, trees), probe)
-    advance = progress(f"rebasing onto {onto} with {method.name}", sum(len(j.commits) for j in jobs), "commits")
-    results = []
-    done: dict[tuple[ObjectId, tuple[ObjectId, ...]], ObjectId] = {}
-    alphas_all: dict[ObjectId, float] = {}
-    for job in jobs:
-        old = repo.store.read_tree(job.old_base)
-        parent: list[ObjectId] | None = None
-        rewritten, alphas = [], {}
-        for oid in job.commits:
-            commit = repo.store.read_commit(oid)
-            parents = list(commit.parents) if parent is None else parent
-            if (oid, tuple(parents)) not in done:  # else shared with a branch rebased before in this run
-                tree = repo.store.read_tree(commit.tree)
-                scale = alpha
-                if scale == "auto":
-                    assert probe is not None
-                    unit = transport_tree(repo, tree, old, new, transports[job.old_base], 1.0)
-                    scale = _best_alpha(repo, new_id, unit, probe, metric)
-                moved = repo.store.write_tree(naming(transport_tree(repo, tree, old, new, transports[job.old_base], float(scale)),
-                                                     *base_reference(repo, new_id)))
-                op = Op("rebase", method.name, {**full, "alpha": float(scale)}, [oid])
-                note = f"\n\n(rebased from {oid[:12]} on {repo.base_name(job.old_base)} onto {onto} with {method.name})"
-                new_oid = repo.store.write_commit(Commit(moved, parents, new_id, author, time.time(), commit.message + note, op))
-                done[oid, tuple(parents)], alphas_all[new_oid] = new_oid, float(scale)
-            new_oid = done[oid, tuple(parents)]
-            rewritten.append((oid, new_oid))
-            alphas[new_oid] = alphas_all[new_oid]
-            parent = [new_oid]
-            advance(1)
-        repo.store.sync()
-        new_head = rewritten[-1][1]
-        repo.refs.set_if_equals(HEADS + job.branch, job.head, new_head, f"rebase --onto {onto} ({method.name})", author)
-        results.append(RebaseResult(job.branch, job.head, new_head, rewritten, alphas))
+    ctx = _Rebase(method.name, full, alpha, probe, metric, onto, new_id, transports, author)
+    if executor is not None and executor.name != "local":
+        advance = progress(f"rebasing onto {onto} with {method.name} on {executor.name}", len(jobs), "branches")
+        results = executor.map(_rebase_task, jobs, shared=(repo.opener(), ctx))
+        advance(len(jobs))
+    else:
+        advance = progress(f"rebasing onto {onto} with {method.name}", sum(len(j.commits) for j in jobs), "commits")
+        done: dict[tuple[ObjectId, tuple[ObjectId, ...]], tuple[ObjectId, float]] = {}
+        results = [_rewrite(repo, job, ctx, done, advance) for job in jobs]
+    repo.store.sync()
+    for job, result in zip(jobs, results):
+        repo.refs.set_if_equals(HEADS + job.branch, job.head, result.new_head, f"rebase --onto {onto} ({method.name})", author)
     if results:
         first = results[0]
         repo.refs.set_detached("ORIG_HEAD", first.old_head, f"rebase {first.branch}", author)
     return results
+
+
+def _rebase_task(shared: tuple[Any, _Rebase], job: _Job) -> RebaseResult:
+    """One branch rewritten in a worker (its commits written; the driver moves the branch)."""
+    opener, ctx = shared
+    repo = opener()
+    result = _rewrite(repo, job, ctx, {}, lambda n: None)
+    repo.store.sync()
+    return result
+
+
+def _rewrite(repo: RepoView, job: _Job, ctx: _Rebase, done: dict[tuple[ObjectId, tuple[ObjectId, ...]], tuple[ObjectId, float]],
+             advance: Any) -> RebaseResult:
+    """New commits for ``job``'s commits on the new base, oldest first (``done``: commits shared with a
+    branch rewritten before in this run, reused)."""
+    old, new = repo.store.read_tree(job.old_base), repo.store.read_tree(ctx.new_id)
+    parent: list[ObjectId] | None = None
+    rewritten, alphas = [], {}
+    for oid in job.commits:
+        commit = repo.store.read_commit(oid)
+        parents = list(commit.parents) if parent is None else parent
+        if (oid, tuple(parents)) not in done:
+            tree = repo.store.read_tree(commit.tree)
+            scale = ctx.alpha
+            if scale == "auto":
+                assert ctx.probe is not None
+                unit = transport_tree(repo, tree, old, new, ctx.transports[job.old_base], 1.0)
+                scale = _best_alpha(repo, ctx.new_id, unit, ctx.probe, ctx.metric)
+            moved = repo.store.write_tree(naming(transport_tree(repo, tree, old, new, ctx.transports[job.old_base], float(scale)),
+                                                 *base_reference(repo, ctx.new_id)))
+            op = Op("rebase", ctx.method, {**ctx.params, "alpha": float(scale)}, [oid])
+            note = f"\n\n(rebased from {oid[:12]} on {repo.base_name(job.old_base)} onto {ctx.onto} with {ctx.method})"
+            new_oid = repo.store.write_commit(Commit(moved, parents, ctx.new_id, ctx.author, time.time(), commit.message + note, op))
+            done[oid, tuple(parents)] = (new_oid, float(scale))
+        new_oid, used = done[oid, tuple(parents)]
+        rewritten.append((oid, new_oid))
+        alphas[new_oid] = used
+        parent = [new_oid]
+        advance(1)
+    return RebaseResult(job.branch, job.head, rewritten[-1][1], rewritten, alphas)

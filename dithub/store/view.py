@@ -3,6 +3,7 @@ its directory, and names resolved to commits. ``dithub.Repo`` is one; the operat
 from __future__ import annotations
 
 from pathlib import Path
+from collections.abc import Callable
 from typing import Protocol
 
 from .ids import ObjectId
@@ -25,3 +26,6 @@ class RepoView(Protocol):
     def bases(self) -> dict[str, ObjectId]: ...
     def base_name(self, base_tree_id: ObjectId | None) -> str | None: ...
     def describe(self, oid: ObjectId) -> str: ...
+    def opener(self) -> Callable[[], RepoView]:
+        """A picklable function that opens this repository again (in a worker process)."""
+        ...

@@ -10,7 +10,7 @@ from typing import Any
 
 from .policy import CHECK_NAMES, Policy, Settings, load_policy
 
-_LAZY = {"CHECKS": "checks", "CheckResult": "checks", "JSON_FORMAT": "run", "VerifyReport": "run", "verify": "run"}
+_LAZY = {"CHECKS": "checks", "CheckResult": "checks", "JSON_FORMAT": "run", "VerifyReport": "run", "verify": "run", "verify_many": "run"}
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +19,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-__all__ = ["CHECKS", "CHECK_NAMES", "CheckResult", "JSON_FORMAT", "Policy", "Settings", "VerifyReport", "load_policy", "verify"]
+__all__ = ["CHECKS", "CHECK_NAMES", "CheckResult", "JSON_FORMAT", "Policy", "Settings", "VerifyReport", "load_policy", "verify", "verify_many"]

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
+from ..ops.executor import Executor
 from ..ops.reports import save_report
 from ..store.history import expand_ref
 from ..progress import ProgressFactory, no_progress
@@ -52,6 +54,20 @@ def verify(repo: RepoView, rev: str, policy: Policy, *, against: list[str] | Non
     report = _run(repo, rev, policy, against, checks, progress)
     save_report(repo, report.commit, report.to_json())
     return report
+
+
+def verify_many(repo: RepoView, revs: list[str], policy: Policy, *, against: list[str] | None = None, checks: list[str] | None = None,
+                executor: Executor | None = None, progress: ProgressFactory = no_progress) -> list[VerifyReport]:
+    """``verify`` of each revision: here in turn, or one task per revision on ``executor`` (the
+    policy sent once); the reports in ``revs``' order."""
+    if executor is None or executor.name == "local":
+        return [verify(repo, rev, policy, against=against, checks=checks, progress=progress) for rev in revs]
+    return executor.map(_verify_task, revs, shared=(repo.opener(), policy, against, checks))
+
+
+def _verify_task(shared: tuple[Any, Policy, list[str] | None, list[str] | None], rev: str) -> VerifyReport:
+    opener, policy, against, checks = shared
+    return verify(opener(), rev, policy, against=against, checks=checks)
 
 
 def _run(repo: RepoView, rev: str, policy: Policy, against: list[str] | None, checks: list[str] | None,

@@ -9,7 +9,7 @@ import typer
 from ...algorithms.merge import REGISTRY, get_method  # the declarations: no torch
 from ...algorithms.params import finite
 from ...errors import BadInput
-from ..options import Alpha, Json, Metric, alpha_value, key_values
+from ..options import Alpha, Executor, Json, Metric, alpha_value, key_values
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
@@ -81,6 +81,7 @@ def merge(
     dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
+    executor: Executor = "local",
     as_json: Json = False,
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
@@ -117,7 +118,7 @@ def merge(
         return
     with progress_bars() as progress:
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
-                         probe=probe if scale == "auto" else None, metric=metric, device=device)
+                         probe=probe if scale == "auto" else None, metric=metric, device=device, executor=executor)
     commit = repo.store.read_commit(oid)
     error = commit.op.params.get("rank_error")
     capped = (f" (rank {commit.op.params['rank']}: relative Frobenius error {error['overall']:.3g}, worst module "

@@ -9,10 +9,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ...errors import VerifyFailed
+from ...errors import BadInput, VerifyFailed
 from ...verify.policy import CHECK_NAMES as CHECKS
 from ...verify.policy import load_policy
-from ..options import Json, Rev
+from ..options import Executor, Json
 from ..output import emit, err, out, print_json, progress_bars
 from ..state import repo as open_repo
 
@@ -55,24 +55,36 @@ def _failed(reports: list[VerifyReport], what: str) -> VerifyFailed:
 
 def verify(
     ctx: typer.Context,
-    rev: Rev = "HEAD",
+    revs: Annotated[list[str] | None, typer.Argument(help="Revisions to verify (default: HEAD).")] = None,
+    all_branches: Annotated[bool, typer.Option("--all", help="Verify every branch.")] = False,
+    executor: Executor = "local",
     policy: Policy = None,
     against: Annotated[list[str] | None, typer.Option("--against", help="Known-bad refs (glob) for the backdoor screen, e.g. 'refs/tags/known-bad/*'.")] = None,
     check: Annotated[list[str] | None, typer.Option("--check", help=f"Run only these checks ({', '.join(CHECKS)}).")] = None,
     allow_code: AllowCode = False,
     as_json: Json = False,
 ) -> None:
-    """Run the policy's checks on a commit; exit 11 if any fails."""
+    """Run the policy's checks on commits (HEAD, the revisions named, or every branch with --all); exit 11 if any fails."""
     for name in check or []:
         if name not in CHECKS:
             raise typer.BadParameter(f"unknown check {name!r} (valid: {', '.join(CHECKS)})")
     repo = open_repo(ctx)
+    if all_branches and revs:
+        raise BadInput("name revisions or --all, not both")
+    targets = sorted(repo.branches()) if all_branches else (revs or ["HEAD"])
     rules = load_policy(_policy_path(ctx, policy), allow_code=allow_code)
     with progress_bars() as progress:
-        report = repo.verify(rev, policy=rules, against=against, checks=check, progress=progress)
-    emit(as_json, report.to_json(), lambda: render(report))
-    if not report.ok:
-        raise _failed([report], "verify failed")
+        reports = repo.verify_many(targets, policy=rules, against=against, checks=check, executor=executor, progress=progress)
+    if len(reports) == 1 and not all_branches:  # one commit: the report itself, as before
+        emit(as_json, reports[0].to_json(), lambda: render(reports[0]))
+    else:
+        def each() -> None:
+            for r in reports:
+                render(r)
+
+        emit(as_json, [r.to_json() for r in reports], each)
+    if not all(r.ok for r in reports):
+        raise _failed(reports, "verify failed")
 
 
 hooks = typer.Typer(help="Git hooks that run verify on the dithub branches that changed.", no_args_is_help=True)

@@ -8,6 +8,7 @@ parameter (defaults and seed included), the input commits and where it ran (``ex
 """
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -24,9 +25,10 @@ from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...kernels.device import DeviceMerge, to_host, triton_kernels
 from ...kernels.pipeline import stream
 from ...progress import ProgressFactory, no_progress
-from ...store import Commit, ObjectId, TensorEntry, Tree
+from ...store import Commit, ObjectId, TensorEntry, Tree, nbytes_of
 from ...store.view import RepoView
 from ..deltas import common_dtype, delta_loader, put_tensor
+from ..executor import Executor
 from .plan import MergePlan, plan_merge
 
 
@@ -52,23 +54,51 @@ def _out_dtype(plan: MergePlan, like: torch.dtype) -> torch.dtype:
 
 def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_progress, device: str = "cpu",
               merger: DeviceMerge | None = None, busy: dict[str, float] | None = None,
-              report: dict[str, Any] | None = None) -> ObjectId:
+              report: dict[str, Any] | None = None, executor: Executor | None = None) -> ObjectId:
     """Stream the planned merge (tensor by tensor, or module by module) on ``device``; store the tree.
     On a GPU (or with an explicit ``merger``) the stages overlap (``dithub.kernels.pipeline``): the
     inputs of tensor k+1 are staged on the device while tensor k merges and tensor k−1 is copied back
     and stored, so device memory holds about three tensors' inputs. On the CPU they run in turn.
     ``busy`` collects each stage's working seconds (load, compute, store) for benchmarks;
-    ``report`` what the op should record besides its inputs (a rank cap's ``rank_error``)."""
+    ``report`` what the op should record besides its inputs (a rank cap's ``rank_error``).
+    ``executor`` (not local): the tensors in groups balanced by bytes, each group a task that reads
+    its inputs from the repository's store and writes its results there; the same kernels on the same
+    device class, so the tree is the local one's, bit for bit."""
     dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
+        if executor is not None and executor.name != "local":
+            raise BadInput(f"--executor {executor.name} splits full-space merges by tensor; {plan.method} merges LoRA factors",
+                           "run it with --executor local (the default)")
         if report is not None and dev.type == "cuda":
             report["execution"] = DEVICE
         return _run_lora(repo, plan, trees, progress, dev, report)
+    if executor is not None and executor.name != "local":
+        groups = balanced(plan.tensors, executor_slots())
+        advance = progress(f"merging with {plan.method} on {executor.name}", len(groups), "tasks")
+        entries: dict[str, TensorEntry] = {}
+        for part in executor.map(merge_group, groups, shared=(repo.opener(), plan, dev.type)):
+            entries.update(part)
+            advance(1)
+        if report is not None and dev.type == "cuda":
+            report["execution"] = DEVICE
+    else:
+        if merger is None and dev.type == "cuda" and plan.weights is None:  # weighted merges: the torch methods, on the device
+            merger = DeviceMerge(dev, triton_kernels(dev))
+        entries = merge_tensors(repo, plan, trees, list(plan.tensors), dev, merger, busy,
+                                progress(f"merging with {plan.method}", len(plan.tensors), "tensors"))
+        if report is not None and (dev.type == "cuda" or (merger is not None and merger.used_kernels)):
+            report["execution"] = DEVICE
+    configs = [t.config for t in trees]
+    config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
+    return repo.store.write_tree(Tree(plan.kind, config, {n: entries[n] for n in plan.tensors}))
+
+
+def merge_tensors(repo: RepoView, plan: MergePlan, trees: list[Tree], names: list[str], dev: torch.device,
+                  merger: DeviceMerge | None = None, busy: dict[str, float] | None = None,
+                  advance: Any = lambda n: None) -> dict[str, TensorEntry]:
+    """Merge and store the planned tensors ``names`` (one task's share, or all of them)."""
     method = get_method(plan.method)
-    if merger is None and dev.type == "cuda" and plan.weights is None:  # weighted merges: the torch methods, on the device
-        merger = DeviceMerge(dev, triton_kernels(dev))
-    advance = progress(f"merging with {plan.method}", len(plan.tensors), "tensors")
     loaders = [delta_loader(repo, t, plan.base) for t in trees]
     sources = plan.sources or [{} for _ in trees]
     entries: dict[str, TensorEntry] = {}
@@ -96,12 +126,45 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
         entries[name] = put_tensor(repo, result())
         advance(1)
 
-    stream(plan.tensors, load, compute, store, depth=CPU_PIPELINE_DEPTH if merger is None else 1, busy=busy)
-    if report is not None and (dev.type == "cuda" or (merger is not None and merger.used_kernels)):
-        report["execution"] = DEVICE
-    configs = [t.config for t in trees]
-    config = configs[0] if all(c == configs[0] for c in configs) and trees[0].kind == plan.kind else {}
-    return repo.store.write_tree(Tree(plan.kind, config, entries))
+    stream({n: plan.tensors[n] for n in names}, load, compute, store, depth=CPU_PIPELINE_DEPTH if merger is None else 1, busy=busy)
+    return entries
+
+
+def merge_group(shared: tuple[Any, MergePlan, str], names: list[str]) -> dict[str, TensorEntry]:
+    """One executor task: open the repository, merge ``names`` on the device class the driver chose
+    (a worker without it refuses: workers never pick their own hardware), store them."""
+    opener, plan, device = shared
+    repo = opener()
+    dev = resolve_device(device)
+    trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
+    merger = DeviceMerge(dev, triton_kernels(dev)) if dev.type == "cuda" and plan.weights is None else None
+    entries = merge_tensors(repo, plan, trees, names, dev, merger)
+    repo.store.sync()
+    return entries
+
+
+def balanced(tensors: Mapping[str, tuple[str, tuple[int, ...]]], slots: int) -> list[list[str]]:
+    """The tensors in about ``4 · slots`` groups of similar bytes (largest first into the lightest
+    group), each in the plan's order: enough tasks to balance, few enough that a task's overhead stays small."""
+    count = max(1, min(len(tensors), 4 * slots))
+    groups: list[list[str]] = [[] for _ in range(count)]
+    weight = [0] * count
+    for name in sorted(tensors, key=lambda n: -nbytes_of(*tensors[n])):
+        i = weight.index(min(weight))
+        groups[i].append(name)
+        weight[i] += nbytes_of(*tensors[name])
+    order = {n: i for i, n in enumerate(tensors)}
+    return [sorted(g, key=order.__getitem__) for g in groups if g]
+
+
+def executor_slots() -> int:
+    """How many tasks can run at once (Ray's CPUs where it runs, else this machine's)."""
+    try:
+        import ray
+
+        return max(1, int(ray.cluster_resources().get("CPU", 1))) if ray.is_initialized() else os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
 
 
 def mean_of(tensors: Sequence[torch.Tensor], weights: Sequence[float] | None) -> torch.Tensor:

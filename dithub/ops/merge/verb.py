@@ -16,6 +16,7 @@ from ...store.view import RepoView
 from ...store.refs import HEADS
 from ..branches import target_branch
 from ..commit import commit_tree
+from ..executor import Executor
 from .plan import plan_merge
 from .run import run_merge, sweep_alpha
 from .sequential import opcm_merge
@@ -23,7 +24,7 @@ from .sequential import opcm_merge
 
 def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
           message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
-          probe: str | None = None, metric: str = "accuracy", device: str = "auto") -> ObjectId:
+          probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: Executor | None = None) -> ObjectId:
     """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
     With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set (by
     ``metric``); the merge then runs once more at that scale, so the commit equals a replay of its
@@ -46,7 +47,7 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
         note = f"\n\n{scale} = {best} chosen on {probe} by {metric}: " + ", ".join(f"{a}: {s:.3f}" for a, s in scores.items())
     previous = repo.refs.resolve(HEADS + branch)
     report: dict[str, Any] = {}
-    tree = run_merge(repo, plan, progress, device, report=report)
+    tree = run_merge(repo, plan, progress, device, report=report, executor=executor)
     parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs
     text = (message or f"merge {', '.join(revs)} with {method}") + note
     op = replace(plan.op, params={**plan.op.params, **report})  # where it ran, and what a rank cap dropped
