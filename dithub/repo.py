@@ -329,13 +329,16 @@ class Repo:
 
     def revert(self, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
                probe: str | None = None, metric: str = "accuracy", force: bool = False, margin: float | None = None,
-               branch: str | None = None, message: str | None = None, author: str | None = None) -> ObjectId:
+               branch: str | None = None, message: str | None = None, author: str | None = None,
+               executor: str = "local") -> ObjectId:
         """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new
-        commit on ``branch`` (default: the current one); see ``ops.revert.revert``."""
+        commit on ``branch`` (default: the current one); an exact revert's replays run on
+        ``executor``; see ``ops.revert.revert``."""
+        from .ops.executor import executor_for
         from .ops.revert import revert
 
         return revert(self, rev, from_merge=from_merge, method=method, alpha=alpha, probe=probe, metric=metric, force=force,
-                      margin=margin, branch=branch, message=message, author=author)
+                      margin=margin, branch=branch, message=message, author=author, executor=executor_for(executor))
 
     def rebase(self, onto: str, branch: str | None = None, method: str = "transfusion", params: Mapping[str, Any] | None = None, *,
                all_branches: bool = False, tip_only: bool = False, alpha: float | str = 1.0, probe: str | None = None,

@@ -117,3 +117,14 @@ def test_the_local_path_imports_no_ray(tmp_path):
             "r.verify_many(['m']); print('ray' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code, str(repo.path)], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_an_exact_revert_replays_on_ray_as_locally(cluster, tmp_path, cli):
+    repo = Repo.init(tmp_path / "repo")
+    commit_task_vectors(repo, tmp_path, make_tv, n=4)
+    repo.merge([f"task/{i}" for i in range(4)], "dare", {"combine": "ties"}, into="server")
+    local = cli(["-C", str(repo.path), "revert", "task/2", "--from", "server", "--into", "server"])
+    assert local.code == 0, local.err
+    remote = cli(["-C", str(repo.path), "revert", "task/2", "--from", "server~1", "--into", "other", "--executor", "ray"])
+    assert remote.code == 0, remote.err
+    assert repo.commit_object("other").tree == repo.commit_object("server").tree

@@ -25,6 +25,7 @@ from ..formats.torch_io import TORCH_DTYPES
 from .merge.run import replay_device, run_merge
 from .delta_specs import delta_specs
 from .deltas import delta_loader, put_tensor
+from .executor import Executor
 from .merge.plan import plan_merge
 from .merge.sequential import opcm_step, recorded_project
 from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_from_mean
@@ -122,8 +123,9 @@ def _check_present(repo: RepoView, oid: ObjectId) -> None:
         _check_present(repo, i)
 
 
-def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str) -> ObjectId:
-    """The tree of merge ``oid`` recomputed from its recorded op without ``removed``."""
+def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str, executor: Executor | None = None) -> ObjectId:
+    """The tree of merge ``oid`` recomputed from its recorded op without ``removed`` (its replays as
+    tasks on ``executor``)."""
     commit = repo.store.read_commit(oid)
 
     def kept(i: ObjectId) -> ObjectId:
@@ -131,7 +133,7 @@ def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str
         if not contains(repo, i, removed):
             return i
         sub = repo.store.read_commit(i)
-        tree = replay_without(repo, i, removed, author)
+        tree = replay_without(repo, i, removed, author, executor)
         return repo.store.write_commit(Commit(tree, [], sub.base, author, time.time(), f"{sub.message} (replayed without {removed[:12]})",
                                               Op("merge", sub.op.method, _without(sub.op.params, sub.op.inputs, removed),
                                                  [x for x in sub.op.inputs if x != removed])))
@@ -149,7 +151,7 @@ def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str
     # one input may remain: every method is defined for it (a user-facing merge asks for two)
     params = recorded_params(commit.op.method or "", _without(commit.op.params, commit.op.inputs, removed))
     return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1),
-                     device=replay_device(commit.op.params))
+                     device=replay_device(commit.op.params), executor=executor)
 
 
 def _without(params: dict[str, Any], inputs: list[ObjectId], removed: ObjectId) -> dict[str, Any]:
@@ -213,7 +215,7 @@ def auto_alpha(repo: RepoView, merge: Commit, removed: Commit, probe_spec: str, 
 
 def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: str, *, alpha: float | str | None,
                  probe: str | None, force: bool, margin: float, author: str, names: tuple[str, str],
-                 metric: str = "accuracy") -> tuple[ObjectId, dict[str, Any]]:
+                 metric: str = "accuracy", executor: Executor | None = None) -> tuple[ObjectId, dict[str, Any]]:
     """The tree that removes ``removed`` from merge ``merge_id``, and the op parameters to record."""
     merge = repo.store.read_commit(merge_id)
     if merge.op.name != "merge":
@@ -228,7 +230,7 @@ def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: 
         if alpha is not None:
             raise BadInput("--alpha is for negation and ntk", "exact replays the merge as it was recorded")
         _check_present(repo, merge_id)
-        return replay_without(repo, merge_id, removed, author), params
+        return replay_without(repo, merge_id, removed, author, executor), params
     algo = REVERTS[method]
     if removed not in merge_inputs(repo, merge_id):
         raise BadInput(f"{names[0]} went into {names[1]} through another merge", "use --method exact, which replays the chain")
@@ -254,9 +256,9 @@ def revert_input(repo: RepoView, removed: ObjectId, merge_id: ObjectId, method: 
 
 def revert(repo: RepoView, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
            probe: str | None = None, metric: str = "accuracy", force: bool = False, margin: float | None = None,
-           branch: str | None = None, message: str | None = None, author: str | None = None) -> ObjectId:
+           branch: str | None = None, message: str | None = None, author: str | None = None, executor: Executor | None = None) -> ObjectId:
     """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new commit
-    on ``branch`` (default: the current one)."""
+    on ``branch`` (default: the current one); an exact revert's replays run on ``executor``."""
     branch = target_branch(repo, branch, "pass --into BRANCH")
     head = repo.refs.resolve(HEADS + branch)
     oid = repo.resolve(rev)
@@ -275,7 +277,7 @@ def revert(repo: RepoView, rev: str, *, from_merge: str | None = None, method: s
         merge_id = repo.resolve(from_merge)
         tree, params = revert_input(repo, oid, merge_id, method, alpha=alpha, probe=probe, force=force,
                                     margin=DEFAULT_MARGIN if margin is None else margin, author=who, names=(rev, from_merge),
-                                    metric=metric)
+                                    metric=metric, executor=executor)
         base = repo.store.read_commit(merge_id).base
         op = Op("revert", method, params, [merge_id, oid])
         text = message or f"revert: remove {rev} from {from_merge} ({method})"

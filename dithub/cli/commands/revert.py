@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput
-from ..options import Json, Metric, alpha_value
+from ..options import Executor, Json, Metric, alpha_value
 from ..output import emit, out, short
 from ..state import repo as open_repo
 
@@ -23,6 +23,7 @@ def revert(
     metric: Metric = "accuracy",
     margin: Annotated[float | None, typer.Option("--margin", help="--alpha auto: the retain accuracy it may lose (default 0.02).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Allow negation on a merge that is not a sum of its inputs.")] = False,
+    executor: Executor = "local",
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
     as_json: Json = False,
@@ -33,7 +34,7 @@ def revert(
     value = alpha_value(alpha, probe, metric)
     repo = open_repo(ctx)
     oid = repo.revert(rev, from_merge=from_merge, method=method, alpha=value, probe=probe, metric=metric, force=force, margin=margin,
-                      branch=into, message=message)
+                      branch=into, message=message, executor=executor)
     commit = repo.store.read_commit(oid)
     branch = into or repo.current_branch()
     emit(as_json, {"id": oid, "branch": branch, "op": commit.op.to_json(), "parents": commit.parents},
