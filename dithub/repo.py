@@ -393,11 +393,16 @@ class Repo:
         make = lambda path, branch: cls.init(path, branch=branch) if branch else cls.open(path)  # noqa: E731
         return clone(url, directory, make, name=name, options=options, progress=progress)
 
-    def fsck(self, *, repair: bool = False, remote: str | None = None, progress: ProgressFactory = no_progress) -> FsckReport:
-        """Re-hash every object and check connectivity; ``repair``: fetch damaged and missing objects
-        again from ``remote`` (see ``ops.sync.fsck_repair``)."""
+    def fsck(self, *, repair: bool = False, remote: str | None = None, executor: str = "local",
+             progress: ProgressFactory = no_progress) -> FsckReport:
+        """Re-hash every object (as tasks on ``executor``) and check connectivity; ``repair``: fetch
+        damaged and missing objects again from ``remote`` (see ``ops.sync.fsck_repair``)."""
         if not repair:
-            return maintenance.fsck(self.store, self.refs, progress)
+            from .ops.executor import executor_for
+
+            run = executor_for(executor)
+            return maintenance.fsck(self.store, self.refs, progress, executor=run,
+                                    opener=self.opener() if run.name != "local" else None)
         from .ops.sync import fsck_repair
 
         return fsck_repair(self, remote, progress)

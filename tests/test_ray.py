@@ -128,3 +128,17 @@ def test_an_exact_revert_replays_on_ray_as_locally(cluster, tmp_path, cli):
     remote = cli(["-C", str(repo.path), "revert", "task/2", "--from", "server~1", "--into", "other", "--executor", "ray"])
     assert remote.code == 0, remote.err
     assert repo.commit_object("other").tree == repo.commit_object("server").tree
+
+
+def test_fsck_on_ray_finds_what_fsck_finds(cluster, tmp_path, cli):
+    repo = Repo.init(tmp_path / "repo")
+    commit_task_vectors(repo, tmp_path, make_tv, n=3)
+    victim = repo.tree_of("task/1").tensors["layers.2.w"].id
+    path = repo.path / ".dithub" / "objects" / victim[:2] / victim[2:]
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.chmod(0o644)
+    path.write_bytes(bytes(data))
+    local = json.loads(cli(["-C", str(repo.path), "fsck", "--json"]).out)
+    remote = json.loads(cli(["-C", str(repo.path), "fsck", "--json", "--executor", "ray"]).out)
+    assert remote == local and [c[0] for c in local["corrupt"]] == [victim]

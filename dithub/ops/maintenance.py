@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,6 +13,8 @@ from ..store import BaseObjectStore, BaseRefStore, ObjectId
 from ..store.graph import commits, walk
 from ..store.refs import SPECIAL
 from ..store.objects import inspect
+from ..store.view import RepoView
+from .executor import Executor
 
 
 @dataclass
@@ -94,20 +96,31 @@ def ref_roots(refs: BaseRefStore, with_reflogs: bool) -> tuple[dict[str, ObjectI
 
 
 def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory = no_progress, *,
-         set_aside: bool = False) -> FsckReport:
+         set_aside: bool = False, executor: Executor | None = None, opener: Callable[[], RepoView] | None = None) -> FsckReport:
     """Re-hash every object, check every ref and that everything reachable is present; with
-    ``set_aside``, damaged objects leave the store (so a fetch of their bytes restores them)."""
+    ``set_aside``, damaged objects leave the store (so a fetch of their bytes restores them). On an
+    ``executor`` (with ``opener``, how its workers open the repository) the objects are re-hashed as
+    tasks of a few thousand each; the graph is walked here."""
     report = FsckReport()
     ids = list(store)
-    advance = progress("checking objects", len(ids), "objects")
-    for oid in ids:
+    if executor is not None and executor.name != "local" and opener is not None:
+        groups = [ids[i:i + CHECK_GROUP] for i in range(0, len(ids), CHECK_GROUP)]
+        advance = progress(f"checking objects on {executor.name}", len(groups), "tasks")
+        checked = []
+        for part in executor.map(_check_task, groups, shared=(opener, set_aside)):
+            checked.extend(part)
+            advance(1)
+    else:
+        advance = progress("checking objects", len(ids), "objects")
+        checked = []
+        for oid in ids:
+            checked.append(_checked(store, oid, set_aside))
+            advance(1)
+    for oid, size, reason in checked:
         report.objects += 1
-        with contextlib.suppress(DithubError, OSError):
-            report.bytes += store.size(oid)
-        reason = check_object(store, oid, set_aside)
+        report.bytes += size
         if reason:
             report.corrupt.append((oid, reason))
-        advance(1)
     tips, _ = ref_roots(refs, with_reflogs=False)
     for name, oid in tips.items():
         try:
@@ -122,6 +135,24 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
     report.stale_locks = [str(p) for p in refs.locks()]
     report.temp_files = len(store.temp_files())
     return report
+
+
+CHECK_GROUP = 2000
+"""Objects re-hashed per executor task."""
+
+
+def _checked(store: BaseObjectStore, oid: ObjectId, set_aside: bool) -> tuple[ObjectId, int, str | None]:
+    """(object, its size, why it is damaged or None)."""
+    size = 0
+    with contextlib.suppress(DithubError, OSError):
+        size = store.size(oid)
+    return oid, size, check_object(store, oid, set_aside)
+
+
+def _check_task(shared: tuple[Callable[[], RepoView], bool], ids: list[ObjectId]) -> list[tuple[ObjectId, int, str | None]]:
+    opener, set_aside = shared
+    store = opener().store
+    return [_checked(store, oid, set_aside) for oid in ids]
 
 
 def gc(store: BaseObjectStore, refs: BaseRefStore, grace_seconds: float = 3600.0) -> GcReport:

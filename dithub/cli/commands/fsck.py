@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput, CorruptObject
-from ..options import Json
+from ..options import Executor, Json
 from ..output import emit, human_bytes, out, progress_bars
 from ..state import repo as open_repo
 
@@ -15,13 +15,14 @@ def fsck(
     ctx: typer.Context,
     remote: Annotated[str | None, typer.Argument(help="With --repair: the remote to fetch damaged or missing objects from (default: origin, or the only remote).")] = None,
     repair: Annotated[bool, typer.Option("--repair", help="Set damaged objects aside and fetch them, and missing ones, from a remote.")] = False,
+    executor: Executor = "local",
     as_json: Json = False,
 ) -> None:
     """Re-hash every object and check that everything a ref reaches is present."""
     if remote and not repair:
         raise BadInput(f"a remote ({remote}) is only used with --repair", "dithub fsck --repair REMOTE")
     with progress_bars() as progress:
-        report = open_repo(ctx).fsck(repair=repair, remote=remote, progress=progress)
+        report = open_repo(ctx).fsck(repair=repair, remote=remote, executor=executor, progress=progress)
 
     def human() -> None:
         if repair:
