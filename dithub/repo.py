@@ -288,12 +288,22 @@ class Repo:
 
     def merge(self, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
               message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
-              probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: str = "local") -> ObjectId:
+              probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: str = "local",
+              remote: str | None = None) -> ObjectId:
         """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch),
         its final scale chosen on ``probe`` by ``metric`` if given; ``executor``: ``local``, ``ray`` or
-        ``ray=ADDRESS`` (see ``ops.executor``); see ``ops.merge.verb.merge``."""
+        ``ray=ADDRESS`` (see ``ops.executor``); see ``ops.merge.verb.merge``. ``remote``: run against
+        that remote, the store of record (``revs`` and ``into`` its branches; see ``ops.on_remote``)."""
         from .ops.executor import executor_for
         from .ops.merge.verb import merge
+
+        if remote is not None:
+            from .ops.on_remote import merge_on_remote
+
+            if probe is not None:
+                raise BadInput("--alpha auto evaluates on this machine: it does not run against a remote", "drop --remote")
+            return merge_on_remote(self, remote, revs, method, params, into=into or "", message=message, author=author,
+                                   executor=executor_for(executor), progress=progress)[0]
 
         return merge(self, revs, method, params, into=into, message=message, author=author, progress=progress,
                      probe=probe, metric=metric, device=device, executor=executor_for(executor))

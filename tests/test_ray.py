@@ -142,3 +142,30 @@ def test_fsck_on_ray_finds_what_fsck_finds(cluster, tmp_path, cli):
     local = json.loads(cli(["-C", str(repo.path), "fsck", "--json"]).out)
     remote = json.loads(cli(["-C", str(repo.path), "fsck", "--json", "--executor", "ray"]).out)
     assert remote == local and [c[0] for c in local["corrupt"]] == [victim]
+
+
+def test_a_merge_against_the_s3_remote_is_the_local_one(cluster, tmp_path, cli, s3_server):
+    """The remote is the store of record: tasks read the inputs from S3 (moto) and write the merged
+    tensors there; the remote branch moves after every task succeeded; then it is fetched."""
+    import uuid
+
+    from dithub.ops.sync import push, remote_add
+
+    repo = Repo.init(tmp_path / "repo")
+    commit_task_vectors(repo, tmp_path, make_tv, n=8)
+    revs = [f"task/{i}" for i in range(8)]
+    remote_add(repo, "origin", f"s3://adapters/{uuid.uuid4().hex}", s3_server)
+    push(repo, "origin", revs)
+    local = repo.merge(revs, "ties", {"density": 0.3}, into="local")
+    res = cli(["-C", str(repo.path), "merge", *revs, "--method", "ties", "-p", "density=0.3", "--into", "merged",
+               "--remote", "origin", "--executor", "ray"])
+    assert res.code == 0, res.err
+    fetched = repo.resolve("origin/merged")
+    assert repo.store.read_commit(fetched).tree == repo.commit_object(local).tree  # bit for bit, merged on S3
+    assert repo.fsck().ok  # the commit came with every object it names
+    from dithub.ops.sync import location
+
+    on_s3 = location(repo, "origin").object_ids()
+    assert {fetched, repo.store.read_commit(fetched).tree} | {e.id for e in repo.tree_of("origin/merged").tensors.values()} <= on_s3
+    bad = cli(["-C", str(repo.path), "merge", "task/0", "nowhere", "--method", "ties", "--into", "x", "--remote", "origin"])
+    assert bad.code == 6 and "origin/x" not in {r for r in repo.refs.names("refs/remotes/")}

@@ -82,6 +82,7 @@ def merge(
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     executor: Executor = "local",
+    remote: Annotated[str | None, typer.Option("--remote", help="Run against this remote, the store of record: its branches in, --into its branch; then fetched.")] = None,
     as_json: Json = False,
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
@@ -118,7 +119,7 @@ def merge(
         return
     with progress_bars() as progress:
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
-                         probe=probe if scale == "auto" else None, metric=metric, device=device, executor=executor)
+                         probe=probe if scale == "auto" else None, metric=metric, device=device, executor=executor, remote=remote)
     commit = repo.store.read_commit(oid)
     error = commit.op.params.get("rank_error")
     capped = (f" (rank {commit.op.params['rank']}: relative Frobenius error {error['overall']:.3g}, worst module "
