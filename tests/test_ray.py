@@ -169,3 +169,15 @@ def test_a_merge_against_the_s3_remote_is_the_local_one(cluster, tmp_path, cli, 
     assert {fetched, repo.store.read_commit(fetched).tree} | {e.id for e in repo.tree_of("origin/merged").tensors.values()} <= on_s3
     bad = cli(["-C", str(repo.path), "merge", "task/0", "nowhere", "--method", "ties", "--into", "x", "--remote", "origin"])
     assert bad.code == 6 and "origin/x" not in {r for r in repo.refs.names("refs/remotes/")}
+
+
+def test_lora_space_merges_on_ray_are_the_local_ones(cluster, tmp_path, adapters, cli):
+    repo = Repo.init(tmp_path / "repo")
+    repo.commit(adapters / "a", "a", branch="a")
+    repo.commit(adapters / "b", "b", branch="b")
+    for method, params in (("mean_ba", []), ("concat", ["-p", "rank=3"]), ("core_space", ["-p", "rule=ties"])):
+        assert cli(["-C", str(repo.path), "merge", "a", "b", "--method", method, *params, "--into", f"l/{method}"]).code == 0
+        res = cli(["-C", str(repo.path), "merge", "a", "b", "--method", method, *params, "--into", f"r/{method}", "--executor", "ray"])
+        assert res.code == 0, res.err
+        local, remote = repo.commit_object(f"l/{method}"), repo.commit_object(f"r/{method}")
+        assert remote.tree == local.tree and remote.op.params == local.op.params, method  # rank_error included

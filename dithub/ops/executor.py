@@ -10,6 +10,7 @@ succeeded. The local path imports no Ray."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -57,7 +58,9 @@ class RayExecutor(Executor):
         shared_ref = ray.put(shared)
         kill = os.environ.get(KILL_ONCE)
         task = ray.remote(max_retries=RETRIES)(_run_task)
-        futures = [task.remote(fn, shared_ref, item, f"{kill}/{i}" if kill else None) for i, item in enumerate(items)]
+        torch = sys.modules.get("torch")  # (not imported for this: a driver without it sends work that needs none)
+        threads = torch.get_num_threads() if torch is not None else None
+        futures = [task.remote(fn, shared_ref, item, threads, f"{kill}/{i}" if kill else None) for i, item in enumerate(items)]
         try:
             return list(ray.get(futures))
         except ray.exceptions.RayTaskError as exc:
@@ -71,8 +74,14 @@ class RayExecutor(Executor):
             raise BadInput(f"the Ray cluster failed the work: {type(exc).__name__}", f"nothing was committed; {exc}") from None
 
 
-def _run_task(fn: Callable[[Any, Any], Any], shared: Any, item: Any, kill_marker: str | None) -> Any:
-    """One task on a Ray worker (``kill_marker``: the test hook of ``KILL_ONCE``)."""
+def _run_task(fn: Callable[[Any, Any], Any], shared: Any, item: Any, threads: int | None, kill_marker: str | None) -> Any:
+    """One task on a Ray worker, with the driver's number of torch threads (Ray gives workers one;
+    a decomposition's rounding depends on it, so the result would not be the local one's bit for bit).
+    ``kill_marker``: the test hook of ``KILL_ONCE``."""
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
     if kill_marker is not None and not Path(kill_marker).exists():
         Path(kill_marker).parent.mkdir(parents=True, exist_ok=True)
         Path(kill_marker).touch()

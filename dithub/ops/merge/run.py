@@ -67,12 +67,9 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
     dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
-        if executor is not None and executor.name != "local":
-            raise BadInput(f"--executor {executor.name} splits full-space merges by tensor; {plan.method} merges LoRA factors",
-                           "run it with --executor local (the default)")
         if report is not None and dev.type == "cuda":
             report["execution"] = DEVICE
-        return _run_lora(repo, plan, trees, progress, dev, report)
+        return _run_lora(repo, plan, trees, progress, dev, report, executor)
     if executor is not None and executor.name != "local":
         groups = balanced(plan.tensors, executor_slots())
         advance = progress(f"merging with {plan.method} on {executor.name}", len(groups), "tasks")
@@ -178,40 +175,86 @@ def mean_of(tensors: Sequence[torch.Tensor], weights: Sequence[float] | None) ->
 
 
 def _run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFactory, dev: torch.device,
-              report: dict[str, Any] | None) -> ObjectId:
+              report: dict[str, Any] | None, executor: Executor | None = None) -> ObjectId:
     """LoRA-native methods per module; tensors peft saves whole (heads, biases) are averaged. A
     rank cap's error goes to ``report["rank_error"]``: overall (‖ΔW − B A‖_F / ‖ΔW‖_F over every
-    module) and the worst module's."""
+    module) and the worst module's. On ``executor``: modules (and whole tensors) in groups of similar
+    bytes, one task each."""
+    units = [*lora_modules(trees[0].tensors), *_whole_tensors(trees[0])]
+    if executor is not None and executor.name != "local":
+        sizes = {u: ("U8", (sum(e.nbytes for k, e in trees[0].tensors.items() if k.startswith(_prefix(trees[0], u))),))
+                 for u in units}
+        groups = balanced(sizes, executor_slots())
+        advance = progress(f"merging with {plan.method} on {executor.name}", len(groups), "tasks")
+        parts = []
+        for part in executor.map(lora_group, groups, shared=(repo.opener(), plan, dev.type)):
+            parts.append(part)
+            advance(1)
+    else:
+        advance = progress(f"merging with {plan.method}", len(trees[0].tensors), "tensors")
+        parts = [merge_units(repo, plan, trees, units, dev, advance)]
+    entries = {k: v for part in parts for k, v in part[0].items()}
+    ranks = {k: v for part in parts for k, v in part[1].items()}
+    capped = [c for part in parts for c in part[2]]
+    if capped and report is not None:
+        energy = sum(energy for _dropped, energy, _error in capped)
+        overall = (sum(dropped for dropped, _energy, _error in capped) / energy) ** 0.5 if energy > 0 else 0.0
+        report["rank_error"] = {"overall": round(overall, 6), "max": round(max(error for _d, _e, error in capped), 6)}
+    return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), {k: entries[k] for k in sorted(entries)}))
+
+
+def _whole_tensors(tree: Tree) -> list[str]:
+    """The tensors of a LoRA adapter that are no factor (saved modules, biases): averaged."""
+    factors = {k for m in lora_modules(tree.tensors).values() for k in (m.a_key, m.b_key)}
+    return [k for k in tree.tensors if k not in factors]
+
+
+def _prefix(tree: Tree, unit: str) -> str:
+    modules = lora_modules(tree.tensors)
+    return modules[unit].a_key.rpartition(".lora_A")[0] if unit in modules else unit
+
+
+LoraPart = tuple[dict[str, TensorEntry], dict[str, int], list[tuple[float, float, float]]]
+
+
+def merge_units(repo: RepoView, plan: MergePlan, trees: list[Tree], units: list[str], dev: torch.device,
+                advance: Any = lambda n: None) -> LoraPart:
+    """Merge and store these modules (and whole tensors) of a LoRA merge: their entries, the merged
+    ranks, and each rank cap's (dropped, energy, error)."""
     method = get_method(plan.method)
     modules = lora_modules(trees[0].tensors)
     load = lambda t, key: to_torch(repo.store.read_tensor(t.tensors[key].id)).to(dev)  # noqa: E731
-    advance = progress(f"merging with {plan.method}", len(trees[0].tensors), "tensors")
     entries: dict[str, TensorEntry] = {}
     ranks: dict[str, int] = {}
-    capped: list[Capped] = []
-    for name, m in modules.items():
+    capped: list[tuple[float, float, float]] = []
+    for name in units:
+        if name not in modules:
+            whole = common_dtype([load(t, name) for t in trees])
+            entries[name] = put_tensor(repo, mean_of(whole, plan.weights).to(_out_dtype(plan, whole[0].dtype)).cpu())
+            advance(1)
+            continue
+        m = modules[name]
         a_s, b_s = common_dtype([load(t, m.a_key) for t in trees]), common_dtype([load(t, m.b_key) for t in trees])
         factors = [(a, b, scaling(t.config, name)) for a, b, t in zip(a_s, b_s, trees)]
         result = method(factors, key=name, weights=plan.weights, **plan.params_for(name + ".weight"))
         if isinstance(result, Capped):
-            capped.append(result)
+            capped.append((result.dropped, result.energy, result.error))
         a, b = result
         entries[m.a_key] = put_tensor(repo, a.to(_out_dtype(plan, factors[0][0].dtype)).cpu())
         entries[m.b_key] = put_tensor(repo, b.to(_out_dtype(plan, factors[0][1].dtype)).cpu())
         ranks[name] = a.shape[0]
         advance(2)
-    factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
-    for key in trees[0].tensors:
-        if key not in factor_keys:
-            whole = common_dtype([load(t, key) for t in trees])
-            mean = mean_of(whole, plan.weights)
-            entries[key] = put_tensor(repo, mean.to(_out_dtype(plan, whole[0].dtype)).cpu())
-            advance(1)
-    if capped and report is not None:
-        energy = sum(c.energy for c in capped)
-        overall = (sum(c.dropped for c in capped) / energy) ** 0.5 if energy > 0 else 0.0
-        report["rank_error"] = {"overall": round(overall, 6), "max": round(max(c.error for c in capped), 6)}
-    return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), entries))
+    return entries, ranks, capped
+
+
+def lora_group(shared: tuple[Any, MergePlan, str], units: list[str]) -> LoraPart:
+    """One executor task of a LoRA-space merge (as ``merge_group``)."""
+    opener, plan, device = shared
+    repo = opener()
+    trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
+    part = merge_units(repo, plan, trees, units, resolve_device(device))
+    repo.store.sync()
+    return part
 
 
 def _merged_lora_config(trees: list[Tree], ranks: dict[str, int]) -> dict[str, Any]:
