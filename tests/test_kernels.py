@@ -157,7 +157,13 @@ def test_native_kernels_build_once_and_fall_back_without_a_compiler(monkeypatch,
     built = list((tmp_path / "cache" / "kernels").glob("merge_kernels-*.so"))
     assert len(built) == 1
     monkeypatch.setattr(native, "_state", {"threads": None})
-    assert native.available() and list((tmp_path / "cache" / "kernels").glob("*.so")) == built  # reused
+
+    def no_compiler_run(*args, **kwargs):
+        raise AssertionError(f"the warm path ran {args[0]}")
+
+    with monkeypatch.context() as m:  # issue 24: loading from the cache invokes no compiler, not even `cc --version`
+        m.setattr(native.subprocess, "run", no_compiler_run)
+        assert native.available() and list((tmp_path / "cache" / "kernels").glob("*.so")) == built  # reused
     vs = _inputs(COMPILE_MIN_NUMEL + 7)
     expected = get_method("ties")(vs)
     monkeypatch.setattr(native, "_state", {"threads": None})

@@ -74,16 +74,24 @@ def _trusted(target: Path) -> bool:
         return False
 
 
+def _compiler_identity(cc: str) -> str:
+    """The compiler as the cache key knows it, without running it (the warm path invokes no
+    compiler): its resolved file, size and modification time, which an upgrade changes."""
+    path = Path(shutil.which(cc) or cc).resolve()
+    st = path.stat()
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
 def build(force: bool = False) -> Path:
     """The library for this source, compiler and machine, built if needed (``dithub kernels build``;
-    the first merge builds it otherwise). Keyed by the source, the compiler's version, the flags and
-    the host (``-march=native``), for caches shared between machines; built in a temp folder,
-    sealed with its hash, then renamed into place. RuntimeError when it cannot be built."""
+    the first merge builds it otherwise). Keyed by the source, the compiler (its file, not a run of
+    it), the flags and the host (``-march=native``), for caches shared between machines; built in a
+    temp folder, sealed with its hash, then renamed into place. RuntimeError when it cannot be built."""
     cc = _compiler()
     if cc is None:
         raise RuntimeError("no C compiler (cc, gcc or $CC) on PATH")
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = xxhash.xxh3_64_hexdigest(_SOURCE.read_bytes() + "\0".join([version, *_FLAGS, platform.machine(), platform.node()]).encode())
+    key = xxhash.xxh3_64_hexdigest(_SOURCE.read_bytes() + "\0".join([_compiler_identity(cc), *_FLAGS, platform.machine(),
+                                                                      platform.node()]).encode())
     target = _cache_dir() / f"merge_kernels-{key}.so"
     if target.exists() and not force and _trusted(target):
         return target
