@@ -17,9 +17,8 @@ from ...store.refs import HEADS
 from ..branches import target_branch
 from ..commit import commit_tree
 from ..executor import Executor
+from . import elementwise
 from .plan import plan_merge
-from .run import run_merge, sweep_alpha
-from .sequential import opcm_merge
 
 
 def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
@@ -31,6 +30,8 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
     ``op`` bit for bit."""
     branch = target_branch(repo, into, "pass --into BRANCH")
     if get_method(method).sequential:  # each input joins the running merge in its own commit
+        from .sequential import opcm_merge  # torch: only for OPCM
+
         if params and "weights" in params:
             raise BadInput(f"{method} takes no per-input weights (its paper defines none)", "drop --weight")
         oid = ""
@@ -40,6 +41,8 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
     plan = plan_merge(repo, revs, method, params)
     note = ""
     if probe is not None:
+        from .run import sweep_alpha  # torch: evaluates models
+
         best, scores = sweep_alpha(repo, plan, probe, metric)
         scale = get_method(method).scale_for(plan.params)
         assert scale is not None  # sweep_alpha refuses a method without one
@@ -47,7 +50,13 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
         note = f"\n\n{scale} = {best} chosen on {probe} by {metric}: " + ", ".join(f"{a}: {s:.3f}" for a, s in scores.items())
     previous = repo.refs.resolve(HEADS + branch)
     report: dict[str, Any] = {}
-    tree = run_merge(repo, plan, progress, device, report=report, executor=executor)
+    trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
+    if (executor is None or executor.name == "local") and elementwise.applies(plan, trees, device):
+        tree = elementwise.run(repo, plan, trees, progress)  # no torch: the same bits (see elementwise)
+    else:
+        from .run import run_merge
+
+        tree = run_merge(repo, plan, progress, device, report=report, executor=executor)
     parents = ([previous] if previous and previous not in plan.inputs else []) + plan.inputs
     text = (message or f"merge {', '.join(revs)} with {method}") + note
     op = replace(plan.op, params={**plan.op.params, **report})  # where it ran, and what a rank cap dropped
@@ -58,4 +67,6 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
 def compose(repo: RepoView, revs: list[str], method: str = "mean_ba", params: Mapping[str, Any] | None = None, *,
             progress: ProgressFactory = no_progress) -> Tree:
     """The merged tree of ``revs``, stored but unreferenced (``gc`` removes it later)."""
+    from .run import run_merge
+
     return repo.store.read_tree(run_merge(repo, plan_merge(repo, revs, method, params), progress))
