@@ -19,7 +19,6 @@ from typing import Any
 
 import numpy as np
 
-from ...formats.numpy_io import to_float64
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, TensorData, TensorEntry, Tree
 from ...store.view import RepoView
@@ -47,7 +46,12 @@ def applies(plan: MergePlan, trees: list[Tree], device: str) -> bool:
 
 
 def _f32(t: TensorData) -> np.ndarray:
-    return to_float64(t).astype(np.float32).reshape(-1)
+    """The tensor's values as float32, exactly (float32 itself without a copy: read-only)."""
+    if t.dtype == "F32":
+        return np.frombuffer(t.data, dtype=np.float32)
+    if t.dtype == "BF16":
+        return (np.frombuffer(t.data, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
+    return np.frombuffer(t.data, dtype=np.float16).astype(np.float32)
 
 
 @np.errstate(over="ignore", invalid="ignore")  # infinities and NaN propagate as in torch, silently
