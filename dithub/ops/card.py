@@ -25,7 +25,8 @@ def card_info(repo: RepoView, oid: ObjectId, name: str) -> CardInfo:
     commit = repo.store.read_commit(oid)
     tree = repo.store.read_tree(commit.tree)
     inputs = [_input(repo, i) for i in commit.op.inputs if repo.store.contains(i)]
-    return CardInfo(name, tree.kind, oid, commit.message, commit.op.to_json(), base_reference(repo, commit.base)[0] if commit.base else None, inputs, last_report(repo, oid))
+    base = base_reference(repo, commit.base)[0] if commit.base else None
+    return CardInfo(name, tree.kind, oid, commit.message, commit.op.to_json(), base, inputs, last_report(repo, oid))
 
 
 def card_text(repo: RepoView, oid: ObjectId, name: str) -> bytes:
