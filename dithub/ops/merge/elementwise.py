@@ -19,12 +19,15 @@ from typing import Any
 
 import numpy as np
 
+from ...formats.lora import lora_modules, scaling
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, TensorData, TensorEntry, Tree
 from ...store.view import RepoView
-from .plan import MergePlan
+from .plan import MergePlan, merged_lora_config
 
 METHODS = ("task_arithmetic", "magmax")
+LORA_METHODS = ("concat", "mean_ba")
+"""LoRA-space methods that only scale and concatenate factors (uncapped: a rank cap decomposes)."""
 DTYPES = ("F32", "F16", "BF16")
 
 
@@ -36,13 +39,18 @@ def cuda_possible() -> bool:
 
 def applies(plan: MergePlan, trees: list[Tree], device: str) -> bool:
     """Whether this merge runs here without torch (see the module docstring for what does not)."""
+    if device not in ("auto", "cpu") or (device == "auto" and cuda_possible()) or plan.dtype not in (None, *DTYPES):
+        return False
+    if not all(e.dtype in DTYPES for t in trees for e in t.tensors.values()):
+        return False
+    if plan.kind == "lora":
+        modules = lora_modules(trees[0].tensors)
+        factors = {k for m in modules.values() for k in (m.a_key, m.b_key)}
+        return (plan.method in LORA_METHODS and all(t.kind == "lora" and set(t.tensors) <= factors for t in trees)
+                and all(not plan.params_for(name + ".weight").get("rank") for name in modules))  # no whole tensors, no cap
     if plan.method not in METHODS or plan.kind != "task_vector" or plan.sources or plan.vectors != "method":
         return False
-    if device not in ("auto", "cpu") or (device == "auto" and cuda_possible()):
-        return False
-    if plan.dtype not in (None, *DTYPES) or any(t.kind != "task_vector" for t in trees):
-        return False
-    return all(e.dtype in DTYPES for t in trees for e in t.tensors.values())
+    return all(t.kind == "task_vector" for t in trees)
 
 
 def _f32(t: TensorData) -> np.ndarray:
@@ -90,8 +98,62 @@ def _encode(values: np.ndarray, dtype: str) -> bytes:
     return ((bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
 
 
+def _scaled(x: np.ndarray, factor: float) -> np.ndarray:
+    """``factor * x`` as torch computes a Python float times a float32 tensor (the factor in float32)."""
+    return (x * np.float32(factor)).astype(np.float32)
+
+
+def _concat(factors: list[tuple[np.ndarray, np.ndarray, float]], weight: float, weights: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    each = weights if weights is not None else [1.0] * len(factors)
+    return (np.concatenate([_scaled(a, weight * w * s) for (a, _b, s), w in zip(factors, each)], axis=0),
+            np.concatenate([b for _a, b, _s in factors], axis=1))
+
+
+def _mean_ba(factors: list[tuple[np.ndarray, np.ndarray, float]], shared_b: str, weights: list[float] | None) -> tuple[np.ndarray, np.ndarray]:
+    each = weights if weights is not None else [1.0] * len(factors)
+    total = sum(each)
+    if shared_b == "merge" and len(factors) > 1 and all(np.array_equal(b, factors[0][1]) for _a, b, _s in factors[1:]):
+        if weights is None:
+            a = sum(_scaled(fa, s) for fa, _b, s in factors) / np.float32(len(factors))
+        else:
+            a = sum(_scaled(fa, w * s) for (fa, _b, s), w in zip(factors, each)) / np.float32(total)
+        return np.asarray(a, dtype=np.float32), factors[0][1]
+    if weights is None:
+        return _concat(factors, 1.0 / len(factors), None)
+    return _concat(factors, 1.0 / total, weights)
+
+
+def _promoted(dtypes: list[str]) -> str:
+    return dtypes[0] if len(set(dtypes)) == 1 else "F32"  # F16 with BF16, or either with F32: F32 (as torch)
+
+
+def run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFactory = no_progress) -> ObjectId:
+    """A LoRA-space concat or mean_ba, stored (``applies`` must hold)."""
+    modules = lora_modules(trees[0].tensors)
+    advance = progress(f"merging with {plan.method}", len(trees[0].tensors), "tensors")
+    entries: dict[str, TensorEntry] = {}
+    ranks: dict[str, int] = {}
+    for name, m in modules.items():
+        loaded = [(repo.store.read_tensor(t.tensors[m.a_key].id), repo.store.read_tensor(t.tensors[m.b_key].id)) for t in trees]
+        factors = [(_f32(a).reshape(a.shape), _f32(b).reshape(b.shape), scaling(t.config, name)) for (a, b), t in zip(loaded, trees)]
+        params = plan.params_for(name + ".weight")
+        if plan.method == "concat":
+            a, b = _concat(factors, params["alpha"], plan.weights)
+        else:
+            a, b = _mean_ba(factors, params["shared_b"], plan.weights)
+        for key, values, dtypes in ((m.a_key, a, [x.dtype for x, _ in loaded]), (m.b_key, b, [y.dtype for _, y in loaded])):
+            out = plan.dtype or _promoted(dtypes)
+            entries[key] = TensorEntry(repo.store.write_tensor(out, values.shape, _encode(np.ascontiguousarray(values).reshape(-1), out)),
+                                       out, tuple(values.shape))
+        ranks[name] = a.shape[0]
+        advance(2)
+    return repo.store.write_tree(Tree("lora", merged_lora_config(trees, ranks), entries))
+
+
 def run(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFactory = no_progress) -> ObjectId:
     """The merged tree, stored (``applies`` must hold)."""
+    if plan.kind == "lora":
+        return run_lora(repo, plan, trees, progress)
     advance = progress(f"merging with {plan.method}", len(plan.tensors), "tensors")
     entries: dict[str, TensorEntry] = {}
     for name, (dtype, shape) in plan.tensors.items():

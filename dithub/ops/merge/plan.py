@@ -2,6 +2,7 @@
 dtypes, weights) and say what the merge will write; nothing is read but trees and commits."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
@@ -205,3 +206,12 @@ def _merge_shapes(tree: Tree) -> dict[str, tuple[str, tuple[int, ...]]]:
             out[m.a_key] = (a.dtype, (-1, *a.shape[1:]))  # rank may differ
             out[m.b_key] = (b.dtype, (*b.shape[:-1], -1))
     return out
+
+
+def merged_lora_config(trees: list[Tree], ranks: dict[str, int]) -> dict[str, Any]:
+    """The first input's config with rank = alpha = the merged rank (scale 1) per module."""
+    config = dict(trees[0].config)
+    r = max(set(ranks.values()), key=list(ranks.values()).count)
+    pattern = {re.escape(name): rank for name, rank in ranks.items() if rank != r}
+    config.update(r=r, lora_alpha=r, rank_pattern=pattern, alpha_pattern=dict(pattern), use_rslora=False)
+    return config

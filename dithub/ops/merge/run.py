@@ -9,7 +9,6 @@ parameter (defaults and seed included), the input commits and where it ran (``ex
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,7 +28,7 @@ from ...store import Commit, ObjectId, TensorEntry, Tree, nbytes_of
 from ...store.view import RepoView
 from ..deltas import common_dtype, delta_loader, put_tensor
 from ..executor import Executor
-from .plan import MergePlan, plan_merge
+from .plan import MergePlan, merged_lora_config, plan_merge
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -200,7 +199,7 @@ def _run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Prog
         energy = sum(energy for _dropped, energy, _error in capped)
         overall = (sum(dropped for dropped, _energy, _error in capped) / energy) ** 0.5 if energy > 0 else 0.0
         report["rank_error"] = {"overall": round(overall, 6), "max": round(max(error for _d, _e, error in capped), 6)}
-    return repo.store.write_tree(Tree("lora", _merged_lora_config(trees, ranks), {k: entries[k] for k in sorted(entries)}))
+    return repo.store.write_tree(Tree("lora", merged_lora_config(trees, ranks), {k: entries[k] for k in sorted(entries)}))
 
 
 def _whole_tensors(tree: Tree) -> list[str]:
@@ -255,15 +254,6 @@ def lora_group(shared: tuple[Any, MergePlan, str], units: list[str]) -> LoraPart
     part = merge_units(repo, plan, trees, units, resolve_device(device))
     repo.store.sync()
     return part
-
-
-def _merged_lora_config(trees: list[Tree], ranks: dict[str, int]) -> dict[str, Any]:
-    """The first input's config with rank = alpha = the merged rank (scale 1) per module."""
-    config = dict(trees[0].config)
-    r = max(set(ranks.values()), key=list(ranks.values()).count)
-    pattern = {re.escape(name): rank for name, rank in ranks.items() if rank != r}
-    config.update(r=r, lora_alpha=r, rank_pattern=pattern, alpha_pattern=dict(pattern), use_rslora=False)
-    return config
 
 
 def replay_merge(repo: RepoView, commit: Commit) -> ObjectId:
