@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -12,6 +12,9 @@ from ...errors import BadInput
 from ..options import Alpha, Executor, Json, Metric, alpha_value, key_values
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
+
+if TYPE_CHECKING:
+    from ...repo import Repo
 
 WEIGHT_HINT = "e.g. --weight task/a=0.5"
 
@@ -66,6 +69,14 @@ def scale_param(method: str, params: dict[str, str]) -> str:
     return name
 
 
+def _merge_recipe(repo: Repo, config: Path, into: str | None, message: str | None, device: str, as_json: bool) -> None:
+    """``merge --config``: the merge a mergekit recipe describes."""
+    with progress_bars() as progress:
+        oid = repo.merge_recipe(config, into=into, message=message, progress=progress, device=device)
+    emit(as_json, {"id": oid, "branch": into or repo.current_branch(), "op": repo.store.read_commit(oid).op.to_json()},
+         lambda: out.print(f"Merged as {config} says: {short(oid)} on {into or repo.current_branch()}"))
+
+
 def merge(
     ctx: typer.Context,
     revs: Annotated[list[str] | None, typer.Argument(help="Branches or commits to merge (two or more; opcm: added one by one).")] = None,
@@ -90,11 +101,7 @@ def merge(
     if config is not None:
         if revs or method or param or weight or alpha or dtype or dry_run:
             raise BadInput("--config gives the inputs, method and parameters", "drop the revisions and --method/-p/-w/--alpha/--dtype")
-        with progress_bars() as progress:
-            oid = repo.merge_recipe(config, into=into, message=message, progress=progress, device=device)
-        emit(as_json, {"id": oid, "branch": into or repo.current_branch(), "op": repo.store.read_commit(oid).op.to_json()},
-             lambda: out.print(f"Merged as {config} says: {short(oid)} on {into or repo.current_branch()}"))
-        return
+        return _merge_recipe(repo, config, into, message, device, as_json)
     if not revs or not method:
         raise BadInput("name the revisions to merge and --method (or give --config RECIPE)")
     plain, rules = per_tensor(key_values(param, "--param", "density=0.2"))
