@@ -23,6 +23,7 @@ from ...formats.lora import lora_modules, scaling
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, TensorData, TensorEntry, Tree
 from ...store.view import RepoView
+from ..delta_specs import promoted
 from .plan import MergePlan, merged_lora_config
 
 METHODS = ("task_arithmetic", "magmax")
@@ -123,8 +124,9 @@ def _mean_ba(factors: list[tuple[np.ndarray, np.ndarray, float]], shared_b: str,
     return _concat(factors, 1.0 / total, weights)
 
 
-def _promoted(dtypes: list[str]) -> str:
-    return dtypes[0] if len(set(dtypes)) == 1 else "F32"  # F16 with BF16, or either with F32: F32 (as torch)
+def _put(repo: RepoView, values: np.ndarray, dtype: str, shape: tuple[int, ...]) -> TensorEntry:
+    """Store float32 ``values`` as a ``dtype`` tensor of ``shape``."""
+    return TensorEntry(repo.store.write_tensor(dtype, shape, _encode(np.ascontiguousarray(values).reshape(-1), dtype)), dtype, shape)
 
 
 def run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFactory = no_progress) -> ObjectId:
@@ -142,9 +144,7 @@ def run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Progr
         else:
             a, b = _mean_ba(factors, params["shared_b"], plan.weights)
         for key, values, dtypes in ((m.a_key, a, [x.dtype for x, _ in loaded]), (m.b_key, b, [y.dtype for _, y in loaded])):
-            out = plan.dtype or _promoted(dtypes)
-            entries[key] = TensorEntry(repo.store.write_tensor(out, values.shape, _encode(np.ascontiguousarray(values).reshape(-1), out)),
-                                       out, tuple(values.shape))
+            entries[key] = _put(repo, values, plan.dtype or promoted(dtypes), tuple(values.shape))
         ranks[name] = a.shape[0]
         advance(2)
     return repo.store.write_tree(Tree("lora", merged_lora_config(trees, ranks), entries))
@@ -163,8 +163,7 @@ def run(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFa
             merged = _task_arithmetic(xs, params["alpha"], plan.weights)
         else:
             merged = _magmax(xs, params["alpha"], params["tie"] == "later")
-        out = plan.dtype or dtype
-        entries[name] = TensorEntry(repo.store.write_tensor(out, shape, _encode(merged, out)), out, tuple(shape))
+        entries[name] = _put(repo, merged, plan.dtype or dtype, tuple(shape))
         advance(1)
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) else {}
