@@ -145,7 +145,7 @@ def _stream(spec: dict, run: int, merge_one) -> float:
     out = work / f"out-{spec['impl']}.bin"
     t0 = time.perf_counter()
     with open(out, "wb") as f:
-        for name in files[0]:
+        for name in files[0].tensors:
             vectors = [to_torch(fh.tensors[name]) for fh in files]
             merged = merge_one(name, vectors, run)
             f.write(merged.contiguous().view(torch.uint8).numpy().data)
