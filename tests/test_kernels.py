@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from dithub.kernels import COMPILE_MIN_NUMEL, kth_largest_abs, native
+from dithub.kernels import clib, native
+from dithub.kernels.fused import COMPILE_MIN_NUMEL
+from dithub.kernels.select import kth_largest_abs
 from dithub.kernels.select import by_histogram
 from dithub.algorithms.merge import full_space, get_method
 
@@ -152,25 +154,25 @@ def test_native_kernels_equal_plain_ones_bit_for_bit(monkeypatch, n):
 def test_native_kernels_build_once_and_fall_back_without_a_compiler(monkeypatch, tmp_path):
     """A cache per source and compiler; no compiler: one warning, and merges run the plain kernels."""
     monkeypatch.setenv("DITHUB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr(native, "_state", {"threads": None})
+    monkeypatch.setattr(clib, "_state", {"threads": None})
     assert native.available()
     built = list((tmp_path / "cache" / "kernels").glob("merge_kernels-*.so"))
     assert len(built) == 1
-    monkeypatch.setattr(native, "_state", {"threads": None})
+    monkeypatch.setattr(clib, "_state", {"threads": None})
 
     def no_compiler_run(*args, **kwargs):
         raise AssertionError(f"the warm path ran {args[0]}")
 
     with monkeypatch.context() as m:  # issue 24: loading from the cache invokes no compiler, not even `cc --version`
-        m.setattr(native.subprocess, "run", no_compiler_run)
+        m.setattr(clib.subprocess, "run", no_compiler_run)
         assert native.available() and list((tmp_path / "cache" / "kernels").glob("*.so")) == built  # reused
     vs = _inputs(COMPILE_MIN_NUMEL + 7)
     expected = get_method("ties")(vs)
-    monkeypatch.setattr(native, "_state", {"threads": None})
+    monkeypatch.setattr(clib, "_state", {"threads": None})
     monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
     monkeypatch.setenv("DITHUB_CACHE", str(tmp_path / "other"))
     warnings = []
-    monkeypatch.setattr(native._log, "warning", lambda msg, *args: warnings.append(msg % args))
+    monkeypatch.setattr(clib._log, "warning", lambda msg, *args: warnings.append(msg % args))
     assert not native.available()
     got = get_method("ties")(vs)
     assert len(warnings) == 1 and "native merge kernels unavailable" in warnings[0] and "no-such-cc" in warnings[0]

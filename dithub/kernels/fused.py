@@ -16,32 +16,19 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from torch import Tensor
 
-from ..errors import BadInput
-from . import native as _native
+from . import clib
+from .clib import enabled
 
 COMPILE_MIN_NUMEL = 1 << 18
 """Off the CPU, inputs smaller than this run the plain function: compiling would cost more than it saves."""
 
 F = TypeVar("F", bound=Callable[..., Any])
 _log = logging.getLogger("dithub.kernels")
-
-
-KERNELS = ("fused", "plain")
-"""``DITHUB_KERNELS``: fused kernels where they run (the default), or the plain torch functions everywhere."""
-
-
-def enabled() -> bool:
-    """Whether fused kernels may run (``DITHUB_KERNELS=plain`` turns them off: plain torch everywhere)."""
-    value = os.environ.get("DITHUB_KERNELS", "fused").strip().lower()
-    if value not in KERNELS:
-        raise BadInput(f"DITHUB_KERNELS is {value!r}, not one of {', '.join(KERNELS)}", "unset it, or set it to plain")
-    return value == "fused"
 
 
 def fused(native: Callable[..., Any]) -> Callable[[F], F]:
@@ -55,7 +42,7 @@ def fused(native: Callable[..., Any]) -> Callable[[F], F]:
             if not enabled():
                 return fn(inputs, *args)
             if inputs[0].device.type == "cpu":
-                return native(inputs, *args) if _native.available() else fn(inputs, *args)
+                return native(inputs, *args) if clib.available() else fn(inputs, *args)
             if state["failed"] or inputs[0].numel() < COMPILE_MIN_NUMEL:
                 return fn(inputs, *args)
             try:
@@ -80,4 +67,4 @@ def runs_fused(tensor: Tensor) -> bool:
     """Whether a fused kernel (not the plain function) runs on ``tensor``'s inputs."""
     if not enabled():
         return False
-    return _native.available() if tensor.device.type == "cpu" else tensor.numel() >= COMPILE_MIN_NUMEL
+    return clib.available() if tensor.device.type == "cpu" else tensor.numel() >= COMPILE_MIN_NUMEL

@@ -1,7 +1,7 @@
 /* dithub's CPU merge kernels: one pass over N float32 inputs per merged tensor.
  *
  * Each function is the plain torch expression of the kernel of the same name in
- * dithub/merge/full_space.py (or kernels/select.py), entry by entry, with the same
+ * dithub/algorithms/merge/full_space.py (or kernels/select.py), entry by entry, with the same
  * float operations in the same order; built without FMA contraction (-ffp-contract=off),
  * so results are the plain path's bit for bit (tested); -fno-trapping-math only lets it
  * vectorize selects after comparisons (FP exception flags are not observed). Inputs are arrays of pointers to
@@ -188,5 +188,30 @@ void kth_largest_abs_rows(const float *x, int64_t rows, int64_t n, int64_t k, fl
         }
         union { uint32_t u; float f; } v = {prefix};
         out[r] = v.f;
+    }
+}
+
+/* DARE's 16-bit draws from Philox4x32-10 (kernels/philox.py, as triton.language.philox): entry e of
+ * input `row` has counter (e mod 2^32, e div 2^32, row, 0) and key (seed's low word, high word); the
+ * draw is the top half of the first output word, shifted to signed. */
+void philox_i16(uint64_t seed, int64_t start, int64_t n, uint32_t row, int16_t *restrict out, int nt) {
+    BLOCKS {
+        SPAN;
+        for (int64_t j = 0; j < m; j++) {
+            const uint64_t e = (uint64_t)(start + b + j);
+            uint32_t c0 = (uint32_t)e, c1 = (uint32_t)(e >> 32), c2 = row, c3 = 0;
+            uint32_t k0 = (uint32_t)seed, k1 = (uint32_t)(seed >> 32);
+            for (int r = 0; r < 10; r++) {
+                const uint64_t p0 = (uint64_t)c0 * 0xD2511F53u, p2 = (uint64_t)c2 * 0xCD9E8D57u;
+                const uint32_t n0 = (uint32_t)(p2 >> 32) ^ c1 ^ k0, n2 = (uint32_t)(p0 >> 32) ^ c3 ^ k1;
+                c1 = (uint32_t)p2;
+                c3 = (uint32_t)p0;
+                c0 = n0;
+                c2 = n2;
+                k0 += 0x9E3779B9u;
+                k1 += 0xBB67AE85u;
+            }
+            out[b + j] = (int16_t)((int32_t)(c0 >> 16) - 32768);
+        }
     }
 }

@@ -12,7 +12,7 @@ from .registry import declare
 CONVENTIONS = ("paper", "mergekit", "round")
 """How a magnitude trim counts what it keeps (TIES, Breadcrumbs) and how TIES' election signs a zero
 sum: ``paper`` as the TIES authors' code, ``mergekit`` as mergekit, ``round`` as dithub's first
-release (what merges recorded before the parameter replay with); see ``primitives.trim_rank``."""
+release (what merges recorded before the parameter replay with); see ``rules.trim_rank``."""
 CORE_RULES = ("task_arithmetic", "ties", "dare", "breadcrumbs", "magmax", "tsv", "iso_c", "iso_cts")
 """The full-space rules Core Space merging runs inside its core space."""
 

@@ -10,7 +10,7 @@ s·B@A first (the result is a task vector).
   α · Σ τ_t. Default α = 0.3 (fusion_bench's scaling factor).
 * ``ties`` — Yadav et al., "TIES-Merging", arXiv 2306.01708: trim each τ_t to its top-k% magnitudes
   (density = 0.2), elect the sign of the summed mass, average the entries that agree, scale by λ = 1.
-  ``convention`` (see ``primitives.trim_rank``): ``paper`` (default) as the authors' code
+  ``convention`` (see ``rules.trim_rank``): ``paper`` (default) as the authors' code
   (prateeky2806/ties-merging, ``src/ties_minimal.ipynb``): keep every entry ≥ the
   (n − int(density·n))-th smallest magnitude (int(density·n) + 1 entries without ties), and a sum of
   exactly 0 takes the majority sign, sign(#positive sums − #negative sums), + only if positive (the
@@ -60,9 +60,12 @@ import torch
 from torch import Tensor
 
 from ...errors import BadInput
-from ...kernels import fused, kth_largest_abs, native, philox
+from ...kernels import clib, native, philox
+from ...kernels.fused import fused
+from ...kernels.select import kth_largest_abs
 from ...kernels.device import DeviceKernel
-from .primitives import dare_limit, draw, magnitude_threshold, running_sum, tensor_seed, top_mask, trimmed
+from .primitives import draw, magnitude_threshold, running_sum, top_mask, trimmed
+from .rules import DARE_CHUNK, dare_limit, tensor_seed
 from .registry import implements
 
 
@@ -266,6 +269,8 @@ def draw_source(n_inputs: int, *, p: float, seed: int, mask: str, rng: str, key:
     (keyed by the tensor's seed, counted by entry and input) takes any range."""
     if rng == "philox":
         key_seed = tensor_seed(seed, key, 0)
+        if clib.enabled() and clib.available():  # the same draws (tested), computed in C
+            return lambda start, stop: [torch.from_numpy(clib.philox_draws(key_seed, start, stop - start, i)) for i in range(n_inputs)]
         return lambda start, stop: [philox.dare_draws(key_seed, start, stop - start, i) for i in range(n_inputs)]
     gens = [torch.Generator().manual_seed(tensor_seed(seed, key, i)) for i in range(n_inputs)]
     return lambda start, stop: [draw(g, stop - start, p, mask) for g in gens]
@@ -286,10 +291,6 @@ def dare_chunk(xs: list[Tensor], draws: list[Tensor], params: dict, limit: int, 
     if params["combine"] == "ta":
         return _dare_ta_kernel(*args), None
     return _dare_ties_kernel(*args, _flag(zero_positive, xs[0]))
-
-
-DARE_CHUNK = 1 << 21
-"""Entries merged per pass by DARE (a multiple of four: see ``primitives.draw``)."""
 
 
 @implements("breadcrumbs")

@@ -1,15 +1,13 @@
 """Per-input statistics of the sparsifying merges: magnitude thresholds, random keep masks, seeds."""
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
-from ...errors import BadInput
-from ...kernels import kth_largest_abs
-from ...kernels.select import kth_largest_abs_each
+from ...kernels.select import kth_largest_abs, kth_largest_abs_each
+from .rules import MASK_LEVELS, dare_limit, tensor_seed, trim_rank  # noqa: F401  (their home: rules)
 
 
 def running_sum(xs: Sequence[Tensor], dtype: torch.dtype, weights: Sequence[float] | None = None) -> Tensor:
@@ -34,17 +32,6 @@ def magnitude_threshold(x: Tensor, density: float) -> Tensor:
     if density <= 0.0:
         return torch.tensor(float("inf"))
     return kth_largest_abs(x, max(1, round(density * x.numel())))
-
-
-def trim_rank(n: int, density: float, convention: str) -> int:
-    """The rank (1 = largest) of the magnitude a trim to ``density`` of ``n`` entries keeps down to.
-    ``paper``: int(density·n) + 1, as prateeky2806/ties-merging keeps every entry ≥ the
-    (n − int(density·n))-th smallest magnitude (ties at it kept too); ``mergekit``: exactly
-    int(density·n) (see ``top_mask``); ``round``: max(1, round(density·n)), ties kept."""
-    count = int(density * n)
-    if convention == "paper":
-        return min(n, count + 1)
-    return count if convention == "mergekit" else max(1, round(density * n))
 
 
 def magnitude_thresholds(xs: Sequence[Tensor], density: float, convention: str = "round") -> Tensor:
@@ -92,14 +79,6 @@ def trimmed(xs: Sequence[Tensor], density: float, convention: str) -> tuple[list
     return out, thresholds
 
 
-def tensor_seed(seed: int, key: str, index: int) -> int:
-    """A seed for input ``index`` of tensor ``key``, fixed by the recorded ``seed``."""
-    return (seed * 1_000_003 + zlib.crc32(key.encode()) * 31 + index) % (2**63 - 1)
-
-
-MASK_LEVELS = 1 << 16
-
-
 def dare_draws(x: Tensor, p: float, seed: int, mask: str = "uint16") -> tuple[Tensor, int, float]:
     """DARE's random draws for ``x``: (draws, limit, keep probability); an entry is kept where draw
     ≤ limit. Drawn on the CPU, so the mask is the same on every device. ``uint16`` (the default):
@@ -110,16 +89,6 @@ def dare_draws(x: Tensor, p: float, seed: int, mask: str = "uint16") -> tuple[Te
     limit, keep_prob = dare_limit(p, mask)
     draws = draw(torch.Generator().manual_seed(seed), x.numel(), p, mask)
     return draws.reshape(x.shape).to(x.device), limit, keep_prob
-
-
-def dare_limit(p: float, mask: str) -> tuple[int, float]:
-    """(limit, keep probability) of ``draw``'s values: an entry is kept where its draw ≤ limit."""
-    if mask == "float32":
-        return 0, 1.0 - p
-    levels = round(MASK_LEVELS * (1.0 - p))
-    if levels == 0:
-        raise BadInput(f"dare: p = {p} keeps nothing at 16-bit resolution", "use p ≤ 0.99999, or --param mask=float32")
-    return levels - MASK_LEVELS // 2 - 1, levels / MASK_LEVELS
 
 
 def draw(g: torch.Generator, n: int, p: float, mask: str) -> Tensor:

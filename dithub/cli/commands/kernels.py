@@ -18,10 +18,10 @@ def build(
     as_json: Json = False,
 ) -> None:
     """Build (or find, checked) the C merge kernels for this machine, so no merge waits for them."""
-    from ...kernels import native  # torch: only for this command
+    from ...kernels import clib
 
     try:
-        path = native.build(force=force)
+        path = clib.build(force=force)
     except (OSError, RuntimeError) as exc:
         raise KernelsUnavailable(f"the C merge kernels cannot be built: {exc}",
                                  "install a C compiler (or set CC); merges run the plain torch kernels meanwhile") from None
