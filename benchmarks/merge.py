@@ -10,6 +10,9 @@ process's own baseline after importing torch):
   dithub       the registered method per tensor, over the same reader and writer as the bound.
   bound+fsync  the bound with its output fsync'd before the clock stops: what a merge that must
                survive a crash (every dithub write) cannot go below.
+  verified bound  bound+fsync, also hashing (xxh3-128) every input tensor read and the output
+               written: what a merge from a content-addressed store that checks every byte it
+               reads (dithub's) cannot go below.
   dithub repo  `Repo.merge` end to end: inputs committed in a repository, read back verified,
                the merged tensors stored as fsync'd objects and a merge commit written.
   dithub cli   the `dithub merge` command as a user runs it (its own process: start-up, imports,
@@ -17,7 +20,8 @@ process's own baseline after importing torch):
                (the draws the C kernels compute; torch's generator needs torch).
   peft         peft.utils.merge_utils (what `add_weighted_adapter` runs) per tensor, same I/O.
   mergekit     `mergekit-yaml` on N full fine-tuned models and their base (--mergekit PYTHON:
-               an interpreter with mergekit installed; skipped without it).
+               an interpreter with mergekit installed, or the mergekit-yaml to run; skipped
+               without it).
 Methods: task_arithmetic, ties (density 0.2), dare (p 0.9, combine ta), tsv, iso_cts; peft and
 mergekit have no TSV or Iso-CTS.
 
@@ -69,6 +73,8 @@ METHODS = {  # dithub name -> (dithub params, peft call, mergekit method + per-m
     "tsv": ({"alpha": 1.0}, None, None),
     "iso_cts": ({"common": 0.8, "alpha": 1.0}, None, None),
 }
+FLOORS = ("bound", "bound+fsync", "verified bound")
+"""The floors every row is compared with, measured in the same run (see the module docstring)."""
 SHAPE = {"hidden": int(os.environ.get("BENCH_HIDDEN", 768)), "mlp": 2048, "layers": 12, "vocab": 16000}
 
 
@@ -123,7 +129,7 @@ def make_inputs(work: Path, n_max: int) -> None:
 
 
 CHILD = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     sys.path.insert(0, sys.argv[1])
     sys.path.insert(0, sys.argv[1] + "/benchmarks")
     import torch
@@ -131,7 +137,10 @@ CHILD = textwrap.dedent("""
     spec = json.loads(sys.argv[2])
     rss = lambda key: next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith(key))
     baseline = rss("VmRSS")
-    times = [bench.run_row(spec, i) for i in range(spec["repeat"])]
+    times = []
+    for i in range(spec["repeat"]):
+        os.sync()  # the previous rows' writeback finished: each run starts with nothing dirty
+        times.append(bench.run_row(spec, i))
     print(json.dumps({"first": times[0], "best": min(times), "peak_above_baseline": rss("VmHWM") - baseline}))
 """)
 
@@ -143,9 +152,12 @@ def child(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _stream(spec: dict, run: int, merge_one, durable: bool = False) -> float:
+def _stream(spec: dict, run: int, merge_one, durable: bool = False, verified: bool = False) -> float:
     """Read each tensor of the N inputs (mmap), merge it, append the result to one output file
-    (``durable``: fsync'd before the clock stops)."""
+    (``durable``: fsync'd before the clock stops; ``verified``: every input tensor's bytes and the
+    result's hashed with xxh3-128, as the store checks what it reads and names what it writes)."""
+    import xxhash
+
     import torch
 
     from dithub.formats.safetensors_io import read_safetensors
@@ -157,9 +169,15 @@ def _stream(spec: dict, run: int, merge_one, durable: bool = False) -> float:
     t0 = time.perf_counter()
     with open(out, "wb") as f:
         for name in files[0].tensors:
+            if verified:
+                for fh in files:
+                    xxhash.xxh3_128_hexdigest(fh.tensors[name].data)
             vectors = [to_torch(fh.tensors[name]) for fh in files]
             merged = merge_one(name, vectors, run)
-            f.write(merged.contiguous().view(torch.uint8).numpy().data)
+            raw = merged.contiguous().view(torch.uint8).numpy().data
+            if verified:
+                xxhash.xxh3_128_hexdigest(raw)
+            f.write(raw)
             for fh in files:
                 fh.release(name)
         if durable:
@@ -176,13 +194,13 @@ def run_row(spec: dict, run: int) -> float:
 
     method, impl = spec["method"], spec["impl"]
     params, peft_name, _mk = METHODS[method]
-    if impl in ("bound", "bound+fsync"):
+    if impl in FLOORS:
         def merge_one(name, vectors, run):
             out = vectors[0].clone()
             for v in vectors[1:]:
                 out.add_(v)
             return out
-        return _stream(spec, run, merge_one, durable=impl == "bound+fsync")
+        return _stream(spec, run, merge_one, durable=impl != "bound", verified=impl == "verified bound")
     if impl == "dithub":
         from dithub.algorithms.merge import get_method
 
@@ -209,11 +227,7 @@ def run_row(spec: dict, run: int) -> float:
 
         repo = Repo.open(Path(spec["work"]) / "repo")
         scale = next(k for k in ("alpha", "lam") if k in params)
-        # A new result every run of every invocation, so every merged tensor is written: with a
-        # scale that only depended on the run index, a second invocation found its objects stored
-        # by the first and wrote nothing (the repo rows before session 6 were measured so).
-        nonce = int.from_bytes(os.urandom(4), "little") / 2**32
-        p = {**params, scale: params[scale] * (1 + 1e-6 * (1 + nonce))}
+        p = {**params, scale: fresh(params[scale])}
         branch = f"bench/{method}-{spec['n']}-{run}-{time.time_ns()}"
         repo.create_branch(branch, "tv0")
         t0 = time.perf_counter()
@@ -234,7 +248,7 @@ def mergekit_row(work: Path, python: str, method: str, n: int) -> dict | None:
                    "parameters: {normalize: true}\ndtype: float32\n")
     out = work / "mergekit-out"
     shutil.rmtree(out, ignore_errors=True)
-    mk_bin = str(Path(python).parent / "mergekit-yaml")
+    mk_bin = python if Path(python).name == "mergekit-yaml" else str(Path(python).parent / "mergekit-yaml")
     try:
         res = measured([mk_bin, str(cfg), str(out), "--quiet", "--random-seed", "0"], env={**os.environ, "HF_HUB_OFFLINE": "1"})
     finally:
@@ -242,9 +256,18 @@ def mergekit_row(work: Path, python: str, method: str, n: int) -> dict | None:
     return {"first": res["seconds"], "best": res["seconds"], "peak_total": res["rss"]}
 
 
+def fresh(scale: float) -> float:
+    """``scale`` times 1 + u·2^-8 for a random u in [1, 2): one of 2^15 float32 values, so a run
+    writes merged tensors no earlier run stored. (Before session 6 the scale depended on the run
+    index only, and before session 12 it moved by 1e-6, a handful of float32 steps: later runs
+    found their objects stored and wrote nothing, which the repo rows measured.)"""
+    return scale * (1 + (1 + int.from_bytes(os.urandom(4), "little") / 2**32) * 2**-8)
+
+
 def measured(argv: list[str], env: dict | None = None) -> dict:
     """Wall time and peak RSS of a command, run by a fresh interpreter that only waits for it (so the
     peak is the command's own, from the kernel)."""
+    os.sync()  # nothing left dirty by what ran before
     script = ("import resource, subprocess, sys, time, json; t=time.perf_counter(); "
               "subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL); "
               "print(json.dumps({'seconds': time.perf_counter()-t, "
@@ -268,8 +291,7 @@ def cli_row(work: Path, method: str, n: int, repeat: int) -> dict:
     times, peaks = [], []
     for _ in range(repeat):
         branch = f"bench/cli-{method}-{n}-{time.time_ns()}"  # new: the merge creates it
-        nonce = int.from_bytes(os.urandom(4), "little") / 2**32
-        ps = [f"{k}={v * (1 + 1e-6 * (1 + nonce)) if k == scale else v}" for k, v in params.items()]
+        ps = [f"{k}={fresh(v) if k == scale else v!r}" for k, v in params.items()]
         argv = [DITHUB, "-C", str(work / "repo"), "merge", *[f"tv{t}" for t in range(n)], "--method", method,
                 "--into", branch, *[a for p in ps for a in ("-p", p)], *CLI_PARAMS.get(method, [])]
         res = measured(argv)
@@ -667,7 +689,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=Path("/tmp/dithub-bench-merge"))
     ap.add_argument("--n", type=int, nargs="+", default=[2, 4, 8])
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--mergekit", help="python interpreter with mergekit installed")
+    ap.add_argument("--mergekit", help="python interpreter with mergekit installed, or its mergekit-yaml")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--skip-repo", action="store_true", help="leave out the end-to-end Repo.merge rows")
     ap.add_argument("--json", type=Path, default=HERE / "results" / "merge.json")
@@ -676,6 +698,7 @@ def main() -> None:
     ap.add_argument("--agreement-only", action="store_true",
                     help="only the agreement with mergekit's merge code, in this process (JSON: agreement.json)")
     ap.add_argument("--rank-cap-only", action="store_true", help="only the rank cap against peft's svd (JSON: rank_cap.json)")
+    ap.add_argument("--merge-only", action="store_true", help="only the merge table (JSON: --json)")
     ap.add_argument("--lora-only", action="store_true", help="only the LoRA merges from the command line (JSON: lora_cli.json)")
     ap.add_argument("--recipes-only", action="store_true",
                     help="only the recipe round trip through mergekit, in this process (JSON: recipe_agreement.json)")
@@ -706,7 +729,7 @@ def main() -> None:
     impls = ["bound", *[i for i in ("dithub", *([] if args.skip_repo else ["repo", "cli"]), "peft") if i in args.impls]]
     for n in args.n:
         _warm(work, n)
-        for floor in ("bound", "bound+fsync"):
+        for floor in FLOORS:
             res = child({"work": str(work), "n": n, "method": "task_arithmetic", "impl": floor, "repeat": args.repeat})
             results.append({"method": "-", "n": n, "impl": floor, **res})
         for method in args.methods:
@@ -727,12 +750,13 @@ def main() -> None:
                     results.append({"method": method, "n": n, "impl": "mergekit", **res})
                     _partial(args.json, results)
     for r in results:
-        floors = {x["impl"]: x["best"] for x in results if x["n"] == r["n"] and x["impl"] in ("bound", "bound+fsync")}
+        floors = {x["impl"]: x["best"] for x in results if x["n"] == r["n"] and x["impl"] in FLOORS}
         r["x_bound"] = r["best"] / floors["bound"]
         r["x_durable_bound"] = r["best"] / floors["bound+fsync"]
+        r["x_verified_bound"] = r["best"] / floors["verified bound"]
         r["mem_budget"] = (r["n"] + 1) * largest
     table = Table(title=f"merge: N task vectors of {sum(map(_numel, layout().values())) / 1e6:.0f}M fp32 params")
-    for col in ("N", "method", "impl", "first s", "best s", "x bound", "x bound+fsync", "vs peft", "vs mergekit", "peak MB",
+    for col in ("N", "method", "impl", "first s", "best s", "x bound", "x +fsync", "x verified", "vs peft", "vs mergekit", "peak MB",
                 "peak / (N+1)·largest"):
         table.add_column(col, justify="right")
     for r in results:
@@ -740,13 +764,14 @@ def main() -> None:
         vs = lambda p: f"{peers[p] / r['best']:.1f}x" if p in peers and r["impl"] in ("dithub", "repo", "cli") else ""  # noqa: E731
         peak = r.get("peak_above_baseline", r.get("peak_total", 0))
         table.add_row(str(r["n"]), r["method"], r["impl"], f"{r['first']:.2f}", f"{r['best']:.2f}",
-                      f"{r['x_bound']:.2f}", f"{r['x_durable_bound']:.2f}", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
+                      f"{r['x_bound']:.2f}", f"{r['x_durable_bound']:.2f}", f"{r['x_verified_bound']:.2f}", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
                       f"{peak / r['mem_budget']:.2f}" + ("" if "peak_above_baseline" in r else " (whole process)"))
     console.print(table)
-    core = core_space_table(args.n, args.repeat)
-    agreement_table(max(args.n), None)
-    rank_cap_table(args.n, args.repeat, None)
-    lora = lora_cli_table(work, args.repeat, None)
+    core = [] if args.merge_only else core_space_table(args.n, args.repeat)
+    if not args.merge_only:
+        agreement_table(max(args.n), None)
+        rank_cap_table(args.n, args.repeat, None)
+    lora = [] if args.merge_only else lora_cli_table(work, args.repeat, None)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "machine": platform.platform(),
                                      "cpus": os.cpu_count(), "shape": SHAPE, "largest_tensor_bytes": largest,

@@ -34,7 +34,7 @@ CASES = [
     ("breadcrumbs", {"beta": 0.5, "gamma": 0.1, "convention": "mergekit"}, None),
     ("breadcrumbs", {"beta": 0.4, "gamma": 0.05, "convention": "round", "alpha": 1.1}, "BF16"),
     ("breadcrumbs", {"beta": 0.5, "gamma": 0.1, "weights": [2.0, 0.5, -1.0]}, None),
-    ("dare", {"rng": "philox"}, None),
+    ("dare", {}, None),  # rng=philox: the default
     ("dare", {"rng": "philox", "p": 0.1, "combine": "ties", "seed": 7}, None),
     ("dare", {"rng": "philox", "p": 0.3, "combine": "ties", "convention": "mergekit"}, "BF16"),
     ("dare", {"rng": "philox", "p": 0.1, "combine": "ties", "weights": [1.0, 3.0, 0.5]}, None),
@@ -92,7 +92,7 @@ def test_the_majority_rule_is_exercised():
 
 def test_other_merges_take_the_torch_path(repo, monkeypatch):
     trees = [repo.tree_of("t/0"), repo.tree_of("t/1")]
-    assert not elementwise.applies(plan_merge(repo, ["t/0", "t/1"], "dare"), trees, "cpu")  # torch's generator
+    assert not elementwise.applies(plan_merge(repo, ["t/0", "t/1"], "dare", {"rng": "torch"}), trees, "cpu")  # its generator
     assert not elementwise.applies(plan_merge(repo, ["t/0", "t/1"], "tsv"), trees, "cpu")
     assert not elementwise.applies(plan_merge(repo, ["t/0", "t/1"], "task_arithmetic"), trees, "cuda")
     monkeypatch.setenv("DITHUB_KERNELS", "plain")  # plain torch everywhere, as asked
@@ -134,8 +134,7 @@ def test_a_cli_merge_of_task_vectors_imports_no_torch(repo):
     code = ("import sys; from dithub.cli import main; rc = main(sys.argv[1:]); "
             "print(rc, *[m for m in ('torch', 'transformers', 'peft', 'scipy') if m in sys.modules])")
     for method in arrays.METHODS:
-        extra = ["--param", "rng=philox"] if method == "dare" else []
-        args = ["-C", str(repo.path), "merge", "t/0", "t/1", "t/2", "--method", method, "--into", f"cli/{method}", *extra]
+        args = ["-C", str(repo.path), "merge", "t/0", "t/1", "t/2", "--method", method, "--into", f"cli/{method}"]  # DARE: Philox, its default
         out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
         assert out.split()[-1] == "0", out  # exit 0, and no heavy module listed after it
         commit = repo.commit_object(f"cli/{method}")

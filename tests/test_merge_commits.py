@@ -63,22 +63,23 @@ def test_replay_reproduces_the_tree_bit_for_bit(three):
     repo, _ = three
     oid = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "7", "combine": "ties"})
     commit = repo.store.read_commit(oid)
-    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7, "mask": "uint16", "rng": "torch", "convention": "paper", "vectors": "method"}
+    assert commit.op.params == {"p": 0.5, "combine": "ties", "lam": 1.0, "seed": 7, "mask": "uint16", "rng": "philox", "convention": "paper", "vectors": "method"}
     assert replay_merge(repo, commit) == commit.tree
     other = repo.merge(["task/0", "task/1", "task/2"], "dare", {"p": "0.5", "seed": "8", "combine": "ties"}, into="x")
     assert repo.store.read_commit(other).tree != commit.tree  # the seed matters
 
 
 def test_a_merge_recorded_before_a_parameter_existed_replays_as_it_ran(three):
-    """DARE gained ``mask`` (16-bit draws); a commit whose op predates it ran with float32 draws."""
+    """DARE gained ``mask`` (16-bit draws) and ``rng`` (Philox, the default since issue 24); a commit
+    whose op predates them ran with float32 draws from torch's generator."""
     from dataclasses import replace
 
     from dithub.store import Op
 
     repo, _ = three
-    old_rule = repo.merge(["task/0", "task/1"], "dare", {"p": "0.5", "seed": "3", "mask": "float32"}, into="old")
+    old_rule = repo.merge(["task/0", "task/1"], "dare", {"p": "0.5", "seed": "3", "mask": "float32", "rng": "torch"}, into="old")
     commit = repo.store.read_commit(old_rule)
-    params = {k: v for k, v in commit.op.params.items() if k != "mask"}  # as the first release recorded it
+    params = {k: v for k, v in commit.op.params.items() if k not in ("mask", "rng")}  # as the first release recorded it
     legacy = repo.store.write_commit(replace(commit, op=Op("merge", "dare", params, commit.op.inputs)))
     assert replay_merge(repo, repo.store.read_commit(legacy)) == commit.tree
     new_rule = repo.merge(["task/0", "task/1"], "dare", {"p": "0.5", "seed": "3"}, into="new")

@@ -95,14 +95,15 @@ def test_dare_float32_masks_are_the_first_release_rule():
     from dithub.algorithms.merge.primitives import tensor_seed
 
     vs = _vectors(t=2, shape=(50, 40))
-    out = get_method("dare")(vs, p=0.7, seed=5, key="w", mask="float32")
+    out = get_method("dare")(vs, p=0.7, seed=5, key="w", mask="float32", rng="torch")
     expected = torch.zeros_like(vs[0])
     for i, v in enumerate(vs):
         keep = torch.rand(v.shape, generator=torch.Generator().manual_seed(tensor_seed(5, "w", i))) >= 0.7
         expected += torch.where(keep, v / 0.3, 0.0)
     torch.testing.assert_close(out, expected)
-    assert get_method("dare").recorded({"p": 0.7}) == {"p": 0.7, "mask": "float32", "convention": "mergekit"}
-    assert get_method("dare").recorded({"mask": "uint16", "convention": "paper"}) == {"mask": "uint16", "convention": "paper"}
+    assert get_method("dare").recorded({"p": 0.7}) == {"p": 0.7, "mask": "float32", "rng": "torch", "convention": "mergekit"}
+    assert get_method("dare").recorded({"mask": "uint16", "rng": "philox", "convention": "paper"}) == {
+        "mask": "uint16", "rng": "philox", "convention": "paper"}
     with pytest.raises(BadInput, match="parameter 'mask' of 'dare' is 'float64', not one of uint16, float32"):
         get_method("dare")(vs, mask="float64")
 
@@ -216,9 +217,9 @@ def test_dare_chunked_equals_whole(monkeypatch, mask):
         assert torch.equal(whole, torch.cat([draw(g, k, 0.7, mask), draw(g, n - k, 0.7, mask)]))
     vs = _vectors(t=3, shape=(37, 29))  # 1,073 entries: the last chunk is short and not a multiple of four
     for combine in ("ta", "ties"):
-        ref = get_method("dare")(vs, p=0.6, combine=combine, seed=2, key="w", mask=mask)
+        ref = get_method("dare")(vs, p=0.6, combine=combine, seed=2, key="w", mask=mask, rng="torch")
         monkeypatch.setattr(full_space, "DARE_CHUNK", 64)
-        assert torch.equal(get_method("dare")(vs, p=0.6, combine=combine, seed=2, key="w", mask=mask), ref)
+        assert torch.equal(get_method("dare")(vs, p=0.6, combine=combine, seed=2, key="w", mask=mask, rng="torch"), ref)
         monkeypatch.setattr(full_space, "DARE_CHUNK", 1 << 21)
 
 

@@ -1,11 +1,12 @@
 """Exact k-th largest magnitude of a float32 array on the CPU, without sorting it and without torch.
 
 The magnitude thresholds of TIES, DARE-TIES and Breadcrumbs are order statistics of 10^4-10^8
-entries; ``torch.kthvalue`` spends ~20 ns per entry on them. Up to 64K entries a radix select in C
-(``clib.kth_largest_abs_rows``, many arrays in one call), up to 2M numpy's introselect
-(``ndarray.partition``, ~1.3 ns per entry) ranks the magnitudes. Larger arrays: a random sample of
-65,536 entries brackets the k-th value with a ±4σ margin on its rank, and the bracket is searched by
-counting: one C pass counts the entries at or above four candidate values at once (a reduction: it
+entries; ``torch.kthvalue`` spends ~20 ns per entry on them, numpy's introselect
+(``ndarray.partition``) 6-10 ns on task-vector-like values (measured; it ranks only where the C
+kernels are not built). Up to 128K entries a radix select in C (``clib.kth_largest_abs_rows``, many
+arrays in one call, ~2.5 ns per entry). Larger arrays: a random sample of up to 65,536 entries
+brackets the k-th value with a ±4σ margin on its rank, and the bracket is searched by counting
+(0.8-1.7 ns per entry from 600K entries on): one C pass counts the entries at or above four candidate values at once (a reduction: it
 reads the array and writes nothing, ~3 ms per 16M entries), and the candidates, interpolated from the
 counts, close in on the float (as bits) whose count crosses k in about five passes. Exact whatever
 the sample: when the bracket misses (probability < 1e-4, or NaNs), a histogram of the float bits
@@ -21,10 +22,10 @@ from . import clib
 
 SAMPLE = 1 << 16
 _HI_BITS = 16
-PARTITION_MAX = 1 << 21
-RADIX_MAX = 1 << 16
-"""Up to this many entries the radix select runs (three short passes, ~1.3 ns per entry and pass in
-cache, none of numpy's per-call costs): small tensors and Core Space's cores."""
+RADIX_MAX = 1 << 17
+"""Up to this many entries the radix select runs (three short passes in cache, none of the counting
+search's per-call costs): small tensors and Core Space's cores; above, counting is faster (measured:
+2.5 ns per entry against 2.5 at 200K, 1.6 at 300K, 0.8 at 1.5M)."""
 _MAX_PASSES = 64
 
 
@@ -38,7 +39,7 @@ def kth_largest_abs(a: np.ndarray, k: int) -> np.float32:
     native = _native()
     if n <= RADIX_MAX and native:
         return clib.kth_largest_abs_rows(np.ascontiguousarray(a).reshape(1, n), k)[0]
-    if n <= PARTITION_MAX or not native or n >= 2**31:
+    if not native or n >= 2**31:
         return by_partition(a, k)
     lo, hi = bracket(np.abs(a[sample_indices(n, k)]), n, k)
     found = _by_counting(np.ascontiguousarray(a), k, lo, hi)

@@ -34,9 +34,13 @@ def _f(value: float) -> float:
     return float(np.float32(value))
 
 
-def _scaled_once(x: np.ndarray, factor: float) -> np.ndarray:
-    """``x * factor`` (float32 × float32) rounded once: torch's in-place ``mul_``."""
-    return (x.astype(np.float64) * _f(factor)).astype(np.float32)
+def _scale(x: np.ndarray, factor: float) -> np.ndarray:
+    """``x.mul_(factor)`` as torch computes it (the factor cast to float32, the product rounded
+    once: IEEE's float32 multiply), in place on ``x`` when it is a fresh float32 array."""
+    if not x.flags.writeable or x.dtype != np.float32:
+        return x * np.float32(factor)
+    x *= np.float32(factor)
+    return x
 
 
 @np.errstate(over="ignore", invalid="ignore")  # infinities and NaN propagate as in torch, silently
@@ -44,11 +48,11 @@ def running_sum(xs: Sequence[np.ndarray], weights: Weights) -> np.ndarray:
     """Σ xs in order (with ``weights``, Σ w_t x_t as ``primitives.running_sum``: a fused
     multiply-add per input after the first)."""
     if weights is None:
-        total = xs[0].copy()
-        for x in xs[1:]:
+        total = np.add(xs[0], xs[1]) if len(xs) > 1 else xs[0].copy()  # one pass for the first two
+        for x in xs[2:]:
             total += x
     else:
-        total = _scaled_once(xs[0], weights[0])
+        total = xs[0] * np.float32(weights[0])
         for x, w in zip(xs[1:], weights[1:]):  # a fused multiply-add, rounded once
             total = (total.astype(np.float64) + _f(w) * x.astype(np.float64)).astype(np.float32)
     return torch_nans(total, xs)
@@ -58,9 +62,9 @@ def torch_nans(total: np.ndarray, terms: Sequence[np.ndarray]) -> np.ndarray:
     """``total`` (a sum of ``terms`` in order) with the NaNs torch's CPU additions give: where terms
     are NaN, the last one's, quieted (torch's add propagates the NaN added; numpy's loops propagate
     either operand's, by position). A NaN no term held (∞ − ∞) is the machine's default on both."""
-    where = np.flatnonzero(np.isnan(total))
-    if len(terms) < 2 or not where.size:
+    if len(terms) < 2 or not total.size or not np.isnan(np.max(total)):  # max: NaN if any is, in one quick pass
         return total
+    where = np.flatnonzero(np.isnan(total))
     last = np.full(where.size, np.nan, dtype=np.float32)
     held = np.zeros(where.size, dtype=bool)
     for t in terms:
@@ -73,7 +77,7 @@ def torch_nans(total: np.ndarray, terms: Sequence[np.ndarray]) -> np.ndarray:
 
 def task_arithmetic(xs: Sequence[np.ndarray], *, alpha: float, weights: Weights) -> np.ndarray:
     with np.errstate(over="ignore", invalid="ignore"):
-        return _scaled_once(running_sum(xs, weights), alpha)
+        return _scale(running_sum(xs, weights), alpha)
 
 
 @np.errstate(over="ignore", invalid="ignore")
@@ -82,7 +86,7 @@ def magmax(xs: Sequence[np.ndarray], *, alpha: float, tie: str) -> np.ndarray:
     for x in xs[1:]:
         a, b = np.abs(x), np.abs(best)
         best = np.where((a > b) | ((a == b) & (tie == "later")), x, best)
-    return _scaled_once(best, alpha)
+    return best * np.float32(alpha)
 
 
 def top_mask(x: np.ndarray, k: int, threshold: float | None = None) -> np.ndarray:

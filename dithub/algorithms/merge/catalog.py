@@ -23,12 +23,13 @@ declare("ties", "full_space", paper="2306.01708", defaults={"density": 0.2, "lam
         legacy={"convention": "round"},  # the device kernels elect + on a zero sum and trim at round(density·n)
         weighted=True, device_kernel=True)
 declare("dare", "full_space", paper="2311.03099",
-        defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16", "rng": "torch", "convention": "paper"},
-        legacy={"mask": "float32", "convention": "mergekit"},
+        defaults={"p": 0.9, "combine": "ta", "lam": 1.0, "seed": 0, "mask": "uint16", "rng": "philox", "convention": "paper"},
+        legacy={"mask": "float32", "rng": "torch", "convention": "mergekit"},
         ranges={"p": Range(0.0, 1.0, high_open=True), "lam": REAL, "seed": NATURAL},
         choices={"combine": ("ta", "ties"), "mask": ("uint16", "float32"), "rng": ("torch", "philox"),
                  "convention": ("paper", "mergekit")},
-        check=lambda p: "rng=philox draws 16-bit uniforms: use mask=uint16" if p["rng"] == "philox" and p["mask"] != "uint16" else None,
+        check=lambda p: ("rng=philox draws 16-bit uniforms: use mask=uint16, or mask=float32 with rng=torch"
+                         if p["rng"] == "philox" and p["mask"] != "uint16" else None),
         random=True, weighted=True, device_kernel=True)
 declare("breadcrumbs", "full_space", paper="2312.06795", defaults={"beta": 0.1, "gamma": 0.01, "alpha": 0.3, "convention": "paper"},
         ranges={"beta": Range(0.0, 1.0, low_open=True), "gamma": Range(0.0, 1.0, high_open=True), "alpha": REAL},

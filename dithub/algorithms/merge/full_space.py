@@ -26,10 +26,12 @@ s·B@A first (the result is a task vector).
   uses 16-bit uniform draws (``mask='uint16'``, four per generator call), so 1−p is realized as
   round(65536·(1−p))/65536 and the rescale uses exactly that; ``mask='float32'`` is the first
   release's rule (one float per entry), which merges recorded without ``mask`` replay with.
-  ``rng='torch'`` (default) draws from torch's CPU generator, seeded per input, on every device;
-  ``rng='philox'`` draws from Philox4x32-10 keyed by the tensor's seed and counted by (entry, input),
-  which GPU kernels compute in place (``dithub.kernels.triton_merge``) and the CPU computes the same
-  (``dithub.kernels.philox``), so both keep the same entries.
+  ``rng='philox'`` (default) draws from Philox4x32-10 keyed by the tensor's seed and counted by
+  (entry, input), which GPU kernels compute in place (``dithub.kernels.triton_merge``) and the CPU
+  computes the same (``dithub.kernels.philox``; in C, ``kernels.clib``), so both keep the same
+  entries and a CLI merge needs no torch (``ops.merge.elementwise``); ``rng='torch'`` draws from
+  torch's CPU generator, seeded per input, on every device: the default until issue 24, which merges
+  recorded before the parameter replay with.
 * ``breadcrumbs`` — Davari & Belilovsky, "Model Breadcrumbs", arXiv 2312.06795: per τ_t, drop the
   top γ = 1% magnitudes (outliers) and keep the next β = 10% (so the mask keeps ranks γ..γ+β),
   then α · Σ (default α = 0.3). The authors' code is not public; the counts are mergekit's

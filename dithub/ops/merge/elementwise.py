@@ -69,18 +69,19 @@ def _f32(t: TensorData) -> np.ndarray:
     return np.frombuffer(t.data, dtype=np.float16).astype(np.float32)
 
 
-def _encode(values: np.ndarray, dtype: str) -> bytes:
-    """float32 values as ``dtype``'s bytes, rounded as torch rounds."""
+def _encode(values: np.ndarray, dtype: str) -> memoryview:
+    """float32 values (flat, contiguous) as ``dtype``'s bytes, rounded as torch rounds (float32: the
+    array's own memory, not a copy)."""
     if dtype == "F32":
-        return values.tobytes()
+        return values.data
     if dtype == "F16":
-        return values.astype(np.float16).tobytes()
+        return values.astype(np.float16).data
     if np.isnan(values).any():  # torch's NaN pattern is its CPU kernels' (0xFFFF with AVX2): asked of torch itself
         import torch
 
-        return torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().tobytes()
+        return torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().data
     bits = values.view(np.uint32)
-    return ((bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).tobytes()
+    return ((bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).data
 
 
 def _put(repo: RepoView, values: np.ndarray, dtype: str, shape: tuple[int, ...]) -> TensorEntry:
