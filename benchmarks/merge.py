@@ -16,8 +16,7 @@ process's own baseline after importing torch):
   dithub repo  `Repo.merge` end to end: inputs committed in a repository, read back verified,
                the merged tensors stored as fsync'd objects and a merge commit written.
   dithub cli   the `dithub merge` command as a user runs it (its own process: start-up, imports,
-               the merge, the commit), wall time and peak RSS of that process; DARE with rng=philox
-               (the draws the C kernels compute; torch's generator needs torch).
+               the merge, the commit), wall time and peak RSS of that process.
   peft         peft.utils.merge_utils (what `add_weighted_adapter` runs) per tensor, same I/O.
   mergekit     `mergekit-yaml` on N full fine-tuned models and their base (--mergekit PYTHON:
                an interpreter with mergekit installed, or the mergekit-yaml to run; skipped
@@ -279,8 +278,6 @@ def measured(argv: list[str], env: dict | None = None) -> dict:
 
 
 DITHUB = str(Path(sys.executable).parent / "dithub")
-CLI_PARAMS = {"dare": ["-p", "rng=philox"]}
-"""Per method, what the CLI rows add to METHODS' parameters."""
 
 
 def cli_row(work: Path, method: str, n: int, repeat: int) -> dict:
@@ -293,7 +290,7 @@ def cli_row(work: Path, method: str, n: int, repeat: int) -> dict:
         branch = f"bench/cli-{method}-{n}-{time.time_ns()}"  # new: the merge creates it
         ps = [f"{k}={fresh(v) if k == scale else v!r}" for k, v in params.items()]
         argv = [DITHUB, "-C", str(work / "repo"), "merge", *[f"tv{t}" for t in range(n)], "--method", method,
-                "--into", branch, *[a for p in ps for a in ("-p", p)], *CLI_PARAMS.get(method, [])]
+                "--into", branch, *[a for p in ps for a in ("-p", p)]]
         res = measured(argv)
         times.append(res["seconds"])
         peaks.append(res["rss"])

@@ -22,16 +22,16 @@ import numpy as np
 
 from ...algorithms.merge import arrays
 from ...formats.lora import lora_modules, scaling
+from ...formats.numpy_io import FLOATS, encode_float32, to_float32
 from ...kernels import clib
 from ...progress import ProgressFactory, no_progress
-from ...store import ObjectId, TensorData, TensorEntry, Tree
+from ...store import ObjectId, TensorEntry, Tree
 from ...store.view import RepoView
 from ..delta_specs import promoted
 from .plan import MergePlan, merged_lora_config
 
 LORA_METHODS = ("concat", "mean_ba")
 """LoRA-space methods that only scale and concatenate factors (uncapped: a rank cap decomposes)."""
-DTYPES = ("F32", "F16", "BF16")
 
 
 def cuda_possible() -> bool:
@@ -42,9 +42,9 @@ def cuda_possible() -> bool:
 
 def applies(plan: MergePlan, trees: list[Tree], device: str) -> bool:
     """Whether this merge runs here without torch (see the module docstring for what does not)."""
-    if device not in ("auto", "cpu") or (device == "auto" and cuda_possible()) or plan.dtype not in (None, *DTYPES):
+    if device not in ("auto", "cpu") or (device == "auto" and cuda_possible()) or plan.dtype not in (None, *FLOATS):
         return False
-    if not all(e.dtype in DTYPES for t in trees for e in t.tensors.values()):
+    if not all(e.dtype in FLOATS for t in trees for e in t.tensors.values()):
         return False
     if plan.kind == "lora":
         modules = lora_modules(trees[0].tensors)
@@ -60,33 +60,9 @@ def applies(plan: MergePlan, trees: list[Tree], device: str) -> bool:
     return all(t.kind == "task_vector" for t in trees)
 
 
-def _f32(t: TensorData) -> np.ndarray:
-    """The tensor's values as float32, exactly (float32 itself without a copy: read-only)."""
-    if t.dtype == "F32":
-        return np.frombuffer(t.data, dtype=np.float32)
-    if t.dtype == "BF16":
-        return (np.frombuffer(t.data, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
-    return np.frombuffer(t.data, dtype=np.float16).astype(np.float32)
-
-
-def _encode(values: np.ndarray, dtype: str) -> memoryview:
-    """float32 values (flat, contiguous) as ``dtype``'s bytes, rounded as torch rounds (float32: the
-    array's own memory, not a copy)."""
-    if dtype == "F32":
-        return values.data
-    if dtype == "F16":
-        return values.astype(np.float16).data
-    if np.isnan(values).any():  # torch's NaN pattern is its CPU kernels' (0xFFFF with AVX2): asked of torch itself
-        import torch
-
-        return torch.from_numpy(values).to(torch.bfloat16).view(torch.int16).numpy().data
-    bits = values.view(np.uint32)
-    return ((bits.astype(np.uint64) + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).data
-
-
 def _put(repo: RepoView, values: np.ndarray, dtype: str, shape: tuple[int, ...]) -> TensorEntry:
     """Store float32 ``values`` as a ``dtype`` tensor of ``shape``."""
-    return TensorEntry(repo.store.write_tensor(dtype, shape, _encode(np.ascontiguousarray(values).reshape(-1), dtype)), dtype, shape)
+    return TensorEntry(repo.store.write_tensor(dtype, shape, encode_float32(np.ascontiguousarray(values).reshape(-1), dtype)), dtype, shape)
 
 
 def run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFactory = no_progress) -> ObjectId:
@@ -97,7 +73,7 @@ def run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Progr
     ranks: dict[str, int] = {}
     for name, m in modules.items():
         loaded = [(repo.store.read_tensor(t.tensors[m.a_key].id), repo.store.read_tensor(t.tensors[m.b_key].id)) for t in trees]
-        factors = [(_f32(a).reshape(a.shape), _f32(b).reshape(b.shape), scaling(t.config, name)) for (a, b), t in zip(loaded, trees)]
+        factors = [(to_float32(a).reshape(a.shape), to_float32(b).reshape(b.shape), scaling(t.config, name)) for (a, b), t in zip(loaded, trees)]
         params = plan.params_for(name + ".weight")
         if plan.method == "concat":
             a, b = arrays.concat(factors, alpha=params["alpha"], weights=plan.weights)
@@ -117,7 +93,7 @@ def run(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFa
     advance = progress(f"merging with {plan.method}", len(plan.tensors), "tensors")
     entries: dict[str, TensorEntry] = {}
     for name, (dtype, shape) in plan.tensors.items():
-        xs = [_f32(repo.store.read_tensor(t.tensors[name].id)) for t in trees]
+        xs = [to_float32(repo.store.read_tensor(t.tensors[name].id)) for t in trees]
         params: dict[str, Any] = plan.params_for(name)
         merged = arrays.merge(plan.method, xs, params, key=name, weights=plan.weights)
         entries[name] = _put(repo, merged, plan.dtype or dtype, tuple(shape))
