@@ -13,6 +13,12 @@ process's own baseline after importing torch):
   verified bound  bound+fsync, also hashing (xxh3-128) every input tensor read and the output
                written: what a merge from a content-addressed store that checks every byte it
                reads (dithub's) cannot go below.
+  store bound  the verified bound writing each merged tensor as its own durable file (temp file,
+               fsync, rename), as dithub's object store keeps one object per tensor (what dedup
+               by tensor costs): the floor of a merge with dithub's guarantees.
+  cli floor    the store bound plus the command line's start-up (a process that imports dithub's
+               CLI and builds typer's command tree, then stops; best of --repeat), measured in the
+               same run: the floor of the cli rows.
   dithub repo  `Repo.merge` end to end: inputs committed in a repository, read back verified,
                the merged tensors stored as fsync'd objects and a merge commit written.
   dithub cli   the `dithub merge` command as a user runs it (its own process: start-up, imports,
@@ -72,7 +78,7 @@ METHODS = {  # dithub name -> (dithub params, peft call, mergekit method + per-m
     "tsv": ({"alpha": 1.0}, None, None),
     "iso_cts": ({"common": 0.8, "alpha": 1.0}, None, None),
 }
-FLOORS = ("bound", "bound+fsync", "verified bound")
+FLOORS = ("bound", "bound+fsync", "verified bound", "store bound")
 """The floors every row is compared with, measured in the same run (see the module docstring)."""
 SHAPE = {"hidden": int(os.environ.get("BENCH_HIDDEN", 768)), "mlp": 2048, "layers": 12, "vocab": 16000}
 
@@ -151,10 +157,12 @@ def child(spec: dict) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def _stream(spec: dict, run: int, merge_one, durable: bool = False, verified: bool = False) -> float:
+def _stream(spec: dict, run: int, merge_one, durable: bool = False, verified: bool = False, objects: bool = False) -> float:
     """Read each tensor of the N inputs (mmap), merge it, append the result to one output file
     (``durable``: fsync'd before the clock stops; ``verified``: every input tensor's bytes and the
-    result's hashed with xxh3-128, as the store checks what it reads and names what it writes)."""
+    result's hashed with xxh3-128, as the store checks what it reads and names what it writes;
+    ``objects``: each result its own file, written to a temp name, fsync'd and renamed, as the store
+    keeps one object per tensor)."""
     import xxhash
 
     import torch
@@ -174,9 +182,11 @@ def _stream(spec: dict, run: int, merge_one, durable: bool = False, verified: bo
             vectors = [to_torch(fh.tensors[name]) for fh in files]
             merged = merge_one(name, vectors, run)
             raw = merged.contiguous().view(torch.uint8).numpy().data
-            if verified:
-                xxhash.xxh3_128_hexdigest(raw)
-            f.write(raw)
+            digest = xxhash.xxh3_128_hexdigest(raw) if verified else ""
+            if objects:
+                _durable_object(work / "objects", digest, raw)
+            else:
+                f.write(raw)
             for fh in files:
                 fh.release(name)
         if durable:
@@ -184,7 +194,24 @@ def _stream(spec: dict, run: int, merge_one, durable: bool = False, verified: bo
             os.fsync(f.fileno())
     seconds = time.perf_counter() - t0
     out.unlink()
+    shutil.rmtree(work / "objects", ignore_errors=True)
     return seconds
+
+
+def _durable_object(folder: Path, name: str, data) -> None:
+    """``data`` as the file ``folder/name``: a temp file written, fsync'd and renamed."""
+    folder.mkdir(exist_ok=True)
+    tmp = folder / f".{name}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(data).cast("B")
+        done = 0
+        while done < len(view):
+            done += os.write(fd, view[done:done + (64 << 20)])
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, folder / name)
 
 
 def run_row(spec: dict, run: int) -> float:
@@ -199,7 +226,8 @@ def run_row(spec: dict, run: int) -> float:
             for v in vectors[1:]:
                 out.add_(v)
             return out
-        return _stream(spec, run, merge_one, durable=impl != "bound", verified=impl == "verified bound")
+        return _stream(spec, run, merge_one, durable=impl != "bound", verified=impl != "bound+fsync",
+                       objects=impl == "store bound")
     if impl == "dithub":
         from dithub.algorithms.merge import get_method
 
@@ -278,6 +306,17 @@ def measured(argv: list[str], env: dict | None = None) -> dict:
 
 
 DITHUB = str(Path(sys.executable).parent / "dithub")
+
+
+CLI_FLOOR = "import typer.main; from dithub.cli.app import app; typer.main.get_command(app)"
+"""What every command pays before it does anything (benchmarks/cli.py's floor): Python, dithub's CLI
+imported, typer's command tree built."""
+
+
+def cli_floor_row(repeat: int) -> dict:
+    """The command line's start-up floor, measured as a command."""
+    times = [measured([sys.executable, "-c", CLI_FLOOR])["seconds"] for _ in range(repeat)]
+    return {"first": times[0], "best": min(times)}
 
 
 def cli_row(work: Path, method: str, n: int, repeat: int) -> dict:
@@ -729,6 +768,11 @@ def main() -> None:
         for floor in FLOORS:
             res = child({"work": str(work), "n": n, "method": "task_arithmetic", "impl": floor, "repeat": args.repeat})
             results.append({"method": "-", "n": n, "impl": floor, **res})
+        if "cli" in impls:  # what a command cannot go below: the store bound plus starting the CLI
+            start = cli_floor_row(args.repeat)
+            store = next(r["best"] for r in results if r["n"] == n and r["impl"] == "store bound")
+            results.append({"method": "-", "n": n, "impl": "cli floor", "first": store + start["first"],
+                            "best": store + start["best"], "start_up": start["best"]})
         for method in args.methods:
             for impl in impls[1:]:
                 if impl == "peft" and METHODS[method][1] is None:
@@ -751,9 +795,12 @@ def main() -> None:
         r["x_bound"] = r["best"] / floors["bound"]
         r["x_durable_bound"] = r["best"] / floors["bound+fsync"]
         r["x_verified_bound"] = r["best"] / floors["verified bound"]
+        r["x_store_bound"] = r["best"] / floors["store bound"]
+        cli_floor = next((x["best"] for x in results if x["n"] == r["n"] and x["impl"] == "cli floor"), None)
+        r["x_cli_floor"] = r["best"] / cli_floor if cli_floor else None
         r["mem_budget"] = (r["n"] + 1) * largest
     table = Table(title=f"merge: N task vectors of {sum(map(_numel, layout().values())) / 1e6:.0f}M fp32 params")
-    for col in ("N", "method", "impl", "first s", "best s", "x bound", "x +fsync", "x verified", "vs peft", "vs mergekit", "peak MB",
+    for col in ("N", "method", "impl", "first s", "best s", "x bound", "x +fsync", "x verified", "x store", "x cli floor", "vs peft", "vs mergekit", "peak MB",
                 "peak / (N+1)·largest"):
         table.add_column(col, justify="right")
     for r in results:
@@ -761,7 +808,8 @@ def main() -> None:
         vs = lambda p: f"{peers[p] / r['best']:.1f}x" if p in peers and r["impl"] in ("dithub", "repo", "cli") else ""  # noqa: E731
         peak = r.get("peak_above_baseline", r.get("peak_total", 0))
         table.add_row(str(r["n"]), r["method"], r["impl"], f"{r['first']:.2f}", f"{r['best']:.2f}",
-                      f"{r['x_bound']:.2f}", f"{r['x_durable_bound']:.2f}", f"{r['x_verified_bound']:.2f}", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
+                      f"{r['x_bound']:.2f}", f"{r['x_durable_bound']:.2f}", f"{r['x_verified_bound']:.2f}", f"{r['x_store_bound']:.2f}",
+                      f"{r['x_cli_floor']:.2f}" if r["x_cli_floor"] else "", vs("peft"), vs("mergekit"), f"{peak / 1e6:.0f}",
                       f"{peak / r['mem_budget']:.2f}" + ("" if "peak_above_baseline" in r else " (whole process)"))
     console.print(table)
     core = [] if args.merge_only else core_space_table(args.n, args.repeat)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -24,12 +23,17 @@ from ...algorithms.merge import arrays
 from ...formats.lora import lora_modules, scaling
 from ...formats.numpy_io import FLOATS, encode_float32, to_float32
 from ...kernels import clib
+from ...kernels.pipeline import stream
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, TensorEntry, Tree
 from ...store.view import RepoView
 from ..delta_specs import promoted
 from .plan import MergePlan, merged_lora_config
 
+PIPELINE_DEPTH = 1
+"""Tensors in flight between reading, merging and storing (``kernels.pipeline``): one tensor's fsync
+and writes overlap the next one's merge (measured: task arithmetic and TIES of 2 x 119M parameters
+from the command line 1.06-1.48 s and 1.25-2.03 s, against 1.61-2.07 s and 1.86-2.57 s in order)."""
 LORA_METHODS = ("concat", "mean_ba")
 """LoRA-space methods that only scale and concatenate factors (uncapped: a rank cap decomposes)."""
 
@@ -92,12 +96,19 @@ def run(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFa
         return run_lora(repo, plan, trees, progress)
     advance = progress(f"merging with {plan.method}", len(plan.tensors), "tensors")
     entries: dict[str, TensorEntry] = {}
-    for name, (dtype, shape) in plan.tensors.items():
-        xs = [to_float32(repo.store.read_tensor(t.tensors[name].id)) for t in trees]
-        params: dict[str, Any] = plan.params_for(name)
-        merged = arrays.merge(plan.method, xs, params, key=name, weights=plan.weights)
+
+    def load(name: str) -> list[np.ndarray]:
+        return [to_float32(repo.store.read_tensor(t.tensors[name].id)) for t in trees]
+
+    def compute(name: str, xs: list[np.ndarray]) -> np.ndarray:
+        return arrays.merge(plan.method, xs, plan.params_for(name), key=name, weights=plan.weights)
+
+    def store(name: str, merged: np.ndarray) -> None:
+        dtype, shape = plan.tensors[name]
         entries[name] = _put(repo, merged, plan.dtype or dtype, tuple(shape))
         advance(1)
+
+    stream(list(plan.tensors), load, compute, store, depth=PIPELINE_DEPTH)
     configs = [t.config for t in trees]
     config = configs[0] if all(c == configs[0] for c in configs) else {}
     return repo.store.write_tree(Tree(plan.kind, config, entries))
