@@ -174,23 +174,57 @@ def test_lora_concat_and_mean_ba_without_torch_give_the_torch_bits(lora_repo, re
     assert elementwise.run(lora_repo, plan, trees) == run_merge(lora_repo, plan, device="cpu")
 
 
-def test_a_rank_cap_or_whole_tensors_take_the_torch_path(lora_repo, vit):
+def test_a_rank_cap_takes_the_torch_path(lora_repo):
     plan = plan_merge(lora_repo, ["a", "b"], "concat", {"rank": 2})
     assert not elementwise.applies(plan, [lora_repo.tree_of("a"), lora_repo.tree_of("b")], "cpu")
-    r = Repo.init(lora_repo.path.parent / "heads")
+
+
+@pytest.mark.parametrize("method, params", [("mean_ba", {}), ("concat", {"weights": [0.7, 1.6]})])
+def test_whole_tensors_are_averaged_as_torch_averages_them(lora_repo, vit, method, params):
+    """Adapters with saved modules (a classifier head): the heads' mean without torch is torch's."""
+    r = Repo.init(lora_repo.path.parent / f"heads-{method}")
     r.commit(vit.adapter_dir, "with a head", branch="x")
     r.commit(vit.adapter2_dir, "with a head", branch="y")
-    plan = plan_merge(r, ["x", "y"], "mean_ba")
-    assert not elementwise.applies(plan, [r.tree_of("x"), r.tree_of("y")], "cpu")  # modules_to_save: averaged by torch
+    plan = plan_merge(r, ["x", "y"], method, params)
+    trees = [r.tree_of("x"), r.tree_of("y")]
+    assert elementwise.applies(plan, trees, "cpu")
+    assert elementwise.run(r, plan, trees) == run_merge(r, plan, device="cpu")
 
 
-def test_a_cli_merge_of_lora_adapters_imports_no_torch(lora_repo):
+def test_the_mean_of_many_inputs_sums_in_torchs_order():
+    """``torch.stack(xs).mean(0)`` sums in torch's cascade (groups of 32 columns row by row, the rest
+    in four interleaved partial sums; levels of accumulators past 16 rows): the numpy mean equals it
+    for 1-40 inputs and widths around every boundary, weighted too; a single entry and a NaN are
+    left to torch (None)."""
+    import numpy as np
+
+    from dithub.algorithms.merge import arrays
+    from dithub.ops.merge.run import mean_of
+
+    g = torch.Generator().manual_seed(0)
+    for n in (1, 2, 4, 5, 7, 8, 9, 15, 16, 17, 31, 33, 40):
+        for width in (2, 3, 4, 5, 7, 8, 9, 31, 32, 33, 40, 64, 100, 257, 1000):
+            xs = [torch.randn(width, generator=g) * 10 ** float(torch.randint(-4, 4, (1,), generator=g)) for _ in range(n)]
+            xs[0][:2] = -0.0
+            for weights in (None, [float(torch.rand(1, generator=g)) * 3 - 1 for _ in range(n)]):
+                got = arrays.mean_of([x.numpy() for x in xs], weights)
+                assert np.array_equal(got.view(np.uint32), mean_of(xs, weights).numpy().view(np.uint32)), (n, width)
+    assert arrays.mean_of([np.ones(1, np.float32)] * 3, None) is None
+    assert arrays.mean_of([np.array([np.inf, 1], np.float32), np.array([-np.inf, 1], np.float32)], None) is None
+
+
+def test_a_cli_merge_of_lora_adapters_imports_no_torch(lora_repo, vit):
+    """Adapters of factors only, and adapters that save a classifier head whole."""
+    heads = Repo.init(lora_repo.path.parent / "heads-cli")
+    heads.commit(vit.adapter_dir, "with a head", branch="a")
+    heads.commit(vit.adapter2_dir, "with a head", branch="b")
     code = ("import sys; from dithub.cli import main; rc = main(sys.argv[1:]); "
             "print(rc, *[m for m in ('torch', 'transformers', 'peft', 'scipy') if m in sys.modules])")
-    for method in elementwise.LORA_METHODS:
-        args = ["-C", str(lora_repo.path), "merge", "a", "b", "--method", method, "--into", f"cli/{method}"]
-        out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
-        assert out.split()[-1] == "0", out
+    for repo in (lora_repo, heads):
+        for method in elementwise.LORA_METHODS:
+            args = ["-C", str(repo.path), "merge", "a", "b", "--method", method, "--into", f"cli/{method}"]
+            out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True).stdout
+            assert out.split()[-1] == "0", out
 
 
 @pytest.mark.parametrize("weights", [None, [1.5, -0.5, 2.0]])
@@ -215,3 +249,29 @@ def test_sums_propagate_the_nans_torch_propagates(weights):
     expected = running_sum(xs, torch.float32, weights).numpy()
     got = arrays.running_sum([x.numpy() for x in xs], weights)
     assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
+
+
+def test_a_head_whose_mean_is_nan_is_averaged_by_torch(tmp_path, vit, monkeypatch):
+    """Where the heads' mean holds NaN (∞ − ∞ here), torch computes that tensor, so its NaN pattern
+    is torch's; the rest stays on numpy, and the tree equals the torch path's."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    r = Repo.init(tmp_path / "repo")
+    for sign, (src, branch) in zip((1, -1), ((vit.adapter_dir, "x"), (vit.adapter2_dir, "y"))):
+        d = tmp_path / branch
+        shutil.copytree(src, d)
+        tensors = load_file(str(d / "adapter_model.safetensors"))
+        head = next(k for k in tensors if "lora_" not in k and tensors[k].dim() == 2)
+        tensors[head][0, 0] = sign * float("inf")
+        save_file(tensors, str(d / "adapter_model.safetensors"))
+        r.commit(d, branch, branch=branch)
+    plan = plan_merge(r, ["x", "y"], "mean_ba")
+    trees = [r.tree_of("x"), r.tree_of("y")]
+    assert elementwise.applies(plan, trees, "cpu")
+    asked = []
+    original = elementwise._torch_mean
+    monkeypatch.setattr(elementwise, "_torch_mean", lambda xs, w: asked.append(len(xs)) or original(xs, w))
+    assert elementwise.run(r, plan, trees) == run_merge(r, plan, device="cpu")
+    assert asked == [2]  # the head alone

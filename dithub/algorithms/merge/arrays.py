@@ -279,3 +279,65 @@ def mean_ba(factors: Factors, *, shared_b: str, weights: Weights) -> tuple[np.nd
     if weights is None:
         return concat(factors, alpha=1.0 / len(factors), weights=None)
     return concat(factors, alpha=1.0 / total, weights=weights)
+
+
+def mean_of(xs: Sequence[np.ndarray], weights: Weights) -> np.ndarray | None:
+    """The mean of flat float32 inputs as ``ops.merge.run.mean_of`` computes it with torch on the
+    CPU: unweighted, ``torch.stack(xs).mean(0)`` — a sum over the stacked dimension, in the order of
+    torch's ``cascade_sum`` (``aten/src/ATen/native/cpu/SumKernel.cpp``, ``vectorized_outer_sum``:
+    columns in groups of 32 (4 where fewer than 8) sum row by row in a four-level cascade, the rest in
+    four interleaved partial sums), then divided by N; weighted, Σ w_t x_t / Σ w_t as Python's
+    ``sum`` adds it. None where this cannot promise torch's bits — a result holding NaN (whose
+    pattern is torch's choice) or an unweighted single entry (a contiguous reduction, summed in
+    another order) — for the caller to ask torch."""
+    if weights is not None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            terms = [x * np.float32(w) for x, w in zip(xs, weights)]
+            mean = np.asarray(sum(terms), dtype=np.float32) / np.float32(sum(weights))
+        return None if np.isnan(mean).any() else mean
+    columns = xs[0].size
+    if columns == 1:
+        return None
+    grouped = columns - columns % (32 if columns >= 8 else 4)  # the columns multi_row_sum takes
+    out = np.empty(columns, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[:grouped] = _cascade([x[:grouped] for x in xs])
+        if grouped < columns:
+            rest = [x[grouped:] for x in xs]
+            quads = len(rest) // 4
+            partial = [_cascade(rest[k:4 * quads:4]) if quads else np.zeros(columns - grouped, np.float32) for k in range(4)]
+            total = partial[0]
+            for x in rest[4 * quads:]:
+                total = total + x
+            for p in partial[1:]:
+                total = total + p
+            out[grouped:] = total
+        mean = out / np.float32(len(xs))
+    return None if np.isnan(mean).any() else mean
+
+
+def _cascade(rows: Sequence[np.ndarray]) -> np.ndarray:
+    """torch's ``multi_row_sum``: rows added into four levels of float32 accumulators, each level
+    flushed into the next every 2^p rows (p = max(4, ⌈log2 N⌉ // 4)), the levels added at the end."""
+    size, levels = len(rows), 4
+    power = max(4, (size - 1).bit_length() // levels if size else 0)
+    step, mask = 1 << power, (1 << power) - 1
+    width = rows[0].size if rows else 0
+    acc = [np.zeros(width, dtype=np.float32) for _ in range(levels)]
+    i = 0
+    while i + step <= size:
+        for _ in range(step):
+            acc[0] = acc[0] + rows[i]
+            i += 1
+        for j in range(1, levels):
+            acc[j] = acc[j] + acc[j - 1]
+            acc[j - 1] = np.zeros(width, dtype=np.float32)
+            if i & (mask << (j * power)):
+                break
+    while i < size:
+        acc[0] = acc[0] + rows[i]
+        i += 1
+    for j in range(1, levels):
+        acc[0] = acc[0] + acc[j]
+    return acc[0]
+

@@ -4,9 +4,9 @@ arrays read from the store's memory-mapped tensors by ``algorithms.merge.arrays`
 the torch methods compute — so a CLI merge of these pays for no torch import (1-2 s). What takes the
 torch path (``run.run_merge``): the other methods; DARE with torch's generator; LoRA inputs to
 full-space methods (ΔW = s·B@A is a matrix product, whose rounding is the BLAS's); LoRA merges with
-whole tensors (``modules_to_save``: torch's mean over a stack sums in its own order) or a rank cap
-(an SVD); fine-tunes; float64 inputs; ``--device`` other than cpu/auto, or auto on a machine that may
-have a CUDA device; TIES, DARE and Breadcrumbs without the C kernels.
+a rank cap (an SVD) or whose adapters save different whole tensors; fine-tunes; float64 inputs;
+``--device`` other than cpu/auto, or auto on a machine that may have a CUDA device; TIES, DARE and
+Breadcrumbs without the C kernels.
 
 Inputs become float32 exactly (bfloat16 is the upper half of a float32); results are stored rounded
 as torch rounds (float32 → bfloat16 to nearest even; a tensor holding NaN is converted by torch
@@ -52,9 +52,8 @@ def applies(plan: MergePlan, trees: list[Tree], device: str) -> bool:
         return False
     if plan.kind == "lora":
         modules = lora_modules(trees[0].tensors)
-        factors = {k for m in modules.values() for k in (m.a_key, m.b_key)}
-        return (plan.method in LORA_METHODS and all(t.kind == "lora" and set(t.tensors) <= factors for t in trees)
-                and all(not plan.params_for(name + ".weight").get("rank") for name in modules))  # no whole tensors, no cap
+        return (plan.method in LORA_METHODS and all(t.kind == "lora" and set(t.tensors) == set(trees[0].tensors) for t in trees)
+                and all(not plan.params_for(name + ".weight").get("rank") for name in modules))  # no rank cap
     if plan.method not in arrays.METHODS or plan.kind != "task_vector" or plan.sources or plan.vectors != "method":
         return False
     if plan.method == "dare" and any(plan.params_for(name)["rng"] != "philox" for name in plan.tensors):
@@ -87,7 +86,25 @@ def run_lora(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: Progr
             entries[key] = _put(repo, values, plan.dtype or promoted(dtypes), tuple(values.shape))
         ranks[name] = a.shape[0]
         advance(2)
+    factor_keys = {k for m in modules.values() for k in (m.a_key, m.b_key)}
+    for name in [k for k in trees[0].tensors if k not in factor_keys]:  # saved whole (heads, biases): averaged
+        stored = [repo.store.read_tensor(t.tensors[name].id) for t in trees]
+        xs = [to_float32(x) for x in stored]
+        mean = arrays.mean_of(xs, plan.weights)
+        if mean is None:  # a NaN's pattern, or a single entry: torch's own bits
+            mean = _torch_mean(xs, plan.weights)
+        entries[name] = _put(repo, mean, plan.dtype or promoted([x.dtype for x in stored]), tuple(stored[0].shape))
+        advance(1)
     return repo.store.write_tree(Tree("lora", merged_lora_config(trees, ranks), entries))
+
+
+def _torch_mean(xs: list[np.ndarray], weights: list[float] | None) -> np.ndarray:
+    """``run.mean_of`` itself, for the tensors ``arrays.mean_of`` leaves to torch."""
+    import torch
+
+    from .run import mean_of
+
+    return mean_of([torch.from_numpy(x.copy()) for x in xs], weights).numpy()
 
 
 def run(repo: RepoView, plan: MergePlan, trees: list[Tree], progress: ProgressFactory = no_progress) -> ObjectId:
