@@ -209,6 +209,15 @@ def test_the_mean_of_many_inputs_sums_in_torchs_order():
             for weights in (None, [float(torch.rand(1, generator=g)) * 3 - 1 for _ in range(n)]):
                 got = arrays.mean_of([x.numpy() for x in xs], weights)
                 assert np.array_equal(got.view(np.uint32), mean_of(xs, weights).numpy().view(np.uint32)), (n, width)
+    threads = torch.get_num_threads()
+    try:  # wide tensors, whose columns torch splits between threads: the order per column holds
+        for count in (1, 3):
+            torch.set_num_threads(count)
+            xs = [torch.randn(100_003, generator=g) for _ in range(9)]
+            assert np.array_equal(arrays.mean_of([x.numpy() for x in xs], None).view(np.uint32),
+                                  mean_of(xs, None).numpy().view(np.uint32))
+    finally:
+        torch.set_num_threads(threads)
     assert arrays.mean_of([np.ones(1, np.float32)] * 3, None) is None
     assert arrays.mean_of([np.array([np.inf, 1], np.float32), np.array([-np.inf, 1], np.float32)], None) is None
 
