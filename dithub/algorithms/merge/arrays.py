@@ -34,11 +34,16 @@ def _f(value: float) -> float:
     return float(np.float32(value))
 
 
+def _scaled(x: np.ndarray, factor: float) -> np.ndarray:
+    """``factor * x`` as torch computes a Python float times a float32 tensor: the factor cast to
+    float32, the product rounded once (IEEE's float32 multiply)."""
+    return x * np.float32(factor)
+
+
 def _scale(x: np.ndarray, factor: float) -> np.ndarray:
-    """``x.mul_(factor)`` as torch computes it (the factor cast to float32, the product rounded
-    once: IEEE's float32 multiply), in place on ``x`` when it is a fresh float32 array."""
+    """``_scaled``, in place on ``x`` when it is a writeable float32 array (a fresh result)."""
     if not x.flags.writeable or x.dtype != np.float32:
-        return x * np.float32(factor)
+        return _scaled(x, factor)
     x *= np.float32(factor)
     return x
 
@@ -52,7 +57,7 @@ def running_sum(xs: Sequence[np.ndarray], weights: Weights) -> np.ndarray:
         for x in xs[2:]:
             total += x
     else:
-        total = xs[0] * np.float32(weights[0])
+        total = _scaled(xs[0], weights[0])
         for x, w in zip(xs[1:], weights[1:]):  # a fused multiply-add, rounded once
             total = (total.astype(np.float64) + _f(w) * x.astype(np.float64)).astype(np.float32)
     return torch_nans(total, xs)
@@ -86,7 +91,7 @@ def magmax(xs: Sequence[np.ndarray], *, alpha: float, tie: str) -> np.ndarray:
     for x in xs[1:]:
         a, b = np.abs(x), np.abs(best)
         best = np.where((a > b) | ((a == b) & (tie == "later")), x, best)
-    return best * np.float32(alpha)
+    return _scaled(best, alpha)
 
 
 def top_mask(x: np.ndarray, k: int, threshold: float | None = None) -> np.ndarray:
@@ -132,7 +137,7 @@ def _trimmed(xs: Sequence[np.ndarray], density: float, convention: str) -> tuple
 @np.errstate(over="ignore", invalid="ignore")
 def sign_mean(values: Sequence[np.ndarray], lam: float, zero_positive: bool, weights: Sequence[float]) -> tuple[np.ndarray, Stats]:
     """``full_space._sign_mean`` with per-input weights (the unweighted one is the C kernel's)."""
-    values = [v * np.float32(w) for v, w in zip(values, weights)]
+    values = [_scaled(v, w) for v, w in zip(values, weights)]
     total = values[0]
     for v in values[1:]:
         total = total + v
@@ -253,11 +258,6 @@ def merge(method: str, xs: Sequence[np.ndarray], params: dict[str, Any], *, key:
     return METHODS[method](xs, **params, **extra)
 
 
-def _scaled(x: np.ndarray, factor: float) -> np.ndarray:
-    """``factor * x`` as torch computes a Python float times a float32 tensor (the factor in float32)."""
-    return (x * np.float32(factor)).astype(np.float32)
-
-
 Factors = list[tuple[np.ndarray, np.ndarray, float]]
 """Per input (A, B, scaling) of one LoRA module, as float32 matrices."""
 
@@ -292,7 +292,7 @@ def mean_of(xs: Sequence[np.ndarray], weights: Weights) -> np.ndarray | None:
     another order) — for the caller to ask torch."""
     if weights is not None:
         with np.errstate(over="ignore", invalid="ignore"):
-            terms = [x * np.float32(w) for x, w in zip(xs, weights)]
+            terms = [_scaled(x, w) for x, w in zip(xs, weights)]
             mean = np.asarray(sum(terms), dtype=np.float32) / np.float32(sum(weights))
         return None if np.isnan(mean).any() else mean
     columns = xs[0].size
