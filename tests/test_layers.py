@@ -97,12 +97,13 @@ READ_AND_WRITE_COMMANDS = [
     ["commit", "{tmp}/tv.safetensors", "-m", "tv", "-b", "tv/a"], ["export", "tv/a", "-o", "{tmp}/tv-out"],
     ["diff", "class/a", "class/b"], ["merge", "class/a", "class/b", "--method", "ties", "--dry-run"],
     ["merge", "class/a", "class/b", "--method", "concat", "--dry-run"], ["remote", "add", "origin", "{tmp}/bare"], ["push", "origin", "class/a"],
-    ["fetch", "origin"],
+    ["fetch", "origin"], ["kernels", "build"], ["merge", "class/a", "class/b", "--method", "mean_ba", "--into", "merged"],
 ]
 
 
 def test_adapter_commands_load_neither_torch_nor_transformers(tmp_path, vit):
-    """Issue 20, part 5: the commands that store, move, show, compare and plan merges of adapters import no torch,
+    """Issue 20, part 5: the commands that store, move, show, compare and plan merges of adapters (and,
+    since issue 24, merge them and build the C kernels) import no torch,
     transformers, peft or scipy (nor pydantic, which typer 0.29 loads on every command: 60-80 ms of a
     0.3 s budget). One process runs them in turn; the first command that loads one is named."""
     from dithub import Repo
