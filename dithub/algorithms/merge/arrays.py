@@ -21,7 +21,7 @@ import numpy as np
 
 from ...kernels import clib, rank
 from .registry import REGISTRY, check_weights
-from .rules import DARE_CHUNK, dare_limit, tensor_seed, trim_rank
+from .rules import DARE_CHUNK, band_ranks, dare_limit, fixed_threshold, tensor_seed, trim_rank
 
 Weights = Sequence[float] | None
 Stats = np.ndarray
@@ -111,10 +111,10 @@ def top_mask(x: np.ndarray, k: int, threshold: float | None = None) -> np.ndarra
 
 def _thresholds(xs: Sequence[np.ndarray], density: float, convention: str) -> list[float]:
     """``primitives.magnitude_thresholds``."""
-    n = xs[0].size
-    k = trim_rank(n, density, convention) if density < 1.0 else 0
-    if density >= 1.0 or density <= 0.0 or k == 0:
-        return [0.0 if density >= 1.0 else float("inf")] * len(xs)
+    k = trim_rank(xs[0].size, density, convention) if density < 1.0 else 0
+    value = fixed_threshold(density, k)
+    if value is not None:
+        return [value] * len(xs)
     return rank.kth_largest_abs_each(list(xs), k).tolist()
 
 
@@ -177,13 +177,7 @@ def ties(xs: Sequence[np.ndarray], *, density: float, lam: float, convention: st
 
 
 def breadcrumbs(xs: Sequence[np.ndarray], *, beta: float, gamma: float, alpha: float, convention: str, weights: Weights) -> np.ndarray:
-    n = xs[0].size
-    if convention == "round":
-        top = round(gamma * n)
-        bottom = min(n, max(top + 1, round((gamma + beta) * n)))
-    else:
-        top, keep = int(gamma * n), int(beta * n)
-        bottom = min(n, top + keep)
+    top, bottom = band_ranks(xs[0].size, beta, gamma, convention)
     if convention == "mergekit":
         xs = [np.where(top_mask(x, bottom) & ~top_mask(x, top), x, np.float32(0.0)) for x in xs]
         lows, highs = [0.0] * len(xs), [float("inf")] * len(xs)

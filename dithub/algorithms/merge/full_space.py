@@ -67,7 +67,7 @@ from ...kernels.fused import fused
 from ...kernels.select import kth_largest_abs
 from ...kernels.device import DeviceKernel
 from .primitives import draw, magnitude_threshold, running_sum, top_mask, trimmed
-from .rules import DARE_CHUNK, dare_limit, tensor_seed
+from .rules import DARE_CHUNK, band_ranks, dare_limit, tensor_seed
 from .registry import implements
 
 
@@ -299,14 +299,8 @@ def dare_chunk(xs: list[Tensor], draws: list[Tensor], params: dict, limit: int, 
 def breadcrumbs(vectors: Sequence[Tensor], *, beta: float, gamma: float, alpha: float, convention: str,
                 weights: list[float] | None) -> Tensor:
     xs = _flat(vectors)
-    n = xs[0].numel()
     lows, highs = [], []
-    if convention == "round":
-        top = round(gamma * n)
-        bottom = min(n, max(top + 1, round((gamma + beta) * n)))
-    else:  # mergekit's counts: drop the top int(γ·n), keep the next int(β·n)
-        top, keep = int(gamma * n), int(beta * n)
-        bottom = min(n, top + keep)
+    top, bottom = band_ranks(xs[0].numel(), beta, gamma, convention)
     if convention == "mergekit":  # exactly those ranks, ties going to the lower index
         xs = [torch.where(top_mask(x, bottom) & ~top_mask(x, top), x, 0.0) for x in xs]
         lows, highs = [torch.tensor(0.0)] * len(xs), [torch.tensor(float("inf"))] * len(xs)

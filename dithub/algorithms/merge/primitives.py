@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ...kernels.select import kth_largest_abs, kth_largest_abs_each
-from .rules import MASK_LEVELS, dare_limit, tensor_seed, trim_rank  # noqa: F401  (their home: rules)
+from .rules import MASK_LEVELS, dare_limit, fixed_threshold, tensor_seed, trim_rank  # noqa: F401  (their home: rules)
 
 
 def running_sum(xs: Sequence[Tensor], dtype: torch.dtype, weights: Sequence[float] | None = None) -> Tensor:
@@ -37,10 +37,9 @@ def magnitude_threshold(x: Tensor, density: float) -> Tensor:
 def magnitude_thresholds(xs: Sequence[Tensor], density: float, convention: str = "round") -> Tensor:
     """The magnitude each input is trimmed at ([N], float32; entries ≥ it are kept): 0 keeps
     everything (density ≥ 1), +inf nothing. Small CPU inputs are ranked in one call."""
-    n = xs[0].numel()
-    rank = trim_rank(n, density, convention) if density < 1.0 else 0
-    if density >= 1.0 or density <= 0.0 or rank == 0:
-        value = 0.0 if density >= 1.0 else float("inf")
+    rank = trim_rank(xs[0].numel(), density, convention) if density < 1.0 else 0
+    value = fixed_threshold(density, rank)
+    if value is not None:
         return torch.full((len(xs),), value, dtype=torch.float32, device=xs[0].device)
     return kth_largest_abs_each(xs, rank)
 

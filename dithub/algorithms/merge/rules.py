@@ -19,6 +19,25 @@ def trim_rank(n: int, density: float, convention: str) -> int:
     return count if convention == "mergekit" else max(1, round(density * n))
 
 
+def fixed_threshold(density: float, rank: int) -> float | None:
+    """The threshold a trim to ``density`` has without ranking anything (0 keeps everything: density
+    ≥ 1; +inf nothing: density ≤ 0 or a rank of 0), else None: rank the magnitudes at ``rank``."""
+    if density >= 1.0:
+        return 0.0
+    return float("inf") if density <= 0.0 or rank == 0 else None
+
+
+def band_ranks(n: int, beta: float, gamma: float, convention: str) -> tuple[int, int]:
+    """Breadcrumbs' band of ``n`` entries as magnitude ranks (top, bottom): drop the ``top`` largest,
+    keep down to the ``bottom``-th. ``round``: round(γ·n) and round((γ+β)·n) (at least one kept);
+    otherwise mergekit's counts, drop int(γ·n) and keep the next int(β·n)."""
+    if convention == "round":
+        top = round(gamma * n)
+        return top, min(n, max(top + 1, round((gamma + beta) * n)))
+    top = int(gamma * n)
+    return top, min(n, top + int(beta * n))
+
+
 def tensor_seed(seed: int, key: str, index: int) -> int:
     """A seed for input ``index`` of tensor ``key``, fixed by the recorded ``seed``."""
     return (seed * 1_000_003 + zlib.crc32(key.encode()) * 31 + index) % (2**63 - 1)
