@@ -1,4 +1,5 @@
-"""What rebase methods measure on a model with a probe: gradient signs and layer activations."""
+"""What rebase and merge methods measure on a model with a probe: gradient signs, layer activations,
+the order linear layers run in and the Gram matrices of their inputs."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -7,6 +8,7 @@ from itertools import islice
 import torch
 from torch import Tensor
 
+from ..errors import BadInput
 from .probe import Probe
 
 
@@ -58,3 +60,60 @@ def linear_activations(model: torch.nn.Module, probe: Probe, modules: Mapping[st
         for h in hooks:
             h.remove()
     return {k: (torch.cat(ins), torch.cat(outs)) for k, (ins, outs) in seen.items()}
+
+
+class _Seen(Exception):
+    """Raised by a hook to end a forward pass once every wanted input was seen."""
+
+
+@torch.no_grad()
+def linear_order(model: torch.nn.Module, probe: Probe) -> list[str]:
+    """The names of the model's ``nn.Linear`` modules in the order they first run on the probe's
+    first input."""
+    order: list[str] = []
+    hooks = [m.register_forward_hook(lambda _m, _a, _o, name=name: order.append(name) if name not in order else None)
+             for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    key_in = getattr(model, "main_input_name", "input_ids")
+    model.eval()
+    try:
+        model(**{key_in: probe.batches[0][0][:1]})
+    finally:
+        for h in hooks:
+            h.remove()
+    return order
+
+
+@torch.no_grad()
+def input_grams(model: torch.nn.Module, probe: Probe, modules: list[str], *, stop: bool = False) -> dict[str, Tensor]:
+    """Per linear module named in ``modules``: XᵀX / n of its inputs X on the whole probe (every
+    token one row, float64). ``stop``: end each forward pass once every module has run (the rest of
+    the model cannot change them), as a chained merge measures one layer at a time."""
+    sums = {name: torch.zeros(0, dtype=torch.float64) for name in modules}
+    rows = dict.fromkeys(modules, 0)
+    pending: set[str] = set()
+
+    def hook(_m: torch.nn.Module, args: tuple, name: str) -> None:
+        x = args[0].reshape(-1, args[0].shape[-1]).double()
+        sums[name] = x.T @ x if rows[name] == 0 else sums[name] + x.T @ x
+        rows[name] += x.shape[0]
+        pending.discard(name)
+        if stop and not pending:
+            raise _Seen
+
+    hooks = [model.get_submodule(name).register_forward_pre_hook(lambda m, a, name=name: hook(m, a, name)) for name in modules]
+    key_in = getattr(model, "main_input_name", "input_ids")
+    model.eval()
+    try:
+        for inputs, _labels in probe.batches:
+            pending.update(modules)
+            try:
+                model(**{key_in: inputs})
+            except _Seen:
+                pass
+    finally:
+        for h in hooks:
+            h.remove()
+    silent = [name for name in modules if rows[name] == 0]
+    if silent:
+        raise BadInput(f"linear module {silent[0]!r} never ran on probe {probe.source}", "give a probe of the model's main input")
+    return {name: sums[name] / rows[name] for name in modules}

@@ -136,7 +136,7 @@ def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str
         tree = replay_without(repo, i, removed, author, executor)
         return repo.store.write_commit(Commit(tree, [], sub.base, author, time.time(), f"{sub.message} (replayed without {removed[:12]})",
                                               Op("merge", sub.op.method, _without(sub.op.params, sub.op.inputs, removed),
-                                                 [x for x in sub.op.inputs if x != removed])))
+                                                 [x for x in sub.op.inputs if x != removed], _data_without(sub.op, removed))))
 
     inputs = [kept(i) for i in merge_inputs(repo, oid) if i != removed]
     if not inputs:
@@ -150,7 +150,8 @@ def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str
         return tree_id
     # one input may remain: every method is defined for it (a user-facing merge asks for two)
     params = recorded_params(commit.op.method or "", _without(commit.op.params, commit.op.inputs, removed))
-    return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1),
+    return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1,
+                                      probes=_data_without(commit.op, removed)),
                      device=replay_device(commit.op.params), executor=executor)
 
 
@@ -159,6 +160,13 @@ def _without(params: dict[str, Any], inputs: list[ObjectId], removed: ObjectId) 
     if "weights" not in params:
         return dict(params)
     return {**params, "weights": [w for i, w in zip(inputs, params["weights"]) if i != removed]}
+
+
+def _data_without(op: Op, removed: ObjectId) -> list[ObjectId]:
+    """A merge op's data for its inputs without ``removed``: its probe dropped where each input has one."""
+    if len(op.data) != len(op.inputs) or len(op.inputs) == 1:
+        return list(op.data)
+    return [d for i, d in zip(op.inputs, op.data) if i != removed]
 
 
 def _scale_of(commit: Commit) -> float | None:

@@ -24,7 +24,9 @@ DTYPE_SIZES: dict[str, int] = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5
                                 "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8}
 """Item size of each dtype, named as safetensors names them."""
 
-TREE_KINDS = ("lora", "task_vector", "full", "peft")
+TREE_KINDS = ("lora", "task_vector", "full", "peft", "probe")
+"""``probe``: the data an op measured on (a probe set's ``inputs`` and ``labels``), named by a commit's
+``op.data``; never a commit's own tree."""
 ALIGN = 64
 _TENSOR_TAG = b"tensor "
 _TREE_TAG = b"tree\n"
@@ -162,9 +164,13 @@ class Op:
     method: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
     inputs: list[ObjectId] = field(default_factory=list)
+    data: list[ObjectId] = field(default_factory=list)
+    """Trees the op read besides its inputs (the probe sets an activation merge measured on): edges
+    of the graph, so they are kept, fetched and pushed with the commit, and a replay finds them."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "method": self.method, "params": self.params, "inputs": self.inputs}
+        out = {"name": self.name, "method": self.method, "params": self.params, "inputs": self.inputs}
+        return {**out, "data": self.data} if self.data else out  # commits without data keep their bytes
 
 
 @dataclass(frozen=True)
@@ -265,11 +271,15 @@ def decode_commit(oid: ObjectId, data: bytes) -> Commit:
     value = _load_json(oid, data, _COMMIT_TAG, "commit")
     try:
         op = value.get("op") or {}
-        ids = [value["tree"], *value["parents"]] + ([value["base"]] if value.get("base") is not None else [])
-        if len(value["parents"]) > MAX_PARENTS or not all(isinstance(i, str) and is_object_id(i) for i in ids):
-            raise ValueError("its tree, parents or base are not object ids")
+        read = op.get("data", [])
+        if not isinstance(read, list):
+            raise ValueError("its op data is not a list")
+        ids = [value["tree"], *value["parents"], *read] + ([value["base"]] if value.get("base") is not None else [])
+        if len(value["parents"]) > MAX_PARENTS or len(read) > MAX_PARENTS or not all(isinstance(i, str) and is_object_id(i) for i in ids):
+            raise ValueError("its tree, parents, op data or base are not object ids")
         return Commit(value["tree"], list(value["parents"]), value.get("base"), value["author"], float(value["time"]),
-                      value["message"], Op(op.get("name", "commit"), op.get("method"), op.get("params", {}), op.get("inputs", [])))
+                      value["message"], Op(op.get("name", "commit"), op.get("method"), op.get("params", {}), op.get("inputs", []),
+                                           list(read)))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptObject(f"commit object {oid} is malformed: {exc}") from None
 
@@ -292,7 +302,7 @@ def inspect(oid: ObjectId, data: bytes | memoryview, *, with_base: bool = True) 
     """(kind, dtype, shape, what it names) of the object ``data``, parsed and checked in one pass
     (CorruptObject when it does not parse); dtype and shape for tensors only. This is the one
     definition of the object graph's edges: a commit names its tree, its parents and (unless
-    ``with_base`` is False) its base checkpoint; a tree names its tensors and the blobs of its files;
+    ``with_base`` is False) its base checkpoint, and the trees its op read (``Op.data``); a tree names its tensors and the blobs of its files;
     a tensor and a blob name nothing."""
     kind = object_type(data)
     if kind == "tensor":
@@ -308,6 +318,7 @@ def inspect(oid: ObjectId, data: bytes | memoryview, *, with_base: bool = True) 
         return kind, None, None, []
     if kind == "commit":
         c = decode_commit(oid, bytes(data))
-        named = [Link(c.tree, "tree", name="tree")] + [Link(p, "commit", name="parent") for p in c.parents]
+        named = ([Link(c.tree, "tree", name="tree")] + [Link(p, "commit", name="parent") for p in c.parents]
+                 + [Link(d, "tree", name="op data") for d in c.op.data])
         return kind, None, None, named + ([Link(c.base, "tree", optional=True, name="base")] if c.base and with_base else [])
     raise CorruptObject(f"object {oid} is of no known kind")

@@ -33,7 +33,12 @@ class MergeMethod(Algorithm):
     random: bool = False
     space: str = "full"
     """``full``: T tensors of one weight -> merged tensor; ``lora``: T (A, B, scale) -> (A, B) at scale 1;
-    ``sequential``: one input at a time joins a running merge whose state its commit keeps (OPCM)."""
+    ``sequential``: one input at a time joins a running merge whose state its commit keeps (OPCM);
+    ``activation``: each linear layer from the inputs' weights and the Gram matrices of that layer's
+    inputs on probe sets (RegMean, CoM), which the merge operation measures by running the model."""
+    chained: bool = False
+    """An activation method whose statistics come from the partially merged model, layer after layer
+    (CoM), rather than from each input's own model (RegMean)."""
     matrices_only: bool = False
     """Defined on 2-D weights only (SVD methods); the executor averages every other tensor."""
     inner: str | None = None
@@ -90,7 +95,7 @@ class MergeMethod(Algorithm):
     @property
     def capabilities(self) -> frozenset[str]:
         flags = {"device-kernel": self.device_kernel, "random": self.random, "weighted": self.weighted,
-                 "matrices-only": self.matrices_only}
+                 "matrices-only": self.matrices_only, "chained": self.chained}
         return frozenset({self.space, *(name for name, on in flags.items() if on)})
 
     @property
@@ -121,7 +126,9 @@ class MergeMethod(Algorithm):
     def scale_param(self) -> str | None:
         """The parameter that scales the merged update last (what ``--alpha`` sets), if any (a
         sequential merge has none: OPCM's alpha is a share of the spectrum)."""
-        return None if self.sequential else next((p for p in ("alpha", "lam") if p in self.defaults), None)
+        if self.sequential or self.space == "activation":
+            return None
+        return next((p for p in ("alpha", "lam") if p in self.defaults), None)
 
     def __call__(self, vectors: Sequence[Any], *, key: str = "", weights: Sequence[float] | None = None,
                  **params: Any) -> Any:
@@ -159,7 +166,8 @@ def check_weights(method: MergeMethod, weights: Sequence[float] | None, n: int) 
 def declare(name: str, module: str, *, paper: str, defaults: dict[str, Any] | None = None, space: str = "full",
             matrices_only: bool = False, legacy: dict[str, Any] | None = None, ranges: dict[str, Range] | None = None,
             choices: dict[str, tuple[str, ...]] | None = None, check: Callable[[dict[str, Any]], str | None] | None = None,
-            inner: str | None = None, random: bool = False, weighted: bool = False, device_kernel: bool = False) -> MergeMethod:
+            inner: str | None = None, random: bool = False, weighted: bool = False, device_kernel: bool = False,
+            chained: bool = False) -> MergeMethod:
     """Declare a method implemented in ``dithub.algorithms.merge.<module>``: each numeric parameter
     with its range, each string one with its choices; ``random`` (it takes ``seed`` and ``key``),
     ``weighted`` (it takes ``weights``) and ``device_kernel`` are checked against the implementation."""
@@ -167,7 +175,8 @@ def declare(name: str, module: str, *, paper: str, defaults: dict[str, Any] | No
         raise TypeError(f"{name}: a random method must declare a seed default")
     return REGISTRY.add(MergeMethod(name, _Deferred(name), paper, dict(defaults or {}), dict(legacy or {}), dict(ranges or {}),
                                     dict(choices or {}), check, random=random, space=space, matrices_only=matrices_only,
-                                    inner=inner, weighted=weighted, device_kernel=device_kernel, module=module))
+                                    inner=inner, weighted=weighted, device_kernel=device_kernel, module=module,
+                                    chained=chained))
 
 
 _IMPLEMENTED: dict[str, tuple[MergeFn, DeviceKernel | None]] = {}

@@ -87,7 +87,7 @@ def merge(
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
     alpha: Alpha = None,
-    probe: Annotated[str | None, typer.Option("--probe", help="Probe set for --alpha auto: a .safetensors file (inputs, labels) or module:function.")] = None,
+    probe: Annotated[list[str] | None, typer.Option("--probe", help="Probe set for --alpha auto: a .safetensors file (inputs, labels) or module:function; for regmean and com the data the model runs on (one for all inputs, or one per input in order).")] = None,
     metric: Metric = "accuracy",
     dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
@@ -113,7 +113,13 @@ def merge(
         params["weights"] = weights
     if dtype:
         params["dtype"] = dtype.upper()
-    scale = alpha_value(alpha, probe, metric)
+    probes = list(probe or [])
+    activation = method in REGISTRY and get_method(method).space == "activation"
+    if activation and alpha is not None:
+        raise BadInput(f"{method} has no final scale for --alpha (it solves each layer)", "drop --alpha")
+    if not activation and len(probes) > 1:
+        raise BadInput("--probe is given more than once", "one probe set for --alpha auto (several only for regmean and com)")
+    scale = alpha_value(alpha, None if activation else next(iter(probes), None), metric)
     if scale == "auto":
         scale_param(method, params)
     elif scale is not None:
@@ -126,7 +132,8 @@ def merge(
         return
     with progress_bars() as progress:
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
-                         probe=probe if scale == "auto" else None, metric=metric, device=device, executor=executor, remote=remote)
+                         probe=probes[0] if scale == "auto" else None, metric=metric, device=device, executor=executor, remote=remote,
+                         probes=probes if activation else ())
     commit = repo.store.read_commit(oid)
     error = commit.op.params.get("rank_error")
     capped = (f" (rank {commit.op.params['rank']}: relative Frobenius error {error['overall']:.3g}, worst module "

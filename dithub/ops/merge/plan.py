@@ -17,6 +17,8 @@ from ...store.view import RepoView
 from ..delta_specs import FLOATS, delta_specs, promoted
 
 OUT_DTYPES = ("F32", "F16", "BF16", "F64")
+DELTAS = ("full", "activation")
+"""The method spaces that merge every input as deltas on the base's tensors (a task vector results)."""
 
 
 @dataclass(frozen=True)
@@ -46,11 +48,15 @@ class MergePlan:
     —, values), the last that matches winning (``-p "density[*.mlp.*]=0.5"``; a recipe's gradients
     and filters, evaluated per tensor)."""
 
+    probes: tuple[ObjectId, ...] = ()
+    """Activation methods: the stored probe sets (``probe`` trees) the model runs on, one shared or
+    one per input; recorded as the op's data."""
+
     @property
     def op(self) -> Op:
         extra = {"dtype": self.dtype, "vectors": self.vectors, "weights": list(self.weights) if self.weights else None,
                  "per_tensor": [[glob, values] for glob, values in self.per_tensor] or None}
-        return Op("merge", self.method, {**self.params, **{k: v for k, v in extra.items() if v}}, self.inputs)
+        return Op("merge", self.method, {**self.params, **{k: v for k, v in extra.items() if v}}, self.inputs, list(self.probes))
 
     def params_for(self, name: str) -> dict[str, Any]:
         """The parameters tensor ``name`` merges with."""
@@ -62,9 +68,16 @@ class MergePlan:
 
 
 def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping[str, Any] | None = None, *,
-               min_inputs: int = 2) -> MergePlan:
-    """Check that the inputs can be merged with ``method`` and plan it; writes nothing."""
+               min_inputs: int = 2, probes: Sequence[ObjectId] | None = None) -> MergePlan:
+    """Check that the inputs can be merged with ``method`` and plan it; writes nothing (``probes``:
+    stored probe trees, for activation methods; None: not checked, as for ``--dry-run``)."""
     m = get_method(method)
+    if m.space == "activation" and probes is not None and len(probes) not in (1, len(revs)):
+        raise BadInput(f"{method} runs the model on probe sets: give one --probe for all inputs, or one per input "
+                       f"({len(revs)}), not {len(probes)}", "pass --probe FILE (safetensors with 'inputs')")
+    probes = tuple(probes or ())
+    if m.space != "activation" and probes:
+        raise BadInput(f"{method} reads no probe sets")
     if m.sequential:
         raise BadInput(f"{method} merges sequentially and has no plan", f"run: dithub merge --method {method} --into BRANCH REV…")
     params = dict(params or {})
@@ -87,6 +100,8 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
     if len(revs) < min_inputs:
         raise BadInput("a merge needs at least two inputs", "name two or more branches or commits")
     weights = check_weights(m, weights, len(revs))
+    if m.space == "activation" and per_tensor:
+        raise BadInput(f"{method} solves every linear layer with the same parameters: it takes no per-tensor parameters")
     if per_tensor and m.sequential:
         raise BadInput(f"{method} merges whole models one input at a time: it takes no per-tensor parameters")
     ids = [repo.resolve(r) for r in revs]
@@ -95,22 +110,26 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise BadInput(f"{dup!r} is named twice (or points at the same commit as another input)")
     commits = [repo.store.read_commit(i) for i in ids]
     trees = [repo.store.read_tree(c.tree) for c in commits]
-    if m.space == "full" and (len({t.kind for t in trees}) > 1 or trees[0].kind == "peft"):  # deltas keyed by base names
+    if m.space == "activation" and any(c.base is None for c in commits):
+        rev = next(r for r, c in zip(revs, commits) if c.base is None)
+        raise BadInput(f"{method} runs the base model on probe sets, and {rev} records no base checkpoint",
+                       "commit the inputs with --base NAME")
+    if m.space in DELTAS and (len({t.kind for t in trees}) > 1 or trees[0].kind == "peft"):  # deltas keyed by base names
         return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights,
-                       per_tensor=per_tensor)
+                       per_tensor=per_tensor, probes=probes)
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
-    expand = m.space == "full" and first.kind == "lora"
+    expand = m.space in DELTAS and first.kind == "lora"
     base = repo.store.read_tree(commits[0].base) if first.kind in ("full", "peft") and commits[0].base else None
-    each = [delta_specs(t, base) if m.space == "full" else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
+    each = [delta_specs(t, base) if m.space in DELTAS else {n: (e.dtype, e.shape) for n, e in t.tensors.items()} for t in trees]
     specs = {n: (promoted([s[n][0] for s in each]), shape) for n, (_dtype, shape) in each[0].items()}
     if expand and commits[0].base is None and set(specs) - {name + ".weight" for name in lora_modules(first.tensors)}:
         raise IncompatibleAdapters(f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
                                    "commit the adapters with --base NAME to merge them in full space")
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
     return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
-                     "task_vector" if m.space == "full" else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
-                     vectors=vectors, weights=weights, per_tensor=per_tensor)
+                     "task_vector" if m.space in DELTAS else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
+                     vectors=vectors, weights=weights, per_tensor=per_tensor, probes=probes)
 
 
 def _per_tensor(m: Any, given: Mapping[str, Any], rules: Any) -> tuple[tuple[str, dict[str, Any]], ...]:

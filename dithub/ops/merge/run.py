@@ -63,6 +63,10 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
     ``executor`` (not local): the tensors in groups balanced by bytes, each group a task that reads
     its inputs from the repository's store and writes its results there; the same kernels on the same
     device class, so the tree is the local one's, bit for bit."""
+    if get_method(plan.method).space == "activation":  # runs the model on the CPU
+        from .activation import run_activation
+
+        return run_activation(repo, plan, progress)
     dev = resolve_device(device)
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
     if plan.kind == "lora":
@@ -260,7 +264,8 @@ def replay_merge(repo: RepoView, commit: Commit) -> ObjectId:
     """Recompute a merge commit's tree from its ``op`` record."""
     if commit.op.name != "merge" or not commit.op.method:
         raise BadInput("not a merge commit", "replay takes a commit written by `dithub merge`")
-    plan = plan_merge(repo, commit.op.inputs, commit.op.method, recorded_params(commit.op.method, commit.op.params))
+    plan = plan_merge(repo, commit.op.inputs, commit.op.method, recorded_params(commit.op.method, commit.op.params),
+                      probes=commit.op.data)
     return run_merge(repo, plan, device=replay_device(commit.op.params))
 
 

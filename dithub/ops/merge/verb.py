@@ -4,7 +4,7 @@ input per commit. ``compose`` writes a merge to a file without a commit (DitHub'
 composition)."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -23,11 +23,13 @@ from .plan import plan_merge
 
 def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
           message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
-          probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: Executor | None = None) -> ObjectId:
+          probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: Executor | None = None,
+          probes: Sequence[str] = ()) -> ObjectId:
     """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
     With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set (by
     ``metric``); the merge then runs once more at that scale, so the commit equals a replay of its
-    ``op`` bit for bit."""
+    ``op`` bit for bit. ``probes``: the data an activation method (RegMean, CoM) runs the model on,
+    one file for every input or one per input, stored with the commit (``Op.data``)."""
     branch = target_branch(repo, into, "pass --into BRANCH")
     if get_method(method).sequential:  # each input joins the running merge in its own commit
         from .sequential import opcm_merge  # torch: only for OPCM
@@ -38,7 +40,15 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
         for rev in revs:
             oid = opcm_merge(repo, rev, branch, dict(params or {}), message=message, author=author, progress=progress)
         return oid
-    plan = plan_merge(repo, revs, method, params)
+    if get_method(method).space == "activation":
+        from .activation import store_probe  # torch: reads the probe files
+
+        plan_merge(repo, revs, method, params)  # refuse bad inputs before storing anything
+        plan = plan_merge(repo, revs, method, params, probes=[store_probe(repo, p) for p in probes])
+    else:
+        if probes:
+            raise BadInput(f"{method} reads no probe sets (RegMean and CoM do)", "drop --probe, or use it with --alpha auto")
+        plan = plan_merge(repo, revs, method, params)
     note = ""
     if probe is not None:
         from .run import sweep_alpha  # torch: evaluates models
