@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,7 +49,7 @@ def test_running_merge_over_commits(tmp_path):
     assert torch.equal(load("cl", "w"), tvs[0]["w"])
     second = repo.merge(["task/1"], "opcm", into="cl")
     c = repo.store.read_commit(second)
-    assert c.parents == [first, repo.resolve("task/1")] and c.op.method == "opcm" and c.op.params == {"alpha": 0.5, "project": "linear"}
+    assert c.parents == [first, repo.resolve("task/1")] and c.op.method == "opcm" and c.op.params == {"alpha": 0.5, "project": "modules"}
     norm = lambda t: math.sqrt(sum(float(v.pow(2).sum()) for v in t.values()))  # noqa: E731
     u = {"w": tvs[0]["w"] + opcm_project(tvs[0]["w"], tvs[1]["w"], 0.5), "b": tvs[0]["b"] + tvs[1]["b"]}
     mean = (norm(tvs[0]) + norm(tvs[1])) / 2
@@ -72,3 +73,46 @@ def test_opcm_errors(tmp_path):
         repo.merge(["task/0"], "opcm", {"beta": 1}, into="x")
     with pytest.raises(BadInput, match="sequentially"):
         repo.plan_merge(["task/0"], "opcm")
+
+
+def _lora_updates(adapter_dir) -> dict[str, torch.Tensor]:
+    """(alpha/r)·B@A per module of a saved peft adapter, keyed by the module's name + .weight."""
+    import json
+
+    from safetensors.torch import load_file
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    t = load_file(str(adapter_dir / "adapter_model.safetensors"))
+    out = {}
+    for k in t:
+        if ".lora_A." in k:
+            name = k.removeprefix("base_model.model.").split(".lora_A.")[0] + ".weight"
+            out[name] = (config["lora_alpha"] / config["r"]) * t[k.replace(".lora_A.", ".lora_B.")].double() @ t[k].double()
+    return out
+
+
+@pytest.mark.parametrize("project", ["modules", "linear"])
+def test_lora_inputs_whose_modules_the_model_renamed(tmp_path, project):
+    """The demo's base was saved with checkpoint names (``vit.encoder.layer.0.attention.attention.query``)
+    that transformers renames on load (``vit.layers.0.attention.q_proj``), the names its LoRA adapters
+    use: ``modules`` projects every LoRA module (all are nn.Linear weights); ``linear``, what releases
+    before it computed and their merges replay with, compared the names as given and projected none."""
+    suite = Path(__file__).resolve().parents[1] / "examples" / "digits"
+    repo = Repo.init(tmp_path / "r")
+    repo.base_add("vit", suite / "bases" / "vit-v1")
+    for d in ("rot90", "flip"):
+        repo.commit(suite / "lora" / d, d, branch=d, base="vit")
+    repo.merge(["rot90"], "opcm", {"project": project}, into="cl")
+    t0, t1 = _lora_updates(suite / "lora" / "rot90"), _lora_updates(suite / "lora" / "flip")
+    assert any("q_proj" in n for n in t0)  # the renamed names
+    first = {n: to_torch(repo.store.read_tensor(e.id)).double() for n, e in repo.tree_of("cl").tensors.items()}
+    for n in t0:  # the merge starts as the first input
+        torch.testing.assert_close(first[n], t0[n], rtol=1e-5, atol=1e-7)
+    repo.merge(["flip"], "opcm", {"project": project}, into="cl")
+    # τ̄ as stored: a rank-8 update's SVD leaves its null space's basis to rounding, and the
+    # projection zeroes P's diagonal there too, so the test projects the very bits the merge read
+    u = {n: first[n] + (opcm_project(first[n], t1[n], 0.5) if project == "modules" else t1[n]) for n in t0}
+    norm = lambda t: math.sqrt(sum(float(v.pow(2).sum()) for v in t.values()))  # noqa: E731
+    lam = norm(u) / ((norm(t0) + norm(t1)) / 2)
+    for n, e in repo.tree_of("cl").tensors.items():
+        torch.testing.assert_close(to_torch(repo.store.read_tensor(e.id)).double(), u[n] / lam, rtol=1e-4, atol=1e-6)

@@ -53,8 +53,8 @@ declare("core_space", "lora_space", paper="2509.17786",
         random=True, weighted=True)
 declare("ema", "lora_space", paper="2503.09271", defaults={"beta": 0.7, "a_rule": "new"}, space="lora", ranges={"beta": UNIT},
         choices={"a_rule": ("new", "blend")}, legacy={"a_rule": "blend"})
-declare("opcm", "sequential", paper="2501.09522", defaults={"alpha": 0.5, "project": "linear"}, ranges={"alpha": UNIT},
-        choices={"project": ("linear", "matrices")}, legacy={"project": "matrices"}, space="sequential")
+declare("opcm", "sequential", paper="2501.09522", defaults={"alpha": 0.5, "project": "modules"}, ranges={"alpha": UNIT},
+        choices={"project": ("modules", "linear", "matrices")}, legacy={"project": "matrices"}, space="sequential")
 declare("regmean", "regression", paper="2212.09849", defaults={"ratio": 0.6}, ranges={"ratio": UNIT}, space="activation")
 declare("com", "regression", paper="2508.21421", defaults={"ratio": 0.6}, ranges={"ratio": UNIT}, space="activation",
         chained=True)

@@ -11,6 +11,7 @@ from typing import Any
 
 from ...errors import BadInput, IncompatibleAdapters
 from ...eval.model import linear_weights
+from ...formats import base_key_lookup
 from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...algorithms.merge import get_method
 from ..delta_specs import delta_specs
@@ -47,7 +48,7 @@ def opcm_merge(repo: RepoView, rev: str, branch: str, params: dict[str, Any] | N
 
 def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new_id: ObjectId, alpha: float,
               progress: ProgressFactory = no_progress, *, what: str = "", where: str = "",
-              project: str = "linear") -> ObjectId:
+              project: str = "modules") -> ObjectId:
     """The tree of the running merge ``previous`` (its tree and base; None to start) with commit
     ``new_id`` added (``project``: which tensors are projected); stored, no commit written."""
     what, where = what or new_id[:12], where or "the running merge"
@@ -68,8 +69,12 @@ def opcm_step(repo: RepoView, previous: tuple[Tree, ObjectId | None] | None, new
         state = dict(prev_tree.config["opcm"])
         advance = progress(f"opcm: adding {what}", len(specs), "tensors")
         linear = None  # without a recorded base: every 2-D tensor
-        if project == "linear" and new_commit.base is not None:
-            linear = linear_weights(repo.store.read_tree(new_commit.base))
+        if project in ("modules", "linear") and new_commit.base is not None:
+            base = repo.store.read_tree(new_commit.base)
+            linear = linear_weights(base)
+            if project == "modules":  # the input's names as the base's checkpoint keys (``linear``: as given)
+                lookup = base_key_lookup(base)
+                linear = {n for n in specs if lookup(n) in linear}
         accumulate = get_method("opcm").fn
         tensors, task_sq = {}, 0.0
         for name in specs:
