@@ -5,7 +5,8 @@ normalized accuracy (per domain, merged / that domain's own adapter, averaged), 
 task vectors and on rank-8 LoRA adapters; LoRA-native methods on LoRA only. Also the
 class-incremental split (noisy digits, one rank-8 LoRA per pair of classes, shared 10-way head,
 scored on each pair's test images), and LoRA adapters of the real MiniLM on three text tasks
-(examples/minilm). Sequential merging (OPCM) in three task orders. The suites are the shipped
+(examples/minilm). Sequential merging (OPCM) in three task orders. Activation merges (RegMean,
+CoM) run on 256 training examples per task (``dithub_demo.train_probe``), never the test split. The suites are the shipped
 examples/digits and examples/minilm (--suite DIR / --text DIR build others). Writes
 docs/accuracy.json and, with matplotlib, docs/accuracy.png; prints a table.
 
@@ -44,7 +45,7 @@ def main() -> None:
 
     from dithub import Repo
     from dithub_demo import (CLASS_TASKS, DOMAINS, TEXT_TASKS, Row, build_suite, build_text_suite, minilm_dir, score,
-                             score_text)
+                             score_text, train_probe)
     from dithub.algorithms.merge import REGISTRY
 
     console = Console()
@@ -76,6 +77,13 @@ def main() -> None:
     kinds = {"full": ([f"tv/{d}" for d in domains], suite.accuracy["full"]),
              "lora": ([f"lora/{d}" for d in domains], lora_ref), "class": (list(CLASS_TASKS), class_ref),
              "text": ([f"text/{t}" for t in TEXT_TASKS], text_ref)}
+    data = Path(tempfile.mkdtemp(prefix="dithub-accuracy-probes-"))
+
+    def probes(inputs: list[str]) -> list[str]:
+        """Each input's training probe (activation merges; never the test split that scores them)."""
+        tasks = [i.split("/", 1)[1] if i.startswith(("tv/", "lora/", "text/")) else i for i in inputs]
+        return [str(train_probe(t, data / f"{t}.safetensors")) for t in tasks]
+
     for kind, (inputs, ref) in kinds.items():
         zero = Row("zero-shot", scorer(kind)(repo, inputs[0], list(ref), scale=0.0))
         results.append({"kind": kind, "method": "individual", "note": "each adapter on its own task",
@@ -83,11 +91,11 @@ def main() -> None:
         results.append({"kind": kind, "method": "zero-shot", "note": "the base without adapters", "per_domain": zero.accuracy,
                         "mean": zero.mean(), "normalized": zero.normalized(ref), "merge_seconds": 0})
         for name, m in sorted(REGISTRY.items()):
-            if name in SKIPPED or (kind == "full" and m.space == "lora"):
+            if name in SKIPPED or m.sequential or (kind == "full" and m.space == "lora"):  # OPCM: in three orders below
                 continue
             with console.status(f"{kind}: {name}"):
                 t0 = time.perf_counter()
-                repo.merge(inputs, name, into=f"merged/{kind}-{name}")
+                repo.merge(inputs, name, into=f"merged/{kind}-{name}", probes=probes(inputs) if m.space == "activation" else ())
                 record(kind, name, f"merged/{kind}-{name}", time.perf_counter() - t0, ref)
         for label, order in orders(inputs).items():
             with console.status(f"{kind}: opcm, {label}"):
