@@ -183,6 +183,9 @@ def test_activation_merges_refuse_bad_input(tasks, tmp_path, cli):
     assert "more than once" in cli(f"merge task/0 task/1 --method ties --probe {probes[0]} --probe {probes[1]}", cwd=repo.path).err
     with pytest.raises(BadInput, match="reads no probe"):
         repo.merge(["task/0", "task/1"], "ties", probes=[str(probes[0])])
+    save_file({"inputs": torch.randn(4, 3, 5, 5)}, str(tmp_path / "odd.safetensors"))  # not the model's pixels
+    res = cli(f"merge task/0 task/1 --method com --probe {tmp_path}/odd.safetensors", cwd=repo.path)
+    assert res.code != 0 and "odd.safetensors" in res.err and "do not fit" in res.err and "Traceback" not in res.err
     res = cli(f"merge task/0 task/1 --method com --probe {tmp_path}/missing.safetensors", cwd=repo.path)
     assert res.code != 0 and "missing.safetensors" in res.err
     assert repo.branches() == heads  # nothing committed

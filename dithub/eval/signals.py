@@ -73,10 +73,9 @@ def linear_order(model: torch.nn.Module, probe: Probe) -> list[str]:
     order: list[str] = []
     hooks = [m.register_forward_hook(lambda _m, _a, _o, name=name: order.append(name) if name not in order else None)
              for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
-    key_in = getattr(model, "main_input_name", "input_ids")
     model.eval()
     try:
-        model(**{key_in: probe.batches[0][0][:1]})
+        _forward(model, probe, probe.batches[0][0][:1])
     finally:
         for h in hooks:
             h.remove()
@@ -101,13 +100,12 @@ def input_grams(model: torch.nn.Module, probe: Probe, modules: list[str], *, sto
             raise _Seen
 
     hooks = [model.get_submodule(name).register_forward_pre_hook(lambda m, a, name=name: hook(m, a, name)) for name in modules]
-    key_in = getattr(model, "main_input_name", "input_ids")
     model.eval()
     try:
         for inputs, _labels in probe.batches:
             pending.update(modules)
             try:
-                model(**{key_in: inputs})
+                _forward(model, probe, inputs)
             except _Seen:
                 pass
     finally:
@@ -117,3 +115,14 @@ def input_grams(model: torch.nn.Module, probe: Probe, modules: list[str], *, sto
     if silent:
         raise BadInput(f"linear module {silent[0]!r} never ran on probe {probe.source}", "give a probe of the model's main input")
     return {name: sums[name] / rows[name] for name in modules}
+
+
+def _forward(model: torch.nn.Module, probe: Probe, inputs: Tensor) -> None:
+    """The model on a batch of probe inputs given as its main input; BadInput where they do not fit
+    it (a hook's ``_Seen`` passes through)."""
+    key_in = getattr(model, "main_input_name", "input_ids")
+    try:
+        model(**{key_in: inputs})
+    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+        raise BadInput(f"probe {probe.source}: its inputs {tuple(inputs.shape)} ({inputs.dtype}) do not fit the model's "
+                       f"{key_in}: {str(exc).splitlines()[0][:200]}", f"give the model's {key_in}, as its probe sets hold") from None
