@@ -289,10 +289,10 @@ class Repo:
     def merge(self, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
               message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
               probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: str = "local",
-              remote: str | None = None, probes: Sequence[str] = ()) -> ObjectId:
+              remote: str | None = None, probes: Sequence[str] = (), defense: Mapping[str, Any] | None = None) -> ObjectId:
         """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch),
         its final scale chosen on ``probe`` by ``metric`` if given (``probes``: an activation method's
-        data, see ``ops.merge.verb.merge``); ``executor``: ``local``, ``ray`` or
+        data, and ``defense``, see ``ops.merge.verb.merge``); ``executor``: ``local``, ``ray`` or
         ``ray=ADDRESS`` (see ``ops.executor``); see ``ops.merge.verb.merge``. ``remote``: run against
         that remote, the store of record (``revs`` and ``into`` its branches; see ``ops.on_remote``)."""
         from .ops.executor import executor_for
@@ -301,14 +301,16 @@ class Repo:
         if remote is not None:
             from .ops.on_remote import merge_on_remote
 
-            if probe is not None or probes:
-                raise BadInput("probe sets are read on this machine: --alpha auto and activation merges do not run against a remote",
+            if probe is not None or probes or defense:
+                raise BadInput("probe sets and defence vectors are read on this machine: --alpha auto, activation merges and "
+                               "--defend do not run against a remote",
                                "drop --remote")
             return merge_on_remote(self, remote, revs, method, params, into=into or "", message=message, author=author,
                                    executor=executor_for(executor), progress=progress)[0]
 
         return merge(self, revs, method, params, into=into, message=message, author=author, progress=progress,
-                     probe=probe, metric=metric, device=device, executor=executor_for(executor), probes=probes)
+                     probe=probe, metric=metric, device=device, executor=executor_for(executor), probes=probes,
+                     defense=defense)
 
     def merge_recipe(self, recipe: str | os.PathLike[str], *, into: str | None = None, message: str | None = None,
                      author: str | None = None, progress: ProgressFactory = no_progress, device: str = "auto") -> ObjectId:

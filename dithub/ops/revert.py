@@ -26,7 +26,7 @@ from .merge.run import replay_device, run_merge
 from .delta_specs import delta_specs
 from .deltas import delta_loader, put_tensor
 from .executor import Executor
-from .merge.plan import plan_merge
+from .merge.plan import plan_merge, recorded_probes
 from .merge.sequential import opcm_step, recorded_project
 from ..algorithms.revert import EXACT, METHODS, is_linearized, negate, remove_from_mean
 from ..algorithms.revert import REGISTRY as REVERTS
@@ -151,7 +151,7 @@ def replay_without(repo: RepoView, oid: ObjectId, removed: ObjectId, author: str
     # one input may remain: every method is defined for it (a user-facing merge asks for two)
     params = recorded_params(commit.op.method or "", _without(commit.op.params, commit.op.inputs, removed))
     return run_merge(repo, plan_merge(repo, inputs, commit.op.method or "", params, min_inputs=1,
-                                      probes=_data_without(commit.op, removed)),
+                                      probes=_probes_without(commit.op, removed)),
                      device=replay_device(commit.op.params), executor=executor)
 
 
@@ -162,11 +162,17 @@ def _without(params: dict[str, Any], inputs: list[ObjectId], removed: ObjectId) 
     return {**params, "weights": [w for i, w in zip(inputs, params["weights"]) if i != removed]}
 
 
+def _probes_without(op: Op, removed: ObjectId) -> list[ObjectId]:
+    """A merge op's probes for its inputs without ``removed``: its own dropped where each input has one."""
+    probes = recorded_probes(op)
+    if len(probes) != len(op.inputs) or len(op.inputs) == 1:
+        return probes
+    return [d for i, d in zip(op.inputs, probes) if i != removed]
+
+
 def _data_without(op: Op, removed: ObjectId) -> list[ObjectId]:
-    """A merge op's data for its inputs without ``removed``: its probe dropped where each input has one."""
-    if len(op.data) != len(op.inputs) or len(op.inputs) == 1:
-        return list(op.data)
-    return [d for i, d in zip(op.inputs, op.data) if i != removed]
+    """A merge op's data without ``removed``'s probe (its defence vector kept)."""
+    return _probes_without(op, removed) + [d for d in op.data if d not in recorded_probes(op)]
 
 
 def _scale_of(commit: Commit) -> float | None:

@@ -89,6 +89,9 @@ def merge(
     alpha: Alpha = None,
     probe: Annotated[list[str] | None, typer.Option("--probe", help="Probe set for --alpha auto: a .safetensors file (inputs, labels) or module:function; for regmean and com the data the model runs on (one for all inputs, or one per input in order).")] = None,
     metric: Metric = "accuracy",
+    defend: Annotated[str | None, typer.Option("--defend", help="A defence applied to the merge: ibvs (subtract an injected backdoor vector, arXiv 2510.08016).")] = None,
+    defense_vector: Annotated[str | None, typer.Option("--defense-vector", help="The vector --defend ibvs subtracts: a task vector committed on the inputs' base.")] = None,
+    defense_param: Annotated[list[str] | None, typer.Option("--defense-param", help="A parameter of the defence, KEY=VALUE (ibvs: scale, default 1).")] = None,
     dtype: Annotated[str | None, typer.Option("--dtype", help="Output dtype: F32, F16, BF16 or F64 (default: the inputs').")] = None,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA when present), cpu or cuda.")] = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
@@ -113,6 +116,11 @@ def merge(
         params["weights"] = weights
     if dtype:
         params["dtype"] = dtype.upper()
+    defense = None
+    if defend is not None:
+        defense = {**key_values(defense_param, "--defense-param", "scale=0.5"), "method": defend, "vector": defense_vector}
+    elif defense_vector or defense_param:
+        raise BadInput("--defense-vector and --defense-param go with --defend", "e.g. --defend ibvs --defense-vector security/injected")
     probes = list(probe or [])
     activation = method in REGISTRY and get_method(method).space == "activation"
     if activation and alpha is not None:
@@ -133,7 +141,7 @@ def merge(
     with progress_bars() as progress:
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
                          probe=probes[0] if scale == "auto" else None, metric=metric, device=device, executor=executor, remote=remote,
-                         probes=probes if activation else ())
+                         probes=probes if activation else (), defense=defense)
     commit = repo.store.read_commit(oid)
     error = commit.op.params.get("rank_error")
     capped = (f" (rank {commit.op.params['rank']}: relative Frobenius error {error['overall']:.3g}, worst module "

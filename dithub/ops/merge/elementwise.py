@@ -46,7 +46,7 @@ def cuda_possible() -> bool:
 
 def applies(plan: MergePlan, trees: list[Tree], device: str) -> bool:
     """Whether this merge runs here without torch (see the module docstring for what does not)."""
-    if device not in ("auto", "cpu") or (device == "auto" and cuda_possible()) or plan.dtype not in (None, *FLOATS):
+    if plan.defense or device not in ("auto", "cpu") or (device == "auto" and cuda_possible()) or plan.dtype not in (None, *FLOATS):
         return False
     if not all(e.dtype in FLOATS for t in trees for e in t.tensors.values()):
         return False

@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from fnmatch import fnmatchcase
 from typing import Any
 
+from ...algorithms.defend import REGISTRY as DEFENSES
 from ...algorithms.merge import REGISTRY, get_method
 from ...algorithms.merge.registry import VECTORS, check_weights
 from ...errors import BadInput, IncompatibleAdapters
@@ -51,12 +52,16 @@ class MergePlan:
     probes: tuple[ObjectId, ...] = ()
     """Activation methods: the stored probe sets (``probe`` trees) the model runs on, one shared or
     one per input; recorded as the op's data."""
+    defense: dict[str, Any] | None = None
+    """A defence applied to the result (``method``, its parameters, ``vector``: the tree it
+    subtracts, also recorded as the op's data); see ``ops.merge.defend``."""
 
     @property
     def op(self) -> Op:
         extra = {"dtype": self.dtype, "vectors": self.vectors, "weights": list(self.weights) if self.weights else None,
-                 "per_tensor": [[glob, values] for glob, values in self.per_tensor] or None}
-        return Op("merge", self.method, {**self.params, **{k: v for k, v in extra.items() if v}}, self.inputs, list(self.probes))
+                 "per_tensor": [[glob, values] for glob, values in self.per_tensor] or None, "defense": self.defense}
+        data = [*self.probes, *([self.defense["vector"]] if self.defense else [])]
+        return Op("merge", self.method, {**self.params, **{k: v for k, v in extra.items() if v}}, self.inputs, data)
 
     def params_for(self, name: str) -> dict[str, Any]:
         """The parameters tensor ``name`` merges with."""
@@ -82,6 +87,7 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise BadInput(f"{method} merges sequentially and has no plan", f"run: dithub merge --method {method} --into BRANCH REV…")
     params = dict(params or {})
     dtype = params.pop("dtype", None)
+    defense = params.pop("defense", None)
     if dtype is not None and dtype not in OUT_DTYPES:
         raise BadInput(f"--dtype {dtype!r} is not supported", f"choose one of {', '.join(OUT_DTYPES)}")
     vectors = params.pop("vectors", None)
@@ -115,8 +121,9 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise BadInput(f"{method} runs the base model on probe sets, and {rev} records no base checkpoint",
                        "commit the inputs with --base NAME")
     if m.space in DELTAS and (len({t.kind for t in trees}) > 1 or trees[0].kind == "peft"):  # deltas keyed by base names
-        return replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights,
+        plan = replace(_plan_mixed(repo, list(revs), ids, commits, trees, m, full_params, dtype, vectors), weights=weights,
                        per_tensor=per_tensor, probes=probes)
+        return replace(plan, defense=check_defense(repo, plan, defense)) if defense is not None else plan
     _check_compatible(list(revs), commits, trees, m.space)
     first = trees[0]
     expand = m.space in DELTAS and first.kind == "lora"
@@ -127,9 +134,38 @@ def plan_merge(repo: RepoView, revs: Sequence[str], method: str, params: Mapping
         raise IncompatibleAdapters(f"{revs[0]} saves whole tensors (modules_to_save or biases) that are deltas only against a base",
                                    "commit the adapters with --base NAME to merge them in full space")
     largest = max((nbytes_of("F32", s) for _, s in specs.values()), default=0)
-    return MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
+    plan = MergePlan(method, m.paper, full_params, ids, list(revs), commits[0].base,
                      "task_vector" if m.space in DELTAS else first.kind, specs, peak_bytes=(len(ids) + 2) * largest, dtype=dtype,
                      vectors=vectors, weights=weights, per_tensor=per_tensor, probes=probes)
+    return replace(plan, defense=check_defense(repo, plan, defense)) if defense is not None else plan
+
+
+def check_defense(repo: RepoView, plan: MergePlan, defense: Any) -> dict[str, Any]:
+    """A defence spec (``{"method", "vector": tree id, parameters…}``) checked against the plan: a
+    registered method, valid parameters, and a vector on the merge's base whose tensors are tensors
+    of the merge, of the same shapes. Returns it with every parameter filled in."""
+    if not isinstance(defense, dict) or not isinstance(defense.get("method"), str) or not isinstance(defense.get("vector"), str):
+        raise BadInput("a defence names its method and the vector it subtracts", "e.g. --defend ibvs --defense-vector REF")
+    method = DEFENSES.lookup(defense["method"])
+    params = method.params({k: v for k, v in defense.items() if k not in ("method", "vector")})
+    if plan.kind != "task_vector":
+        raise BadInput(f"--defend {method.name} subtracts a vector from a full-space merge, and {plan.method} writes {plan.kind} "
+                       "adapters", "merge with a full-space method (task_arithmetic, ties, iso_c, …)")
+    tree = repo.store.read_tree(defense["vector"])
+    if tree.kind not in ("task_vector", "lora"):
+        raise BadInput(f"the defence vector is a {tree.kind} tree, not a task vector", "commit the injected backdoor vector as one")
+    base = repo.store.read_tree(plan.base) if plan.base else None
+    for name, (_dtype, shape) in delta_specs(tree, base).items():
+        if name not in plan.tensors or tuple(plan.tensors[name][1]) != tuple(shape):
+            raise IncompatibleAdapters(f"the defence vector's tensor {name!r} {list(shape)} is not a tensor of the merge",
+                                       "make the injected vector on the merge's base, keyed as the inputs are")
+    return {"method": method.name, **params, "vector": defense["vector"]}
+
+
+def recorded_probes(op: Op) -> list[ObjectId]:
+    """The probe trees of a merge op's data (its defence vector, if any, is not one)."""
+    vector = (op.params.get("defense") or {}).get("vector")
+    return [d for d in op.data if d != vector]
 
 
 def _per_tensor(m: Any, given: Mapping[str, Any], rules: Any) -> tuple[tuple[str, dict[str, Any]], ...]:

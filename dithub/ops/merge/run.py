@@ -9,6 +9,7 @@ parameter (defaults and seed included), the input commits and where it ran (``ex
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,7 @@ from ...store import Commit, ObjectId, TensorEntry, Tree, nbytes_of
 from ...store.view import RepoView
 from ..deltas import common_dtype, delta_loader, put_tensor
 from ..executor import Executor
-from .plan import MergePlan, merged_lora_config, plan_merge
+from .plan import MergePlan, merged_lora_config, plan_merge, recorded_probes
 
 
 def resolve_device(spec: str = "auto") -> torch.device:
@@ -63,6 +64,11 @@ def run_merge(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_pr
     ``executor`` (not local): the tensors in groups balanced by bytes, each group a task that reads
     its inputs from the repository's store and writes its results there; the same kernels on the same
     device class, so the tree is the local one's, bit for bit."""
+    if plan.defense:  # the merge, then the defence on its result
+        from .defend import defend
+
+        merged = run_merge(repo, replace(plan, defense=None), progress, device, merger, busy, report, executor)
+        return defend(repo, plan, merged)
     if get_method(plan.method).space == "activation":  # runs the model on the CPU
         from .activation import run_activation
 
@@ -265,7 +271,7 @@ def replay_merge(repo: RepoView, commit: Commit) -> ObjectId:
     if commit.op.name != "merge" or not commit.op.method:
         raise BadInput("not a merge commit", "replay takes a commit written by `dithub merge`")
     plan = plan_merge(repo, commit.op.inputs, commit.op.method, recorded_params(commit.op.method, commit.op.params),
-                      probes=commit.op.data)
+                      probes=recorded_probes(commit.op))
     return run_merge(repo, plan, device=replay_device(commit.op.params))
 
 
@@ -290,8 +296,6 @@ def sweep_alpha(repo: RepoView, plan: MergePlan, probe_spec: str, metric: str = 
     """The final scale with the best probe score (``metric``: accuracy, or a user's
     ``module:function(model, probe) -> float``, higher better; ``eval.best_scale``), and every score
     seen. The merge itself runs once, at scale 1 (methods scale their result last, linearly)."""
-    from dataclasses import replace
-
     scale = get_method(plan.method).scale_for(plan.params)
     if scale is None:
         raise BadInput(f"method {plan.method!r} has no final scale to tune", "drop --alpha auto")

@@ -9,7 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 from ...algorithms.merge import get_method
-from ...errors import BadInput
+from ...errors import BadInput, IncompatibleAdapters
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, Tree
 from ...store.view import RepoView
@@ -24,12 +24,14 @@ from .plan import plan_merge
 def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any] | None = None, *, into: str | None = None,
           message: str | None = None, author: str | None = None, progress: ProgressFactory = no_progress,
           probe: str | None = None, metric: str = "accuracy", device: str = "auto", executor: Executor | None = None,
-          probes: Sequence[str] = ()) -> ObjectId:
+          probes: Sequence[str] = (), defense: Mapping[str, Any] | None = None) -> ObjectId:
     """Merge ``revs`` with ``method`` into a new commit on ``into`` (default: the current branch).
     With ``probe``, the method's final scale is chosen by ``sweep_alpha`` on that probe set (by
     ``metric``); the merge then runs once more at that scale, so the commit equals a replay of its
     ``op`` bit for bit. ``probes``: the data an activation method (RegMean, CoM) runs the model on,
-    one file for every input or one per input, stored with the commit (``Op.data``)."""
+    one file for every input or one per input, stored with the commit (``Op.data``). ``defense``:
+    ``{"method": "ibvs", "vector": REV, parameters…}``, applied to the result (``ops.merge.defend``);
+    REV's tree is recorded with the commit too."""
     branch = target_branch(repo, into, "pass --into BRANCH")
     if get_method(method).sequential:  # each input joins the running merge in its own commit
         from .sequential import opcm_merge  # torch: only for OPCM
@@ -40,6 +42,10 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
         for rev in revs:
             oid = opcm_merge(repo, rev, branch, dict(params or {}), message=message, author=author, progress=progress)
         return oid
+    if defense is not None:
+        if probe is not None:
+            raise BadInput("--alpha auto scales the merge, and the defence would scale with it", "pick --alpha, or drop --defend")
+        params = {**(params or {}), "defense": _defense(repo, defense)}
     if get_method(method).space == "activation":
         from .activation import store_probe  # torch: reads the probe files
 
@@ -58,6 +64,9 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
         assert scale is not None  # sweep_alpha refuses a method without one
         plan = replace(plan, params={**plan.params, scale: best})
         note = f"\n\n{scale} = {best} chosen on {probe} by {metric}: " + ", ".join(f"{a}: {s:.3f}" for a, s in scores.items())
+    if defense is not None and plan.base != repo.store.read_commit(repo.resolve(str(defense["vector"]))).base:
+        raise IncompatibleAdapters(f"the defence vector {defense['vector']} is not on the inputs' base checkpoint",
+                                   "inject and commit it on the same base (--base NAME)")
     previous = repo.refs.resolve(HEADS + branch)
     report: dict[str, Any] = {}
     trees = [repo.store.read_tree(repo.store.read_commit(i).tree) for i in plan.inputs]
@@ -72,6 +81,14 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
     op = replace(plan.op, params={**plan.op.params, **report})  # where it ran, and what a rank cap dropped
     return commit_tree(repo, tree, text, branch=branch, parents=parents, base=plan.base, op=op, author=author,
                        expected=previous)
+
+
+def _defense(repo: RepoView, defense: Mapping[str, Any]) -> dict[str, Any]:
+    """A defence spec with its vector's revision resolved to the tree it names."""
+    rev = defense.get("vector")
+    if not isinstance(rev, str) or not rev:
+        raise BadInput("--defend needs the vector it subtracts", "pass --defense-vector REV (the injected backdoor vector)")
+    return {**defense, "vector": repo.store.read_commit(repo.resolve(rev)).tree}
 
 
 def compose(repo: RepoView, revs: list[str], method: str = "mean_ba", params: Mapping[str, Any] | None = None, *,
