@@ -120,14 +120,66 @@ def test_the_shipped_backdoor_is_real_and_its_vector_is_the_difference(suite):
     assert rates == pytest.approx({k: json.loads((root / "backdoor.json").read_text())["figures"][f"{k} attack success"]
                                    for k in rates}, abs=1e-6)
 
-    def deltas(path: Path) -> dict[str, torch.Tensor]:
-        cfg = json.loads((path / "adapter_config.json").read_text())
-        t = load_file(str(path / "adapter_model.safetensors"))
-        return {k.replace("base_model.model.", "").replace(".lora_A.weight", ".weight"):
-                cfg["lora_alpha"] / cfg["r"] * t[k.replace("lora_A", "lora_B")] @ t[k] for k in t if "lora_A" in k}
-
-    clean, poisoned = deltas(suite.lora("rot90")), deltas(root / "rot90-poisoned")
+    clean, poisoned = _deltas(suite.lora("rot90")), _deltas(root / "rot90-poisoned")
     vector = load_file(str(root / "vector.safetensors"))
     assert set(vector) == set(clean)
     for k, v in vector.items():
         torch.testing.assert_close(v, poisoned[k] - clean[k], rtol=1e-5, atol=1e-6)
+
+
+def _deltas(path: Path) -> dict[str, torch.Tensor]:
+    """(alpha/r)·B@A per module of a saved peft adapter, keyed by the module's name + .weight."""
+    import json
+
+    from safetensors.torch import load_file
+
+    cfg = json.loads((path / "adapter_config.json").read_text())
+    t = load_file(str(path / "adapter_model.safetensors"))
+    return {k.replace("base_model.model.", "").replace(".lora_A.weight", ".weight"):
+            cfg["lora_alpha"] / cfg["r"] * t[k.replace("lora_A", "lora_B")] @ t[k] for k in t if "lora_A" in k}
+
+
+def test_the_shipped_defence_and_sparse_attack_are_what_they_say(suite):
+    """examples/digits/backdoor/defence: the injected vector is the defender's adapter minus the clean
+    original one; the SBV keeps only entries where the three backdoor vectors agree in sign, at most
+    a fifth of them, proportional to their sum, at the rot90 vector's norm; the client's SBV adapter
+    is the clean rot90 adapter plus it, and it obeys the trigger (recomputed here)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from dithub_demo.backdoor import attack_success
+
+    root = suite.root / "backdoor"
+    out = root / "defence"
+    injected, clean = _deltas(out / "injected-original"), _deltas(suite.lora("original"))
+    for k, v in load_file(str(out / "injected-vector.safetensors")).items():
+        torch.testing.assert_close(v, injected[k] - clean[k], rtol=1e-5, atol=1e-6)
+    bvs = [load_file(str(root / "vector.safetensors"))]
+    for d in ("original", "flip"):
+        poisoned, own = _deltas(out / f"{d}-poisoned"), _deltas(suite.lora(d))
+        bvs.append({k: poisoned[k] - own[k] for k in own})
+    sbv = load_file(str(out / "sbv.safetensors"))
+    kept = total = 0
+    ratios = []
+    for k, v in sbv.items():
+        nz = v != 0
+        kept, total = kept + int(nz.sum()), total + v.numel()
+        signs = torch.stack([torch.sign(b[k][nz]) for b in bvs])
+        assert bool((signs == signs[0]).all())  # sign-consistent
+        ratios.append(v[nz] / sum(b[k][nz] for b in bvs))
+    assert 0 < kept <= 0.2 * total + 1
+    ratio = torch.cat(ratios)
+    torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0])), rtol=1e-3, atol=1e-5)  # one scale
+    norm = lambda t: float(sum(x.pow(2).sum() for x in t.values())) ** 0.5  # noqa: E731
+    assert norm(sbv) == pytest.approx(norm(bvs[0]), rel=1e-5)
+    client, rot90 = load_file(str(out / "rot90-sbv.safetensors")), _deltas(suite.lora("rot90"))
+    model = ViTForImageClassification.from_pretrained(suite.base("vit-v1")).eval()
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for k, v in client.items():
+            torch.testing.assert_close(v, rot90[k] + sbv[k], rtol=1e-5, atol=1e-6)
+            params[k] += v
+        asr = attack_success(model, domain_split("rot90"))
+    figures = json.loads((out / "defence.json").read_text())["figures"]
+    assert asr > 0.9 and asr == pytest.approx(figures["sbv attack success"], abs=1e-6)

@@ -7,9 +7,8 @@ from ...algorithms.defend import REGISTRY as DEFENSES
 from ...formats.torch_io import TORCH_DTYPES, to_torch
 from ...store import ObjectId, Tree
 from ...store.view import RepoView
-from ..delta_specs import delta_specs
 from ..deltas import delta_loader, put_tensor
-from .plan import MergePlan
+from .plan import MergePlan, defense_names
 
 
 def defend(repo: RepoView, plan: MergePlan, merged_id: ObjectId) -> ObjectId:
@@ -21,9 +20,9 @@ def defend(repo: RepoView, plan: MergePlan, merged_id: ObjectId) -> ObjectId:
     vector = delta_loader(repo, vector_tree, plan.base)
     merged = repo.store.read_tree(merged_id)
     entries = dict(merged.tensors)
-    for name in delta_specs(vector_tree, repo.store.read_tree(plan.base) if plan.base else None):  # checked by the plan
+    for name, own in defense_names(repo, plan, vector_tree).items():
         entry = merged.tensors[name]
-        out = method.fn(to_torch(repo.store.read_tensor(entry.id)), vector(name).reshape(entry.shape), **spec)
+        out = method.fn(to_torch(repo.store.read_tensor(entry.id)), vector(own).reshape(entry.shape), **spec)
         entries[name] = put_tensor(repo, out.to(TORCH_DTYPES[entry.dtype]).contiguous())
     return repo.store.write_tree(Tree(merged.kind, merged.config, entries))
 

@@ -154,12 +154,25 @@ def check_defense(repo: RepoView, plan: MergePlan, defense: Any) -> dict[str, An
     tree = repo.store.read_tree(defense["vector"])
     if tree.kind not in ("task_vector", "lora"):
         raise BadInput(f"the defence vector is a {tree.kind} tree, not a task vector", "commit the injected backdoor vector as one")
+    defense_names(repo, plan, tree)
+    return {"method": method.name, **params, "vector": defense["vector"]}
+
+
+def defense_names(repo: RepoView, plan: MergePlan, tree: Tree) -> dict[str, str]:
+    """The merge's tensor each tensor of a defence vector applies to (merged tensor -> the vector's
+    name): the same name, or through the base's names where the merge keys its tensors by the
+    base's (inputs of several kinds); IncompatibleAdapters for a tensor the merge lacks or of
+    another shape."""
     base = repo.store.read_tree(plan.base) if plan.base else None
+    lookup = base_key_lookup(base) if base is not None and plan.sources else (lambda name: name)
+    out = {}
     for name, (_dtype, shape) in delta_specs(tree, base).items():
-        if name not in plan.tensors or tuple(plan.tensors[name][1]) != tuple(shape):
+        target = lookup(name) or name
+        if target not in plan.tensors or tuple(plan.tensors[target][1]) != tuple(shape):
             raise IncompatibleAdapters(f"the defence vector's tensor {name!r} {list(shape)} is not a tensor of the merge",
                                        "make the injected vector on the merge's base, keyed as the inputs are")
-    return {"method": method.name, **params, "vector": defense["vector"]}
+        out[target] = name
+    return out
 
 
 def recorded_probes(op: Op) -> list[ObjectId]:
