@@ -344,12 +344,27 @@ class Repo:
     def revert(self, rev: str, *, from_merge: str | None = None, method: str = "exact", alpha: float | str | None = None,
                probe: str | None = None, metric: str = "accuracy", force: bool = False, margin: float | None = None,
                branch: str | None = None, message: str | None = None, author: str | None = None,
-               executor: str = "local") -> ObjectId:
+               executor: str = "local", forget_class: int | None = None, params: Mapping[str, Any] | None = None) -> ObjectId:
         """Undo commit ``rev``, or (``from_merge``) remove input ``rev`` from that merge, as a new
         commit on ``branch`` (default: the current one); an exact revert's replays run on
-        ``executor``; see ``ops.revert.revert``."""
+        ``executor``; see ``ops.revert.revert``. ``forget_class``: forget that class of ``rev``'s
+        adapter by its class vector, measured on labelled ``probe`` (``params``: the edit's; see
+        ``ops.class_edit``)."""
         from .ops.executor import executor_for
         from .ops.revert import revert
+
+        if forget_class is not None:
+            from .ops.class_edit import class_edit
+
+            if from_merge is not None or method != "exact" or alpha is not None or force or margin is not None:
+                raise BadInput("--class edits one adapter: it takes --probe and --param, not --from, --method, --alpha, "
+                               "--force or --margin")
+            if probe is None:
+                raise BadInput("--class measures the class vector on a labelled probe set", "pass --probe FILE")
+            return class_edit(self, rev, forget_class, probe, dict(params or {}), branch=branch, message=message,
+                              author=author)
+        if params:
+            raise BadInput("--param applies to --class edits")
 
         return revert(self, rev, from_merge=from_merge, method=method, alpha=alpha, probe=probe, metric=metric, force=force,
                       margin=margin, branch=branch, message=message, author=author, executor=executor_for(executor))

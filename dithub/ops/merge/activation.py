@@ -10,47 +10,22 @@ one per input in order; a replay or an exact revert reads them from there.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from ...algorithms.merge import MergeMethod, get_method
 from ...errors import BadInput, IncompatibleAdapters
-from ...eval import Probe, input_grams, linear_order, load_base_model, load_probe
+from ...eval import input_grams, linear_order, load_base_model
 from ...formats import base_key_lookup
 from ...formats.hf_names import names_of
-from ...formats.torch_io import TORCH_DTYPES, to_torch
+from ...formats.torch_io import TORCH_DTYPES
 from ...progress import ProgressFactory, no_progress
 from ...store import ObjectId, TensorEntry, Tree
 from ...store.view import RepoView
 from ..deltas import delta_loader, put_tensor
+from ..probes import read_probe
 from .plan import MergePlan
-
-PROBE_BATCH = 256
-
-
-def store_probe(repo: RepoView, spec: str) -> ObjectId:
-    """A probe file (or entry point) read and stored as a ``probe`` tree; its id."""
-    probe = load_probe(spec, labels=False)
-    inputs = torch.cat([x for x, _ in probe.batches])
-    tensors = {"inputs": put_tensor(repo, inputs.contiguous())}
-    if probe.labelled:
-        tensors["labels"] = put_tensor(repo, torch.cat([y for _, y in probe.batches]).contiguous())
-    return repo.store.write_tree(Tree("probe", {"source": Path(spec).name[:200]}, tensors))
-
-
-def read_probe(repo: RepoView, oid: ObjectId) -> Probe:
-    """A stored probe tree as a probe set (batches of ``PROBE_BATCH``)."""
-    tree = repo.store.read_tree(oid)
-    if tree.kind != "probe" or "inputs" not in tree.tensors:
-        raise BadInput(f"object {oid[:12]} is not a stored probe set")
-    x = to_torch(repo.store.read_tensor(tree.tensors["inputs"].id))
-    y = (to_torch(repo.store.read_tensor(tree.tensors["labels"].id)) if "labels" in tree.tensors
-         else torch.full((len(x),), -1, dtype=torch.long))
-    return Probe([(x[i : i + PROBE_BATCH], y[i : i + PROBE_BATCH]) for i in range(0, len(x), PROBE_BATCH)],
-                 str(tree.config.get("source", oid[:12])), labelled="labels" in tree.tensors)
-
 
 def run_activation(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_progress) -> ObjectId:
     """Run the planned activation merge on the CPU and store its tree (a task vector on the base)."""

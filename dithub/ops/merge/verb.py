@@ -47,7 +47,7 @@ def merge(repo: RepoView, revs: list[str], method: str, params: Mapping[str, Any
             raise BadInput("--alpha auto scales the merge, and the defence would scale with it", "pick --alpha, or drop --defend")
         params = {**(params or {}), "defense": _defense(repo, defense)}
     if get_method(method).space == "activation":
-        from .activation import store_probe  # torch: reads the probe files
+        from ..probes import store_probe  # torch: reads the probe files
 
         plan_merge(repo, revs, method, params)  # refuse bad inputs before storing anything
         plan = plan_merge(repo, revs, method, params, probes=[store_probe(repo, p) for p in probes])
