@@ -238,4 +238,4 @@ def test_one_registry_shape_with_capabilities():
     with pytest.raises(BadInput, match="unknown rebase method 'x'.*"):
         REBASES.lookup("x")
     opcm = get_method("opcm")
-    assert opcm.params({"alpha": "0.3"}) == {"alpha": 0.3, "project": "linear"} and opcm.recorded({"alpha": 0.5})["project"] == "matrices"
+    assert opcm.params({"alpha": "0.3"}) == {"alpha": 0.3, "project": "modules"} and opcm.recorded({"alpha": 0.5})["project"] == "matrices"

@@ -361,7 +361,7 @@ def test_opcm_projects_only_linear_layers_weights_as_the_authors_code(tmp_path):
         save_file(tvs[-1], str(tmp_path / f"t{i}.safetensors"))
         repo.commit(tmp_path / f"t{i}.safetensors", f"task {i}", branch=f"task/{i}", base="bert")
     repo.merge(["task/0", "task/1", "task/2"], "opcm", {"alpha": "0.5"}, into="o")
-    assert repo.commit_object("o").op.params == {"alpha": 0.5, "project": "linear"}
+    assert repo.commit_object("o").op.params == {"alpha": 0.5, "project": "modules"}
     want = ref.opcm(tvs, 0.5, linear=lambda name: name.endswith("query.weight"))
     tree = repo.tree_of("o")
     for name, expected in want.items():
