@@ -17,8 +17,8 @@ from .ops.commit import DEFAULT_BRANCH, CommitResult, base_add, commit, commit_t
 from .ops.maintenance import FsckReport, GcReport
 from .progress import ProgressFactory, no_progress
 from .store import (
-    BaseObjectStore, BaseRefStore, Commit, DiskObjectStore, DiskRefStore, MemoryObjectStore,
-    MemoryRefStore, ObjectId, TensorData, Tree, atomic_write, check_ref_name,
+    DEFAULT_HASH, HASHES, BaseObjectStore, BaseRefStore, Commit, DiskObjectStore, DiskRefStore, MemoryObjectStore,
+    MemoryRefStore, ObjectId, TensorData, Tree, atomic_write, check_ref_name, hash_named, repo_hash,
 )
 from .store.history import LogEntry, expand_ref, resolve_rev, walk
 from .store.refs import BASES, HEADS, TAGS
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from .ops.diff import DiffResult
     from .ops.extract import Extracted
     from .ops.merge.plan import MergePlan
+    from .ops.migrate import MigrateReport
     from .ops.sync import SyncResult
 
 DIRNAME = ".dithub"
@@ -56,6 +57,7 @@ class ShowInfo:
     refs: list[str]
 
 
+
 class Repo:
     """A dithub repository: an object store plus refs (on disk or in memory)."""
 
@@ -66,16 +68,19 @@ class Repo:
 
     # -- opening ----------------------------------------------------------
     @classmethod
-    def init(cls, path: str | os.PathLike[str] = ".", branch: str = DEFAULT_BRANCH) -> Repo:
-        """Create ``PATH/.dithub`` (an error if one exists)."""
+    def init(cls, path: str | os.PathLike[str] = ".", branch: str = DEFAULT_BRANCH, hash: str = DEFAULT_HASH.name) -> Repo:
+        """Create ``PATH/.dithub`` (an error if one exists), naming objects by ``hash`` (``blake3``,
+        the default, or ``xxh3``: the fast legacy format; see ``store.ids``)."""
         check_ref_name(branch, "branch")
+        if hash not in HASHES:
+            raise BadInput(f"--hash {hash!r} is not an object hash", f"choose one of {', '.join(HASHES)}")
         root = Path(path).resolve()
         meta = root / DIRNAME
         if meta.exists():
             raise BadInput(f"{meta} already exists", "open it with Repo(path), or choose another directory")
         for sub in ("objects", "refs/heads", "refs/tags", "refs/bases", "logs", "tmp"):
             (meta / sub).mkdir(parents=True, exist_ok=True)
-        atomic_write(meta / "config.json", json.dumps({"format": 1}).encode())
+        atomic_write(meta / "config.json", json.dumps({"format": 1, "hash": hash}).encode())
         atomic_write(meta / "HEAD", f"ref: {HEADS}{branch}\n".encode())
         return cls.open(root)
 
@@ -85,16 +90,19 @@ class Repo:
         start = Path(path).resolve()
         for d in (start, *start.parents):
             meta = d / DIRNAME
-            if (meta / "HEAD").is_file():
-                return cls(DiskObjectStore(meta / "objects", meta / "tmp"), DiskRefStore(meta), d)
+            if (meta / "HEAD").is_file() or (meta / "migrate" / "READY").is_file():
+                from .ops.migrate import finish_migration
+
+                finish_migration(meta)  # a migration a crash interrupted mid-switch: finish it first
+                return cls(DiskObjectStore(meta / "objects", meta / "tmp", repo_hash(meta)), DiskRefStore(meta), d)
         raise NotARepository(f"not a dithub repository: {start} (or any parent)", "run `dithub init` first")
 
     @classmethod
-    def memory(cls, branch: str = DEFAULT_BRANCH) -> Repo:
+    def memory(cls, branch: str = DEFAULT_BRANCH, hash: str = DEFAULT_HASH.name) -> Repo:
         """A repository held in memory (tests, scratch work)."""
         refs = MemoryRefStore()
         refs.set_symbolic("HEAD", HEADS + branch)
-        return cls(MemoryObjectStore(), refs)
+        return cls(MemoryObjectStore(hash_named(hash)), refs)
 
     def opener(self) -> Callable[[], Repo]:
         """A picklable function opening this repository again, for worker processes (``--executor ray``)."""
@@ -419,8 +427,19 @@ class Repo:
         (named ``name``); a clone of the same URL that stopped midway is resumed."""
         from .ops.sync import clone
 
-        make = lambda path, branch: cls.init(path, branch=branch) if branch else cls.open(path)  # noqa: E731
+        make = lambda path, branch, hash: cls.init(path, branch=branch, hash=hash) if branch else cls.open(path)  # noqa: E731
         return clone(url, directory, make, name=name, options=options, progress=progress)
+
+    def migrate(self, to: str, progress: ProgressFactory = no_progress) -> MigrateReport:
+        """Rename every object by hash ``to`` (``blake3``), keeping a map of old ids to new; see
+        ``ops.migrate``. The repository is reopened on the new store."""
+        from .ops.migrate import migrate
+
+        report = migrate(self, to, progress)
+        assert self.path is not None
+        fresh = Repo.open(self.path)
+        self.store, self.refs = fresh.store, fresh.refs
+        return report
 
     def fsck(self, *, repair: bool = False, remote: str | None = None, executor: str = "local",
              progress: ProgressFactory = no_progress) -> FsckReport:

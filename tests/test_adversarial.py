@@ -365,12 +365,13 @@ def test_fsck_reports_an_unreadable_object_as_damage(source, monkeypatch, cli):
 def _hostile(tmp_path: Path, objects: list[bytes], tip: str, where: tuple[str, dict] | None = None) -> tuple[str, dict]:
     """A remote (a path, or ``where``) holding ``objects`` as loose objects and branch main at ``tip``."""
     from dithub.remote import Location
-    from dithub.store import object_id
+    from dithub.store import DEFAULT_HASH
 
     url, options = where or (str(tmp_path / "hostile"), {})
     loc = Location(url, "hostile", options)
+    loc.claim_hash(DEFAULT_HASH)  # a remote of new repositories' hash (blake3)
     for data in objects:
-        loc.write_object(object_id(data), data)
+        loc.write_object(DEFAULT_HASH.of(data), data)
     loc.fs.makedirs(f"{loc.root}/refs/heads", exist_ok=True)
     loc.fs.pipe_file(f"{loc.root}/refs/heads/main", f"{tip}\n".encode())
     return url, options
@@ -402,52 +403,52 @@ def _fetch_fails_cleanly(tmp_path: Path, url: str, options: dict, cli, what: str
 
 
 def test_a_big_tree_naming_missing_tensors_is_never_stored(tmp_path, cli):
-    from dithub.store import Tree, TensorEntry, object_id
+    from dithub.store import DEFAULT_HASH, Tree, TensorEntry
 
     entries = {f"layer{i}.weight": TensorEntry(f"{i:032x}", "F32", (4, 4)) for i in range(20_000)}
     tree = Tree("task_vector", {}, entries).encode()
     assert len(tree) > 1 << 20  # a loose object on the remote, as big tensors are
-    url, options = _hostile(tmp_path, [tree, _commit(object_id(tree))], object_id(_commit(object_id(tree))))
+    url, options = _hostile(tmp_path, [tree, _commit(DEFAULT_HASH.of(tree))], DEFAULT_HASH.of(_commit(DEFAULT_HASH.of(tree))))
     repo = _fetch_fails_cleanly(tmp_path, url, options, cli, "lacks object")
-    assert not repo.store.contains(object_id(tree))
+    assert not repo.store.contains(DEFAULT_HASH.of(tree))
 
 
 def test_a_tree_nested_200000_levels_is_refused(tmp_path, cli):
-    from dithub.store import object_id
+    from dithub.store import DEFAULT_HASH
 
     tree = b'tree\n{"config":' + b"[" * 200_000 + b"]" * 200_000 + b',"kind":"task_vector","tensors":{}}'
-    url, options = _hostile(tmp_path, [tree, _commit(object_id(tree))], object_id(_commit(object_id(tree))))
+    url, options = _hostile(tmp_path, [tree, _commit(DEFAULT_HASH.of(tree))], DEFAULT_HASH.of(_commit(DEFAULT_HASH.of(tree))))
     _fetch_fails_cleanly(tmp_path, url, options, cli, "nested|malformed|not valid")
     # and one already on disk (from an older dithub) is damage fsck reports, not a crash
     repo = Repo.init(tmp_path / "old")
     repo.store.write(tree)
     res = cli(["fsck"], cwd=repo.path)
-    assert res.code == 7 and object_id(tree) in res.out and "nested too deeply" in res.out  # damage, named; no crash
-    assert [oid for oid, _ in repo.fsck().corrupt] == [object_id(tree)]
+    assert res.code == 7 and DEFAULT_HASH.of(tree) in res.out and "nested too deeply" in res.out  # damage, named; no crash
+    assert [oid for oid, _ in repo.fsck().corrupt] == [DEFAULT_HASH.of(tree)]
 
 
 def test_a_tensor_header_claiming_2_to_the_60_elements_is_refused(tmp_path, cli):
-    from dithub.store import Tree, TensorEntry, object_id
+    from dithub.store import DEFAULT_HASH, Tree, TensorEntry
 
     bomb = _tensor("F32", [1 << 30, 1 << 30], b"\0" * 64)
-    entry = TensorEntry(object_id(bomb), "F32", (1 << 30, 1 << 30))
+    entry = TensorEntry(DEFAULT_HASH.of(bomb), "F32", (1 << 30, 1 << 30))
     tree = Tree("task_vector", {}, {"w": entry}).encode()
-    url, options = _hostile(tmp_path, [bomb, tree, _commit(object_id(tree))], object_id(_commit(object_id(tree))))
+    url, options = _hostile(tmp_path, [bomb, tree, _commit(DEFAULT_HASH.of(tree))], DEFAULT_HASH.of(_commit(DEFAULT_HASH.of(tree))))
     repo = _fetch_fails_cleanly(tmp_path, url, options, cli, "tensor")
-    assert not repo.store.contains(object_id(bomb))
+    assert not repo.store.contains(DEFAULT_HASH.of(bomb))
 
 
 @pytest.mark.parametrize("lie", ["commit", "shape"])
 def test_a_tree_entry_must_name_a_tensor_of_its_shape(tmp_path, cli, lie):
-    from dithub.store import Tree, TensorEntry, object_id
+    from dithub.store import DEFAULT_HASH, Tree, TensorEntry
 
     real = _tensor("F32", [2, 2], b"\0" * 16)
-    inner_tree = Tree("task_vector", {}, {"w": TensorEntry(object_id(real), "F32", (2, 2))}).encode()
-    inner = _commit(object_id(inner_tree))
-    target = (object_id(inner), "F32", (2, 2)) if lie == "commit" else (object_id(real), "F32", (4, 1))
+    inner_tree = Tree("task_vector", {}, {"w": TensorEntry(DEFAULT_HASH.of(real), "F32", (2, 2))}).encode()
+    inner = _commit(DEFAULT_HASH.of(inner_tree))
+    target = (DEFAULT_HASH.of(inner), "F32", (2, 2)) if lie == "commit" else (DEFAULT_HASH.of(real), "F32", (4, 1))
     tree = Tree("task_vector", {}, {"w": TensorEntry(*target)}).encode()
-    tip = _commit(object_id(tree))
-    url, options = _hostile(tmp_path, [real, inner_tree, inner, tree, tip], object_id(tip))
+    tip = _commit(DEFAULT_HASH.of(tree))
+    url, options = _hostile(tmp_path, [real, inner_tree, inner, tree, tip], DEFAULT_HASH.of(tip))
     _fetch_fails_cleanly(tmp_path, url, options, cli, "tensor|shape")
 
 

@@ -1,7 +1,6 @@
 """fetch, push, clone, pull and the remotes' configuration (``.dithub/config.json``)."""
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -12,11 +11,11 @@ from typing import Any, TypeVar
 from ..errors import BadInput, DithubError, RefConflict, RefNotFound, RemoteError
 from ..progress import ProgressFactory, no_progress
 from ..store.history import is_ancestor
-from ..store import ObjectId, atomic_write, check_ref_name
+from ..store import ObjectId, atomic_write, check_ref_name, read_config, write_config
 from ..store.graph import commits, complete, walk
 from ..store.objects import Link, inspect
 from ..store.refs import BASES, HEADS, REMOTES, check_full_ref, full_ref_problem
-from ..remote.location import WORKERS, Location
+from ..remote.location import WORKERS, Location, check_same_hash
 from ..remote.packs import PACKED_BELOW
 from ..remote.transfer import Receiver, plan, send_tensors
 from ..store.view import RepoView
@@ -46,12 +45,11 @@ def _config_path(repo: RepoView) -> Path:
 
 
 def _config(repo: RepoView) -> dict[str, Any]:
-    path = _config_path(repo)
-    return json.loads(path.read_text()) if path.exists() else {"format": 1}
+    return read_config(_config_path(repo).parent)
 
 
 def _save(repo: RepoView, config: dict[str, Any]) -> None:
-    atomic_write(_config_path(repo), json.dumps(config, indent=1, sort_keys=True).encode())
+    write_config(_config_path(repo).parent, config)
 
 
 def remotes(repo: RepoView) -> dict[str, dict[str, Any]]:
@@ -86,17 +84,25 @@ def remote_remove(repo: RepoView, name: str) -> None:
         repo.refs.delete(ref, repo.refs.resolve(ref))
 
 
-def location(repo: RepoView, name: str) -> Location:
+def location(repo: RepoView, name: str, *, claim: bool = False) -> Location:
+    """Remote ``name``, checked to name objects by this repository's hash (``claim``: a push, which
+    records the hash on a remote that holds nothing yet)."""
     known = remotes(repo)
     if name not in known:
         raise RefNotFound(f"no remote {name!r}", f"add it: dithub remote add {name} URL (known: {', '.join(sorted(known)) or 'none'})")
     cache = repo.path / ".dithub" / "cache" / "remotes" / name if repo.path is not None else None
-    return Location(_located(repo, known[name]["url"]), name, known[name].get("options"), cache=cache)
+    loc = Location(_located(repo, known[name]["url"]), name, known[name].get("options"), cache=cache)
+    if claim:
+        loc.claim_hash(repo.store.hash)
+    else:
+        check_same_hash(loc, repo.store.hash)
+    return loc
 
 
 def set_upstream(repo: RepoView, branch: str, remote: str, remote_branch: str | None = None) -> None:
-    location(repo, remote)
     config = _config(repo)
+    if remote not in config.get("remotes", {}):
+        raise RefNotFound(f"no remote {remote!r}", f"add it: dithub remote add {remote} URL")
     config.setdefault("branches", {})[branch] = {"remote": remote, "merge": remote_branch or branch}
     _save(repo, config)
 
@@ -245,7 +251,7 @@ def push(repo: RepoView, remote: str, branches: list[str] | None = None, *, forc
          progress: ProgressFactory = no_progress) -> SyncResult:
     """Send the objects of ``branches`` (default: the current one) with their bases, then move the
     remote's branches by compare-and-swap; a non-fast-forward update needs ``force``."""
-    loc = location(repo, remote)
+    loc = location(repo, remote, claim=True)
     if loc.working:
         raise RemoteError(f"{remote} ({loc.url}) is a working repository: pushing would move its branches under it",
                           f"fetch from the other side instead (dithub -C {loc.url} fetch ...), or push to a bare remote")
@@ -330,11 +336,12 @@ CLONING = "CLONING"
 resumed by running it again (only missing objects travel)."""
 
 
-def clone(url: str, directory: str | Path, make: Callable[[Path, str | None], R], *, name: str = "origin",
+def clone(url: str, directory: str | Path, make: Callable[[Path, str | None, str], R], *, name: str = "origin",
           options: dict[str, Any] | None = None, progress: ProgressFactory = no_progress) -> tuple[R, SyncResult]:
     """A repository at ``directory`` (new or empty, or a clone of the same URL that stopped midway:
     resumed) with every branch, tag and base of the remote at ``url``. ``make(directory, branch)``
-    creates the repository with that first branch (``Repo.clone`` passes it), or opens it (None)."""
+    creates the repository with that first branch (``Repo.clone`` passes it), or opens it (None),
+    naming objects by ``hash`` (the remote's)."""
     directory = Path(directory)
     marker = directory / ".dithub" / CLONING
     resuming = marker.is_file() and marker.read_text(errors="replace") == url
@@ -345,7 +352,7 @@ def clone(url: str, directory: str | Path, make: Callable[[Path, str | None], R]
     if not heads:
         raise RemoteError(f"{url} holds no dithub repository (no refs)", "push to it first, or check the URL")
     branches = sorted(n[len(HEADS):] for n in heads if n.startswith(HEADS))
-    repo = make(directory, None if resuming else ("main" if "main" in branches or not branches else branches[0]))
+    repo = make(directory, None if resuming else ("main" if "main" in branches or not branches else branches[0]), first.hash.name)
     if not resuming:
         atomic_write(marker, url.encode())
         remote_add(repo, name, url, options)

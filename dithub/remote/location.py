@@ -9,6 +9,7 @@ both move it.
 """
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadInput, DithubError, RefConflict, RemoteError
-from ..store import ObjectId, atomic_write, files, is_object_id, object_id
+from ..store import LEGACY_HASH, Hash, ObjectId, atomic_write, files, hash_named, is_object_id
 from ..store.refs import BASES, HEADS, MAX_REF_BYTES, REMOTES, TAGS, BaseRefStore, ReflogEntry, full_ref_problem
 from ..store.objects import MAX_JSON_BYTES
 from .packs import PACK_BYTES, Pack, build_packs, decode_index
@@ -130,6 +131,48 @@ class Location:
         self._guard = threading.Lock()
         self.skipped: list[tuple[str, str]] = []
         """Refs the last ``refs()`` left out: (name as listed, why)."""
+        self._hash: Hash | None = None
+
+    # -- the object hash ---------------------------------------------------------
+    @property
+    def hash(self) -> Hash:
+        """How this remote names its objects: as its ``config.json`` says (a working repository's
+        config; a bare remote's, written by the first push), ``xxh3`` where there is none (remotes
+        made before issue 26)."""
+        if self._hash is None:
+            try:
+                raw = self.fs.cat_file(f"{self.root}/{CONFIG}")
+            except FileNotFoundError:
+                self._hash = LEGACY_HASH
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail("reading its config", exc) from None
+            else:
+                self._hash = self._parse_hash(raw)
+        return self._hash
+
+    def _parse_hash(self, raw: bytes) -> Hash:
+        try:
+            config = json.loads(raw[:MAX_CONFIG_BYTES])
+            return hash_named(str(config.get("hash", LEGACY_HASH.name)) if isinstance(config, dict) else "")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RemoteError(f"remote {self.name} ({self.url}): its {CONFIG} is unreadable or names no known hash: {exc}",
+                              "the remote was written by a newer dithub, or its config is damaged") from None
+
+    def claim_hash(self, hash: Hash) -> None:
+        """Record ``hash`` as this remote's, where it records none and holds nothing yet (a first
+        push); RemoteError where it names objects by another hash."""
+        if self._hash is None:
+            try:
+                self.fs.cat_file(f"{self.root}/{CONFIG}")
+            except FileNotFoundError:
+                if self.refs() or self.object_sizes():  # an old remote: its objects are xxh3's
+                    self._hash = LEGACY_HASH
+                else:
+                    self._put(f"{self.root}/{CONFIG}", json.dumps({"format": 1, "hash": hash.name}).encode(), "its config")
+                    self._hash = hash
+            except Exception as exc:  # noqa: BLE001
+                raise self._fail("reading its config", exc) from None
+        check_same_hash(self, hash)
 
     # -- paths -----------------------------------------------------------------
     def _object(self, oid: ObjectId) -> str:
@@ -248,7 +291,7 @@ class Location:
     def write_packs(self, objects: Iterable[tuple[ObjectId, bytes | memoryview]],
                     advance: Callable[[int], None] = lambda n: None) -> list[Pack]:
         """Upload ``objects`` in packs: each pack, then its index (which makes it count)."""
-        packs = build_packs(objects)
+        packs = build_packs(objects, self.hash)
 
         def one(pack: Pack) -> None:
             self._put(self._pack(pack.id), pack.data, f"pack {pack.id}")
@@ -273,7 +316,7 @@ class Location:
                     raise self.lacks(oid) from None
             except Exception as exc:  # noqa: BLE001
                 raise self._fail(f"reading object {oid}", exc) from None
-        if object_id(data) != oid:
+        if self.hash.of(data) != oid:
             raise self.corrupt(oid)
         return data
 
@@ -480,3 +523,18 @@ class RemoteRefs(BaseRefStore):
             self.loc._remove_quietly(self.loc._ref(name))
         else:
             self.loc._put(self.loc._ref(name), f"{new}\n".encode(), name)  # on a file system: renamed into place
+
+
+CONFIG = "config.json"
+"""A remote's config file at its root (a working repository's ``.dithub/config.json``)."""
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def check_same_hash(loc: Location, hash: Hash) -> None:
+    """RemoteError unless the remote names objects by ``hash`` (this repository's): ids of one hash
+    mean nothing in a store of the other, so no object or ref may cross."""
+    if loc.hash.name != hash.name:
+        raise RemoteError(f"remote {loc.name} ({loc.url}) names objects by {loc.hash.name} and this repository by {hash.name}: "
+                          "their objects and refs cannot be exchanged",
+                          f"convert one side (dithub migrate --hash {loc.hash.name}, or migrate the remote's clone and push "
+                          "it to a new remote), or clone the remote afresh")

@@ -3,7 +3,7 @@ few requests rather than one per object.
 
 A pack ``packs/<id>.pack`` is the plain concatenation of whole objects (their bytes as loose
 objects); its index ``packs/<id>.idx`` is canonical JSON naming each object's offset and length.
-``<id>`` is the xxh3-128 of the pack's bytes. The index is written after the pack, and only
+``<id>`` is the remote's object hash (``Location.hash``) of the pack's bytes. The index is written after the pack, and only
 indexed packs count, so a push killed between the two leaves an unused file, never a pack whose
 objects seem present and are not. Indexes never change once written: a client caches them. Every
 object read out of a pack is re-hashed like a loose one.
@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..errors import RemoteError
-from ..store import ObjectId, is_object_id, object_id
+from ..store import LEGACY_HASH, Hash, ObjectId, is_object_id
 
 PACKED_BELOW = 1 << 20
 """Objects smaller than this travel in packs; larger ones (big tensors) as loose objects."""
@@ -35,9 +35,10 @@ class Pack:
         return json.dumps({"format": 1, "pack": self.id, "objects": objects}, separators=(",", ":")).encode()
 
 
-def build_packs(objects: Iterable[tuple[ObjectId, bytes | memoryview]], limit: int | None = None) -> list[Pack]:
+def build_packs(objects: Iterable[tuple[ObjectId, bytes | memoryview]], hash: Hash = LEGACY_HASH,
+                limit: int | None = None) -> list[Pack]:
     """Group ``objects`` into packs of at most ``limit`` bytes (an object larger than it gets a
-    pack of its own), in the given order."""
+    pack of its own), in the given order; a pack is named by ``hash`` of its bytes (the remote's)."""
     limit = PACK_BYTES if limit is None else limit
     packs: list[Pack] = []
     parts: list[bytes | memoryview] = []
@@ -49,7 +50,7 @@ def build_packs(objects: Iterable[tuple[ObjectId, bytes | memoryview]], limit: i
         nonlocal parts, index, size
         if parts:
             data = b"".join(parts)
-            packs.append(Pack(object_id(data), data, index))
+            packs.append(Pack(hash.of(data), data, index))
         parts, index, size = [], {}, 0
 
     for oid, data in objects:

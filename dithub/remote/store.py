@@ -18,6 +18,7 @@ class RemoteObjectStore(BaseObjectStore):
 
     def __init__(self, loc: Location) -> None:
         self.loc = loc
+        self.hash = loc.hash  # objects written here are named as the remote names them
         self._known: set[ObjectId] | None = None
 
     def contains(self, oid: ObjectId) -> bool:

@@ -17,12 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import xxhash
-
 from ..errors import CorruptObject, ObjectNotFound
 from . import files
 from .atomic import atomic_write_parts, fsync_dir
-from .ids import Buffer, ObjectId, is_object_id, object_id, object_id_of_parts
+from .ids import LEGACY_HASH, Buffer, Hash, ObjectId
 from .objects import Commit, Tree, blob_data, blob_parts, decode_commit, decode_tree, parse_tensor_header, tensor_parts
 
 PEEK_BYTES = 4096
@@ -59,7 +57,10 @@ class TensorData:
 
 
 class BaseObjectStore(ABC):
-    """What every object store offers; subclasses provide the five primitives."""
+    """What every object store offers; subclasses provide the five primitives. ``hash`` names its
+    objects (the repository's, from its config; see ``ids``)."""
+
+    hash: Hash = LEGACY_HASH
 
     def file(self, oid: ObjectId) -> Path | None:
         """The file holding ``oid`` whole, where the store keeps one (None: in memory)."""
@@ -78,7 +79,7 @@ class BaseObjectStore(ABC):
         tmp = Path(name)
         try:
             fill(tmp)
-            hasher = xxhash.xxh3_128()
+            hasher = self.hash.new(size or 0)
             with files.open_read(tmp) as f:
                 while chunk := f.read(16 << 20):
                     hasher.update(chunk)
@@ -148,7 +149,7 @@ class BaseObjectStore(ABC):
     # -- writing -----------------------------------------------------------
     def put(self, parts: Sequence[Buffer]) -> tuple[ObjectId, bool]:
         """Store the concatenation of ``parts``; (id, whether it was new)."""
-        oid = object_id_of_parts(parts)
+        oid = self.hash.of_parts(parts)
         if self._present(oid, _nbytes(parts)):
             self._freshen(oid)
             return oid, False
@@ -172,7 +173,7 @@ class BaseObjectStore(ABC):
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dithub-write") as pool:
             try:
                 for key, parts in items:
-                    oid = object_id_of_parts(parts)
+                    oid = self.hash.of_parts(parts)
                     fut = None
                     if oid not in claimed and not self._present(oid, _nbytes(parts)):
                         fut = pool.submit(self._store, oid, parts)
@@ -215,7 +216,7 @@ class BaseObjectStore(ABC):
         """The bytes of ``oid``, checked against the id. Damaged bytes raise CorruptObject and (unless
         ``set_aside`` is False: fsck's report) the object leaves the store, so a write restores it."""
         buf = self._load(oid)
-        if object_id(buf) != oid:
+        if self.hash.of(buf) != oid:
             raise _corrupt(oid, set_aside and self.set_aside(oid))
         return buf
 
@@ -249,8 +250,9 @@ class BaseObjectStore(ABC):
 class MemoryObjectStore(BaseObjectStore):
     """Objects in a dict; for tests and scratch work."""
 
-    def __init__(self) -> None:
+    def __init__(self, hash: Hash = LEGACY_HASH) -> None:
         self._objects: dict[ObjectId, bytes] = {}
+        self.hash = hash
 
     def contains(self, oid: ObjectId) -> bool:
         return oid in self._objects
@@ -275,7 +277,8 @@ class MemoryObjectStore(BaseObjectStore):
 class DiskObjectStore(BaseObjectStore):
     """Loose objects at ``objects/ab/cdef…``; temp files under ``tmp/``."""
 
-    def __init__(self, objects_dir: Path, tmp_dir: Path) -> None:
+    def __init__(self, objects_dir: Path, tmp_dir: Path, hash: Hash = LEGACY_HASH) -> None:
+        self.hash = hash
         self.root = Path(objects_dir)
         self.tmp_dir = Path(tmp_dir)
         self._dirty: set[Path] = set()
@@ -355,7 +358,7 @@ class DiskObjectStore(BaseObjectStore):
             return memoryview(mmap.mmap(f.fileno(), size, access=mmap.ACCESS_COPY)) if size else memoryview(b"")
 
     def __iter__(self) -> Iterator[ObjectId]:
-        return (oid for f in sorted(self.root.glob("??/*")) if is_object_id(oid := f.parent.name + f.name))
+        return (oid for f in sorted(self.root.glob("??/*")) if self.hash.names(oid := f.parent.name + f.name))
 
     def delete(self, oid: ObjectId) -> None:
         self.path(oid).unlink(missing_ok=True)
@@ -367,7 +370,7 @@ class DiskObjectStore(BaseObjectStore):
         with self._open(oid) as f:
             total = os.fstat(f.fileno()).st_size
             buf = memoryview(bytearray(min(chunk, total) or 1))
-            hasher = xxhash.xxh3_128()
+            hasher = self.hash.new(total)
             while n := f.readinto(buf):
                 hasher.update(buf[:n])
                 yield buf[:n]
