@@ -41,13 +41,13 @@ def fsync_tree(root: Path) -> None:
             os.close(fd)
 
 
-def big_repo(root: Path, gb: float):
+def big_repo(root: Path, gb: float, hash: str = "blake3"):
     import torch
     from safetensors.torch import save_file
 
     from dithub import Repo
 
-    repo = Repo.init(root / "big")
+    repo = Repo.init(root / f"big-{hash}", hash=hash)
     n = max(1, round(gb * 1024 / 64))
     g = torch.Generator().manual_seed(0)
     save_file({f"layer{i}.weight": torch.randn(4096, 4096, generator=g) for i in range(n)}, str(root / "big.safetensors"))
@@ -56,14 +56,14 @@ def big_repo(root: Path, gb: float):
     return repo
 
 
-def small_repo(root: Path, commits: int):
+def small_repo(root: Path, commits: int, hash: str = "blake3"):
     import torch
 
     from dithub import Repo
     from dithub.ops.deltas import put_tensor
     from dithub.store import Tree
 
-    repo = Repo.init(root / "small")
+    repo = Repo.init(root / f"small-{hash}", hash=hash)
     for i in range(commits):
         entry = put_tensor(repo, torch.full((256,), float(i)))
         tree = repo.store.write_tree(Tree("task_vector", {}, {"w": entry}))
@@ -93,6 +93,7 @@ def main() -> None:
     ap.add_argument("--commits", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--backends", default="path,s3", help="comma-separated: path, s3")
+    ap.add_argument("--hashes", default="blake3,xxh3", help="object hashes of the repositories (comma-separated; issue 26)")
     ap.add_argument("--out", type=Path, default=HERE / "results" / "remote.json")
     args = ap.parse_args()
     from rich.console import Console
@@ -108,20 +109,34 @@ def main() -> None:
 
 def run_rows(args: argparse.Namespace, work: Path, console: Console) -> list[dict]:
     """Push and clone the large and the small repository on each backend; one row per backend."""
+
+    from helpers.s3 import s3_server
+
+    server, s3 = s3_server("bench", "k", "s")
+    rows = []
+    for hash in args.hashes.split(","):
+        with console.status(f"making the repositories ({hash})"):
+            big = big_repo(work, args.gb, hash)
+            small = small_repo(work, args.commits, hash)
+        rows += _rows(args, work, console, big, small, s3, hash)
+        shutil.rmtree(big.path, ignore_errors=True)
+        shutil.rmtree(small.path, ignore_errors=True)
+    server.stop()  # type: ignore[attr-defined]
+    return rows
+
+
+def _rows(args: argparse.Namespace, work: Path, console: Console, big, small, s3: dict, hash: str) -> list[dict]:  # type: ignore[no-untyped-def]
+    """The rows of one hash's repositories: one per backend."""
     import fsspec
 
     from dithub import Repo
     from dithub.ops.sync import push, remote_add
-    from helpers.s3 import s3_server
 
-    server, s3 = s3_server("bench", "k", "s")
-    with console.status("making the repositories"):
-        big = big_repo(work, args.gb)
-        small = small_repo(work, args.commits)
     objects_dir = big.path / ".dithub" / "objects"
     nbytes = sum(p.stat().st_size for p in objects_dir.rglob("*") if p.is_file())
     rows = []
-    backends = [b for b in (("path", lambda n: str(work / f"remote-{n}"), {}), ("s3 (moto)", lambda n: f"s3://bench/{n}", s3))
+    backends = [b for b in (("path", lambda n: str(work / f"remote-{hash}-{n}"), {}),
+                            ("s3 (moto)", lambda n: f"s3://bench/{hash}-{n}", s3))
                 if b[0].split()[0] in args.backends.split(",")]
     for backend, url_of, options in backends:
         tag = backend[:2]
@@ -147,13 +162,12 @@ def run_rows(args: argparse.Namespace, work: Path, console: Console) -> list[dic
         with console.status(f"{backend}: push and clone of {args.commits} small commits"):
             small_pushed, small_up = timed(lambda: push(small, tag, ["main"]))
             (_, small_cloned), small_down = timed(lambda: Repo.clone(url_of("small"), work / f"small-clone-{tag}", options=options))
-        rows.append({"backend": backend, "bytes": nbytes, "repeat": args.repeat, **row,
+        rows.append({"backend": f"{backend}, {hash}", "hash": hash, "bytes": nbytes, "repeat": args.repeat, **row,
                      "push_ratio": row["push_s"] / row["bound_push_s"], "clone_ratio": row["clone_s"] / row["bound_clone_s"],
                      "clone_ratio_durable": row["clone_s"] / row["durable_bound_clone_s"],
                      "small_commits": args.commits, "small_objects": small_pushed.objects, "small_push_s": small_up,
                      "small_push_requests": small_pushed.requests, "small_clone_s": small_down,
                      "small_clone_requests": small_cloned.requests})
-    server.stop()  # type: ignore[attr-defined]
     return rows
 
 
