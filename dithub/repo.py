@@ -2,10 +2,11 @@
 hands each verb to its operation in ``dithub.ops`` (which take any ``RepoView``)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from .ops.extract import Extracted
     from .ops.merge.plan import MergePlan
     from .ops.migrate import MigrateReport
+    from .ops.sign import SignatureCheck
     from .ops.sync import SyncResult
 
 DIRNAME = ".dithub"
@@ -65,6 +67,36 @@ class Repo:
         self.store = store
         self.refs = refs
         self.path = path
+        self.signer: object | None = None
+        """The private key commits are signed with while inside ``signing`` (None: unsigned)."""
+
+    @contextlib.contextmanager
+    def signing(self, key: str | os.PathLike[str] | None = None) -> Iterator[None]:
+        """Sign every commit written inside: commit, merge, rebase, revert, class edits (``key``: a
+        private SSH key file; None: ``user.signingkey`` from the config); see ``ops.sign``."""
+        from .ops.sign import signing_key
+
+        previous, self.signer = self.signer, signing_key(self, str(key) if key is not None else None)
+        try:
+            yield
+        finally:
+            self.signer = previous
+
+    def config(self, key: str, value: str | None = None, *, unset: bool = False) -> str | None:
+        """A setting (``user.signingkey``, ``signing.allowedsigners``): its value, or set it to
+        ``value`` (``unset``: remove it); see ``ops.sign``."""
+        from .ops.sign import get_setting, set_setting
+
+        if value is not None or unset:
+            set_setting(self, key, None if unset else value)
+        return get_setting(self, key)
+
+    def signature(self, rev: str, allowed_signers: str | None = None) -> SignatureCheck:
+        """Whether commit ``rev`` is signed, and by whom among the allowed signers (``allowed_signers``,
+        else ``signing.allowedsigners``); see ``ops.sign.check_commit``."""
+        from .ops.sign import check_commit, repo_signers
+
+        return check_commit(self.commit_object(rev), repo_signers(self, allowed_signers))
 
     # -- opening ----------------------------------------------------------
     @classmethod

@@ -82,7 +82,9 @@ def test_a_good_merge_passes_every_check(repo):
     repo.tag("known-bad/noise", "lora/invert")  # an unrelated update: the screen measures, and passes
     policy = _policy(repo, GOOD_POLICY + "[branches.good]\nmax_backdoor_cosine = 0.9\n")
     report = repo.verify("good", policy=policy)
-    assert report.ok and set(_statuses(report).values()) == {"pass"}, report.checks
+    statuses = _statuses(report)
+    assert statuses.pop("signature") == "skip"  # unsigned, and the default policy does not require signatures
+    assert report.ok and set(statuses.values()) == {"pass"}, report.checks
     assert report.branch == "good" and report.policy == str(policy)
 
 
@@ -273,7 +275,7 @@ def test_cli_json_is_stable_and_exit_codes(cli, repo):
     doc = json.loads(res.out)
     assert set(doc) == {"format", "ref", "commit", "branch", "policy", "ok", "checks"} and doc["format"] == 1 and doc["ok"]
     assert [c["check"] for c in doc["checks"]] == ["integrity", "structure", "numeric.finite", "numeric.norms",
-                                                   "behaviour.accuracy", "behaviour.drop", "security.backdoor"]
+                                                   "behaviour.accuracy", "behaviour.drop", "security.backdoor", "signature"]
     assert all(set(c) == {"check", "status", "figure", "threshold", "detail"} for c in doc["checks"])
     res = cli(["-C", str(repo.path), "verify", "poor"])
     assert res.code == 11 and "verify failed: poor: behaviour.accuracy, behaviour.drop" in res.err

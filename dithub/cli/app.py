@@ -10,7 +10,7 @@ import typer
 
 from ..errors import DithubError
 from ..store.files import storage_error
-from .commands import (base, bisect, blame, branch, cat_file, checkout, commit, diff, export, extract, fsck, gc, init, kernels, log,
+from .commands import (base, bisect, blame, branch, cat_file, checkout, commit, config, diff, export, extract, fsck, gc, init, kernels, log,
                        ls_tree, merge, migrate, rebase, reflog, remote, reset, rev_parse, revert, show, status, tag, verify)
 from .output import error_line
 from .state import State
@@ -43,7 +43,7 @@ COMMANDS: tuple[Callable[..., None], ...] = (
     init.init, status.status, commit.commit, log.log, show.show, diff.diff, branch.branch, checkout.checkout, tag.tag,
     merge.merge, rebase.rebase, revert.revert, export.export, extract.extract, fsck.fsck, gc.gc, reflog.reflog, verify.verify,
     remote.fetch, remote.push, remote.pull, remote.clone, reset.reset, rev_parse.rev_parse, ls_tree.ls_tree, cat_file.cat_file,
-    blame.blame, bisect.bisect, migrate.migrate)
+    blame.blame, bisect.bisect, migrate.migrate, config.config)
 for fn in COMMANDS:
     app.command(fn.__name__.replace("_", "-"))(fn)
 app.add_typer(base.app, name="base")

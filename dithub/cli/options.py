@@ -1,7 +1,9 @@
 """Option and argument aliases shared by the commands."""
 from __future__ import annotations
 
-from typing import Annotated
+import contextlib
+from contextlib import AbstractContextManager
+from typing import Annotated, Any
 
 import typer
 
@@ -15,6 +17,13 @@ Executor = Annotated[str, typer.Option("--executor", help="Where the work runs: 
 Card = Annotated[bool, typer.Option("--card", help="Write a generated model card (README.md) even where one was committed.")]
 Alpha = Annotated[str | None, typer.Option("--alpha", help="The final scale of the update, or 'auto': the best on --probe by --metric.")]
 Metric = Annotated[str, typer.Option("--metric", help="What --alpha auto maximizes: accuracy, or module:function(model, probe) -> float.")]
+Sign = Annotated[bool, typer.Option("--sign", "-S", help="Sign the commits written with an SSH key (--signing-key, or `dithub config user.signingkey`).")]
+SigningKey = Annotated[str | None, typer.Option("--signing-key", help="The private SSH key -S signs with (default: user.signingkey).")]
+
+
+def signing(repo: Any, sign: bool, key: str | None) -> AbstractContextManager[None]:
+    """``repo.signing(key)`` when asked to sign (``-S``, or a key given), else nothing."""
+    return repo.signing(key) if sign or key else contextlib.nullcontext()
 
 
 def alpha_value(alpha: str | None, probe: str | None, metric: str, *, probe_without_auto: bool = False) -> float | str | None:

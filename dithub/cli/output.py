@@ -119,3 +119,27 @@ def progress_bars() -> Iterator[ProgressFactory]:
     finally:
         if started[0]:
             progress.stop()
+
+
+def signature_line(check: Any) -> str:
+    """A commit's signature check (``ops.sign.SignatureCheck``) as one coloured line."""
+    from rich.markup import escape
+
+    if check.status == "good":
+        return f"[green]good signature by {escape(', '.join(check.principals))}[/] ({escape(_fingerprint(check.key))})"
+    if check.status == "untrusted":
+        return f"[yellow]signature by an untrusted key {escape(_fingerprint(check.key))}: {escape(check.detail)}[/]"
+    if check.status == "bad":
+        return f"[red]BAD signature: {escape(check.detail)}[/]"
+    return "[dim]unsigned[/]"
+
+
+def _fingerprint(key: str | None) -> str:
+    """``SHA256:…`` of an SSH public key line, as ssh-keygen prints it."""
+    import base64
+    import hashlib
+
+    if not key:
+        return "?"
+    kind, blob = key.split()[:2]
+    return f"{kind} SHA256:{base64.b64encode(hashlib.sha256(base64.b64decode(blob)).digest()).decode().rstrip('=')}"

@@ -20,6 +20,7 @@ from ..store.objects import FileEntry, blob_parts, tensor_parts
 from ..store.refs import BASES, HEADS
 from ..store.view import RepoView
 from .branches import target_branch
+from .sign import sign_if_asked
 
 DEFAULT_BRANCH = "main"
 
@@ -91,7 +92,7 @@ def commit_tree(repo: RepoView, tree: ObjectId, message: str, *, branch: str | N
     if parents is None:
         parents = [old] if old else []
     who, op = author or default_author(), op or Op()
-    oid = repo.store.write_commit(Commit(tree, parents, base, who, time.time(), message, op))
+    oid = repo.store.write_commit(sign_if_asked(repo, Commit(tree, parents, base, who, time.time(), message, op)))
     repo.store.sync()
     repo.refs.set_if_equals(ref, old, oid, reflog or f"{op.name}: {message.splitlines()[0] if message else ''}", who)
     return oid

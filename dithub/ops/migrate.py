@@ -1,7 +1,8 @@
 """``dithub migrate --hash blake3``: rename every object of a repository by another hash.
 
 Tensors and blobs keep their bytes (only their ids change); trees, commits, refs, reflogs, op
-records and verify reports are rewritten to name the new ids, leaves first. Everything is written
+records and verify reports are rewritten to name the new ids, leaves first. A commit's signature
+covers its old bytes and cannot follow it: migrated commits are unsigned (the report counts them). Everything is written
 into ``.dithub/migrate/`` (a store of the new hash, the refs, the logs, ``HEAD``, the id map) while
 the repository stays as it was, so a crash before the switch leaves the old repository intact (the
 next ``migrate`` discards the half-made copy). ``READY`` then marks the copy complete, and the
@@ -43,6 +44,9 @@ class MigrateReport:
     dropped_reflog_entries: int
     """Entries naming objects no longer in the repository (collected by gc): their new ids are unknowable."""
     map_file: Path
+    dropped_signatures: int = 0
+    """Signed commits: a signature covers the commit's old bytes, so the new commit is unsigned
+    (re-sign it: ``dithub commit -S`` the branch heads again, or keep the old repository's copy)."""
 
 
 def migrate(repo: RepoView, to: str, progress: ProgressFactory = no_progress,
@@ -64,7 +68,8 @@ def migrate(repo: RepoView, to: str, progress: ProgressFactory = no_progress,
         shutil.rmtree(stage)
     stage.mkdir()
     target = DiskObjectStore(stage / "objects", stage / "tmp", new_hash)
-    ids = _rewrite_objects(repo, target, progress, crash)
+    stats: dict[str, list[int]] = {}
+    ids = _rewrite_objects(repo, target, progress, crash, stats)
     target.sync()
     crash("objects")
     refs, entries, dropped = _rewrite_refs(meta, stage, ids)
@@ -76,7 +81,7 @@ def migrate(repo: RepoView, to: str, progress: ProgressFactory = no_progress,
     fsync_dir(meta)
     crash("ready")
     finish_migration(meta, crash)
-    return MigrateReport(old_hash.name, new_hash.name, len(ids), refs, entries, dropped, meta / map_file)
+    return MigrateReport(old_hash.name, new_hash.name, len(ids), refs, entries, dropped, meta / map_file, stats["unsigned"][0])
 
 
 def finish_migration(meta: Path, crash: Callable[[str], None] = lambda where: None) -> bool:
@@ -121,12 +126,14 @@ def _remove(path: Path) -> None:
 
 
 def _rewrite_objects(repo: RepoView, target: DiskObjectStore, progress: ProgressFactory,
-                     crash: Callable[[str], None]) -> dict[ObjectId, ObjectId]:
-    """Every object of ``repo`` written to ``target`` under its new id; old id -> new id."""
+                     crash: Callable[[str], None], stats: dict[str, list[int]]) -> dict[ObjectId, ObjectId]:
+    """Every object of ``repo`` written to ``target`` under its new id; old id -> new id
+    (``stats["unsigned"]``: the signed commits whose signatures could not follow)."""
     kinds: dict[ObjectId, str] = {}
     for oid in repo.store:
         kinds[oid] = object_type(repo.store.peek(oid, 64))
     ids: dict[ObjectId, ObjectId] = {}
+    unsigned = stats.setdefault("unsigned", [0])
     advance = progress("migrating objects", len(kinds), "objects")
     leaves = [oid for oid, kind in kinds.items() if kind in ("tensor", "blob")]
 
@@ -173,6 +180,7 @@ def _rewrite_objects(repo: RepoView, target: DiskObjectStore, progress: Progress
             new = Commit(mapped(c.tree, what) or "", [mapped(p, what) or "" for p in c.parents], mapped(c.base, what), c.author,
                          c.time, c.message, Op(c.op.name, c.op.method, _map_values(c.op.params, ids),
                                                [ids.get(i, i) for i in c.op.inputs], [mapped(d, what) or "" for d in c.op.data]))
+            unsigned[0] += c.signature is not None  # a signature covers the old ids: it cannot move
             ids[top] = target.write_commit(new)
             advance(1)
             stack.pop()

@@ -28,6 +28,7 @@ from .branches import existing, target_branch
 from .commit import base_reference, named_base
 from .deltas import put_tensor
 from .executor import Executor
+from .sign import sign_if_asked
 from ..algorithms.params import scale_value
 from ..progress import ProgressFactory, no_progress
 from ..algorithms.rebase import RebaseContext, RebaseMethod, Transport, get_rebase
@@ -308,7 +309,8 @@ def _rewrite(repo: RepoView, job: _Job, ctx: _Rebase, done: dict[tuple[ObjectId,
                                                  *base_reference(repo, ctx.new_id)))
             op = Op("rebase", ctx.method, {**ctx.params, "alpha": float(scale)}, [oid])
             note = f"\n\n(rebased from {oid[:12]} on {repo.base_name(job.old_base)} onto {ctx.onto} with {ctx.method})"
-            new_oid = repo.store.write_commit(Commit(moved, parents, ctx.new_id, ctx.author, time.time(), commit.message + note, op))
+            new_oid = repo.store.write_commit(sign_if_asked(repo, Commit(moved, parents, ctx.new_id, ctx.author, time.time(),
+                                                                         commit.message + note, op)))
             done[oid, tuple(parents)] = (new_oid, float(scale))
         new_oid, used = done[oid, tuple(parents)]
         rewritten.append((oid, new_oid))

@@ -21,6 +21,7 @@ from ..remote.transfer import Receiver, plan, send_tensors
 from ..store.view import RepoView
 from .branches import existing, target_branch
 from .maintenance import FsckReport, fsck, reachable, ref_roots
+from .sign import check_commit, repo_signers
 
 @dataclass
 class SyncResult:
@@ -126,9 +127,15 @@ def _valid_refs(loc: Location) -> dict[str, ObjectId]:
 
 
 def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, with_base: bool = False,
-          progress: ProgressFactory = no_progress) -> SyncResult:
+          verify_signatures: bool = False, progress: ProgressFactory = no_progress) -> SyncResult:
     """Bring the objects of the remote's branches (all, or ``branches``) and update
-    ``refs/remotes/<remote>/<branch>``; tags and bases the repository lacks come along."""
+    ``refs/remotes/<remote>/<branch>``; tags and bases the repository lacks come along.
+    ``verify_signatures``: refuse (moving no ref) unless every branch head fetched has a good
+    signature by a key of ``signing.allowedsigners`` (issue 26)."""
+    signers = repo_signers(repo) if verify_signatures else None
+    if verify_signatures and signers is None:
+        raise BadInput("--verify-signatures checks heads against the allowed signers, and none are set",
+                       "dithub config signing.allowedsigners FILE")
     loc = location(repo, remote)
     theirs = _valid_refs(loc)
     result = SyncResult(remote, skipped=list(loc.skipped))
@@ -166,6 +173,13 @@ def fetch(repo: RepoView, remote: str, branches: list[str] | None = None, *, wit
         result.bytes += sum(len(data) for _oid, data in todo.small)
         receiver.put_held(dict(todo.small), strict=True)
     repo.store.sync()
+    if verify_signatures:
+        for b, oid in heads.items():
+            check = check_commit(repo.store.read_commit(oid), signers)
+            if check.status != "good":
+                raise RemoteError(f"remote {remote}: the head of {b} ({oid[:12]}) has no good signature: "
+                                  f"{check.status}{' (' + check.detail + ')' if check.detail else ''}; no ref was moved",
+                                  "ask its author to sign it (commit -S), or add their key to the allowed signers")
     for ref, oid in {**{f"{REMOTES}{remote}/{b}": oid for b, oid in heads.items()}, **extra}.items():
         old = repo.refs.resolve(ref)  # (None for the tags and bases in extra: it lacks them)
         if old != oid:
@@ -373,13 +387,14 @@ def clone(url: str, directory: str | Path, make: Callable[[Path, str | None, str
 
 
 def pull(repo: RepoView, remote: str | None = None, branch: str | None = None, *, method: str | None = None,
-         params: Mapping[str, Any] | None = None, progress: ProgressFactory = no_progress) -> SyncResult:
+         params: Mapping[str, Any] | None = None, verify_signatures: bool = False,
+         progress: ProgressFactory = no_progress) -> SyncResult:
     """Fetch the branch's upstream and fast-forward the branch to it; where the two have diverged,
     merge them with ``method`` (a commit whose parents are both heads), or refuse without one."""
     branch = target_branch(repo, branch, "name the branch to pull")
     up = upstream(repo, branch)
     remote_name, remote_branch = (remote, branch) if remote else (up or ("origin", branch))
-    result = fetch(repo, remote_name, [remote_branch], progress=progress)
+    result = fetch(repo, remote_name, [remote_branch], verify_signatures=verify_signatures, progress=progress)
     theirs = repo.refs.resolve(f"{REMOTES}{remote_name}/{remote_branch}")
     mine = repo.refs.resolve(HEADS + branch)
     if theirs is None or theirs == mine:

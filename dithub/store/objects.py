@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from collections.abc import Sequence
 from typing import Any
 
@@ -42,6 +42,8 @@ MAX_JSON_BYTES = 256 << 20
 MAX_BLOB_BYTES = MAX_JSON_BYTES
 """A blob (a file a tree keeps: config, tokenizer, a shard's header) is at most this large."""
 MAX_FILES = 10_000
+MAX_SIGNATURE_CHARS = 64 << 10
+"""A commit's signature is at most this long (an SSH signature by an RSA-16384 key is under 4 KiB)."""
 _FILE_NAME = re.compile(r"[A-Za-z0-9._+@=-]+(/[A-Za-z0-9._+@=-]+){0,7}")
 
 
@@ -184,10 +186,18 @@ class Commit:
     time: float
     message: str
     op: Op = field(default_factory=Op)
+    signature: str | None = None
+    """An armored SSH signature of ``payload()`` (issue 26): it covers the tree, which names every
+    tensor by its id. Absent from the bytes of an unsigned commit, which keeps the id it had."""
 
     def encode(self) -> bytes:
-        return _COMMIT_TAG + canonical_json({"tree": self.tree, "parents": self.parents, "base": self.base, "author": self.author,
-                                             "time": self.time, "message": self.message, "op": self.op.to_json()})
+        body = {"tree": self.tree, "parents": self.parents, "base": self.base, "author": self.author,
+                "time": self.time, "message": self.message, "op": self.op.to_json()}
+        return _COMMIT_TAG + canonical_json({**body, "signature": self.signature} if self.signature is not None else body)
+
+    def payload(self) -> bytes:
+        """What a signature signs: the commit's bytes without its signature."""
+        return replace(self, signature=None).encode()
 
 
 def object_type(data: bytes | memoryview) -> str:
@@ -277,9 +287,12 @@ def decode_commit(oid: ObjectId, data: bytes) -> Commit:
         ids = [value["tree"], *value["parents"], *read] + ([value["base"]] if value.get("base") is not None else [])
         if len(value["parents"]) > MAX_PARENTS or len(read) > MAX_PARENTS or not all(isinstance(i, str) and is_object_id(i) for i in ids):
             raise ValueError("its tree, parents, op data or base are not object ids")
+        signature = value.get("signature")
+        if signature is not None and (not isinstance(signature, str) or len(signature) > MAX_SIGNATURE_CHARS):
+            raise ValueError("its signature is not a string of at most 64 KiB")
         return Commit(value["tree"], list(value["parents"]), value.get("base"), value["author"], float(value["time"]),
                       value["message"], Op(op.get("name", "commit"), op.get("method"), op.get("params", {}), op.get("inputs", []),
-                                           list(read)))
+                                           list(read)), signature)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CorruptObject(f"commit object {oid} is malformed: {exc}") from None
 

@@ -19,7 +19,9 @@ from ..formats.torch_io import to_torch
 from ..store.history import is_ancestor
 from ..eval import ScaledAdapter, load_base_model, load_metric, load_probe
 from ..ops.maintenance import check_object, reachable
+from ..formats.sshsig import allowed_signers
 from ..ops.revert import merge_inputs
+from ..ops.sign import check_commit
 from ..progress import ProgressFactory, no_progress
 from ..store import Commit, ObjectId, Tree
 from .policy import Policy, Settings
@@ -274,10 +276,28 @@ def security(t: Target) -> list[CheckResult]:
     return [_row("security.backdoor", worst > limit, worst, limit, f"cosine with {where} ({len(refs)} known-bad refs)")]
 
 
+def signature(t: Target) -> list[CheckResult]:
+    """The commit's SSH signature (issue 26): it verifies, by a key the allowed signers list, and a
+    principal the branch's ``signers`` admit; required only with ``require_signed`` (a bad signature
+    fails always: the commit or its signature changed)."""
+    s = t.settings
+    if t.commit.signature is None and not s.require_signed:
+        return [CheckResult("signature", "skip", None, None, "unsigned (require_signed is off)")]
+    check = check_commit(t.commit, allowed_signers(s.allowed_signers) if s.allowed_signers else None)
+    if check.status == "good" and s.signers and not any(fnmatch.fnmatchcase(p, g) for p in check.principals for g in s.signers):
+        return [_row("signature", True, None, None, f"signed by {', '.join(check.principals)}, who may not sign "
+                                                     f"{t.branch or 'this commit'} (allowed: {', '.join(s.signers)})")]
+    if check.status == "good":
+        return [_row("signature", False, None, None, f"good signature by {', '.join(check.principals)}")]
+    detail = {"unsigned": "unsigned, and require_signed is on", "bad": f"bad signature: {check.detail}",
+              "untrusted": f"signed by an untrusted key ({check.detail}; set allowed_signers)"}[check.status]
+    return [_row("signature", True, None, None, detail)]
+
+
 CHECKS: dict[str, Callable[[Target], list[CheckResult]]] = {
     "integrity": lambda t: integrity(t.repo, t.oid, t.progress), "structure": structure, "numeric": numeric,
-    "behaviour": behaviour, "security": security,
+    "behaviour": behaviour, "security": security, "signature": signature,
 }
 ROWS = {"integrity": ("integrity",), "structure": ("structure",), "numeric": ("numeric.finite", "numeric.norms"),
-        "behaviour": ("behaviour.accuracy", "behaviour.drop"), "security": ("security.backdoor",)}
+        "behaviour": ("behaviour.accuracy", "behaviour.drop"), "security": ("security.backdoor",), "signature": ("signature",)}
 """The rows each check reports, in order (also what a skipped check lists)."""

@@ -18,7 +18,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-CHECK_NAMES = ("integrity", "structure", "numeric", "behaviour", "security")
+CHECK_NAMES = ("integrity", "structure", "numeric", "behaviour", "security", "signature")
 
 
 @dataclass(frozen=True)
@@ -36,12 +36,20 @@ class Settings:
     max_drop: float | None = None
     known_bad: tuple[str, ...] = ("refs/tags/known-bad/*",)
     max_backdoor_cosine: float = 0.2
+    require_signed: bool = False
+    """Fail a commit without a good signature (issue 26); a bad signature fails whatever this says."""
+    allowed_signers: str | None = None
+    """The ssh-keygen allowed-signers file signatures are checked against (relative to the policy)."""
+    signers: tuple[str, ...] = ()
+    """The principals (globs) that may sign the branches this applies to (empty: any allowed signer),
+    e.g. ``[branches."client/*"] signers = ["*@clients.example"]``."""
 
 
-_TYPE_NAMES: dict[type, str] = {str: "string", list: "list"}
+_TYPE_NAMES: dict[type, str] = {str: "string", list: "list", bool: "boolean (true or false)"}
 _TYPES: dict[str, tuple[type, ...]] = {
     "checks": (list,), "dtypes": (list,), "max_norm_ratio": (int, float), "probe": (str,), "metric": (str,),
     "min_accuracy": (int, float), "max_drop": (int, float), "known_bad": (list,), "max_backdoor_cosine": (int, float),
+    "require_signed": (bool,), "allowed_signers": (str,), "signers": (list,),
 }
 _DTYPES = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U8", "BOOL", "F8_E4M3", "F8_E5M2")
 
@@ -102,7 +110,7 @@ def _settings(table: Any, where: str, folder: Path, allow_code: bool = False) ->
         name = f"{where}.{key}"
         if key not in valid:
             raise _fail(name, f"unknown key (valid: {', '.join(valid)})")
-        if not isinstance(value, _TYPES[key]) or isinstance(value, bool):
+        if not isinstance(value, _TYPES[key]) or (isinstance(value, bool) and bool not in _TYPES[key]):
             want = "number" if float in _TYPES[key] else _TYPE_NAMES[_TYPES[key][0]]
             raise _fail(name, f"must be a {want}, got {type(value).__name__} {value!r}")
         if isinstance(value, list):
@@ -113,12 +121,16 @@ def _settings(table: Any, where: str, folder: Path, allow_code: bool = False) ->
             if bad:
                 raise _fail(name, f"unknown value {bad[0]!r} (valid: {', '.join(allowed or ())})")
             value = tuple(value)
+        elif isinstance(value, bool):
+            pass
         elif isinstance(value, (int, float)):
             value = float(value)
             if not math.isfinite(value):
                 raise _fail(name, f"{value} is not a finite number")
             if value < 0 or (key in ("min_accuracy", "max_drop", "max_backdoor_cosine") and value > 1):
                 raise _fail(name, f"{value} is out of range ({'0 to 1' if key != 'max_norm_ratio' else '≥ 0'})")
+        elif isinstance(value, str) and key == "allowed_signers":
+            value = str(folder / value)
         elif isinstance(value, str) and key in ("probe", "metric") and value != "accuracy" and ":" not in value:
             value = str(folder / value)
         elif isinstance(value, str) and key in ("probe", "metric") and value != "accuracy":

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import Json
+from ..options import Json, Sign, SigningKey, signing
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
@@ -19,11 +19,13 @@ def commit(
     base: Annotated[str | None, typer.Option("--base", help="Named base checkpoint (see `dithub base list`).")] = None,
     author: Annotated[str | None, typer.Option("--author", help="Author (default: $DITHUB_AUTHOR or login).")] = None,
     allow_empty: Annotated[bool, typer.Option("--allow-empty", help="Commit even if nothing changed.")] = False,
+    sign: Sign = False,
+    signing_key: SigningKey = None,
     as_json: Json = False,
 ) -> None:
     """Import an adapter as a new commit."""
     repo = open_repo(ctx)
-    with progress_bars() as progress:
+    with signing(repo, sign, signing_key), progress_bars() as progress:
         res = repo.commit(path, message, branch=branch, base=base, author=author, allow_empty=allow_empty, progress=progress)
     emit(as_json, res, lambda: out.print(
         f"\\[{res.branch} {short(res.id)}] {message.splitlines()[0]}: {res.new_objects} new objects, "

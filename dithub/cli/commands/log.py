@@ -9,7 +9,7 @@ from rich.markup import escape
 
 from ..graph import graph_prefixes
 from ..options import Json
-from ..output import emit, out
+from ..output import emit, out, signature_line
 from ..state import repo as open_repo
 
 
@@ -20,6 +20,7 @@ def log(
     all_refs: Annotated[bool, typer.Option("--all", help="Start from every branch, tag and base.")] = False,
     max_count: Annotated[int | None, typer.Option("--max-count", "-n", help="Show at most N commits.")] = None,
     oneline: Annotated[bool, typer.Option("--oneline", help="One short line per commit: id, refs, title.")] = False,
+    show_signature: Annotated[bool, typer.Option("--show-signature", help="Check each commit's signature against the allowed signers (`dithub config signing.allowedsigners FILE`).")] = False,
     as_json: Json = False,
 ) -> None:
     """Show the history of commits."""
@@ -31,10 +32,12 @@ def log(
             return
     entries = repo.log(revs, max_count)
     names = repo.ref_names_by_commit()
+    checks = {e.id: repo.signature(e.id) for e in entries} if show_signature else {}
     payload = [
         {"id": e.id, "parents": e.commit.parents, "tree": e.commit.tree, "base": e.commit.base,
          "author": e.commit.author, "time": e.commit.time, "message": e.commit.message,
-         "op": e.commit.op.to_json(), "refs": names.get(e.id, [])}
+         "op": e.commit.op.to_json(), "refs": names.get(e.id, []),
+         **({"signature": checks[e.id].to_json()} if show_signature else {})}
         for e in entries
     ]
 
@@ -53,6 +56,8 @@ def log(
             when = f"{dt.datetime.fromtimestamp(e.commit.time):%Y-%m-%d %H:%M:%S}"
             tail = "" if oneline else f"{what} {title} [dim]— {escape(e.commit.author)}, {when}[/]"
             out.print(f"{lead}[yellow]{e.id[:12]}[/]{deco}" + (f" {title}" if oneline else tail))
+            if show_signature:
+                out.print(f"{' ' * len(lines[star]) + ' ' if graph else ''}  {signature_line(checks[e.id])}")
             for extra in lines[star + 1 :]:
                 out.print(f"[red]{escape(extra)}[/]")
 

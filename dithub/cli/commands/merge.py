@@ -9,7 +9,7 @@ import typer
 from ...algorithms.merge import REGISTRY, get_method  # the declarations: no torch
 from ...algorithms.params import finite
 from ...errors import BadInput
-from ..options import Alpha, Executor, Json, Metric, alpha_value, key_values
+from ..options import Alpha, Executor, Json, Metric, Sign, SigningKey, alpha_value, key_values, signing
 from ..output import emit, human_bytes, out, progress_bars, short
 from ..state import repo as open_repo
 
@@ -97,6 +97,8 @@ def merge(
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the plan; write nothing.")] = False,
     executor: Executor = "local",
     remote: Annotated[str | None, typer.Option("--remote", help="Run against this remote, the store of record: its branches in, --into its branch; then fetched.")] = None,
+    sign: Sign = False,
+    signing_key: SigningKey = None,
     as_json: Json = False,
 ) -> None:
     """Merge adapters into one new commit whose parents are the merged heads."""
@@ -138,7 +140,7 @@ def merge(
             f"would merge {', '.join(plan.names)} with {plan.method} (arXiv {plan.paper}) {plan.params}: "
             f"{len(plan.tensors)} {plan.kind} tensors, peak memory about {human_bytes(plan.peak_bytes)}"))
         return
-    with progress_bars() as progress:
+    with signing(repo, sign, signing_key), progress_bars() as progress:
         oid = repo.merge(revs, method, params, into=into, message=message, progress=progress,
                          probe=probes[0] if scale == "auto" else None, metric=metric, device=device, executor=executor, remote=remote,
                          probes=probes if activation else (), defense=defense)

@@ -5,7 +5,7 @@ from typing import Annotated
 
 import typer
 
-from ..options import Executor, Json, Metric, alpha_value, key_values
+from ..options import Executor, Json, Metric, Sign, SigningKey, alpha_value, key_values, signing
 from ..output import emit, out, progress_bars, short
 from ..state import repo as open_repo
 
@@ -25,12 +25,14 @@ def rebase(
     all_branches: Annotated[bool, typer.Option("--all", help="Rebase every branch whose head is on another base.")] = False,
     tip: Annotated[bool, typer.Option("--tip", help="Rewrite only the branch's head commit.")] = False,
     executor: Executor = "local",
+    sign: Sign = False,
+    signing_key: SigningKey = None,
     as_json: Json = False,
 ) -> None:
     """Move a branch's adapters onto another base checkpoint (new commits; ORIG_HEAD keeps the old head)."""
     scale = alpha_value(alpha, probe, metric, probe_without_auto=True)
     repo = open_repo(ctx)
-    with progress_bars() as progress:
+    with signing(repo, sign, signing_key), progress_bars() as progress:
         results = repo.rebase(onto, branch, method, key_values(param, "--param", "samples=32"), all_branches=all_branches, tip_only=tip,
                               alpha=1.0 if scale is None else scale, probe=probe, metric=metric, executor=executor, progress=progress)
     data = [{"branch": r.branch, "old_head": r.old_head, "new_head": r.new_head,

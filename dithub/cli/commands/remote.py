@@ -71,16 +71,18 @@ def _report(as_json: bool, verb: str, result: Any) -> None:
     emit(as_json, data, human)
 
 
+VerifySignatures = Annotated[bool, typer.Option("--verify-signatures", help="Refuse unless every head fetched has a good signature by a key of `dithub config signing.allowedsigners` (no ref moves otherwise).")]
+
 def fetch(ctx: typer.Context, remote: Annotated[str, typer.Argument(help="Remote name.")] = "origin",
           branches: Annotated[list[str] | None, typer.Argument(help="Branches to fetch (default: all, with tags and bases).")] = None,
           with_base: Annotated[bool, typer.Option("--with-base", help="Also fetch the base checkpoints of the fetched commits.")] = False,
-          as_json: Json = False) -> None:
+          verify_signatures: VerifySignatures = False, as_json: Json = False) -> None:
     """Bring a remote's objects and branches (as refs/remotes/REMOTE/BRANCH); only missing objects travel."""
     from ...ops.sync import fetch as do_fetch
 
     repo = open_repo(ctx)
     with progress_bars() as progress:
-        result = do_fetch(repo, remote, branches or None, with_base=with_base, progress=progress)
+        result = do_fetch(repo, remote, branches or None, with_base=with_base, verify_signatures=verify_signatures, progress=progress)
     _report(as_json, "Fetched", result)
 
 
@@ -101,13 +103,14 @@ def pull(ctx: typer.Context, remote: Annotated[str | None, typer.Argument(help="
          branch: Annotated[str | None, typer.Argument(help="Branch (default: the current one).")] = None,
          method: Annotated[str | None, typer.Option("--method", help="Where the branches have diverged, merge them with this method.")] = None,
          param: Annotated[list[str] | None, typer.Option("--param", "-p", help="A method parameter, KEY=VALUE (repeatable).")] = None,
-         as_json: Json = False) -> None:
+         verify_signatures: VerifySignatures = False, as_json: Json = False) -> None:
     """Fetch the branch's upstream and fast-forward the branch; diverged branches merge with --method."""
     from ...ops.sync import pull as do_pull
 
     repo = open_repo(ctx)
     with progress_bars() as progress:
-        result = do_pull(repo, remote, branch, method=method, params=key_values(param, "--param", "density=0.2"), progress=progress)
+        result = do_pull(repo, remote, branch, method=method, params=key_values(param, "--param", "density=0.2"),
+                         verify_signatures=verify_signatures, progress=progress)
     _report(as_json, "Pulled", result)
 
 

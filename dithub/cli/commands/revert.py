@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from ...errors import BadInput
-from ..options import Executor, Json, Metric, alpha_value, key_values
+from ..options import Executor, Json, Metric, Sign, SigningKey, alpha_value, key_values, signing
 from ..output import emit, out, short
 from ..state import repo as open_repo
 
@@ -28,6 +28,8 @@ def revert(
     executor: Executor = "local",
     into: Annotated[str | None, typer.Option("--into", help="Branch to commit on (default: the current branch).")] = None,
     message: Annotated[str | None, typer.Option("--message", "-m", help="Commit message.")] = None,
+    sign: Sign = False,
+    signing_key: SigningKey = None,
     as_json: Json = False,
 ) -> None:
     """Undo a commit, remove one input from a merge (unlearning), or forget one class of an adapter, as a new commit; history is kept."""
@@ -35,9 +37,10 @@ def revert(
         raise BadInput(f"unknown revert method {method!r}", f"valid methods: {', '.join(METHODS)}")
     value = alpha_value(alpha, probe, metric, probe_without_auto=forget_class is not None)
     repo = open_repo(ctx)
-    oid = repo.revert(rev, from_merge=from_merge, method=method, alpha=value, probe=probe, metric=metric, force=force, margin=margin,
-                      branch=into, message=message, executor=executor, forget_class=forget_class,
-                      params=key_values(param, "--param", "alpha=4"))
+    with signing(repo, sign, signing_key):
+        oid = repo.revert(rev, from_merge=from_merge, method=method, alpha=value, probe=probe, metric=metric, force=force,
+                          margin=margin, branch=into, message=message, executor=executor, forget_class=forget_class,
+                          params=key_values(param, "--param", "alpha=4"))
     commit = repo.store.read_commit(oid)
     branch = into or repo.current_branch()
     emit(as_json, {"id": oid, "branch": branch, "op": commit.op.to_json(), "parents": commit.parents},

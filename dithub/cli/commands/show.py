@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from ..options import Json, Rev
-from ..output import emit, human_bytes, out, short
+from ..output import emit, human_bytes, out, short, signature_line
 from ..state import repo as open_repo
 
 
@@ -27,11 +27,12 @@ def show(ctx: typer.Context, rev: Rev = "HEAD",
         return
     info = repo.show(rev)
     c, tree = info.commit, info.tree
+    signature = repo.signature(info.id)
     payload = {
         "id": info.id, "refs": info.refs, "tree": c.tree, "parents": c.parents, "base": c.base,
         "base_name": info.base, "author": c.author, "time": c.time, "message": c.message, "op": c.op.to_json(),
         "kind": tree.kind, "config": tree.config, "bytes": tree.nbytes,
-        "tensors": {n: e.to_json() for n, e in tree.tensors.items()},
+        "tensors": {n: e.to_json() for n, e in tree.tensors.items()}, "signature": signature.to_json(),
     }
 
     def human() -> None:
@@ -40,6 +41,8 @@ def show(ctx: typer.Context, rev: Rev = "HEAD",
         if c.parents:
             out.print("Parents: " + " ".join(short(p) for p in c.parents))
         out.print(f"Author:  {escape(c.author)}\nDate:    {dt.datetime.fromtimestamp(c.time):%Y-%m-%d %H:%M:%S}")
+        if c.signature is not None:
+            out.print(f"Signer:  {signature_line(signature)}")
         out.print(f"Kind:    {tree.kind}, {len(tree.tensors)} tensors, {human_bytes(tree.nbytes)}; base: {info.base or 'none'}")
         if "hub" in c.op.params:
             out.print(escape(f"Source:  hf://{c.op.params['hub']}@{c.op.params['revision']}"))

@@ -1,0 +1,154 @@
+"""Signed commits (SSH signatures, as git signs with ``ssh-keygen -Y sign``): signing and checking
+with keys made here by ``cryptography``, checked independently by the ``sshsig`` package (and by
+ssh-keygen itself where the machine has it), an untrusted signer, a tampered tensor under a signed
+commit, a policy per branch pattern, and fetch --verify-signatures."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from safetensors.torch import save_file
+
+from dithub import Repo
+from dithub.errors import RemoteError
+from dithub.formats.sshsig import SignatureError, sign, verify
+from dithub.ops.sync import fetch, push, remote_add
+
+
+def _key(path: Path, kind: str = "ed25519") -> str:
+    """A private key file (OpenSSH format) and its public line."""
+    key = {"ed25519": lambda: ed25519.Ed25519PrivateKey.generate(), "ecdsa": lambda: ec.generate_private_key(ec.SECP256R1()),
+           "rsa": lambda: rsa.generate_private_key(public_exponent=65537, key_size=2048)}[kind]()
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()))
+    path.chmod(0o600)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+@pytest.mark.parametrize("kind", ["ed25519", "ecdsa", "rsa"])
+def test_signatures_verify_independently(tmp_path, kind):
+    import sshsig
+
+    public = _key(tmp_path / "k", kind)
+    from dithub.formats.sshsig import load_private_key
+
+    message = b"commit\n{...}"
+    armored = sign(message, load_private_key(tmp_path / "k"), "dithub")
+    assert verify(message, armored, "dithub").split()[:2] == public.split()[:2]
+    if kind != "ecdsa":  # the sshsig package reads Ed25519 and RSA keys (ssh-keygen, below, reads all three)
+        allowed = [sshsig.PublicKey.from_openssh_str(public)]
+        sshsig.verify(message, armored, allowed, namespace="dithub")  # another implementation of the format agrees
+        with pytest.raises(sshsig.InvalidSignature):
+            sshsig.verify(message + b"!", armored, allowed, namespace="dithub")
+    with pytest.raises(SignatureError, match="do(es)? not match"):
+        verify(message + b"!", armored, "dithub")
+    with pytest.raises(SignatureError, match="namespace 'dithub', not 'git'"):
+        verify(message, armored, "git")  # a commit signature is no git signature, nor the reverse
+    if shutil.which("ssh-keygen"):  # the reference tool, where the machine has it
+        (tmp_path / "allowed").write_text(f"me@example.org {public}\n")
+        (tmp_path / "sig").write_text(armored)
+        ok = subprocess.run(["ssh-keygen", "-Y", "verify", "-f", str(tmp_path / "allowed"), "-I", "me@example.org",
+                             "-n", "dithub", "-s", str(tmp_path / "sig")], input=message, capture_output=True)
+        assert ok.returncode == 0, ok.stderr
+        theirs = subprocess.run(["ssh-keygen", "-Y", "sign", "-f", str(tmp_path / "k"), "-n", "dithub"], input=message,
+                                capture_output=True, check=True).stdout.decode()
+        assert verify(message, theirs, "dithub").split()[:2] == public.split()[:2]
+
+
+@pytest.fixture
+def signed_repo(tmp_path, cli):
+    repo = Repo.init(tmp_path / "r")
+    alice, mallory = _key(tmp_path / "alice"), _key(tmp_path / "mallory")
+    (tmp_path / "allowed").write_text(f"alice@example.org namespaces=\"dithub\" {alice}\n")
+    for i, name in enumerate(("client/a", "client/b")):
+        save_file({"w": torch.full((64,), float(i)), "b": torch.ones(8)}, str(tmp_path / f"t{i}.safetensors"))
+        res = cli(f"commit {tmp_path}/t{i}.safetensors -m {name} -b {name} -S --signing-key {tmp_path}/alice", cwd=repo.path)
+        assert res.code == 0, res.err
+    save_file({"w": torch.full((64,), 9.0), "b": torch.ones(8)}, str(tmp_path / "t9.safetensors"))
+    assert cli(f"commit {tmp_path}/t9.safetensors -m intruder -b client/m -S --signing-key {tmp_path}/mallory", cwd=repo.path).code == 0
+    assert cli(f"commit {tmp_path}/t9.safetensors -m plain -b plain", cwd=repo.path).code == 0
+    return repo, tmp_path, mallory
+
+
+def test_signed_commits_show_their_signer(signed_repo, cli):
+    repo, root, _ = signed_repo
+    assert repo.signature("client/a").status == "untrusted"  # no allowed-signers file yet
+    assert cli(f"config signing.allowedsigners {root}/allowed", cwd=repo.path).code == 0
+    good = repo.signature("client/a")
+    assert good.status == "good" and good.principals == ("alice@example.org",)
+    assert repo.signature("client/m").status == "untrusted" and repo.signature("plain").status == "unsigned"
+    out = cli("log client/a --show-signature", cwd=repo.path).out
+    assert "good signature by alice@example.org" in out
+    assert "untrusted key" in cli("show client/m", cwd=repo.path).out
+    commit = repo.commit_object("client/a")
+    assert commit.signature is not None and commit.payload() != commit.encode()  # the id covers the signature too
+    # a merge signs with the configured key
+    assert cli(f"config user.signingkey {root}/alice", cwd=repo.path).code == 0
+    assert cli("merge client/a client/b --method task_arithmetic --into merged -S", cwd=repo.path).code == 0
+    assert repo.signature("merged").status == "good"
+    Repo.init(root / "fresh")
+    assert "no signing key" in cli(f"commit {root}/t0.safetensors -m x -b y -S", cwd=root / "fresh").err
+
+
+def test_a_tampered_tensor_under_a_signed_commit_fails_fsck_and_verify(signed_repo, cli):
+    repo, root, _ = signed_repo
+    (root / "dithub.toml").write_text(f'[verify]\nrequire_signed = true\nallowed_signers = "{root}/allowed"\nchecks = ["integrity", "signature"]\n')
+    assert cli(f"verify client/a --policy {root}/dithub.toml", cwd=repo.path).code == 0
+    entry = repo.tree_of("client/a").tensors["w"]
+    path = repo.path / ".dithub" / "objects" / entry.id[:2] / entry.id[2:]
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    assert cli("fsck", cwd=repo.path).code != 0
+    res = cli(f"verify client/a --policy {root}/dithub.toml --json", cwd=repo.path)
+    assert res.code == 11 and '"integrity"' in res.out and "fail" in res.out  # the signature is good; the bytes it pins are not
+
+
+def test_a_policy_per_branch_pattern(signed_repo, cli):
+    repo, root, mallory = signed_repo
+    bob = _key(root / "bob")
+    (root / "allowed").write_text(f"alice@example.org {_public(root / 'alice')}\nbob@clients.example {bob}\n")
+    save_file({"w": torch.full((64,), 5.0), "b": torch.ones(8)}, str(root / "t5.safetensors"))
+    assert cli(f"commit {root}/t5.safetensors -m bob -b client/bob -S --signing-key {root}/bob", cwd=repo.path).code == 0
+    (root / "dithub.toml").write_text(
+        '[verify]\nrequire_signed = true\nallowed_signers = "allowed"\nchecks = ["signature"]\n'
+        '[branches."client/*"]\nsigners = ["*@clients.example"]\n[branches."main"]\nsigners = ["alice@example.org"]\n')
+    policy = str(root / "dithub.toml")
+    statuses = {b: repo.verify(b, policy=policy).checks[0] for b in ("client/bob", "client/a", "client/m", "plain")}
+    assert statuses["client/bob"].status == "pass"  # bob may sign client branches
+    assert statuses["client/a"].status == "fail" and "may not sign client/a" in statuses["client/a"].detail  # alice may not
+    assert statuses["client/m"].status == "fail" and "untrusted" in statuses["client/m"].detail
+    assert statuses["plain"].status == "fail" and "unsigned" in statuses["plain"].detail
+    forged = repo.commit_object("client/bob")
+    from dataclasses import replace
+
+    evil = repo.store.write_commit(replace(forged, message="rewritten"))  # the signature no longer covers it
+    repo.refs.set_if_equals("refs/heads/forged", None, evil, "test")
+    bad = repo.verify("forged", policy=policy).checks[0]
+    assert bad.status == "fail" and "bad signature" in bad.detail
+
+
+def _public(private: Path) -> str:
+    key = serialization.load_ssh_private_key(private.read_bytes(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
+
+
+def test_fetch_verify_signatures_refuses_untrusted_heads(signed_repo, tmp_path, cli):
+    repo, root, _ = signed_repo
+    remote_add(repo, "origin", str(tmp_path / "remote"))
+    push(repo, "origin", ["client/a", "client/m"])
+    other = Repo.init(tmp_path / "other")
+    remote_add(other, "origin", str(tmp_path / "remote"))
+    res = cli("fetch origin --verify-signatures", cwd=other.path)
+    assert res.code != 0 and "allowed signers" in res.err
+    other.config("signing.allowedsigners", str(root / "allowed"))
+    with pytest.raises(RemoteError, match="client/m .* no good signature: untrusted"):
+        fetch(other, "origin", verify_signatures=True)
+    assert other.refs.names("refs/remotes/") == []  # no ref moved
+    fetch(other, "origin", ["client/a"], verify_signatures=True)
+    assert other.refs.names("refs/remotes/") == ["refs/remotes/origin/client/a"]
