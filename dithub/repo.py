@@ -304,6 +304,15 @@ class Repo:
 
         return export(self, rev, Path(out), progress, card=card)
 
+    def sign_model(self, path: str | os.PathLike[str], private_key: str | os.PathLike[str],
+                   signature: str | os.PathLike[str] | None = None) -> Path:
+        """An OpenSSF model signature of an exported model (``signature``: default PATH.sig beside
+        it), verifiable outside dithub; see ``formats.openssf``."""
+        from .formats.openssf import sign_model
+
+        path = Path(path)
+        return sign_model(path, Path(private_key), Path(signature) if signature else path.with_name(path.name + ".sig"))
+
     def export_merged(self, rev: str, base: str | None, out: str | os.PathLike[str], *, max_shard_size: int | str = "5GB",
                       progress: ProgressFactory = no_progress) -> Path:
         """Full weights of ``rev``'s base (or of ``base``: a model directory, a dithub revision or

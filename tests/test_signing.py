@@ -152,3 +152,24 @@ def test_fetch_verify_signatures_refuses_untrusted_heads(signed_repo, tmp_path, 
     assert other.refs.names("refs/remotes/") == []  # no ref moved
     fetch(other, "origin", ["client/a"], verify_signatures=True)
     assert other.refs.names("refs/remotes/") == ["refs/remotes/origin/client/a"]
+
+
+def test_export_writes_an_openssf_model_signature(signed_repo, tmp_path, cli):
+    from model_signing import verifying
+
+    repo, _root, _ = signed_repo
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ec.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                        serialization.NoEncryption()))
+    (tmp_path / "ec.pub").write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
+    res = cli(f"export client/a -o {tmp_path}/out --model-signing-key {tmp_path}/ec.pem", cwd=repo.path)
+    assert res.code == 0, res.err
+    signature = next((tmp_path / "out").rglob("*.sig"))  # beside what export wrote (here: the task vector file)
+    exported = signature.with_name(signature.name[: -len(".sig")])
+    verify = verifying.Config().use_elliptic_key_verifier(public_key=str(tmp_path / "ec.pub"))
+    verify.verify(str(exported), str(signature))  # the OpenSSF tool's own verifier accepts it
+    target = exported if exported.is_file() else next(p for p in exported.rglob("*") if p.suffix == ".safetensors")
+    target.write_bytes(target.read_bytes()[:-1] + bytes([target.read_bytes()[-1] ^ 1]))
+    with pytest.raises(ValueError):
+        verify.verify(str(exported), str(signature))

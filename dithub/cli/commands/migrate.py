@@ -21,8 +21,11 @@ def migrate(
         report = repo.migrate(hash, progress)
     emit(as_json, {"from": report.old, "to": report.new, "objects": report.objects, "refs": report.refs,
                    "reflog_entries": report.reflog_entries, "dropped_reflog_entries": report.dropped_reflog_entries,
+                   "dropped_signatures": report.dropped_signatures,
                    "map": str(report.map_file)},
          lambda: out.print(f"migrated {report.objects} objects and {report.refs} refs from {report.old} to {report.new}; "
                            f"old -> new ids in {report.map_file}"
                            + (f" ({report.dropped_reflog_entries} reflog entries named objects gc had removed: dropped)"
-                              if report.dropped_reflog_entries else "")))
+                              if report.dropped_reflog_entries else "")
+                           + (f"; {report.dropped_signatures} signed commits are unsigned now (a signature covers the old ids: "
+                              "sign the heads again)" if report.dropped_signatures else "")))
