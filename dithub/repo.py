@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 from .errors import BadInput, NotARepository, RefNotFound
 from .ops import branches as branch_ops
 from .ops import maintenance
-from .ops.commit import DEFAULT_BRANCH, CommitResult, base_add, commit, commit_tree, default_author
+from .ops.commit import DEFAULT_BRANCH, CommitResult, base_add, commit, commit_tree
+from .ops.identity import default_author
 from .ops.maintenance import FsckReport, GcReport
 from .progress import ProgressFactory, no_progress
 from .store import (
@@ -194,7 +195,7 @@ class Repo:
         """Short ref names pointing at each commit (for decorations)."""
         out: dict[ObjectId, list[str]] = {}
         for full, oid in self.refs.as_dict("refs/").items():
-            out.setdefault(oid, []).append(full.split("/", 2)[2] if full.count("/") >= 2 else full)
+            out.setdefault(self.store.peel(oid), []).append(full.split("/", 2)[2] if full.count("/") >= 2 else full)
         return out
 
     # -- writing history (dithub.ops.commit) -----------------------------------
@@ -223,8 +224,18 @@ class Repo:
     def rename_branch(self, old: str, new: str) -> None:
         branch_ops.rename_branch(self, old, new)
 
-    def tag(self, name: str, rev: str = "HEAD", force: bool = False) -> ObjectId:
-        return branch_ops.tag(self, name, rev, force)
+    def tag(self, name: str, rev: str = "HEAD", force: bool = False, message: str | None = None) -> ObjectId:
+        """Tag ``rev``: lightweight, or (a ``message``, or inside ``signing``) an annotated tag object."""
+        return branch_ops.tag(self, name, rev, force, message)
+
+    def tag_signature(self, name: str, allowed_signers: str | None = None) -> SignatureCheck:
+        """Whether tag ``name`` is an annotated tag with a good signature (a lightweight tag is unsigned)."""
+        from .ops.sign import SignatureCheck, check_commit, repo_signers
+
+        oid = branch_ops.existing(self, TAGS, name, "tag")
+        if self.store.peel(oid) == oid:
+            return SignatureCheck("unsigned", detail="a lightweight tag")
+        return check_commit(self.store.read_tag(oid), repo_signers(self, allowed_signers))
 
     def delete_tag(self, name: str) -> ObjectId:
         return branch_ops.delete_tag(self, name)

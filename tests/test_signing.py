@@ -173,3 +173,30 @@ def test_export_writes_an_openssf_model_signature(signed_repo, tmp_path, cli):
     target.write_bytes(target.read_bytes()[:-1] + bytes([target.read_bytes()[-1] ^ 1]))
     with pytest.raises(ValueError):
         verify.verify(str(exported), str(signature))
+
+
+def test_signed_tags(signed_repo, tmp_path, cli):
+    repo, root, _ = signed_repo
+    repo.config("signing.allowedsigners", str(root / "allowed"))
+    assert cli(f"tag v1 client/a -s --signing-key {root}/alice -m 'release 1'", cwd=repo.path).code == 0
+    assert cli("tag v0 client/a", cwd=repo.path).code == 0  # lightweight
+    res = cli("tag -v v1", cwd=repo.path)
+    assert res.code == 0 and "good signature by alice@example.org" in res.out
+    assert cli("tag -v v0", cwd=repo.path).code != 0
+    tag_oid = repo.refs.resolve("refs/tags/v1")
+    assert tag_oid != repo.resolve("client/a") and repo.resolve("v1") == repo.resolve("client/a")  # the ref names the tag object
+    assert repo.store.read_tag(tag_oid).message == "release 1" and repo.fsck().ok
+    from dataclasses import replace
+
+    forged = repo.store.write(replace(repo.store.read_tag(tag_oid), message="release 2").encode())  # the signature no longer covers it
+    repo.refs.set_if_equals("refs/tags/v2", None, forged, "test")
+    assert repo.tag_signature("v2").status == "bad" and "does not match" in repo.tag_signature("v2").detail
+    # tag objects travel (a clone of this working repository brings its tags), and gc and fsck keep and check them
+    clone, _ = Repo.clone(str(repo.path), tmp_path / "clone")
+    clone.config("signing.allowedsigners", str(root / "allowed"))
+    assert clone.refs.resolve("refs/tags/v1") == tag_oid and clone.tag_signature("v1").status == "good" and clone.fsck().ok
+    assert cli("gc --prune-now", cwd=repo.path).code == 0 and repo.fsck().ok and repo.store.contains(tag_oid)
+    assert cli("migrate --hash xxh3", cwd=repo.path).code == 0  # tag objects follow their commits (unsigned now)
+    migrated = Repo.open(repo.path)
+    assert migrated.resolve("v1") == migrated.resolve("client/a") and migrated.tag_signature("v1").status == "unsigned"
+    assert migrated.store.read_tag(migrated.refs.resolve("refs/tags/v1")).message == "release 1" and migrated.fsck().ok

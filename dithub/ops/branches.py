@@ -2,10 +2,15 @@
 compare-and-swap on the value read."""
 from __future__ import annotations
 
+import time
+
 from ..errors import BadInput, RefNotFound
 from ..store import ObjectId, check_ref_name
+from ..store.objects import Tag
 from ..store.view import RepoView
 from ..store.refs import HEADS, TAGS
+from .identity import default_author
+from .sign import sign_if_asked
 
 
 def target_branch(repo: RepoView, branch: str | None, hint: str) -> str:
@@ -58,8 +63,20 @@ def rename_branch(repo: RepoView, old: str, new: str) -> None:
     repo.refs.delete(HEADS + old, oid)
 
 
-def tag(repo: RepoView, name: str, rev: str = "HEAD", force: bool = False) -> ObjectId:
-    return create_ref(repo, TAGS + name, "tag", name, rev, force)
+def tag(repo: RepoView, name: str, rev: str = "HEAD", force: bool = False, message: str | None = None) -> ObjectId:
+    """Tag ``rev`` as ``name``: a lightweight tag (the ref names the commit), or — with a
+    ``message``, or inside ``Repo.signing`` (``tag -s``) — an annotated tag object, signed there."""
+    if message is None and getattr(repo, "signer", None) is None:
+        return create_ref(repo, TAGS + name, "tag", name, rev, force)
+    check_ref_name(name, "tag")
+    old = repo.refs.resolve(TAGS + name)
+    if old is not None and not force:
+        raise BadInput(f"tag {name!r} already exists", "use -f to move it, or choose another name")
+    obj = sign_if_asked(repo, Tag(repo.resolve(rev), name, default_author(), time.time(), message or f"tag {name}"))
+    oid = repo.store.write(obj.encode())
+    repo.store.sync()
+    repo.refs.set_if_equals(TAGS + name, old, oid, f"tag: created from {rev}" + (" (signed)" if obj.signature else ""))
+    return oid
 
 
 def delete_tag(repo: RepoView, name: str) -> ObjectId:

@@ -25,7 +25,8 @@ from ..store import Commit, ObjectId, Op, Tree
 from ..store.view import RepoView
 from ..train import final_block, fit_final_block
 from .branches import target_branch
-from .commit import commit_tree, default_author
+from .commit import commit_tree
+from .identity import default_author
 from .deltas import put_tensor
 from .probes import read_probe, store_probe
 

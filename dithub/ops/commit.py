@@ -2,7 +2,6 @@
 ref by compare-and-swap (every verb that writes history ends here)."""
 from __future__ import annotations
 
-import getpass
 import os
 import time
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from ..store.objects import FileEntry, blob_parts, tensor_parts
 from ..store.refs import BASES, HEADS
 from ..store.view import RepoView
 from .branches import target_branch
+from .identity import default_author
 from .sign import sign_if_asked
 
 DEFAULT_BRANCH = "main"
@@ -41,14 +41,6 @@ class CommitResult:
 class _WriteStats:
     objects: int = 0
     bytes: int = 0
-
-
-def default_author() -> str:
-    """``DITHUB_AUTHOR``, else the login name."""
-    try:
-        return os.environ.get("DITHUB_AUTHOR") or getpass.getuser()
-    except Exception:  # noqa: BLE001  no login name in some containers
-        return "unknown"
 
 
 def store_staged(repo: RepoView, staged: Staged, progress: ProgressFactory,

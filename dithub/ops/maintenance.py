@@ -10,8 +10,8 @@ from pathlib import Path
 from ..errors import CorruptObject, DithubError, ObjectNotFound, StorageError
 from ..progress import ProgressFactory, no_progress
 from ..store import BaseObjectStore, BaseRefStore, ObjectId
-from ..store.graph import commits, walk
-from ..store.refs import SPECIAL
+from ..store.graph import objects, walk
+from ..store.refs import SPECIAL, TAGS
 from ..store.objects import inspect
 from ..store.view import RepoView
 from .executor import Executor
@@ -76,7 +76,7 @@ def reachable(store: BaseObjectStore, roots: Iterable[ObjectId]) -> tuple[set[Ob
                 damaged.add(oid)
         return out
 
-    for visit in walk(commits(roots), read_many, corrupt=lambda oid, _exc: damaged.add(oid)):
+    for visit in walk(objects(roots), read_many, corrupt=lambda oid, _exc: damaged.add(oid)):
         oid = visit.link.id
         seen.add(oid)
         absent = visit.missing or (visit.data is None and not store.contains(oid))
@@ -125,7 +125,7 @@ def fsck(store: BaseObjectStore, refs: BaseRefStore, progress: ProgressFactory =
     for name, oid in tips.items():
         try:
             if store.contains(oid):
-                store.read_commit(oid)
+                store.read_commit(store.peel(oid) if name.startswith(TAGS) else oid)  # a tag may be an annotated tag object
         except CorruptObject as exc:
             report.bad_refs.append((name, f"points to {oid}: {exc.message}"))
     seen, missing = reachable(store, [o for o in tips.values()])

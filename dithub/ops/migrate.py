@@ -24,7 +24,7 @@ from typing import Any
 from ..errors import BadInput, CorruptObject
 from ..progress import ProgressFactory, no_progress
 from ..store import ObjectId, Tree, atomic_write, fsync_dir, hash_named, read_config, write_config
-from ..store.objects import Commit, FileEntry, Op, TensorEntry, decode_commit, decode_tree, object_type
+from ..store.objects import Commit, FileEntry, Op, Tag, TensorEntry, decode_commit, decode_tag, decode_tree, object_type
 from ..store.objectstore import DiskObjectStore
 from ..store.view import RepoView
 
@@ -188,6 +188,11 @@ def _rewrite_objects(repo: RepoView, target: DiskObjectStore, progress: Progress
 
     for oid in [o for o, kind in kinds.items() if kind == "commit"]:
         commit(oid)
+    for oid in [o for o, kind in kinds.items() if kind == "tag"]:
+        tag = decode_tag(oid, repo.store.read(oid))
+        unsigned[0] += tag.signature is not None
+        ids[oid] = target.write(Tag(mapped(tag.object, f"tag {oid}") or "", tag.name, tag.tagger, tag.time, tag.message).encode())
+        advance(1)
     unknown = [o for o, kind in kinds.items() if o not in ids]
     if unknown:
         raise CorruptObject(f"object {unknown[0]} is of no known kind", "run dithub fsck")

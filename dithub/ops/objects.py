@@ -59,6 +59,10 @@ def view(repo: RepoView, text: str) -> ObjectView:
     if kind == "blob":
         data = repo.store.read_blob(oid)
         return ObjectView(oid, kind, size, {"bytes": len(data)}, data)
+    if kind == "tag":
+        tag = repo.store.read_tag(oid)
+        return ObjectView(oid, kind, size, {"object": tag.object, "tag": tag.name, "tagger": tag.tagger, "time": tag.time,
+                                            "message": tag.message, "signed": tag.signature is not None})
     raise BadInput(f"object {oid} is of no known kind")
 
 

@@ -20,7 +20,7 @@ from ..store import BaseObjectStore, BaseRefStore, Commit, ObjectId
 from ..store import is_object_id
 from ..store.refs import BASES, HEADS, TAGS, full_ref_problem
 from ..store.view import RepoView
-from .commit import default_author
+from .identity import default_author
 from .executor import Executor
 from .merge.plan import plan_merge
 from .merge.run import run_merge

@@ -34,7 +34,8 @@ from ..store import Commit, ObjectId, Op, Tree
 from ..store.view import RepoView
 from ..store.refs import HEADS
 from .branches import target_branch
-from .commit import commit_tree, default_author
+from .commit import commit_tree
+from .identity import default_author
 
 LINEAR = ("task_arithmetic", "concat")
 """Merge methods whose result is a (scaled) sum of the inputs: negation removes an input exactly."""

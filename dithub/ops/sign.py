@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import BadInput
 from ..formats.sshsig import NAMESPACE, AllowedSigner, SignatureError, allowed_signers, load_private_key, sign, signer_of, verify
 from ..store import Commit, read_config, write_config
+from ..store.objects import Tag
 from ..store.view import RepoView
+
+Signable = TypeVar("Signable", Commit, Tag)
+"""What carries a signature of its own bytes: commits and annotated tags."""
 
 KEYS = {"user.signingkey": "the private SSH key commits are signed with (-S)",
         "signing.allowedsigners": "the allowed-signers file signatures are checked against (log --show-signature, show, fetch "
@@ -65,15 +69,15 @@ def signing_key(repo: RepoView, path: str | None = None) -> object:
     return load_private_key(Path(chosen).expanduser())
 
 
-def signed(commit: Commit, key: object) -> Commit:
-    """``commit`` with its signature by ``key``."""
-    return replace(commit, signature=sign(commit.payload(), key, NAMESPACE))
+def signed(obj: Signable, key: object) -> Signable:
+    """A commit or tag with its signature by ``key``."""
+    return replace(obj, signature=sign(obj.payload(), key, NAMESPACE))
 
 
-def sign_if_asked(repo: RepoView, commit: Commit) -> Commit:
-    """``commit``, signed when the operation runs inside ``Repo.signing``."""
+def sign_if_asked(repo: RepoView, obj: Signable) -> Signable:
+    """A commit or tag, signed when the operation runs inside ``Repo.signing``."""
     key = getattr(repo, "signer", None)
-    return signed(commit, key) if key is not None else commit
+    return signed(obj, key) if key is not None else obj
 
 
 @dataclass(frozen=True)
@@ -90,8 +94,9 @@ class SignatureCheck:
         return {"status": self.status, "principals": list(self.principals), "key": self.key, "detail": self.detail}
 
 
-def check_commit(commit: Commit, signers: list[AllowedSigner] | None) -> SignatureCheck:
-    """Whether ``commit`` is signed, and by whom among ``signers`` (None: no file to check against)."""
+def check_commit(commit: Commit | Tag, signers: list[AllowedSigner] | None) -> SignatureCheck:
+    """Whether a commit (or an annotated tag) is signed, and by whom among ``signers`` (None: no
+    file to check against)."""
     if commit.signature is None:
         return SignatureCheck("unsigned")
     try:

@@ -29,7 +29,8 @@ def commits(ids: Iterable[ObjectId]) -> list[Link]:
 
 
 def objects(ids: Iterable[ObjectId]) -> list[Link]:
-    """Root links for commits or trees, whichever each turns out to be (``ANY``)."""
+    """Root links for commits, trees or tags (a ref may name an annotated tag), whichever each turns
+    out to be (``ANY``)."""
     return [Link(oid, ANY) for oid in ids]
 
 
@@ -66,12 +67,12 @@ def walk(
             if data is None:
                 yield Visit(link, via, None, missing=True)
                 continue
-            if link.kind == ANY and object_type(data) in ("commit", "tree"):
+            if link.kind == ANY and object_type(data) in ("commit", "tree", "tag"):
                 link = Link(link.id, object_type(data))
             yield Visit(link, via, data)
             try:
                 if object_type(data) != link.kind:
-                    expected = "commit or tree" if link.kind == ANY else link.kind
+                    expected = "commit, tree or tag" if link.kind == ANY else link.kind
                     raise CorruptObject(f"object {link.id} is a {object_type(data)}, where a {expected} was expected")
                 named = inspect(link.id, data, with_base=with_base)[3]
             except CorruptObject as exc:

@@ -43,6 +43,8 @@ def resolve_rev(store: BaseObjectStore, refs: BaseRefStore, rev: str) -> ObjectI
         base = base[: m.start()]
     full = expand_ref(refs, base)
     oid = refs.resolve(full) if full else _by_prefix(store, base)
+    if oid is not None:
+        oid = store.peel(oid)  # an annotated tag names its commit
     if oid is None:
         if full == "HEAD" or base == "HEAD":
             raise RefNotFound("HEAD points to a branch with no commits yet", "commit an adapter first")

@@ -32,6 +32,7 @@ _TENSOR_TAG = b"tensor "
 _TREE_TAG = b"tree\n"
 _COMMIT_TAG = b"commit\n"
 _BLOB_TAG = b"blob\n"
+_TAG_TAG = b"tag\n"
 MAX_HEADER = 1 << 20
 MAX_NDIM = 32
 MAX_TREE_ENTRIES = 1 << 20
@@ -200,10 +201,46 @@ class Commit:
         return replace(self, signature=None).encode()
 
 
+@dataclass(frozen=True)
+class Tag:
+    """An annotated tag (issue 26): a commit, named and described by a tagger, optionally signed;
+    ``refs/tags/NAME`` points at it (a lightweight tag points at the commit itself)."""
+
+    object: ObjectId
+    name: str
+    tagger: str
+    time: float
+    message: str
+    signature: str | None = None
+
+    def encode(self) -> bytes:
+        body = {"object": self.object, "type": "commit", "tag": self.name, "tagger": self.tagger, "time": self.time,
+                "message": self.message}
+        return _TAG_TAG + canonical_json({**body, "signature": self.signature} if self.signature is not None else body)
+
+    def payload(self) -> bytes:
+        """What a signature signs: the tag's bytes without its signature."""
+        return replace(self, signature=None).encode()
+
+
+def decode_tag(oid: ObjectId, data: bytes) -> Tag:
+    """Parse a tag object's bytes."""
+    value = _load_json(oid, data, _TAG_TAG, "tag")
+    try:
+        signature = value.get("signature")
+        if not is_object_id(value["object"]) or value.get("type") != "commit" or not isinstance(value["tag"], str):
+            raise ValueError("it names no commit")
+        if signature is not None and (not isinstance(signature, str) or len(signature) > MAX_SIGNATURE_CHARS):
+            raise ValueError("its signature is not a string of at most 64 KiB")
+        return Tag(value["object"], value["tag"], str(value["tagger"]), float(value["time"]), str(value["message"]), signature)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptObject(f"tag object {oid} is malformed: {exc}") from None
+
+
 def object_type(data: bytes | memoryview) -> str:
-    """``tensor``, ``tree``, ``commit`` or ``unknown`` from the type tag."""
+    """``tensor``, ``tree``, ``commit``, ``blob``, ``tag`` or ``unknown`` from the type tag."""
     head = bytes(data[:8])
-    tags = (("tensor", _TENSOR_TAG), ("tree", _TREE_TAG), ("commit", _COMMIT_TAG), ("blob", _BLOB_TAG))
+    tags = (("tensor", _TENSOR_TAG), ("tree", _TREE_TAG), ("commit", _COMMIT_TAG), ("blob", _BLOB_TAG), ("tag", _TAG_TAG))
     return next((kind for kind, tag in tags if head.startswith(tag)), "unknown")
 
 
@@ -315,7 +352,8 @@ def inspect(oid: ObjectId, data: bytes | memoryview, *, with_base: bool = True) 
     """(kind, dtype, shape, what it names) of the object ``data``, parsed and checked in one pass
     (CorruptObject when it does not parse); dtype and shape for tensors only. This is the one
     definition of the object graph's edges: a commit names its tree, its parents and (unless
-    ``with_base`` is False) its base checkpoint, and the trees its op read (``Op.data``); a tree names its tensors and the blobs of its files;
+    ``with_base`` is False) its base checkpoint, and the trees its op read (``Op.data``); a tag its
+    commit; a tree names its tensors and the blobs of its files;
     a tensor and a blob name nothing."""
     kind = object_type(data)
     if kind == "tensor":
@@ -329,6 +367,8 @@ def inspect(oid: ObjectId, data: bytes | memoryview, *, with_base: bool = True) 
     if kind == "blob":
         blob_data(oid, data)
         return kind, None, None, []
+    if kind == "tag":
+        return kind, None, None, [Link(decode_tag(oid, bytes(data)).object, "commit", name="tagged")]
     if kind == "commit":
         c = decode_commit(oid, bytes(data))
         named = ([Link(c.tree, "tree", name="tree")] + [Link(p, "commit", name="parent") for p in c.parents]

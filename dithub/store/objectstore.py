@@ -21,7 +21,8 @@ from ..errors import CorruptObject, ObjectNotFound
 from . import files
 from .atomic import atomic_write_parts, fsync_dir
 from .ids import LEGACY_HASH, Buffer, Hash, ObjectId
-from .objects import Commit, Tree, blob_data, blob_parts, decode_commit, decode_tree, parse_tensor_header, tensor_parts
+from .objects import (Commit, Tag, Tree, blob_data, blob_parts, decode_commit, decode_tag, decode_tree, parse_tensor_header,
+                      tensor_parts)
 
 PEEK_BYTES = 4096
 """Enough of an object to hold any tensor header (its shape has at most MAX_NDIM sizes)."""
@@ -238,6 +239,15 @@ class BaseObjectStore(ABC):
 
     def read_commit(self, oid: ObjectId) -> Commit:
         return decode_commit(oid, self.read(oid))
+
+    def read_tag(self, oid: ObjectId) -> Tag:
+        return decode_tag(oid, self.read(oid))
+
+    def peel(self, oid: ObjectId) -> ObjectId:
+        """The commit ``oid`` names: itself, or the commit an annotated tag object points at."""
+        if self.contains(oid) and self.peek(oid, len(b"tag\n")) == b"tag\n":
+            return self.read_tag(oid).object
+        return oid
 
     def size(self, oid: ObjectId) -> int:
         return len(self._load(oid))

@@ -255,6 +255,7 @@ def security(t: Target) -> list[CheckResult]:
     worst, where = -math.inf, ""
     for ref in refs:
         oid = t.repo.refs.resolve(ref)
+        oid = t.repo.store.peel(oid) if oid is not None and t.repo.store.contains(oid) else oid
         if oid is None or not t.repo.store.contains(oid):
             continue
         bad = t.updates(oid)

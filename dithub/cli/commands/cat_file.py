@@ -48,6 +48,10 @@ def _pretty(kind: str, f: dict, data: bytes) -> None:
             out.print(f"tensor {e['id']} {e['dtype']} {e['shape']} {escape(n)}")
         for n, e in sorted(f["files"].items()):
             out.print(f"file {escape(n)} {escape(json.dumps(e, sort_keys=True))}")
+    elif kind == "tag":
+        out.print(f"object {f['object']}\ntag {escape(f['tag'])}\ntagger {escape(f['tagger'])} "
+                  f"{dt.datetime.fromtimestamp(f['time']):%Y-%m-%d %H:%M:%S}" + ("\nsigned" if f["signed"] else "")
+                  + f"\n\n{escape(f['message'])}")
     elif kind == "tensor":
         out.print(f"tensor {f['dtype']} {f['shape']}, {f['bytes']} bytes, norm {f['norm']:.6g}")
         out.print("first values: " + ", ".join(f"{v:.6g}" for v in f["first"]))

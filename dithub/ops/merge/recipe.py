@@ -44,7 +44,8 @@ from ...formats import check_fits, import_adapter, import_model_dir, lora_module
 from ...progress import no_progress
 from ...store import Commit, ObjectId, Op
 from ...store.view import RepoView
-from ..commit import default_author, named_model, store_staged
+from ..commit import named_model, store_staged
+from ..identity import default_author
 from .plan import plan_merge
 
 MAX_RECIPE_BYTES = 1 << 20
