@@ -143,15 +143,15 @@ def _rows(args: argparse.Namespace, work: Path, console: Console, big, small, s3
 
         def large(i: int) -> dict[str, float]:
             fs, root = fsspec.core.url_to_fs(url_of(f"bound{i}"), **options)
-            down = work / f"bound-down-{tag}{i}"
+            down = work / f"bound-down-{hash}-{tag}{i}"
             _, bound_up = timed(lambda: fs.put(str(objects_dir), f"{root}/objects", recursive=True))
             _, bound_down = timed(lambda: fs.get(f"{root}/objects", str(down), recursive=True))
             _, sync = timed(lambda: fsync_tree(down))
             remote_add(big, f"{tag}{i}", url_of(f"big{i}"), options)
             pushed, up = timed(lambda: push(big, f"{tag}{i}", ["main"]))
-            (_, cloned), clone_s = timed(lambda: Repo.clone(url_of(f"big{i}"), work / f"clone-{tag}{i}", options=options))
+            (_, cloned), clone_s = timed(lambda: Repo.clone(url_of(f"big{i}"), work / f"clone-{hash}-{tag}{i}", options=options))
             fs.rm(f"{root}", recursive=True)
-            for folder in (down, work / f"clone-{tag}{i}") + ((Path(url_of(f"big{i}")),) if tag == "pa" else ()):
+            for folder in (down, work / f"clone-{hash}-{tag}{i}") + ((Path(url_of(f"big{i}")),) if tag == "pa" else ()):
                 shutil.rmtree(folder, ignore_errors=True)
             return {"bound_push_s": bound_up, "push_s": up, "push_requests": pushed.requests, "bound_clone_s": bound_down,
                     "durable_bound_clone_s": bound_down + sync, "clone_s": clone_s, "clone_requests": cloned.requests}
@@ -161,7 +161,7 @@ def _rows(args: argparse.Namespace, work: Path, console: Console, big, small, s3
         remote_add(small, tag, url_of("small"), options)
         with console.status(f"{backend}: push and clone of {args.commits} small commits"):
             small_pushed, small_up = timed(lambda: push(small, tag, ["main"]))
-            (_, small_cloned), small_down = timed(lambda: Repo.clone(url_of("small"), work / f"small-clone-{tag}", options=options))
+            (_, small_cloned), small_down = timed(lambda: Repo.clone(url_of("small"), work / f"small-clone-{hash}-{tag}", options=options))
         rows.append({"backend": f"{backend}, {hash}", "hash": hash, "bytes": nbytes, "repeat": args.repeat, **row,
                      "push_ratio": row["push_s"] / row["bound_push_s"], "clone_ratio": row["clone_s"] / row["bound_clone_s"],
                      "clone_ratio_durable": row["clone_s"] / row["durable_bound_clone_s"],

@@ -79,13 +79,13 @@ def test_a_store_in_memory_receives_a_downloaded_object_only_if_it_hashes_and_pa
     assert not other.contains(oid) and object_id(data) == oid
 
 
-def test_a_root_that_is_neither_commit_nor_tree_is_named_as_such():
+def test_a_root_that_is_neither_commit_tree_nor_tag_is_named_as_such():
     import pytest
 
     from dithub.errors import CorruptObject
     from dithub.store.graph import objects
 
     store, ids = _repo_objects()
-    with pytest.raises(CorruptObject, match="is a tensor, where a commit or tree was expected"):
+    with pytest.raises(CorruptObject, match="is a tensor, where a commit, tree or tag was expected"):
         list(walk(objects([ids["t1"]]), _read(store)))
     assert {v.link.kind for v in walk(objects([ids["tree"], ids["c1"]]), _read(store)) if v.via is None} == {"tree", "commit"}

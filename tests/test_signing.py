@@ -90,6 +90,8 @@ def test_signed_commits_show_their_signer(signed_repo, cli):
     assert cli(f"config user.signingkey {root}/alice", cwd=repo.path).code == 0
     assert cli("merge client/a client/b --method task_arithmetic --into merged -S", cwd=repo.path).code == 0
     assert repo.signature("merged").status == "good"
+    assert cli("revert merged --into merged -S", cwd=repo.path).code == 0  # revert signs too (rebase: the same writer)
+    assert repo.signature("merged").status == "good" and repo.commit_object("merged").op.name == "revert"
     Repo.init(root / "fresh")
     assert "no signing key" in cli(f"commit {root}/t0.safetensors -m x -b y -S", cwd=root / "fresh").err
 

@@ -27,6 +27,7 @@ from ..deltas import delta_loader, put_tensor
 from ..probes import read_probe
 from .plan import MergePlan
 
+
 def run_activation(repo: RepoView, plan: MergePlan, progress: ProgressFactory = no_progress) -> ObjectId:
     """Run the planned activation merge on the CPU and store its tree (a task vector on the base)."""
     method = get_method(plan.method)
