@@ -95,9 +95,14 @@ class Repo:
     def signature(self, rev: str, allowed_signers: str | None = None) -> SignatureCheck:
         """Whether commit ``rev`` is signed, and by whom among the allowed signers (``allowed_signers``,
         else ``signing.allowedsigners``); see ``ops.sign.check_commit``."""
+        return self.signatures([rev], allowed_signers)[rev]
+
+    def signatures(self, revs: list[str], allowed_signers: str | None = None) -> dict[str, SignatureCheck]:
+        """``signature`` of each revision, the allowed signers read once."""
         from .ops.sign import check_commit, repo_signers
 
-        return check_commit(self.commit_object(rev), repo_signers(self, allowed_signers))
+        signers = repo_signers(self, allowed_signers)
+        return {rev: check_commit(self.commit_object(rev), signers) for rev in revs}
 
     # -- opening ----------------------------------------------------------
     @classmethod

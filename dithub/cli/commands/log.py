@@ -32,7 +32,7 @@ def log(
             return
     entries = repo.log(revs, max_count)
     names = repo.ref_names_by_commit()
-    checks = {e.id: repo.signature(e.id) for e in entries} if show_signature else {}
+    checks = repo.signatures([e.id for e in entries]) if show_signature else {}
     payload = [
         {"id": e.id, "parents": e.commit.parents, "tree": e.commit.tree, "base": e.commit.base,
          "author": e.commit.author, "time": e.commit.time, "message": e.commit.message,
