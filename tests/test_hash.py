@@ -152,3 +152,17 @@ def test_a_crash_during_the_switch_is_finished_by_the_next_open(tmp_path, vit, c
     new = Repo.open(repo.path)  # finishes the switch
     assert new.store.hash.name == "blake3" and _snapshot(new) == before and new.fsck().ok
     assert not (repo.path / ".dithub" / "migrate").exists()
+
+
+def test_a_hostile_remote_config_is_read_within_bounds(tmp_path, vit):
+    repo = Repo.init(tmp_path / "r")
+    repo.commit(vit.adapter_dir, "a", branch="main")
+    (tmp_path / "remote").mkdir()
+    (tmp_path / "remote" / "config.json").write_bytes(b'{"hash": "' + b"x" * (2 << 20) + b'"}')  # 2 MB, unreadable
+    remote_add(repo, "origin", str(tmp_path / "remote"))
+    with pytest.raises(RemoteError, match="config.json is unreadable or names no known hash"):
+        push(repo, "origin", ["main"])
+    (tmp_path / "remote" / "config.json").write_text('{"hash": "md5"}')
+    with pytest.raises(RemoteError, match="no known hash"):
+        fetch(repo, "origin")
+    assert repo.refs.names("refs/remotes/") == []

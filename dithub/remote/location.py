@@ -141,7 +141,7 @@ class Location:
         made before issue 26)."""
         if self._hash is None:
             try:
-                raw = self.fs.cat_file(f"{self.root}/{CONFIG}")
+                raw = self.fs.cat_file(f"{self.root}/{CONFIG}", start=0, end=MAX_CONFIG_BYTES)  # a hostile one is not read whole
             except FileNotFoundError:
                 self._hash = LEGACY_HASH
             except Exception as exc:  # noqa: BLE001
@@ -152,7 +152,7 @@ class Location:
 
     def _parse_hash(self, raw: bytes) -> Hash:
         try:
-            config = json.loads(raw[:MAX_CONFIG_BYTES])
+            config = json.loads(raw)
             return hash_named(str(config.get("hash", LEGACY_HASH.name)) if isinstance(config, dict) else "")
         except (ValueError, UnicodeDecodeError) as exc:
             raise RemoteError(f"remote {self.name} ({self.url}): its {CONFIG} is unreadable or names no known hash: {exc}",
@@ -163,7 +163,7 @@ class Location:
         push); RemoteError where it names objects by another hash."""
         if self._hash is None:
             try:
-                self.fs.cat_file(f"{self.root}/{CONFIG}")
+                self.fs.cat_file(f"{self.root}/{CONFIG}", start=0, end=1)
             except FileNotFoundError:
                 if self.refs() or self.object_sizes():  # an old remote: its objects are xxh3's
                     self._hash = LEGACY_HASH
