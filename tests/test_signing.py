@@ -202,3 +202,14 @@ def test_signed_tags(signed_repo, tmp_path, cli):
     migrated = Repo.open(repo.path)
     assert migrated.resolve("v1") == migrated.resolve("client/a") and migrated.tag_signature("v1").status == "unsigned"
     assert migrated.store.read_tag(migrated.refs.resolve("refs/tags/v1")).message == "release 1" and migrated.fsck().ok
+
+
+def test_a_merge_run_on_a_remote_is_signed_too(signed_repo, tmp_path, cli):
+    repo, root, _ = signed_repo
+    repo.config("signing.allowedsigners", str(root / "allowed"))
+    remote_add(repo, "origin", str(tmp_path / "remote"))
+    push(repo, "origin", ["client/a", "client/b"])
+    res = cli(f"merge client/a client/b --method task_arithmetic --into m --remote origin -S --signing-key {root}/alice",
+              cwd=repo.path)
+    assert res.code == 0, res.err
+    assert repo.signature("origin/m").status == "good"

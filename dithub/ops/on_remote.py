@@ -21,6 +21,7 @@ from ..store import is_object_id
 from ..store.refs import BASES, HEADS, TAGS, full_ref_problem
 from ..store.view import RepoView
 from .identity import default_author
+from .sign import sign_if_asked
 from .executor import Executor
 from .merge.plan import plan_merge
 from .merge.run import run_merge
@@ -98,7 +99,8 @@ def merge_on_remote(repo: RepoView, remote: str, revs: list[str], method: str, p
     tree = run_merge(view, plan, progress, "cpu", executor=executor)
     parents = ([old] if old and old not in plan.inputs else []) + plan.inputs
     who = author or default_author()
-    commit = view.store.write_commit(Commit(tree, parents, plan.base, who, time.time(),
-                                            message or f"merge {', '.join(revs)} with {method} (on {remote})", plan.op))
+    commit = view.store.write_commit(sign_if_asked(repo, Commit(tree, parents, plan.base, who, time.time(),
+                                                                message or f"merge {', '.join(revs)} with {method} (on {remote})",
+                                                                plan.op)))  # -S signs here too
     view.refs.set_if_equals(HEADS + into, old, commit, f"merge on {remote}: {method}", who)
     return commit, fetch(repo, remote, [into], progress=progress)
