@@ -140,17 +140,17 @@ class Location:
         config; a bare remote's, written by the first push), ``xxh3`` where there is none (remotes
         made before issue 26)."""
         if self._hash is None:
-            try:
-                raw = self.fs.cat_file(f"{self.root}/{CONFIG}", start=0, end=MAX_CONFIG_BYTES)  # a hostile one is not read whole
-            except FileNotFoundError:
-                self._hash = LEGACY_HASH
-            except Exception as exc:  # noqa: BLE001
-                raise self._fail("reading its config", exc) from None
-            else:
-                self._hash = self._parse_hash(raw)
+            self._hash = self._stored_hash() or LEGACY_HASH
         return self._hash
 
-    def _parse_hash(self, raw: bytes) -> Hash:
+    def _stored_hash(self) -> Hash | None:
+        """The hash the remote's config names (None: it has no config), read within bounds."""
+        try:
+            raw = self.fs.cat_file(f"{self.root}/{CONFIG}", start=0, end=MAX_CONFIG_BYTES)  # a hostile one is not read whole
+        except FileNotFoundError:
+            return None
+        except Exception as exc:  # noqa: BLE001
+            raise self._fail("reading its config", exc) from None
         try:
             config = json.loads(raw)
             return hash_named(str(config.get("hash", LEGACY_HASH.name)) if isinstance(config, dict) else "")
@@ -162,16 +162,11 @@ class Location:
         """Record ``hash`` as this remote's, where it records none and holds nothing yet (a first
         push); RemoteError where it names objects by another hash."""
         if self._hash is None:
-            try:
-                self.fs.cat_file(f"{self.root}/{CONFIG}", start=0, end=1)
-            except FileNotFoundError:
-                if self.refs() or self.object_sizes():  # an old remote: its objects are xxh3's
-                    self._hash = LEGACY_HASH
-                else:
-                    self._put(f"{self.root}/{CONFIG}", json.dumps({"format": 1, "hash": hash.name}).encode(), "its config")
-                    self._hash = hash
-            except Exception as exc:  # noqa: BLE001
-                raise self._fail("reading its config", exc) from None
+            stored = self._stored_hash()
+            if stored is None and not (self.refs() or self.object_sizes()):  # with objects: an old remote, xxh3's
+                self._put(f"{self.root}/{CONFIG}", json.dumps({"format": 1, "hash": hash.name}).encode(), "its config")
+                stored = hash
+            self._hash = stored or LEGACY_HASH
         check_same_hash(self, hash)
 
     # -- paths -----------------------------------------------------------------

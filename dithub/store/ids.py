@@ -97,11 +97,6 @@ def object_id(data: bytes | memoryview, hash: Hash = LEGACY_HASH) -> ObjectId:
     return hash.of(data)
 
 
-def object_id_of_parts(parts: Iterable[Buffer], hash: Hash = LEGACY_HASH) -> ObjectId:
-    """The id of the concatenation of ``parts`` by ``hash``, without concatenating them."""
-    return hash.of_parts(parts)
-
-
 def is_object_id(text: str) -> bool:
     """True for a full, well-formed object id of either hash."""
     return bool(_OID_RE.match(text))
