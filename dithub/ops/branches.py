@@ -3,6 +3,7 @@ compare-and-swap on the value read."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from ..errors import BadInput, RefNotFound
 from ..store import ObjectId, check_ref_name
@@ -22,14 +23,19 @@ def target_branch(repo: RepoView, branch: str | None, hint: str) -> str:
     return branch
 
 
-def create_ref(repo: RepoView, ref: str, what: str, name: str, rev: str, force: bool) -> ObjectId:
-    """Point ``ref`` (a ``what`` called ``name``) at ``rev``; an existing one moves only with ``force``."""
+def create_ref(repo: RepoView, ref: str, what: str, name: str, rev: str, force: bool,
+               target: Callable[[ObjectId], tuple[ObjectId, str]] | None = None) -> ObjectId:
+    """Point ``ref`` (a ``what`` called ``name``) at ``rev`` — or at what ``target`` makes of its
+    commit (an object it writes, and a note for the reflog); an existing one moves only with ``force``."""
     check_ref_name(name, what)
     oid = repo.resolve(rev)
     old = repo.refs.resolve(ref)
     if old is not None and not force:
         raise BadInput(f"{what} {name!r} already exists", "use -f to move it, or choose another name")
-    repo.refs.set_if_equals(ref, old, oid, f"{what}: created from {rev}")
+    note = ""
+    if target is not None:
+        oid, note = target(oid)
+    repo.refs.set_if_equals(ref, old, oid, f"{what}: created from {rev}{note}")
     return oid
 
 
@@ -68,15 +74,14 @@ def tag(repo: RepoView, name: str, rev: str = "HEAD", force: bool = False, messa
     ``message``, or inside ``Repo.signing`` (``tag -s``) — an annotated tag object, signed there."""
     if message is None and getattr(repo, "signer", None) is None:
         return create_ref(repo, TAGS + name, "tag", name, rev, force)
-    check_ref_name(name, "tag")
-    old = repo.refs.resolve(TAGS + name)
-    if old is not None and not force:
-        raise BadInput(f"tag {name!r} already exists", "use -f to move it, or choose another name")
-    obj = sign_if_asked(repo, Tag(repo.resolve(rev), name, default_author(), time.time(), message or f"tag {name}"))
-    oid = repo.store.write(obj.encode())
-    repo.store.sync()
-    repo.refs.set_if_equals(TAGS + name, old, oid, f"tag: created from {rev}" + (" (signed)" if obj.signature else ""))
-    return oid
+
+    def annotated(commit: ObjectId) -> tuple[ObjectId, str]:
+        obj = sign_if_asked(repo, Tag(commit, name, default_author(), time.time(), message or f"tag {name}"))
+        oid = repo.store.write(obj.encode())
+        repo.store.sync()  # durable before the ref names it
+        return oid, " (signed)" if obj.signature else ""
+
+    return create_ref(repo, TAGS + name, "tag", name, rev, force, annotated)
 
 
 def delete_tag(repo: RepoView, name: str) -> ObjectId:
