@@ -19,7 +19,7 @@ import torch
 from ..algorithms.edit import REGISTRY as EDITS
 from ..algorithms.edit import class_vector
 from ..errors import BadInput, IncompatibleAdapters
-from ..eval import ScaledAdapter, linear_order, load_base_model
+from ..eval import ScaledAdapter, linear_activations, linear_order, load_base_model
 from ..formats.hf_names import names_of
 from ..store import Commit, ObjectId, Op, Tree
 from ..store.view import RepoView
@@ -82,7 +82,7 @@ def edited_tree(repo: RepoView, commit: Commit, op: Op) -> ObjectId:
     if not bool((labels == cls).any()):
         raise BadInput(f"the probe has no sample of class {cls}", f"give labelled samples of class {cls}")
     head = _head(edited, probe)
-    ft, before = _latents(edited, head, inputs), _latents(pre, head, inputs)
+    ft, before = (linear_activations(m, probe, {"head": head}, len(inputs))["head"][0] for m in (edited, pre))
     kappa = class_vector(ft[labels == cls], before[labels == cls])
     targets = algo.fn(ft, ft[labels == cls].mean(0), kappa, alpha=float(params["alpha"]), gate=float(params["gate"]))
     block = final_block(edited, head, inputs)
@@ -99,18 +99,6 @@ def _head(model: torch.nn.Module, probe: Any) -> str:
         raise IncompatibleAdapters("the model's last layer is not a classifier head over its labels",
                                    "class vectors edit classifiers (a model with num_labels and a linear head)")
     return order[-1]
-
-
-@torch.no_grad()
-def _latents(model: torch.nn.Module, head: str, inputs: torch.Tensor) -> torch.Tensor:
-    """What ``head`` receives for each input (the penultimate representation), float32 (n, d)."""
-    seen: list[torch.Tensor] = []
-    hook = model.get_submodule(head).register_forward_pre_hook(lambda _m, a: seen.append(a[0]))
-    try:
-        model(**{getattr(model, "main_input_name", "input_ids"): inputs})
-    finally:
-        hook.remove()
-    return seen[0].float()
 
 
 def _update_tree(repo: RepoView, base: Tree, pre: torch.nn.Module, edited: torch.nn.Module) -> ObjectId:
